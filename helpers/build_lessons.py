@@ -1,0 +1,175 @@
+r"""Generate the learner notebooks in ``lessons/`` from ``solutions/``.
+
+Solution notebooks mark the learner's part with nbgrader's markers::
+
+    # Exercise 1.2: KL divergence between two Gaussians
+    def kl_normal(mu_q, sigma_q, mu_p, sigma_p):
+        \"\"\"docstring stays visible\"\"\"
+        ### BEGIN SOLUTION
+        ...
+        ### END SOLUTION
+
+Each marked region becomes a stub, indented like the ``BEGIN`` line, that
+raises ``NotImplementedError("Exercise 1.2: KL divergence between two
+Gaussians")``. In a markdown cell (a written question) the region becomes a
+prompt. Outputs and execution counts are cleared, cell ids kept, and every
+exercise cell records a checksum of its generated source, so that a lesson
+holding a learner's work is recognised and never overwritten without
+``--force``.
+"""
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import nbformat
+
+from .notebook_io import normalize_metadata, read_notebook, render_notebook
+
+__all__ = ["BuildError", "lesson_from_solution", "learner_work", "build_lessons", "exercise_label"]
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+_LABEL = re.compile(r"\b(Exercise|Question)\s+(\d+\.\d+)\b\s*\**\s*[:.-]?\s*\**\s*(.*)")
+
+
+class BuildError(ValueError):
+    """A solution notebook that cannot be turned into a lesson (unbalanced markers, no label)."""
+
+
+def checksum(source):
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+
+
+def exercise_label(source):
+    """``(kind, number, task)`` from the first ``Exercise N.M: task`` line of a cell, or None."""
+    for line in source.splitlines():
+        match = _LABEL.search(line)
+        if match:
+            kind, number, task = match.groups()
+            return kind, number, task.strip().rstrip("*").strip()
+    return None
+
+
+def _replace_regions(source, stub_lines, where):
+    out, inside, found = [], False, False
+    for lineno, line in enumerate(source.splitlines(), 1):
+        stripped = line.strip()
+        if stripped == BEGIN:
+            if inside:
+                raise BuildError(f"{where}: nested '{BEGIN}' at line {lineno}")
+            inside, found = True, True
+            indent = line[: len(line) - len(line.lstrip())]
+            out.extend(indent + s for s in stub_lines)
+        elif stripped == END:
+            if not inside:
+                raise BuildError(f"{where}: '{END}' without '{BEGIN}' at line {lineno}")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise BuildError(f"{where}: '{BEGIN}' is never closed by '{END}'")
+    return "\n".join(out), found
+
+
+def lesson_from_solution(solution, name="notebook"):
+    """The learner notebook for a solution notebook (a new object; the input is not changed)."""
+    nb = nbformat.from_dict(json.loads(json.dumps(solution)))  # deep copy
+    for index, cell in enumerate(nb.cells):
+        where = f"{name}, cell {index} (id {cell.get('id', '?')})"
+        cell.metadata.pop("course", None)
+        if BEGIN not in cell.source and END not in cell.source:
+            _clear(cell)
+            continue
+        label = exercise_label(cell.source)
+        if label is None:
+            raise BuildError(f"{where}: a solution region needs a label line such as "
+                             "'# Exercise 1.2: <short task>' (code) or '**Question 1.4**' (markdown)")
+        kind, number, task = label
+        if cell.cell_type == "code":
+            if not task:
+                raise BuildError(f"{where}: '{kind} {number}' needs a short task after the colon")
+            message = json.dumps(f"{kind} {number}: {task}")
+            stub = ["# YOUR CODE HERE", f"raise NotImplementedError({message})"]
+        else:
+            stub = [f"*Your answer to {kind.lower()} {number} here.*"]
+        cell.source, _ = _replace_regions(cell.source, stub, where)
+        _clear(cell)
+        cell.metadata["course"] = {"exercise": number, "checksum": checksum(cell.source)}
+    return normalize_metadata(nb)
+
+
+def _clear(cell):
+    if cell.cell_type == "code":
+        cell.outputs = []
+        cell.execution_count = None
+
+
+def learner_work(lesson):
+    """Reasons why a lesson notebook holds a learner's work (empty list: it does not)."""
+    reasons = []
+    code = [c for c in lesson.cells if c.cell_type == "code"]
+    if any(c.get("outputs") for c in code) or any(c.get("execution_count") for c in code):
+        reasons.append("it has executed outputs")
+    edited = [c.metadata["course"].get("exercise", "?") for c in lesson.cells
+              if isinstance(c.metadata.get("course"), dict)
+              and checksum(c.source) != c.metadata["course"].get("checksum")]
+    if edited:
+        reasons.append("exercise " + ", ".join(edited) + (" is" if len(edited) == 1 else " are") + " edited")
+    return reasons
+
+
+def build_lessons(root, check=False, force=False, echo=print):
+    """Write (or with ``check``, compare) every lesson; return the exit status.
+
+    Exit 0: everything up to date (or written). Exit 1: with ``check``, some
+    lesson is stale, missing or has no solution; without it, some lesson was
+    left alone because it holds a learner's work, or a solution is malformed.
+    """
+    root = Path(root)
+    solutions_dir, lessons_dir = root / "solutions", root / "lessons"
+    solutions = sorted(solutions_dir.glob("*.ipynb"))
+    if not solutions:
+        echo(f"error: no solution notebooks in {solutions_dir}")
+        return 1
+    lessons_dir.mkdir(exist_ok=True)
+    problems = 0
+    for sol_path in solutions:
+        target = lessons_dir / sol_path.name
+        rel = f"lessons/{target.name}"
+        try:
+            text = render_notebook(lesson_from_solution(read_notebook(sol_path), f"solutions/{sol_path.name}"))
+        except (BuildError, ValueError) as exc:
+            echo(f"error: {exc}")
+            problems += 1
+            continue
+        current = target.read_text(encoding="utf-8") if target.exists() else None
+        if current == text:
+            if not check:
+                echo(f"{rel}: up to date")
+            continue
+        if check:
+            state = "missing" if current is None else "stale"
+            echo(f"{rel}: {state} (does not match what solutions/{sol_path.name} generates); "
+                 "run `python -m helpers build-lessons`")
+            problems += 1
+            continue
+        if current is not None and not force:
+            try:
+                reasons = learner_work(nbformat.reads(current, as_version=4))
+            except Exception:
+                reasons = ["it is not a readable notebook"]
+            if reasons:
+                echo(f"{rel}: not overwritten, {' and '.join(reasons)} (a learner's work?). "
+                     "Move it aside, or rerun with --force to replace it.")
+                problems += 1
+                continue
+        target.write_text(text, encoding="utf-8")
+        echo(f"{rel}: written")
+    names = {p.name for p in solutions}
+    for orphan in sorted(p for p in lessons_dir.glob("*.ipynb") if p.name not in names):
+        echo(f"lessons/{orphan.name}: has no solution notebook (left alone)")
+        problems += check
+    if check and problems:
+        echo(f"{problems} lesson(s) out of sync with solutions/")
+    return 1 if problems else 0

@@ -1,0 +1,185 @@
+"""The checker machinery: run a learner's function safely, print one line, record it.
+
+A checker never raises. It returns a :class:`CheckResult`, true when the
+exercise passed, and prints exactly one
+line, which either passes or names the exercise and what is wrong. A stub that
+still raises ``NotImplementedError`` reads "not attempted yet".
+
+Every result is appended to :data:`RESULTS` and, when the environment variable
+``VI_COURSE_RESULTS`` names a file, written there as one JSON object per line
+(``{"exercise", "task", "status", "message"}``) for a grading tool to collect.
+"""
+
+import functools
+import json
+import math
+import os
+
+import torch
+
+__all__ = ["RESULTS", "RESULTS_ENV", "CheckResult", "checker", "fail", "call_learner", "results"]
+
+RESULTS_ENV = "VI_COURSE_RESULTS"
+RESULTS = []  # dicts, in the order the checks ran in this kernel
+
+PASSED, FAILED, NOT_ATTEMPTED, ERROR = "passed", "failed", "not attempted", "error"
+
+
+class Mistake(Exception):
+    """Raised inside a checker body to report what is wrong with the answer."""
+
+
+class _NotAttempted(Exception):
+    pass
+
+
+def fail(message):
+    """Stop the check and report ``message`` as the diagnosis."""
+    raise Mistake(message)
+
+
+def call_learner(fn, *args, **kwargs):
+    """Call the learner's function; turn a stub or a crash into a diagnosis, never a traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError as exc:
+        raise _NotAttempted(str(exc)) from None
+    except Exception as exc:  # the learner's code raised: say what, do not crash the notebook
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise Mistake(f"your function raised {type(exc).__name__}" + (f": {text}" if text else "")) from None
+
+
+def results():
+    """The results recorded so far in this kernel, as a list of dicts."""
+    return list(RESULTS)
+
+
+def _record(exercise, task, status, message):
+    entry = {"exercise": exercise, "task": task, "status": status, "message": message}
+    RESULTS.append(entry)
+    path = os.environ.get(RESULTS_ENV)
+    if path:
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(entry) + "\n")
+        except OSError:
+            pass  # recording is best effort; the printed line is what the learner needs
+    headline = {
+        PASSED: "passed",
+        FAILED: "not yet right",
+        NOT_ATTEMPTED: "not attempted yet",
+        ERROR: "could not be checked",
+    }[status]
+    print(f"Exercise {exercise} ({task}): {headline} - {message}")
+    return CheckResult(exercise, task, status, message)
+
+
+class CheckResult:
+    """What a checker returns: true when the exercise passed.
+
+    It displays nothing in a notebook (the checker already printed its line),
+    so a check cell shows exactly one line of output.
+    """
+
+    __slots__ = ("exercise", "task", "status", "message")
+
+    def __init__(self, exercise, task, status, message):
+        self.exercise, self.task, self.status, self.message = exercise, task, status, message
+
+    def __bool__(self):
+        return self.status == PASSED
+
+    def __repr__(self):
+        return f"CheckResult(exercise={self.exercise!r}, status={self.status!r})"
+
+    def _ipython_display_(self):
+        pass
+
+
+def checker(exercise, task, seed=1234):
+    """Decorate a checker body ``body(fn) -> success message``.
+
+    The body calls the learner's function through :func:`call_learner` and
+    reports mistakes with :func:`fail`. It runs with its own random stream
+    (``seed``), so checking an answer never shifts the notebook's numbers.
+    """
+
+    def decorate(body):
+        @functools.wraps(body)
+        def check(fn):
+            if not callable(fn):
+                return _record(exercise, task, FAILED,
+                               f"expected your function, got {type(fn).__name__}; pass the function itself")
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    message = body(fn)
+            except _NotAttempted:
+                return _record(exercise, task, NOT_ATTEMPTED,
+                               "replace the `raise NotImplementedError(...)` line with your code, "
+                               "then rerun this cell.")
+            except Mistake as exc:
+                return _record(exercise, task, FAILED, str(exc))
+            except Exception as exc:  # a bug in the checker itself, never the learner's fault
+                return _record(exercise, task, ERROR,
+                               f"the checker itself failed ({type(exc).__name__}: {exc}); please report this.")
+            return _record(exercise, task, PASSED, message)
+
+        check.exercise = exercise
+        check.task = task
+        return check
+
+    return decorate
+
+
+# ---------------------------------------------------------------- comparisons
+
+def as_tensor_result(out, what="your function"):
+    """The learner's return value as a tensor, or a diagnosis."""
+    if out is None:
+        fail(f"{what} returned None; did you forget `return`?")
+    if isinstance(out, (tuple, list)):
+        fail(f"{what} returned a {type(out).__name__}; return a single tensor")
+    try:
+        return torch.as_tensor(out)
+    except Exception:
+        fail(f"{what} returned a {type(out).__name__}, not a tensor or number")
+
+
+def expect_shape(out, shape, context=""):
+    if tuple(out.shape) != tuple(shape):
+        fail(f"wrong shape{context}: expected {tuple(shape)}, got {tuple(out.shape)}")
+
+
+def expect_finite(out, context=""):
+    if not torch.isfinite(out).all():
+        bad = "NaN" if torch.isnan(out).any() else "inf"
+        fail(f"the result has {bad}{context}")
+
+
+def close(a, b, rtol=1e-6, atol=1e-8):
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    return a.shape == b.shape and torch.allclose(a, b, rtol=rtol, atol=atol)
+
+
+def diagnose(out, reference, mistakes, context="", rtol=1e-6, atol=1e-8):
+    """Pass if ``out`` matches ``reference``; else name the first mistake it matches.
+
+    ``mistakes`` maps a diagnosis to the value that mistake would produce.
+    """
+    if close(out, reference, rtol, atol):
+        return
+    for message, wrong in mistakes.items():
+        if close(out, wrong, rtol, atol):
+            fail(message + context)
+    diff = (out.double() - reference.double()).abs()
+    i = int(diff.flatten().argmax())
+    fail(f"does not match the reference{context}: expected {fmt(reference.flatten()[i])}, "
+         f"got {fmt(out.flatten()[i])}")
+
+
+def fmt(x):
+    x = float(x)
+    if math.isnan(x) or math.isinf(x):
+        return str(x)
+    return f"{x:.6g}"

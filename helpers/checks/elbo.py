@@ -1,0 +1,182 @@
+r"""Checkers for the ELBO exercises on the Normal-Normal model (lesson 01).
+
+Each checker takes the learner's function, tries it on fixed inputs, and
+compares it with the reference in :class:`helpers.conjugate.NormalNormal`
+and :mod:`helpers.gaussian`. Wrong answers are matched against the values
+that common mistakes produce, so the message can name the mistake.
+"""
+
+import math
+
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from ..conjugate import NormalNormal
+from ..gaussian import normal_entropy
+from ._core import (
+    as_tensor_result,
+    call_learner,
+    checker,
+    diagnose,
+    expect_finite,
+    expect_shape,
+    fail,
+    fmt,
+)
+
+__all__ = ["check_gaussian_elbo", "check_kl_normal", "check_elbo_samples"]
+
+_F64 = torch.float64
+
+
+def _problem():
+    """A fixed small problem: model, data ``x`` of shape (6,)."""
+    model = NormalNormal(prior_mean=1.0, prior_std=2.0, noise_std=0.7)
+    x = torch.tensor([2.1, 1.4, 2.9, 1.8, 2.6, 0.9], dtype=_F64)
+    return model, x
+
+
+def _elbo_pieces(model, m, s, x):
+    """The three expectations of the closed-form ELBO, for naming mistakes."""
+    N = x.numel()
+    sq = ((x - m.unsqueeze(-1)) ** 2).sum(-1)
+    ell = -0.5 * N * math.log(2 * math.pi * model.noise_std**2) - (sq + N * s**2) / (2 * model.noise_std**2)
+    elp = -0.5 * math.log(2 * math.pi * model.prior_std**2) - ((m - model.prior_mean) ** 2 + s**2) / (
+        2 * model.prior_std**2)
+    return ell, elp, normal_entropy(s)
+
+
+@checker("1.1", "closed-form ELBO of a Gaussian q")
+def check_gaussian_elbo(gaussian_elbo):
+    model, x = _problem()
+    grid_m, grid_s = torch.meshgrid(torch.tensor([-0.5, 1.0, 2.5], dtype=_F64),
+                                    torch.tensor([0.1, 0.4], dtype=_F64), indexing="xy")
+    cases = [
+        ("for scalar m, s", torch.tensor(0.3, dtype=_F64), torch.tensor(0.4, dtype=_F64), x),
+        (f"for m, s of shape {tuple(grid_m.shape)} (a grid)", grid_m, grid_s, x),
+        ("with a single data point and a narrow q (s = 1e-3)", torch.tensor(1.7, dtype=_F64),
+         torch.tensor(1e-3, dtype=_F64), x[:1]),
+    ]
+    for context, m, s, data in cases:
+        out = as_tensor_result(call_learner(gaussian_elbo, m, s, data, model))
+        hint = "; hint: m.unsqueeze(-1) broadcasts m against x" if m.dim() else ""
+        expect_shape(out, m.shape, f" ({context}{hint})")
+        expect_finite(out, f" ({context})")
+        ref = model.gaussian_elbo(m, s, data)
+        ell, elp, H = _elbo_pieces(model, m, s, data)
+        N = data.numel()
+        var_lik = N * s**2 / (2 * model.noise_std**2)
+        var_prior = s**2 / (2 * model.prior_std**2)
+        diagnose(out, ref, {
+            "missing the entropy term H[q] = 1/2 log(2 pi e) + log s": ref - H,
+            "the entropy has the wrong sign: ELBO = E_q[log p(x, z)] + H[q]": ref - 2 * H,
+            "returns the negative ELBO; return the bound itself (training code takes loss = -elbo)": -ref,
+            "the expectations miss the spread of q: E_q[(x_i - z)^2] = (x_i - m)^2 + s^2, "
+            "and likewise for (z - m0)^2": ref + var_lik + var_prior,
+            "the likelihood term misses the spread of q: E_q[(x_i - z)^2] = (x_i - m)^2 + s^2": ref + var_lik,
+            "the prior term misses the spread of q: E_q[(z - m0)^2] = (m - m0)^2 + s^2": ref + var_prior,
+            "missing the prior term E_q[log p(z)]": ref - elp,
+            "the log-likelihood should be a sum over the N data points, not a mean": ell / N + elp + H,
+            "s is used as a variance; s is the standard deviation of q": model.gaussian_elbo(m, s.sqrt(), data),
+            "returns log p(x), which does not depend on q; the ELBO does":
+                model.log_evidence(data).expand(m.shape),
+        }, context=f" ({context})")
+    return "matches the closed form on scalars, on a grid and with N = 1."
+
+
+@checker("1.2", "KL divergence between two Gaussians")
+def check_kl_normal(kl_normal):
+    t = lambda *v: torch.tensor(v, dtype=_F64)  # noqa: E731
+    cases = [
+        ("on a batch of pairs", t(0.0, 1.0, -2.0, 0.5), t(1.0, 0.5, 2.0, 0.1), t(0.0, 0.0, 1.0, 0.3),
+         t(1.5, 1.0, 0.7, 3.0)),
+        ("with a scalar p broadcast against a batch of q", t(0.5, -1.0, 2.0), t(0.3, 1.5, 1.0),
+         torch.tensor(0.2, dtype=_F64), torch.tensor(1.3, dtype=_F64)),
+    ]
+    for context, mq, sq, mp, sp in cases:
+        out = as_tensor_result(call_learner(kl_normal, mq, sq, mp, sp))
+        shape = torch.broadcast_shapes(mq.shape, sp.shape)
+        expect_shape(out, shape, f" ({context})")
+        expect_finite(out, f" ({context})")
+        ref = kl_divergence(Normal(mq, sq), Normal(mp, sp))
+        mean_term = (mq - mp) ** 2 / (2 * sp**2)
+        diagnose(out, ref, {
+            "computes KL(p || q): the arguments are swapped; KL(q || p) is an expectation under q":
+                kl_divergence(Normal(mp.expand(shape), sp.expand(shape)), Normal(mq, sq)),
+            "the log term needs a factor 1/2 when written with variances: "
+            "log(sigma_p / sigma_q) = 1/2 log(sigma_p^2 / sigma_q^2)": ref + torch.log(sp / sq),
+            "missing the constant -1/2": ref + 0.5,
+            "missing the mean term (mu_q - mu_p)^2 / (2 sigma_p^2)": ref - mean_term,
+            "sign error: KL(q || p) >= 0": -ref,
+            "the sigmas are used as variances; the arguments are standard deviations":
+                kl_divergence(Normal(mq, sq.sqrt()), Normal(mp, sp.sqrt())),
+            "the quadratic terms divide by sigma_p, not sigma_p^2":
+                -torch.log(sq / sp) + (sq**2 + (mq - mp) ** 2) / (2 * sp) - 0.5,
+        }, context=f" ({context})")
+    # edge case: identical distributions give exactly zero, not NaN
+    m, s = torch.tensor([0.0, 3.0], dtype=_F64), torch.tensor([1.0, 1e-4], dtype=_F64)
+    out = as_tensor_result(call_learner(kl_normal, m, s, m.clone(), s.clone()))
+    expect_finite(out, " when q = p (the KL must be 0 there)")
+    if not torch.allclose(out.double(), torch.zeros(2, dtype=_F64), atol=1e-10):
+        fail(f"KL(q || q) should be 0, got {fmt(out.abs().max())}")
+    return "matches torch.distributions.kl_divergence, broadcasts, and KL(q || q) = 0."
+
+
+@checker("1.3", "Monte Carlo ELBO estimator")
+def check_elbo_samples(elbo_samples):
+    model, x = _problem()
+    m_post, s_post = model.posterior(x)
+    # a point away from the optimum, where the ELBO's gradient is large
+    m = (m_post + 1.0).clone().requires_grad_(True)
+    s = torch.tensor(0.6, dtype=_F64, requires_grad=True)
+    S = 5000
+
+    out = as_tensor_result(call_learner(elbo_samples, m, s, x, model, S))
+    if out.dim() == 0:
+        fail("returned a single number; return the S terms log p(x, z_s) - log q(z_s), shape (S,), "
+             "and let the caller average them")
+    expect_shape(out, (S,))
+    expect_finite(out)
+    ref = model.gaussian_elbo(m, s, x).detach()
+    vals = out.detach().double()
+    se = float(vals.std()) / math.sqrt(S)
+    if se < 1e-12:
+        fail("all S terms are equal: draw a fresh z_s ~ q for each term (m + s * eps), do not plug in z = m")
+    mean = float(vals.mean())
+
+    def near(target):
+        return abs(mean - float(target)) <= 4 * se
+
+    if not near(ref):
+        md, sd = m.detach(), s.detach()
+        ell, elp, H = _elbo_pieces(model, md, sd, x)
+        mistakes = {
+            "missing the -log q(z_s) term: each term is log p(x, z_s) - log q(z_s)": ref - H,
+            "log q(z_s) has the wrong sign: each term is log p(x, z_s) - log q(z_s)": ref - 2 * H,
+            "returns the negative ELBO; return the bound itself (training code takes loss = -elbo)": -ref,
+            "torch.distributions.Normal takes the standard deviation s, not the variance s**2":
+                model.gaussian_elbo(md, sd**2, x),
+            "the log-likelihood should be a sum over the N data points, not a mean": ell / x.numel() + elp + H,
+            "missing the prior term log p(z_s)": ref - elp,
+        }
+        for message, value in mistakes.items():
+            if near(value):
+                fail(message)
+        fail(f"the average of the terms, {mean:.4f}, is {abs(mean - float(ref)) / se:.0f} standard errors "
+             f"away from the exact ELBO {float(ref):.4f}")
+
+    # the reparameterisation: the gradient of the average must match the exact one
+    if not out.requires_grad:
+        fail("no gradient reaches m and s: build z from them with torch operations "
+             "(z = m + s * eps or q.rsample()), without .detach() or NumPy")
+    grads = torch.autograd.grad(out.mean(), (m, s), allow_unused=True)
+    exact = torch.autograd.grad(model.gaussian_elbo(m, s, x), (m, s))
+    for name, g, g_exact in zip(("m", "s"), grads, exact, strict=True):
+        if g is None or abs(float(g) - float(g_exact)) > 0.1 * abs(float(g_exact)) + 0.05:
+            fail(f"the gradient with respect to {name} is wrong ({fmt(0.0 if g is None else g)} instead of about "
+                 f"{fmt(g_exact)}): the gradient does not flow through the sample; draw z with q.rsample() "
+                 "or m + s * torch.randn(S), not q.sample()")
+
+    one = as_tensor_result(call_learner(elbo_samples, m, s, x, model, 1))
+    expect_shape(one, (1,), " with S = 1 (avoid .squeeze())")
+    return "unbiased within Monte Carlo error, and gradients flow through the reparameterised sample."

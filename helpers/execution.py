@@ -1,0 +1,89 @@
+"""Run notebooks in a fresh kernel of *this* environment, the way nbval does.
+
+``python -m helpers execute-solutions`` writes the stored outputs of
+``solutions/`` with :func:`execute_notebook`; the test suite sets the same
+environment (:func:`apply_kernel_env`) before nbval starts its kernels, so the
+outputs compared are produced under the same conditions as the ones stored.
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from jupyter_client import KernelManager
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+
+from .notebook_io import normalize_metadata, read_notebook, write_notebook
+
+__all__ = ["KERNEL_ENV", "apply_kernel_env", "execute_notebook", "execute_solutions"]
+
+# Stable warning paths and hashing; MPLBACKEND must stay unset (inline figures).
+KERNEL_ENV = {"IPYKERNEL_CELL_NAME": "<IPY-INPUT>", "PYTHONHASHSEED": "0"}
+_UNSET = ("MPLBACKEND",)
+
+
+def apply_kernel_env(environ=None):
+    """Put the notebook environment into ``environ`` (default: ``os.environ``) and return it."""
+    environ = os.environ if environ is None else environ
+    environ.update(KERNEL_ENV)
+    for key in _UNSET:
+        environ.pop(key, None)
+    return environ
+
+
+class _CurrentEnvSpecs(KernelSpecManager):
+    """Resolve every kernel name to ipykernel in the running interpreter (like nbval's --nbval-current-env)."""
+
+    def get_kernel_spec(self, kernel_name):
+        return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                          display_name="current environment", language="python")
+
+
+def execute_notebook(nb, cwd, timeout=600, allow_errors=False):
+    """Execute ``nb`` in place in a fresh kernel started in ``cwd``; return it.
+
+    Raises ``nbclient.exceptions.CellExecutionError`` on the first failing cell
+    unless ``allow_errors``.
+    """
+    from nbclient import NotebookClient
+
+    km = KernelManager(kernel_name="python3", kernel_spec_manager=_CurrentEnvSpecs())
+    client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=allow_errors,
+                            record_timing=False, store_widget_state=False,
+                            resources={"metadata": {"path": str(cwd)}})
+    client.execute(env=apply_kernel_env(dict(os.environ)), cwd=str(cwd))
+    return nb
+
+
+def execute_solutions(root, names=(), echo=print):
+    """Execute solution notebooks and store their outputs (execution counts kept).
+
+    ``names``: file names or paths under ``solutions/``; empty means all.
+    Returns the exit status: 0 if every notebook ran without error.
+    """
+    from nbclient.exceptions import CellExecutionError
+
+    solutions_dir = Path(root) / "solutions"
+    paths = sorted(solutions_dir.glob("*.ipynb")) if not names else [
+        solutions_dir / Path(n).name for n in names]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        echo("error: no such solution notebook: " + ", ".join(str(p) for p in missing))
+        return 2
+    status = 0
+    for path in paths:
+        nb = read_notebook(path)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        start = time.perf_counter()
+        try:
+            execute_notebook(nb, cwd=path.parent)
+        except CellExecutionError as exc:
+            echo(f"solutions/{path.name}: FAILED, outputs not written\n{exc}")
+            status = 1
+            continue
+        write_notebook(normalize_metadata(nb), path)
+        echo(f"solutions/{path.name}: executed in {time.perf_counter() - start:.1f} s, outputs written")
+    return status

@@ -1,0 +1,162 @@
+"""The lesson generator: stubs, prompts, determinism, --check, and never
+overwriting a learner's work without --force."""
+
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from helpers.__main__ import main
+from helpers.build_lessons import BuildError, learner_work, lesson_from_solution
+from helpers.notebook_io import render_notebook
+
+SOLUTION_CODE = '''# Exercise 3.2: add one, twice
+def add_two(a):
+    """Docstring stays."""
+    if a is not None:
+        ### BEGIN SOLUTION
+        b = a + 1
+        return b + 1
+        ### END SOLUTION
+    return None'''
+
+SOLUTION_MD = """### Question 3.3 (written)
+
+Why?
+
+### BEGIN SOLUTION
+Because.
+### END SOLUTION"""
+
+
+def solution_notebook():
+    nb = new_notebook(cells=[
+        new_markdown_cell("# Title", id="title"),
+        new_code_cell("import math", id="setup", execution_count=1),
+        new_code_cell(SOLUTION_CODE, id="ex32", execution_count=2),
+        new_code_cell("add_two(1)", id="use", execution_count=3,
+                      outputs=[new_output("execute_result", {"text/plain": "3"}, execution_count=3)]),
+        new_markdown_cell(SOLUTION_MD, id="q33"),
+    ])
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                   "language_info": {"name": "python", "version": "3.11.7"}, "widgets": {"state": {}}}
+    return nb
+
+
+@pytest.fixture
+def course(tmp_path):
+    (tmp_path / "solutions").mkdir()
+    nbformat.write(solution_notebook(), tmp_path / "solutions" / "03_demo.ipynb")
+    return tmp_path
+
+
+def build(root, *flags):
+    return main(["--root", str(root), "build-lessons", *flags])
+
+
+def test_stub_keeps_indentation_and_names_the_exercise():
+    lesson = lesson_from_solution(solution_notebook())
+    src = lesson.cells[2].source
+    assert "b = a + 1" not in src and "SOLUTION" not in src
+    assert '        # YOUR CODE HERE\n        raise NotImplementedError("Exercise 3.2: add one, twice")' in src
+    assert src.endswith("    return None") and '"""Docstring stays."""' in src
+    compile(src, "stub", "exec")  # still valid Python
+    md = lesson.cells[4].source
+    assert "Because" not in md and "*Your answer to question 3.3 here.*" in md and "Why?" in md
+
+
+def test_outputs_cleared_ids_kept_metadata_normalised():
+    lesson = lesson_from_solution(solution_notebook())
+    assert [c.id for c in lesson.cells] == ["title", "setup", "ex32", "use", "q33"]
+    assert all(c.outputs == [] and c.execution_count is None for c in lesson.cells if c.cell_type == "code")
+    assert lesson.metadata["language_info"] == {"name": "python"} and "widgets" not in lesson.metadata
+    assert lesson.cells[2].metadata["course"]["exercise"] == "3.2"
+    assert lesson.cells[4].metadata["course"]["exercise"] == "3.3"
+    assert learner_work(lesson) == []
+
+
+def test_output_is_byte_for_byte_deterministic():
+    a = render_notebook(lesson_from_solution(solution_notebook()))
+    b = render_notebook(lesson_from_solution(json.loads(json.dumps(solution_notebook()))))
+    assert a == b and a.endswith("\n")
+
+
+@pytest.mark.parametrize("source, words", [
+    ("# Exercise 1.1: x\n### BEGIN SOLUTION\npass", "never closed"),
+    ("# Exercise 1.1: x\npass\n### END SOLUTION", "without"),
+    ("# Exercise 1.1: x\n### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", "nested"),
+    ("def f():\n    ### BEGIN SOLUTION\n    pass\n    ### END SOLUTION", "label line"),
+])
+def test_malformed_solutions_are_reported(source, words):
+    nb = new_notebook(cells=[new_code_cell(source, id="bad")])
+    with pytest.raises(BuildError, match=words):
+        lesson_from_solution(nb, "solutions/x.ipynb")
+
+
+def test_build_then_check(course, capsys):
+    assert build(course, "--check") == 1
+    assert "lessons/03_demo.ipynb: missing" in capsys.readouterr().out
+    assert build(course) == 0
+    first = (course / "lessons" / "03_demo.ipynb").read_bytes()
+    assert build(course, "--check") == 0
+    assert build(course) == 0 and "up to date" in capsys.readouterr().out
+    assert (course / "lessons" / "03_demo.ipynb").read_bytes() == first
+
+
+def test_check_names_every_stale_lesson_and_writes_nothing(course, capsys):
+    build(course)
+    sol = nbformat.read(course / "solutions" / "03_demo.ipynb", 4)
+    sol.cells[0].source = "# A new title"
+    nbformat.write(sol, course / "solutions" / "03_demo.ipynb")
+    nbformat.write(sol, course / "solutions" / "04_other.ipynb")
+    before = (course / "lessons" / "03_demo.ipynb").read_bytes()
+    assert build(course, "--check") == 1
+    out = capsys.readouterr().out
+    assert "lessons/03_demo.ipynb: stale" in out and "lessons/04_other.ipynb: missing" in out
+    assert (course / "lessons" / "03_demo.ipynb").read_bytes() == before
+    assert not (course / "lessons" / "04_other.ipynb").exists()
+    assert build(course) == 0  # a stale lesson without learner work is simply regenerated
+
+
+@pytest.mark.parametrize("edit, reason", [("outputs", "executed outputs"), ("exercise", "exercise 3.2 is edited"),
+                                          ("answer", "exercise 3.3 is edited")])
+def test_learner_work_is_never_overwritten_without_force(course, capsys, edit, reason):
+    build(course)
+    path = course / "lessons" / "03_demo.ipynb"
+    lesson = nbformat.read(path, 4)
+    if edit == "outputs":
+        lesson.cells[1].execution_count = 1
+    elif edit == "exercise":
+        lesson.cells[2].source = lesson.cells[2].source.replace("raise NotImplementedError", "return a + 2  #")
+    else:
+        lesson.cells[4].source = lesson.cells[4].source.replace("*Your answer to question 3.3 here.*", "Since.")
+    nbformat.write(lesson, path)
+    work = path.read_bytes()
+    sol = nbformat.read(course / "solutions" / "03_demo.ipynb", 4)
+    sol.cells[0].source = "# Changed"  # make the lesson stale
+    nbformat.write(sol, course / "solutions" / "03_demo.ipynb")
+
+    assert build(course) == 1
+    out = capsys.readouterr().out
+    assert "not overwritten" in out and reason in out and "--force" in out
+    assert path.read_bytes() == work
+    assert build(course, "--force") == 0
+    assert path.read_bytes() != work and build(course, "--check") == 0
+
+
+def test_orphan_lesson_is_left_alone_but_flagged(course, capsys):
+    build(course)
+    (course / "lessons" / "99_mine.ipynb").write_text("{}")
+    assert build(course) == 0 and (course / "lessons" / "99_mine.ipynb").exists()
+    assert build(course, "--check") == 1
+    assert "99_mine.ipynb: has no solution notebook" in capsys.readouterr().out
+
+
+def test_cli_usage_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--root", str(tmp_path), "build-lessons"])
+    assert exc.value.code == 2 and "no solutions/ folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["frobnicate"])
+    assert exc.value.code == 2

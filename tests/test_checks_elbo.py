@@ -1,0 +1,226 @@
+"""The ELBO checkers accept correct answers written in different ways and
+name the mistake in plausible wrong ones."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from helpers.checks import (
+    RESULTS_ENV,
+    check_elbo_samples,
+    check_gaussian_elbo,
+    check_kl_normal,
+    results,
+)
+
+LOG2PI = math.log(2 * math.pi)
+
+
+def run(checker, fn, capsys):
+    result = checker(fn)
+    out = capsys.readouterr().out.strip()
+    assert out.count("\n") == 0, f"a checker prints exactly one line, got:\n{out}"
+    return result, out
+
+
+def accepts(checker, fn, capsys):
+    result, out = run(checker, fn, capsys)
+    assert result and result.status == "passed", out
+    assert ": passed - " in out
+
+
+def rejects(checker, fn, capsys, *diagnosis):
+    result, out = run(checker, fn, capsys)
+    assert not result and result.status == "failed", out
+    assert f"Exercise {checker.exercise} " in out and "not yet right" in out
+    for words in diagnosis:
+        assert words in out, f"expected {words!r} in the message: {out}"
+
+
+# ------------------------------------------------------------ exercise 1.1
+
+def elbo_reference(m, s, x, model):
+    return model.gaussian_elbo(m, s, x)
+
+
+def elbo_with_distributions(m, s, x, model):
+    # E_q[log p(x|z)] written via log N(x_i; m, sigma^2) minus the variance correction
+    sigma2, s02 = model.noise_std**2, model.prior_std**2
+    loglik_at_mean = Normal(m.unsqueeze(-1), model.noise_std).log_prob(x).sum(-1)
+    logprior_at_mean = Normal(torch.as_tensor(model.prior_mean, dtype=m.dtype), model.prior_std).log_prob(m)
+    entropy = Normal(m, s).entropy()
+    return loglik_at_mean - x.shape[0] * s**2 / (2 * sigma2) + logprior_at_mean - s**2 / (2 * s02) + entropy
+
+
+def elbo_from_identity(m, s, x, model):
+    # log p(x) - KL(q || posterior): correct, and written very differently
+    m_N, s_N = model.posterior(x)
+    return model.log_evidence(x) - kl_divergence(Normal(m, s), Normal(m_N.expand(m.shape), s_N.expand(m.shape)))
+
+
+def elbo_sufficient_stats(m, s, x, model):
+    N, sx, sxx = x.numel(), x.sum(), (x**2).sum()
+    sq = sxx - 2 * m * sx + N * m**2
+    return (-0.5 * N * (LOG2PI + 2 * math.log(model.noise_std)) - (sq + N * s * s) / (2 * model.noise_std**2)
+            - 0.5 * (LOG2PI + 2 * math.log(model.prior_std)) - ((m - model.prior_mean) ** 2 + s * s)
+            / (2 * model.prior_std**2) + 0.5 * (1 + LOG2PI) + torch.log(s))
+
+
+@pytest.mark.parametrize("fn", [elbo_reference, elbo_with_distributions, elbo_from_identity,
+                                elbo_sufficient_stats])
+def test_gaussian_elbo_accepts_correct_answers(fn, capsys):
+    accepts(check_gaussian_elbo, fn, capsys)
+
+
+def test_gaussian_elbo_names_mistakes(capsys):
+    rejects(check_gaussian_elbo, lambda m, s, x, model: model.gaussian_elbo(m, s, x) - Normal(m, s).entropy(),
+            capsys, "missing the entropy")
+    rejects(check_gaussian_elbo, lambda m, s, x, model: -model.gaussian_elbo(m, s, x), capsys,
+            "negative ELBO")
+    rejects(check_gaussian_elbo, lambda m, s, x, model: model.gaussian_elbo(m, s.sqrt(), x), capsys,
+            "used as a variance")
+    rejects(check_gaussian_elbo,
+            lambda m, s, x, model: model.gaussian_elbo(m, s, x) + x.numel() * s**2 / (2 * model.noise_std**2),
+            capsys, "likelihood term misses the spread")
+    rejects(check_gaussian_elbo,
+            lambda m, s, x, model: model.gaussian_elbo(m, s, x) - 2 * Normal(m, s).entropy(),
+            capsys, "entropy has the wrong sign")
+    rejects(check_gaussian_elbo, lambda m, s, x, model: model.gaussian_elbo(m, s, x).sum(), capsys,
+            "wrong shape", "grid", "unsqueeze")
+    rejects(check_gaussian_elbo, lambda m, s, x, model: model.gaussian_elbo(m, s, x) + 0.1, capsys,
+            "does not match the reference")
+
+
+# ------------------------------------------------------------ exercise 1.2
+
+def kl_reference(mq, sq, mp, sp):
+    return torch.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5
+
+
+def kl_with_variances(mq, sq, mp, sp):
+    vq, vp = sq**2, sp**2
+    return 0.5 * (torch.log(vp) - torch.log(vq) + vq / vp + (mq - mp) ** 2 / vp - 1)
+
+
+def kl_torch(mq, sq, mp, sp):
+    shape = torch.broadcast_shapes(mq.shape, sp.shape)
+    return kl_divergence(Normal(mq.expand(shape), sq.expand(shape)), Normal(mp.expand(shape), sp.expand(shape)))
+
+
+@pytest.mark.parametrize("fn", [kl_reference, kl_with_variances, kl_torch])
+def test_kl_accepts_correct_answers(fn, capsys):
+    accepts(check_kl_normal, fn, capsys)
+
+
+def test_kl_names_mistakes(capsys):
+    rejects(check_kl_normal, lambda mq, sq, mp, sp: kl_reference(mp, sp, mq, sq), capsys, "swapped")
+    rejects(check_kl_normal, lambda mq, sq, mp, sp: torch.log(sp**2 / sq**2) + (sq**2 + (mq - mp) ** 2)
+            / (2 * sp**2) - 0.5, capsys, "factor 1/2")
+    rejects(check_kl_normal, lambda mq, sq, mp, sp: kl_reference(mq, sq, mp, sp) + 0.5, capsys,
+            "missing the constant")
+    rejects(check_kl_normal, lambda mq, sq, mp, sp: torch.log(sp / sq) + sq**2 / (2 * sp**2) - 0.5
+            + 0 * mq + 0 * mp, capsys, "missing the mean term")
+    rejects(check_kl_normal, lambda mq, sq, mp, sp: -kl_reference(mq, sq, mp, sp), capsys, "sign error")
+    # NaN on the edge case q = p (0/0 from a ratio of differences)
+    rejects(check_kl_normal, lambda mq, sq, mp, sp: kl_reference(mq, sq, mp, sp)
+            * ((mq - mp) ** 2 + (sq - sp) ** 2) / ((mq - mp) ** 2 + (sq - sp) ** 2), capsys, "NaN", "q = p")
+
+
+# ------------------------------------------------------------ exercise 1.3
+
+def samples_rsample(m, s, x, model, S):
+    q = Normal(m, s)
+    z = q.rsample((S,))
+    return model.log_joint(x, z) - q.log_prob(z)
+
+
+def samples_manual(m, s, x, model, S):
+    eps = torch.randn(S, dtype=m.dtype)
+    z = m + s * eps
+    log_q = -0.5 * LOG2PI - torch.log(s) - 0.5 * eps**2
+    log_prior = -0.5 * LOG2PI - math.log(model.prior_std) - 0.5 * ((z - model.prior_mean) / model.prior_std) ** 2
+    log_lik = (-0.5 * LOG2PI - math.log(model.noise_std)
+               - 0.5 * ((x[None, :] - z[:, None]) / model.noise_std) ** 2).sum(1)
+    return log_lik + log_prior - log_q
+
+
+def samples_analytic_entropy(m, s, x, model, S):
+    # a correct, lower-variance estimator: Monte Carlo for log p(x, z), exact entropy
+    q = Normal(m, s)
+    z = q.rsample((S,))
+    return model.log_joint(x, z) + q.entropy()
+
+
+@pytest.mark.parametrize("fn", [samples_rsample, samples_manual, samples_analytic_entropy])
+def test_elbo_samples_accepts_correct_answers(fn, capsys):
+    accepts(check_elbo_samples, fn, capsys)
+
+
+def test_elbo_samples_names_mistakes(capsys):
+    def no_reparam(m, s, x, model, S):
+        q = Normal(m, s)
+        z = q.sample((S,))
+        return model.log_joint(x, z) - q.log_prob(z)
+
+    def variance(m, s, x, model, S):
+        return samples_rsample(m, s**2, x, model, S)
+
+    def no_entropy(m, s, x, model, S):
+        return model.log_joint(x, Normal(m, s).rsample((S,)))
+
+    def plug_in_mean(m, s, x, model, S):
+        return (model.log_joint(x, m) - Normal(m, s).log_prob(m)).expand(S)
+
+    rejects(check_elbo_samples, no_reparam, capsys, "does not flow through the sample", "rsample")
+    rejects(check_elbo_samples, variance, capsys, "standard deviation s, not the variance")
+    rejects(check_elbo_samples, no_entropy, capsys, "missing the -log q")
+    rejects(check_elbo_samples, plug_in_mean, capsys, "all S terms are equal")
+    rejects(check_elbo_samples, lambda *a: samples_rsample(*a).mean(), capsys, "single number", "shape (S,)")
+    rejects(check_elbo_samples, lambda *a: samples_rsample(*a).detach(), capsys, "no gradient")
+    rejects(check_elbo_samples, lambda *a: samples_rsample(*a).squeeze() if a[-1] == 1 else samples_rsample(*a),
+            capsys, "S = 1")
+
+
+# ------------------------------------------------------------ common behaviour
+
+@pytest.mark.parametrize("checker", [check_gaussian_elbo, check_kl_normal, check_elbo_samples])
+def test_stub_reads_not_attempted(checker, capsys):
+    def stub(*args):
+        raise NotImplementedError(f"Exercise {checker.exercise}: ...")
+
+    result, out = run(checker, stub, capsys)
+    assert not result and result.status == "not attempted"
+    assert out.startswith(f"Exercise {checker.exercise} (") and "not attempted yet" in out
+
+
+@pytest.mark.parametrize("bad", [lambda *a: None, lambda *a: "text", lambda *a: (1, 2), lambda *a: 1 / 0,
+                                 lambda *a: torch.ones(2, 2, 2), lambda: 0, 42])
+@pytest.mark.parametrize("checker", [check_gaussian_elbo, check_kl_normal, check_elbo_samples])
+def test_checkers_never_raise(checker, bad, capsys):
+    result, out = run(checker, bad, capsys)
+    assert not result and result.status == "failed" and "Exercise" in out
+
+
+def test_results_are_recorded_as_json_lines(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "results.jsonl"
+    monkeypatch.setenv(RESULTS_ENV, str(path))
+    check_kl_normal(kl_reference)
+    check_kl_normal(lambda *a: -kl_reference(*a))
+    capsys.readouterr()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["status"] for r in lines] == ["passed", "failed"]
+    assert {tuple(sorted(r)) for r in lines} == {("exercise", "message", "status", "task")}
+    assert lines[1]["exercise"] == "1.2" and "sign error" in lines[1]["message"]
+    assert results()[-2:] == lines
+
+
+def test_checker_does_not_shift_the_notebooks_random_stream(capsys):
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    check_elbo_samples(samples_rsample)
+    capsys.readouterr()
+    assert torch.equal(torch.rand(3), expected)

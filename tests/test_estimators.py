@@ -1,0 +1,68 @@
+"""helpers.estimators against closed forms on the Normal-Normal model."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal
+
+from helpers.conjugate import NormalNormal
+from helpers.estimators import elbo, iwae_bound, log_weights, mc_stderr
+
+F64 = torch.float64
+
+
+@pytest.fixture
+def setting():
+    torch.manual_seed(0)
+    model = NormalNormal(0.0, 2.0, 1.0)
+    x = torch.tensor([0.3, 1.9, 1.2, 0.8], dtype=F64)
+    m = torch.tensor(0.2, dtype=F64, requires_grad=True)
+    s = torch.tensor(0.9, dtype=F64, requires_grad=True)
+    return model, x, m, s
+
+
+def test_elbo_is_unbiased_and_differentiable(setting):
+    model, x, m, s = setting
+    lw = log_weights(lambda z: model.log_joint(x, z), Normal(m, s), 100_000)
+    exact = model.gaussian_elbo(m, s, x)
+    assert lw.shape == (100_000,)
+    assert abs(float(lw.detach().mean() - exact.detach())) < 4 * float(mc_stderr(lw.detach()))
+    est = elbo(lambda z: model.log_joint(x, z), Normal(m, s), 100_000)
+    g_est = torch.autograd.grad(est, (m, s))
+    g_exact = torch.autograd.grad(exact, (m, s))
+    for a, b in zip(g_est, g_exact, strict=True):
+        assert abs(float(a - b)) < 0.05 * abs(float(b)) + 0.02
+
+
+def test_iwae_bound_increases_towards_the_evidence(setting):
+    model, x, m, s = setting
+    q = Normal(m.detach(), s.detach())
+    log_px = float(model.log_evidence(x))
+    means = [torch.stack([iwae_bound(lambda z: model.log_joint(x, z), q, S) for _ in range(400)]).mean()
+             for S in (1, 10, 100, 1000)]
+    assert all(float(a) < float(b) for a, b in zip(means, means[1:], strict=False))
+    assert float(means[-1]) <= log_px + 1e-3 and abs(float(means[-1]) - log_px) < 0.01
+    assert abs(float(means[0]) - float(model.gaussian_elbo(m, s, x).detach())) < 0.2
+
+
+def test_iwae_single_draw_is_logsumexp_minus_log_s(setting):
+    model, x, m, s = setting
+    q = Normal(m.detach(), s.detach())
+    torch.manual_seed(5)
+    lw = log_weights(lambda z: model.log_joint(x, z), q, 7)
+    torch.manual_seed(5)
+    direct = torch.log(lw.exp().mean())
+    torch.manual_seed(5)
+    torch.testing.assert_close(iwae_bound(lambda z: model.log_joint(x, z), q, 7), direct)
+
+
+def test_mc_stderr():
+    v = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=F64)
+    assert math.isclose(float(mc_stderr(v)), float(v.std()) / 2)
+
+
+@pytest.mark.parametrize("S", [0, -3, 2.5])
+def test_bad_sample_size_is_rejected(S):
+    with pytest.raises(ValueError, match="positive integer"):
+        log_weights(lambda z: z, Normal(0.0, 1.0), S)

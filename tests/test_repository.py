@@ -1,0 +1,100 @@
+"""Repository-level promises: lessons in sync, stored solution outputs all
+passing, the two environment files agreeing, CI doing what the README says."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import tomllib
+import yaml
+
+from helpers.build_lessons import BEGIN, build_lessons
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
+
+
+def test_lessons_are_in_sync_with_solutions(capsys):
+    status = build_lessons(ROOT, check=True)
+    assert status == 0, capsys.readouterr().out
+    assert {p.name for p in (ROOT / "lessons").glob("*.ipynb")} == {p.name for p in SOLUTIONS}
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_stored_solution_outputs_pass_every_check(path):
+    nb = nbformat.read(path, 4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), \
+        "regenerate outputs with `python -m helpers execute-solutions`"
+    lines = [line for c in code for o in c.outputs if o.output_type == "stream" for line in o.text.splitlines()]
+    checks = [line for line in lines if re.match(r"Exercise \d+\.\d+ \(", line)]
+    exercises = {c.metadata["course"]["exercise"] for c in
+                 nbformat.reads(nbformat.writes(nb), 4).cells if "course" in c.metadata}
+    n_code_exercises = sum(1 for c in code if BEGIN in c.source)
+    assert len(checks) >= n_code_exercises, "every code exercise needs a check cell"
+    assert all(": passed - " in line for line in checks), checks
+    assert not exercises  # solutions carry no lesson metadata
+    assert not any(o.output_type == "error" for c in code for o in c.outputs)
+
+
+def _pip_requirements():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return project["dependencies"] + project["optional-dependencies"]["dev"]
+
+
+PIP_TO_CONDA = {"torch": "pytorch-cpu"}
+
+
+def _split(req):
+    name, spec = re.match(r"^\s*([A-Za-z0-9_.-]+)\s*(.*)$", req).groups()
+    return name.lower(), spec.replace(" ", "")
+
+
+def test_environment_files_agree():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge"]
+    conda = {}
+    pip_section = None
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            pip_section = dep["pip"]
+            continue
+        name, spec = _split(dep)
+        conda[name] = spec
+    assert pip_section == ["-e ."], "environment.yml must install the course package with `pip: [-e .]`"
+    assert conda.pop("python").startswith("=3.1") and conda.pop("pip") == ""
+    pip = {PIP_TO_CONDA.get(n, n): s for n, s in map(_split, _pip_requirements())}
+    assert conda == pip, (
+        f"only in environment.yml: {sorted(set(conda.items()) - set(pip.items()))}; "
+        f"only in pyproject.toml: {sorted(set(pip.items()) - set(conda.items()))}")
+
+
+def test_no_exact_pins():
+    for req in _pip_requirements():
+        assert "==" not in req, f"{req}: use a range, not an exact pin"
+
+
+def _readme_block(title):
+    text = (ROOT / "README.md").read_text()
+    section = text.split(title, 1)[1]
+    return re.search(r"```(?:bash|sh)\n(.*?)```", section, re.S).group(1)
+
+
+def test_ci_runs_the_readme_commands():
+    block = [line for line in _readme_block("## Quick start").splitlines() if line and not line.startswith("#")]
+    assert len(block) == 2, "the quick start is exactly two commands"
+    install, test = block
+    ci = (ROOT / ".ci" / "run").read_text()
+    setup = install.split("&& .venv/bin/jupyter lab")[0].strip()
+    assert setup in ci, f".ci/run must set up exactly as the README does: {setup}"
+    assert test.strip() in ci
+    assert "pip install torch==2.13.0" in setup and setup.index("torch==2.13.0") < setup.index('-e ".[dev]"')
+
+
+def test_lint():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "helpers", "tests", "conftest.py"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -88,7 +88,8 @@ def test_ci_runs_the_readme_commands():
     assert len(block) == 2, "the quick start is exactly two commands"
     install, test = block
     ci = (ROOT / ".ci" / "run").read_text()
-    setup = install.split("&& .venv/bin/jupyter lab")[0].strip()
+    setup, opens = (part.strip() for part in install.split("&& .venv/bin/jupyter lab"))
+    assert opens.endswith("lessons/"), "the first command opens JupyterLab on lessons/"
     assert setup in ci, f".ci/run must set up exactly as the README does: {setup}"
     assert test.strip() in ci
     assert "pip install torch==2.13.0" in setup and setup.index("torch==2.13.0") < setup.index('-e ".[dev]"')

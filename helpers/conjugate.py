@@ -100,29 +100,37 @@ class NormalNormal:
         quad = ((r * r).sum() - t2 * r.sum() ** 2 / (s2 + N * t2)) / s2
         return -0.5 * (N * _LOG_2PI + logdet + quad)
 
+    def expected_log_likelihood(self, m, s, x):
+        r""":math:`\mathbb E_q[\log p(x\mid z)]` for :math:`q = \mathcal N(m, s^2)`, shape of ``m``.
+
+        .. math:: \sum_i \Big[-\tfrac12\log 2\pi\sigma^2 - \frac{(x_i-m)^2 + s^2}{2\sigma^2}\Big]
+        """
+        x = _as_data(x)
+        m, s = torch.as_tensor(m), torch.as_tensor(s)
+        N = x.numel()
+        sq = ((x - m.unsqueeze(-1)) ** 2).sum(-1)  # sum_i (x_i - m)^2, shape of m
+        return -0.5 * N * math.log(2 * math.pi * self.noise_std**2) - (sq + N * s**2) / (2 * self.noise_std**2)
+
+    def expected_log_prior(self, m, s):
+        r""":math:`\mathbb E_q[\log p(z)]` for :math:`q = \mathcal N(m, s^2)`, shape of ``m``.
+
+        .. math:: -\tfrac12\log 2\pi s_0^2 - \frac{(m-m_0)^2 + s^2}{2 s_0^2}
+        """
+        m, s = torch.as_tensor(m), torch.as_tensor(s)
+        return -0.5 * math.log(2 * math.pi * self.prior_std**2) - ((m - self.prior_mean) ** 2 + s**2) / (
+            2 * self.prior_std**2)
+
     def gaussian_elbo(self, m, s, x):
         r"""ELBO of :math:`q = \mathcal N(m, s^2)` in closed form.
 
         .. math::
-            \mathrm{ELBO}(m, s) = \sum_i \Big[-\tfrac12\log 2\pi\sigma^2
-                - \frac{(x_i-m)^2 + s^2}{2\sigma^2}\Big]
-              - \tfrac12\log 2\pi s_0^2 - \frac{(m-m_0)^2 + s^2}{2 s_0^2}
-              + \tfrac12\log 2\pi e + \log s
+            \mathrm{ELBO}(m, s) = \mathbb E_q[\log p(x\mid z)] + \mathbb E_q[\log p(z)] + \mathbb H[q],
+            \qquad \mathbb H[q] = \tfrac12\log 2\pi e + \log s
 
         ``m`` and ``s`` broadcast together; the result has their shape. This is
-        the reference answer of exercise 1.1.
+        the reference answer of exercise 1.1 (lesson 01).
         """
-        x = _as_data(x)
-        m, s = torch.as_tensor(m), torch.as_tensor(s)
-        sq = ((x - m.unsqueeze(-1)) ** 2).sum(-1)  # sum_i (x_i - m)^2, shape of m
-        N = x.numel()
-        expected_loglik = -0.5 * N * math.log(2 * math.pi * self.noise_std**2) - (
-            sq + N * s**2
-        ) / (2 * self.noise_std**2)
-        expected_logprior = -0.5 * math.log(2 * math.pi * self.prior_std**2) - (
-            (m - self.prior_mean) ** 2 + s**2
-        ) / (2 * self.prior_std**2)
-        return expected_loglik + expected_logprior + normal_entropy(s)
+        return self.expected_log_likelihood(m, s, x) + self.expected_log_prior(m, s) + normal_entropy(s)
 
 
 def _normal_log_pdf(x, mean, std):

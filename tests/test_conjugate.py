@@ -91,3 +91,12 @@ def test_bad_parameters_are_rejected(kwargs):
 def test_bad_data_shape_is_rejected():
     with pytest.raises(ValueError, match="1-D tensor"):
         NormalNormal().posterior(torch.ones(2, 3))
+
+
+def test_expected_terms_match_monte_carlo(problem):
+    model, x = problem
+    m, s = torch.tensor(0.4, dtype=F64), torch.tensor(0.7, dtype=F64)
+    z = m + s * torch.randn(400_000, generator=torch.Generator().manual_seed(1), dtype=F64)
+    for exact, draws in [(model.expected_log_likelihood(m, s, x), model.log_likelihood(x, z)),
+                         (model.expected_log_prior(m, s), model.log_prior(z))]:
+        assert abs(float(draws.mean() - exact)) < 4 * float(draws.std()) / math.sqrt(z.numel())

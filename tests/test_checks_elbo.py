@@ -180,6 +180,7 @@ def test_elbo_samples_names_mistakes(capsys):
     rejects(check_elbo_samples, plug_in_mean, capsys, "all S terms are equal")
     rejects(check_elbo_samples, lambda *a: samples_rsample(*a).mean(), capsys, "single number", "shape (S,)")
     rejects(check_elbo_samples, lambda *a: samples_rsample(*a).detach(), capsys, "no gradient")
+    rejects(check_kl_normal, lambda mq, sq, mp, sp: math.log(sp / sq) + 0 * mq, capsys, "use torch.log")
     rejects(check_elbo_samples, lambda *a: samples_rsample(*a).squeeze() if a[-1] == 1 else samples_rsample(*a),
             capsys, "S = 1")
 
@@ -224,3 +225,44 @@ def test_checker_does_not_shift_the_notebooks_random_stream(capsys):
     check_elbo_samples(samples_rsample)
     capsys.readouterr()
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")  # the wrong answer's own warning
+def test_elbo_samples_names_subtler_mistakes(capsys):
+    def prior_at_mean(m, s, x, model, S):
+        q = Normal(m, s)
+        z = q.rsample((S,))
+        return model.log_likelihood(x, z) + model.log_prior(m) - q.log_prob(z)
+
+    def missing_log_s(m, s, x, model, S):
+        eps = torch.randn(S, dtype=m.dtype)
+        z = m + s * eps
+        return model.log_joint(x, z) - Normal(0.0, 1.0).log_prob(eps)
+
+    def math_log(m, s, x, model, S):
+        z = m + s * torch.randn(S, dtype=m.dtype)
+        return model.log_joint(x, z) + 0.5 * (1 + LOG2PI) + math.log(s)
+
+    rejects(check_elbo_samples, prior_at_mean, capsys, "prior must be evaluated at the sample")
+    rejects(check_elbo_samples, missing_log_s, capsys, "missing the -log s")
+    rejects(check_elbo_samples, math_log, capsys, "misses the entropy's 1/s", "torch.log(s), not math.log(s)")
+
+
+def test_elbo_samples_accepts_sticking_the_landing(capsys):
+    # log q evaluated with detached parameters: a correct, lower-variance gradient estimator
+    def stl(m, s, x, model, S):
+        z = Normal(m, s).rsample((S,))
+        return model.log_joint(x, z) - Normal(m.detach(), s.detach()).log_prob(z)
+
+    accepts(check_elbo_samples, stl, capsys)
+
+
+def test_more_named_mistakes(capsys):
+    rejects(check_gaussian_elbo, lambda m, s, x, model: model.gaussian_elbo(m, s, x)
+            + (x.numel() - 1) * s**2 / (2 * model.noise_std**2), capsys, "summed over the N data points")
+    rejects(check_gaussian_elbo, lambda m, s, x, model: model.gaussian_elbo(m, s, x) - 0.5 * torch.log(s),
+            capsys, "with s squared")
+    rejects(check_kl_normal, lambda mq, sq, mp, sp: -torch.log(sp / sq) + (sq**2 + (mq - mp) ** 2)
+            / (2 * sp**2) - 0.5, capsys, "log term has the wrong sign")
+    rejects(check_kl_normal, lambda mq, sq, mp, sp: torch.log(sp / sq) + (sq**2 + (mq - mp) ** 2)
+            / sp**2 - 0.5, capsys, "including the 2")

@@ -46,7 +46,10 @@ def call_learner(fn, *args, **kwargs):
         raise _NotAttempted(str(exc)) from None
     except Exception as exc:  # the learner's code raised: say what, do not crash the notebook
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise Mistake(f"your function raised {type(exc).__name__}" + (f": {text}" if text else "")) from None
+        hint = ""
+        if "only one element tensors can be converted" in text or "must be real number, not Tensor" in text:
+            hint = " (use torch.log, torch.exp, torch.sqrt on tensors, not math.log, math.exp, math.sqrt)"
+        raise Mistake(f"your function raised {type(exc).__name__}" + (f": {text}" if text else "") + hint) from None
 
 
 def results():

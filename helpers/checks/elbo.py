@@ -71,6 +71,11 @@ def check_gaussian_elbo(gaussian_elbo):
             "the likelihood term misses the spread of q: E_q[(x_i - z)^2] = (x_i - m)^2 + s^2": ref + var_lik,
             "the prior term misses the spread of q: E_q[(z - m0)^2] = (m - m0)^2 + s^2": ref + var_prior,
             "missing the prior term E_q[log p(z)]": ref - elp,
+            "the s^2 term of the likelihood must be summed over the N data points (N s^2 / (2 sigma^2))":
+                ref + (N - 1) * s**2 / (2 * model.noise_std**2),
+            "the constant -1/2 log(2 pi sigma^2) must be summed over the N data points":
+                ref + 0.5 * (N - 1) * math.log(2 * math.pi * model.noise_std**2),
+            "the entropy is 1/2 log(2 pi e s^2) = 1/2 log(2 pi e) + log s, with s squared": ref - 0.5 * torch.log(s),
             "the log-likelihood should be a sum over the N data points, not a mean": ell / N + elp + H,
             "s is used as a variance; s is the standard deviation of q": model.gaussian_elbo(m, s.sqrt(), data),
             "returns log p(x), which does not depend on q; the ELBO does":
@@ -105,8 +110,13 @@ def check_kl_normal(kl_normal):
             "sign error: KL(q || p) >= 0": -ref,
             "the sigmas are used as variances; the arguments are standard deviations":
                 kl_divergence(Normal(mq, sq.sqrt()), Normal(mp, sp.sqrt())),
-            "the quadratic terms divide by sigma_p, not sigma_p^2":
+            "your quadratic terms divide by 2 sigma_p; they must divide by 2 sigma_p^2":
                 -torch.log(sq / sp) + (sq**2 + (mq - mp) ** 2) / (2 * sp) - 0.5,
+            "the log term has the wrong sign: it is log(sigma_p / sigma_q)": ref - 2 * torch.log(sp / sq),
+            "the quadratic terms divide by 2 sigma_p^2, including the 2":
+                ref + (sq**2 + (mq - mp) ** 2) / (2 * sp**2),
+            "sigma_q must be squared in the quadratic term: (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2)":
+                ref - (sq**2 - sq) / (2 * sp**2),
         }, context=f" ({context})")
     # edge case: identical distributions give exactly zero, not NaN
     m, s = torch.tensor([0.0, 3.0], dtype=_F64), torch.tensor([1.0, 1e-4], dtype=_F64)
@@ -132,6 +142,7 @@ def check_elbo_samples(elbo_samples):
              "and let the caller average them")
     expect_shape(out, (S,))
     expect_finite(out)
+    _check_at_posterior(elbo_samples)
     ref = model.gaussian_elbo(m, s, x).detach()
     vals = out.detach().double()
     se = float(vals.std()) / math.sqrt(S)
@@ -143,18 +154,7 @@ def check_elbo_samples(elbo_samples):
         return abs(mean - float(target)) <= 4 * se
 
     if not near(ref):
-        md, sd = m.detach(), s.detach()
-        ell, elp, H = _elbo_pieces(model, md, sd, x)
-        mistakes = {
-            "missing the -log q(z_s) term: each term is log p(x, z_s) - log q(z_s)": ref - H,
-            "log q(z_s) has the wrong sign: each term is log p(x, z_s) - log q(z_s)": ref - 2 * H,
-            "returns the negative ELBO; return the bound itself (training code takes loss = -elbo)": -ref,
-            "torch.distributions.Normal takes the standard deviation s, not the variance s**2":
-                model.gaussian_elbo(md, sd**2, x),
-            "the log-likelihood should be a sum over the N data points, not a mean": ell / x.numel() + elp + H,
-            "missing the prior term log p(z_s)": ref - elp,
-        }
-        for message, value in mistakes.items():
+        for message, value in _mistaken_means(model, m.detach(), s.detach(), x).items():
             if near(value):
                 fail(message)
         fail(f"the average of the terms, {mean:.4f}, is {abs(mean - float(ref)) / se:.0f} standard errors "
@@ -166,8 +166,13 @@ def check_elbo_samples(elbo_samples):
              "(z = m + s * eps or q.rsample()), without .detach() or NumPy")
     grads = torch.autograd.grad(out.mean(), (m, s), allow_unused=True)
     exact = torch.autograd.grad(model.gaussian_elbo(m, s, x), (m, s))
+    inv_s = 1 / float(s.detach())
     for name, g, g_exact in zip(("m", "s"), grads, exact, strict=True):
         if g is None or abs(float(g) - float(g_exact)) > 0.1 * abs(float(g_exact)) + 0.05:
+            if name == "s" and g is not None and abs(float(g) - float(g_exact) + inv_s) < 0.1 * inv_s:
+                fail(f"the gradient with respect to s misses the entropy's 1/s ({fmt(g)} instead of about "
+                     f"{fmt(g_exact)}): -log q(z_s) must stay a torch function of s, evaluated at the "
+                     "reparameterised z_s (use torch.log(s), not math.log(s); log q = log N(eps; 0, 1) - log s)")
             fail(f"the gradient with respect to {name} is wrong ({fmt(0.0 if g is None else g)} instead of about "
                  f"{fmt(g_exact)}): the gradient does not flow through the sample; draw z with q.rsample() "
                  "or m + s * torch.randn(S), not q.sample()")
@@ -175,3 +180,52 @@ def check_elbo_samples(elbo_samples):
     one = as_tensor_result(call_learner(elbo_samples, m, s, x, model, 1))
     expect_shape(one, (1,), " with S = 1 (avoid .squeeze())")
     return "unbiased within Monte Carlo error, and gradients flow through the reparameterised sample."
+
+
+def _check_at_posterior(elbo_samples):
+    """At q = the exact posterior, under a strong prior, the terms average to log p(x).
+
+    There ``log p(x, z) - log q(z) = log p(x)`` for every ``z``, so the reference
+    terms are all equal, while evaluating a density at the mean instead of the
+    sample, or dropping the ``-log s`` of ``log q``, shifts the average by far
+    more than the Monte Carlo error. (Estimators that use the exact entropy are
+    correct and have a small spread here; they pass.)
+    """
+    model = NormalNormal(prior_mean=1.0, prior_std=0.5, noise_std=3.0)
+    x = torch.tensor([2.0, -0.5], dtype=_F64)
+    m, s = model.posterior(x)
+    log_px = float(model.log_evidence(x))
+    S = 5000
+    out = as_tensor_result(call_learner(elbo_samples, m.clone(), s.clone(), x, model, S)).detach().double()
+    expect_shape(out, (S,), " (at q = the exact posterior)")
+    expect_finite(out, " (at q = the exact posterior)")
+    mean, tol = float(out.mean()), 4 * float(out.std()) / math.sqrt(S) + 1e-8
+    if abs(mean - log_px) <= tol:
+        return
+    mistakes = _mistaken_means(model, m, s, x)
+    for message, value in mistakes.items():
+        if abs(mean - value) <= tol:
+            fail(message)
+    fail(f"at q = the exact posterior every term log p(x, z_s) - log q(z_s) equals log p(x) = {log_px:.4f}, "
+         f"but yours average {mean:.4f}: evaluate both densities at the same sample z_s")
+
+
+def _mistaken_means(model, m, s, x):
+    """What the average of the terms would be under each plausible mistake (message -> value)."""
+    ref = float(model.gaussian_elbo(m, s, x))
+    ell, elp, H = (float(t) for t in _elbo_pieces(model, m, s, x))
+    s2 = float(s) ** 2
+    return {
+        "missing the -log q(z_s) term: each term is log p(x, z_s) - log q(z_s)": ref - H,
+        "log q(z_s) has the wrong sign: each term is log p(x, z_s) - log q(z_s)": ref - 2 * H,
+        "returns the negative ELBO; return the bound itself (training code takes loss = -elbo)": -ref,
+        "torch.distributions.Normal takes the standard deviation s, not the variance s**2":
+            float(model.gaussian_elbo(m, s**2, x)),
+        "log q(z_s) is missing the -log s term: with z = m + s * eps, log q(z) = log N(eps; 0, 1) - log s":
+            ref - math.log(float(s)),
+        "the log-likelihood should be a sum over the N data points, not a mean": ell / x.numel() + elp + H,
+        "missing the prior term log p(z_s)": ref - elp,
+        "the prior must be evaluated at the sample z_s, not at the mean m": ref + s2 / (2 * model.prior_std**2),
+        "the likelihood must be evaluated at the sample z_s, not at the mean m":
+            ref + x.numel() * s2 / (2 * model.noise_std**2),
+    }

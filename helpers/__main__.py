@@ -6,6 +6,8 @@ build-lessons [--check] [--force]
     Generate lessons/ from solutions/ (``--check``: write nothing, exit 1 if stale).
 execute-solutions [NOTEBOOK ...]
     Run solution notebooks in a fresh kernel and store their outputs.
+grade PATH [PATH ...] [--json FILE] [--csv FILE] [--timeout SECONDS] [--jobs N]
+    Grade learners' notebooks (files or folders); exit 0 only if every exercise passed.
 """
 
 import argparse
@@ -28,6 +30,14 @@ def main(argv=None):
     run = sub.add_parser("execute-solutions", help="run solutions/ in fresh kernels and store the outputs")
     run.add_argument("notebooks", nargs="*", help="file names in solutions/ (default: all)")
 
+    grade = sub.add_parser("grade", help="grade learners' notebooks against the pristine lessons")
+    grade.add_argument("paths", nargs="+", metavar="PATH", help="notebooks, or folders searched recursively")
+    grade.add_argument("--json", type=Path, metavar="FILE", help="write the grades as a JSON list")
+    grade.add_argument("--csv", type=Path, metavar="FILE", help="write one CSV row per notebook and exercise")
+    grade.add_argument("--timeout", type=float, default=300, metavar="SECONDS",
+                       help="wall-clock limit for running one notebook (default 300)")
+    grade.add_argument("--jobs", type=int, default=1, metavar="N", help="notebooks graded at once (default 1)")
+
     args = parser.parse_args(argv)
     root = args.root
     if not (root / "solutions").is_dir():
@@ -41,7 +51,29 @@ def main(argv=None):
         from .execution import execute_solutions
 
         return execute_solutions(root, args.notebooks)
+    if args.command == "grade":
+        return _grade(parser, root, args)
     return 2  # unreachable: argparse rejects unknown commands
+
+
+def _grade(parser, root, args):
+    from .grading import UsageError, format_table, grade, write_csv, write_json
+
+    if args.timeout <= 0 or args.jobs < 1:
+        parser.error("--timeout must be positive and --jobs at least 1")
+    try:
+        grades = grade(args.paths, root / "lessons", timeout=args.timeout, jobs=args.jobs)
+    except UsageError as exc:
+        print(f"python -m helpers grade: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(grades))
+    if args.json:
+        write_json(grades, args.json)
+    if args.csv:
+        write_csv(grades, args.csv)
+    passed = sum(g.status == "passed" for g in grades)
+    print(f"\n{passed} of {len(grades)} exercises passed")
+    return 0 if grades and passed == len(grades) else 1
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from jupyter_client import KernelManager
+from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 
 from .notebook_io import normalize_metadata, read_notebook, write_notebook
@@ -48,7 +48,7 @@ def execute_notebook(nb, cwd, timeout=600, allow_errors=False):
     """
     from nbclient import NotebookClient
 
-    km = KernelManager(kernel_name="python3", kernel_spec_manager=_CurrentEnvSpecs())
+    km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=_CurrentEnvSpecs())
     client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=allow_errors,
                             record_timing=False, store_widget_state=False,
                             resources={"metadata": {"path": str(cwd)}})

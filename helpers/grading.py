@@ -1,0 +1,304 @@
+"""Grade learners' notebooks: ``python -m helpers grade PATH [PATH ...]``.
+
+Tamper-resistance by construction: a submission is never executed as it is.
+For each lesson the grader starts from the pristine notebook in ``lessons/``
+and copies in only the learner's answer regions (the lines that replaced a
+stub, matched by cell id, with a fallback on the exercise number). Edited,
+added, deleted or reordered cells elsewhere, a rewritten check cell or a
+patched checker outside the answer regions change nothing.
+
+Each rebuilt notebook runs in a fresh kernel, in a temporary directory, in a
+worker process with a wall-clock limit; the checkers record their verdicts as
+JSON lines (``helpers.checks``). If a run ends abnormally (a timeout, a
+kernel that died), every exercise without a verdict is run again on its own,
+so one runaway answer cannot cost the others their grade.
+
+Grading executes the learner's code: it is not a sandbox.
+"""
+
+import ast
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import nbformat
+
+from .build_lessons import exercise_label
+from .checks import RESULTS_ENV
+from .notebook_io import read_notebook, write_notebook
+
+__all__ = ["UsageError", "Grade", "find_submissions", "rebuild", "grade_notebook", "grade", "STATUSES"]
+
+STATUSES = ("passed", "failed", "not attempted", "error", "timeout")
+STUB_PREFIX = "# YOUR CODE HERE"
+_DIED = 3  # worker exit status: the kernel died
+
+
+class UsageError(ValueError):
+    """A path that cannot be graded: missing, not a notebook, or matching no lesson."""
+
+
+@dataclass
+class Grade:
+    notebook: str
+    lesson: str
+    exercise: str
+    status: str
+    message: str
+
+
+@dataclass
+class _Exercise:
+    number: str
+    cell_index: int
+    prefix: list
+    stub: list
+    suffix: list
+
+
+# ------------------------------------------------------------------ finding
+
+def find_submissions(paths, lessons_dir):
+    """``[(path, lesson_path)]`` for the given files and folders, or :class:`UsageError`."""
+    found = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise UsageError(f"no such file or folder: {raw}")
+        if path.is_dir():
+            notebooks = sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+            if not notebooks:
+                raise UsageError(f"no notebooks (*.ipynb) in folder {raw}")
+        else:
+            notebooks = [path]
+        for nb_path in notebooks:
+            if nb_path.suffix != ".ipynb":
+                raise UsageError(f"not a notebook (expected a .ipynb file): {nb_path}")
+            try:
+                read_notebook(nb_path)
+            except ValueError:
+                raise UsageError(f"not a readable Jupyter notebook: {nb_path}") from None
+            lesson = lessons_dir / nb_path.name
+            if not lesson.exists():
+                known = ", ".join(sorted(p.name for p in lessons_dir.glob("*.ipynb")))
+                raise UsageError(f"{nb_path} matches no lesson by file name (lessons: {known})")
+            found.append((nb_path, lesson))
+    return found
+
+
+# ---------------------------------------------------------------- rebuilding
+
+def _exercises(lesson):
+    out = []
+    for index, cell in enumerate(lesson.cells):
+        meta = cell.metadata.get("course")
+        if cell.cell_type != "code" or not isinstance(meta, dict):
+            continue
+        lines = cell.source.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.strip() == STUB_PREFIX)
+        out.append(_Exercise(meta["exercise"], index, lines[:start], lines[start:start + 2], lines[start + 2:]))
+    return out
+
+
+def _find_cell(submission, lesson_cell, number):
+    by_id = [c for c in submission.cells if c.get("id") == lesson_cell.get("id") and c.cell_type == "code"]
+    if by_id:
+        return by_id[0]
+    for cell in submission.cells:  # fallback: the exercise number, in metadata or in the label line
+        meta = cell.metadata.get("course")
+        label = exercise_label(cell.source) if cell.cell_type == "code" else None
+        if (isinstance(meta, dict) and meta.get("exercise") == number) or (label and label[1] == number):
+            return cell
+    return None
+
+
+def _answer(ex, cell):
+    """The learner's answer lines for ``ex`` in ``cell``; None if untouched; or an error message."""
+    if cell is None:
+        return None, None
+    lines = cell.source.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    n_pre, n_suf = len(ex.prefix), len(ex.suffix)
+    if lines[:n_pre] != ex.prefix or (n_suf and lines[len(lines) - n_suf:] != ex.suffix) \
+            or len(lines) < n_pre + n_suf:
+        return None, ("the exercise cell was changed outside the answer (its label, signature or docstring); "
+                      "copy the cell from the lesson again and put your code where the stub was")
+    region = lines[n_pre:len(lines) - n_suf]
+    if region == ex.stub:
+        return None, None
+    indent = ex.stub[0][: len(ex.stub[0]) - len(ex.stub[0].lstrip())]
+    if any(line.strip() and not line.startswith(indent) for line in region):
+        return None, "the answer must stay inside the function body (keep its indentation)"
+    return region, None
+
+
+def rebuild(lesson, submission, only=None):
+    """The pristine lesson with the learner's answers copied in.
+
+    Returns ``(notebook, problems)`` where ``problems`` maps an exercise number
+    to an ``error`` message (the stub stays in place for it). ``only``: copy
+    in just these exercise numbers.
+    """
+    nb = nbformat.from_dict(json.loads(json.dumps(lesson)))
+    problems = {}
+    for ex in _exercises(lesson):
+        if only is not None and ex.number not in only:
+            continue
+        region, problem = _answer(ex, _find_cell(submission, lesson.cells[ex.cell_index], ex.number))
+        if problem:
+            problems[ex.number] = problem
+            continue
+        if region is None:
+            continue
+        source = "\n".join(ex.prefix + region + ex.suffix)
+        try:
+            ast.parse(source)
+        except SyntaxError as exc:
+            problems[ex.number] = f"your code does not parse: {exc.msg} (line {exc.lineno} of the cell)"
+            continue
+        nb.cells[ex.cell_index].source = source
+    return nb, problems
+
+
+# ------------------------------------------------------------------ running
+
+def _run(nb, timeout):
+    """Execute ``nb`` in a worker process; return ``(verdicts, ended)``.
+
+    ``ended`` is "ok", "timeout" or "died". ``verdicts`` maps an exercise
+    number to the last recorded checker result.
+    """
+    with tempfile.TemporaryDirectory(prefix="vi-grade-") as tmp:
+        tmp = Path(tmp)
+        write_notebook(nb, tmp / "submission.ipynb")
+        results = tmp / "results.jsonl"
+        env = dict(os.environ, **{RESULTS_ENV: str(results)})
+        proc = subprocess.Popen([sys.executable, "-m", "helpers.grading", str(tmp / "submission.ipynb")],
+                                cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout)
+            ended = "died" if code == _DIED else "ok"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the worker and its kernel
+            proc.wait()
+            ended = "timeout"
+        verdicts = {}
+        if results.exists():
+            for line in results.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                    verdicts[str(entry["exercise"])] = (str(entry["status"]), str(entry["message"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+    return verdicts, ended
+
+
+def _worker(path):
+    """Entry point of the worker process: run one notebook, exit 3 if its kernel died."""
+    from nbclient.exceptions import DeadKernelError
+
+    from .execution import execute_notebook
+
+    nb = read_notebook(path)
+    try:
+        execute_notebook(nb, cwd=Path(path).parent, timeout=None, allow_errors=True)
+    except DeadKernelError:
+        sys.exit(_DIED)
+
+
+def _truncate_after_check(nb, cell_index):
+    """Keep the cells up to the first one after the exercise at ``cell_index`` that calls a checker.
+
+    Cells after the last check (figures, discussion) cannot change a grade.
+    """
+    for index in range(cell_index + 1, len(nb.cells)):
+        cell = nb.cells[index]
+        if cell.cell_type == "code" and "check_" in cell.source:
+            nb.cells = nb.cells[: index + 1]
+            break
+    return nb
+
+
+def grade_notebook(path, lesson_path, timeout=300, label=None):
+    """Grade one submission; a list of :class:`Grade`, one per code exercise."""
+    lesson, submission = read_notebook(lesson_path), read_notebook(path)
+    label = label or str(path)
+    cell_of = {ex.number: ex.cell_index for ex in _exercises(lesson)}
+    numbers = list(cell_of)
+    nb, problems = rebuild(lesson, submission)
+    verdicts, ended = _run(_truncate_after_check(nb, cell_of[numbers[-1]]), timeout) if numbers else ({}, "ok")
+    grades = {}
+    for number in numbers:
+        if number in problems:
+            grades[number] = ("error", problems[number])
+        elif number in verdicts:
+            grades[number] = _status(verdicts[number])
+    if ended != "ok":
+        # run each exercise still without a verdict on its own, after the ones that passed
+        passed = {n for n, (status, _) in grades.items() if status == "passed"}
+        for number in numbers:
+            if number in grades:
+                continue
+            alone, _ = rebuild(lesson, submission, only=passed | {number})
+            verdicts, alone_ended = _run(_truncate_after_check(alone, cell_of[number]), timeout)
+            if number in verdicts:
+                grades[number] = _status(verdicts[number])
+            elif alone_ended == "timeout":
+                grades[number] = ("timeout", f"did not finish within {timeout:g} s (an endless loop?)")
+            elif alone_ended == "died":
+                grades[number] = ("error", "the kernel died while checking this exercise (os._exit, a crash, "
+                                           "or memory exhausted)")
+    for number in numbers:
+        grades.setdefault(number, ("error", "no result: the check cell did not run to completion"))
+    return [Grade(label, lesson_path.stem, n, *grades[n]) for n in numbers]
+
+
+def _status(verdict):
+    status, message = verdict
+    return (status if status in STATUSES else "error"), message
+
+
+def grade(paths, lessons_dir, timeout=300, jobs=1):
+    """Grade every notebook under ``paths`` (files or folders); a flat list of :class:`Grade`."""
+    submissions = find_submissions(paths, Path(lessons_dir))
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(grade_notebook, path, lesson, timeout) for path, lesson in submissions]
+        return [g for f in futures for g in f.result()]
+
+
+# ------------------------------------------------------------------ reporting
+
+def format_table(grades):
+    rows = [("notebook", "exercise", "status", "message")] + [
+        (g.notebook, g.exercise, g.status, g.message) for g in grades]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 7)
+    return "\n".join(lines)
+
+
+def write_json(grades, path):
+    Path(path).write_text(json.dumps([asdict(g) for g in grades], indent=2) + "\n", encoding="utf-8")
+
+
+def write_csv(grades, path):
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["notebook", "lesson", "exercise", "status", "message"])
+        writer.writeheader()
+        writer.writerows(asdict(g) for g in grades)
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1])

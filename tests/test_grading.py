@@ -1,0 +1,176 @@
+"""``python -m helpers grade``: honest, hostile and broken submissions.
+
+Every test here runs real kernels on copies of lesson 01, so it is the
+slowest file of the suite (a few minutes in all)."""
+
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSON = ROOT / "lessons" / "01_elbo.ipynb"
+SOLUTION = ROOT / "solutions" / "01_elbo.ipynb"
+
+
+def grade(capsys, *args):
+    args = [str(a) for a in args]
+    if "--timeout" not in args:  # a hang must not stall the suite for the default 300 s
+        args += ["--timeout", "60"]
+    status = main(["grade", *args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def answered(answers, drop=(), extra_cells=(), order=None):
+    """The lesson with stubs replaced by ``answers`` (exercise number -> body lines)."""
+    nb = nbformat.read(LESSON, 4)
+    for cell in nb.cells:
+        number = cell.metadata.get("course", {}).get("exercise")
+        if number in answers and cell.cell_type == "code":
+            lines = cell.source.splitlines()
+            i = lines.index("    # YOUR CODE HERE")
+            cell.source = "\n".join(lines[:i] + ["    " + a for a in answers[number]] + lines[i + 2:])
+    nb.cells = [c for c in nb.cells if c.id not in drop]
+    for index, cell in extra_cells:
+        nb.cells.insert(index, cell)
+    if order:
+        nb.cells = sorted(nb.cells, key=lambda c: order.get(c.id, 0))
+    return nb
+
+
+CORRECT = {
+    "1.1": ["return model.gaussian_elbo(m, s, x)"],
+    "1.2": ["return torch.log(sigma_p / sigma_q) + (sigma_q**2 + (mu_q - mu_p)**2) / (2 * sigma_p**2) - 0.5"],
+    "1.3": ["q = Normal(m, s)", "z = q.rsample((S,))", "return model.log_joint(x, z) - q.log_prob(z)"],
+}
+
+
+def write(nb, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def rows(out):
+    table = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1][:1].isdigit():
+            table[(parts[0], parts[1])] = " ".join(parts[2:4]) if parts[2] == "not" else parts[2]
+    return table
+
+
+def test_pristine_lesson_is_not_attempted(capsys, tmp_path):
+    status, out, _ = grade(capsys, LESSON, "--json", tmp_path / "g.json")
+    assert status == 1
+    grades = json.loads((tmp_path / "g.json").read_text())
+    assert [g["exercise"] for g in grades] == ["1.1", "1.2", "1.3"]
+    assert {g["status"] for g in grades} == {"not attempted"}
+    assert set(grades[0]) == {"notebook", "lesson", "exercise", "status", "message"}
+    assert grades[0]["lesson"] == "01_elbo"
+
+
+def test_solution_as_submission_passes(capsys, tmp_path):
+    sub = tmp_path / "alice" / "01_elbo.ipynb"
+    shutil.copy(SOLUTION, sub.parent.mkdir() or sub)
+    status, out, _ = grade(capsys, sub, "--csv", tmp_path / "g.csv")
+    assert status == 0, out
+    with open(tmp_path / "g.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [(r["exercise"], r["status"]) for r in table] == [("1.1", "passed"), ("1.2", "passed"), ("1.3", "passed")]
+    assert "3 of 3 exercises passed" in out
+
+
+def test_tampering_outside_the_answers_changes_nothing(capsys, tmp_path):
+    patch = nbformat.v4.new_code_cell(
+        "import helpers.checks, helpers.checks._core as core\n"
+        "core._record = lambda *a: print('passed')\n"
+        "helpers.checks.check_gaussian_elbo = lambda f: True", id="evil")
+    nb = answered({"1.1": ["return (", "  1"], "1.2": CORRECT["1.2"]},  # 1.1 does not parse
+                  drop={"ex13"},                                         # 1.3 deleted
+                  extra_cells=[(1, patch)],
+                  order={"ex12": -1, "ex12-check": -1})                  # 1.2 moved to the top
+    for cell in nb.cells:
+        if cell.id == "ex11-check":
+            cell.source = "print('Exercise 1.1 (x): passed - trust me')"
+    sub = write(nb, tmp_path / "bob" / "01_elbo.ipynb")
+    before = hashlib.sha256(sub.read_bytes()).hexdigest()
+    status, out, _ = grade(capsys, sub, "--json", tmp_path / "g.json")
+    grades = {g["exercise"]: g for g in json.loads((tmp_path / "g.json").read_text())}
+    assert status == 1
+    assert grades["1.1"]["status"] == "error" and "does not parse" in grades["1.1"]["message"]
+    assert grades["1.2"]["status"] == "passed"
+    assert grades["1.3"]["status"] == "not attempted"
+    assert hashlib.sha256(sub.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in sub.parent.iterdir()) == ["01_elbo.ipynb"]
+
+
+def test_endless_loop_times_out_and_the_others_are_graded(capsys, tmp_path):
+    nb = answered({"1.1": CORRECT["1.1"], "1.2": ["while True:", "    pass"], "1.3": CORRECT["1.3"]})
+    sub = write(nb, tmp_path / "01_elbo.ipynb")
+    status, out, _ = grade(capsys, sub, "--timeout", 20, "--json", tmp_path / "g.json")
+    grades = {g["exercise"]: g["status"] for g in json.loads((tmp_path / "g.json").read_text())}
+    assert status == 1 and grades == {"1.1": "passed", "1.2": "timeout", "1.3": "passed"}, out
+
+
+def test_dying_kernel_is_an_error_and_the_others_are_graded(capsys, tmp_path):
+    nb = answered({"1.1": ["import os", "os._exit(1)"], "1.2": CORRECT["1.2"]})
+    sub = write(nb, tmp_path / "01_elbo.ipynb")
+    status, out, _ = grade(capsys, sub, "--json", tmp_path / "g.json")
+    grades = {g["exercise"]: g for g in json.loads((tmp_path / "g.json").read_text())}
+    assert status == 1
+    assert grades["1.1"]["status"] == "error" and "kernel died" in grades["1.1"]["message"]
+    assert grades["1.2"]["status"] == "passed" and grades["1.3"]["status"] == "not attempted"
+
+
+def test_answer_escaping_the_function_body_is_an_error(capsys, tmp_path):
+    nb = answered({"1.2": CORRECT["1.2"]})
+    for cell in nb.cells:
+        if cell.id == "ex11":
+            cell.source = cell.source.replace("    # YOUR CODE HERE", "helpers = None\n    # YOUR CODE HERE")
+    sub = write(nb, tmp_path / "01_elbo.ipynb")
+    status, out, _ = grade(capsys, sub, "--json", tmp_path / "g.json")
+    grades = {g["exercise"]: g for g in json.loads((tmp_path / "g.json").read_text())}
+    assert grades["1.1"]["status"] == "error" and "inside the function body" in grades["1.1"]["message"]
+    assert grades["1.2"]["status"] == "passed"
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda d: d / "missing.ipynb", "no such file or folder"),
+    (lambda d: (d / "notes.txt").write_text("hi") and d / "notes.txt", "not a notebook"),
+    (lambda d: (d / "01_elbo.ipynb").write_text("{not json") and d / "01_elbo.ipynb", "not a readable"),
+    (lambda d: shutil.copy(LESSON, d / "99_nothing.ipynb"), "matches no lesson"),
+    (lambda d: (d / "empty").mkdir() or d / "empty", "no notebooks"),
+])
+def test_usage_errors_exit_2_with_one_line(capsys, tmp_path, make, words):
+    status, out, err = grade(capsys, make(tmp_path))
+    assert status == 2 and words in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_class_folder_in_parallel(capsys, tmp_path):
+    folder = tmp_path / "class"
+    for i in range(20):
+        target = folder / f"student{i:02d}" / "01_elbo.ipynb"
+        if i % 2:
+            write(answered({"1.1": CORRECT["1.1"], "1.2": ["return -1.0 * mu_q"]}), target)
+        else:
+            target.parent.mkdir(parents=True)
+            shutil.copy(SOLUTION, target)
+    listing = sorted(str(p) for p in folder.rglob("*"))
+    status, out, _ = grade(capsys, folder, "--jobs", 2, "--csv", tmp_path / "g.csv")
+    assert status == 1
+    with open(tmp_path / "g.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == 60
+    for row in table:
+        odd = int(Path(row["notebook"]).parent.name[-2:]) % 2
+        expected = {"1.1": "passed", "1.2": "failed", "1.3": "not attempted"}[row["exercise"]] if odd else "passed"
+        assert row["status"] == expected, row
+    assert sorted(str(p) for p in folder.rglob("*")) == listing  # nothing written beside the submissions

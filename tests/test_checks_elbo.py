@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from checker_assertions import accepts, rejects, run
 from torch.distributions import Normal, kl_divergence
 
 from helpers.checks import (
@@ -17,27 +18,6 @@ from helpers.checks import (
 )
 
 LOG2PI = math.log(2 * math.pi)
-
-
-def run(checker, fn, capsys):
-    result = checker(fn)
-    out = capsys.readouterr().out.strip()
-    assert out.count("\n") == 0, f"a checker prints exactly one line, got:\n{out}"
-    return result, out
-
-
-def accepts(checker, fn, capsys):
-    result, out = run(checker, fn, capsys)
-    assert result and result.status == "passed", out
-    assert ": passed - " in out
-
-
-def rejects(checker, fn, capsys, *diagnosis):
-    result, out = run(checker, fn, capsys)
-    assert not result and result.status == "failed", out
-    assert f"Exercise {checker.exercise} " in out and "not yet right" in out
-    for words in diagnosis:
-        assert words in out, f"expected {words!r} in the message: {out}"
 
 
 # ------------------------------------------------------------ exercise 1.1

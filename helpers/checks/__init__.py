@@ -5,6 +5,8 @@ yet, or what is wrong) and returns whether it passed. It never raises.
 """
 
 from ._core import RESULTS_ENV, results
+from .cavi import check_component_update, check_responsibilities, check_update_q_mu, check_update_q_tau
 from .elbo import check_elbo_samples, check_gaussian_elbo, check_kl_normal
 
-__all__ = ["RESULTS_ENV", "results", "check_gaussian_elbo", "check_kl_normal", "check_elbo_samples"]
+__all__ = ["RESULTS_ENV", "results", "check_gaussian_elbo", "check_kl_normal", "check_elbo_samples",
+           "check_update_q_mu", "check_update_q_tau", "check_responsibilities", "check_component_update"]

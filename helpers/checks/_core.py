@@ -186,3 +186,18 @@ def fmt(x):
     if math.isnan(x) or math.isinf(x):
         return str(x)
     return f"{x:.6g}"
+
+
+def as_tensor_tuple(out, names, what="your function"):
+    """The learner's ``(a, b, ...)`` return value as tensors, or a diagnosis naming what is expected."""
+    expected = "(" + ", ".join(names) + ")"
+    if not isinstance(out, (tuple, list)):
+        fail(f"{what} returned a {type(out).__name__}; return the tuple {expected}")
+    if len(out) != len(names):
+        fail(f"{what} returned {len(out)} values; return the tuple {expected}")
+    return tuple(as_tensor_result(v, f"{what} (for {name})") for v, name in zip(out, names, strict=True))
+
+
+def flat(*parts):
+    """Concatenate tensors into one float64 vector, for comparing tuple answers with :func:`diagnose`."""
+    return torch.cat([torch.as_tensor(p, dtype=torch.float64).reshape(-1) for p in parts])

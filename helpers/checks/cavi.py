@@ -1,0 +1,126 @@
+"""Checkers for the coordinate-ascent (CAVI) exercises (lesson 02).
+
+References: :class:`helpers.normal_gamma.NormalGamma` (Bishop 10.1.3) and
+:mod:`helpers.mixture` (Blei, Kucukelbir & McAuliffe 2017). Each mistake in
+the tables below is a value the learner's answer is compared with, so the
+message can name it.
+"""
+
+import torch
+
+from .. import mixture
+from ..normal_gamma import NormalGamma
+from ._core import as_tensor_result, as_tensor_tuple, call_learner, checker, diagnose, expect_finite, expect_shape, flat
+
+__all__ = ["check_update_q_mu", "check_update_q_tau", "check_responsibilities", "check_component_update"]
+
+_F64 = torch.float64
+
+
+def _normal_gamma_problem():
+    model = NormalGamma(mu0=0.5, lambda0=2.0, a0=2.0, b0=1.5)
+    x = torch.tensor([1.2, -0.3, 2.2, 0.9, 1.5, 0.1, 1.1], dtype=_F64)
+    return model, x
+
+
+@checker("2.1", "CAVI update of q(mu)")
+def check_update_q_mu(update_q_mu):
+    model, x = _normal_gamma_problem()
+    N, xbar = x.numel(), x.mean()
+    for E_tau in (torch.tensor(0.8, dtype=_F64), torch.tensor(3.0, dtype=_F64)):
+        mu_N, lam_N = as_tensor_tuple(call_learner(update_q_mu, x, E_tau, model), ("mu_N", "lambda_N"))
+        for value, name in ((mu_N, "mu_N"), (lam_N, "lambda_N")):
+            expect_shape(value, (), f" (for {name}: return 0-d tensors)")
+            expect_finite(value)
+        ref_mu, ref_lam = model.update_q_mu(x, E_tau)
+        diagnose(flat(mu_N, lam_N), flat(ref_mu, ref_lam), {
+            "lambda_N must include E[tau]: lambda_N = (lambda0 + N) E[tau]": flat(ref_mu, model.lambda0 + N),
+            "lambda_N misses the prior's lambda0: lambda_N = (lambda0 + N) E[tau]": flat(ref_mu, N * E_tau),
+            "mu_N ignores the prior: mu_N = (lambda0 mu0 + N xbar) / (lambda0 + N)": flat(xbar, ref_lam),
+            "returns the variance 1/lambda_N; return the precision lambda_N": flat(ref_mu, 1 / ref_lam),
+            "mu_N should not depend on E[tau]; it is (lambda0 mu0 + N xbar) / (lambda0 + N)":
+                flat((model.lambda0 * model.mu0 + N * xbar) / ((model.lambda0 + N) * E_tau), ref_lam),
+        }, context=f" (at E[tau] = {float(E_tau):g})")
+    return "matches the update of q(mu) for two values of E[tau]."
+
+
+@checker("2.2", "CAVI update of q(tau)")
+def check_update_q_tau(update_q_tau):
+    model, x = _normal_gamma_problem()
+    N = x.numel()
+    for mu_N, lam_N in ((1.1, 12.0), (-0.4, 2.5)):
+        mu_N, lam_N = torch.tensor(mu_N, dtype=_F64), torch.tensor(lam_N, dtype=_F64)
+        a_N, b_N = as_tensor_tuple(call_learner(update_q_tau, x, mu_N, lam_N, model), ("a_N", "b_N"))
+        for value, name in ((a_N, "a_N"), (b_N, "b_N")):
+            expect_shape(value, (), f" (for {name}: return 0-d tensors)")
+            expect_finite(value)
+        ref_a, ref_b = model.update_q_tau(x, mu_N, lam_N)
+        prior_term = 0.5 * model.lambda0 * ((mu_N - model.mu0) ** 2 + 1 / lam_N)
+        diagnose(flat(a_N, b_N), flat(ref_a, ref_b), {
+            "a_N = a0 + (N + 1)/2: the prior on mu contributes another 1/2": flat(model.a0 + N / 2, ref_b),
+            "b_N misses the spread of q(mu): E[(x_i - mu)^2] = (x_i - mu_N)^2 + 1/lambda_N, and likewise "
+            "for (mu - mu0)^2": flat(ref_a, ref_b - 0.5 * (N + model.lambda0) / lam_N),
+            "b_N misses the spread of q(mu) in the likelihood term: E[(x_i - mu)^2] = (x_i - mu_N)^2 + 1/lambda_N":
+                flat(ref_a, ref_b - 0.5 * N / lam_N),
+            "b_N misses the prior term lambda0 E[(mu - mu0)^2]": flat(ref_a, ref_b - prior_term),
+            "b_N misses the factor 1/2 in front of the expected squares": flat(ref_a, 2 * ref_b - model.b0),
+            "b_N misses the prior rate b0": flat(ref_a, ref_b - model.b0),
+        }, context=f" (at mu_N = {float(mu_N):g}, lambda_N = {float(lam_N):g})")
+    return "matches the update of q(tau) for two settings of q(mu)."
+
+
+def _mixture_problem():
+    x = torch.tensor([[0.5, 1.0], [-2.0, 0.3], [3.1, -1.2], [0.0, 0.0], [1.5, 2.5]], dtype=_F64)
+    m = torch.tensor([[0.0, 1.0], [2.5, -1.0], [-1.5, 0.5]], dtype=_F64)
+    s2 = torch.tensor([0.1, 0.6, 2.0], dtype=_F64)  # unequal, so the D s_k^2 term matters
+    return x, m, s2
+
+
+@checker("2.3", "CAVI update of the responsibilities")
+def check_responsibilities(update_responsibilities):
+    x, m, s2 = _mixture_problem()
+    N, K, D = x.shape[0], m.shape[0], x.shape[1]
+    phi = as_tensor_result(call_learner(update_responsibilities, x, m, s2))
+    expect_shape(phi, (N, K), " (one row per data point, one column per component)")
+    expect_finite(phi)
+    ref = mixture.update_responsibilities(x, m, s2)
+    logits = x @ m.T - 0.5 * ((m**2).sum(-1) + D * s2)
+    diagnose(phi, ref, {
+        "missing the variance term: E[||mu_k||^2] = ||m_k||^2 + D s_k^2":
+            torch.softmax(x @ m.T - 0.5 * (m**2).sum(-1), -1),
+        "normalised over the data points; each row (one data point) must sum to 1 over the K components":
+            torch.softmax(logits, 0),
+        "not normalised: each row must sum to 1 (use torch.softmax or subtract logsumexp)": logits.exp(),
+        "returns log phi; return the probabilities phi": torch.log_softmax(logits, -1),
+        "sign error: phi_ik is proportional to exp(x_i . m_k - E[||mu_k||^2] / 2)": torch.softmax(-logits, -1),
+        "missing the 1/2 in front of E[||mu_k||^2]": torch.softmax(x @ m.T - ((m**2).sum(-1) + D * s2), -1),
+    })
+    far = as_tensor_result(call_learner(update_responsibilities, x * 1e3, m, s2))
+    expect_finite(far, " for data far from the means: normalise in log space (torch.softmax, or logsumexp)")
+    diagnose(far, mixture.update_responsibilities(x * 1e3, m, s2), {}, context=" (for data far from the means)")
+    return "rows sum to 1, match the update, and stay finite far from the means."
+
+
+@checker("2.4", "CAVI update of the component means")
+def check_component_update(update_components):
+    x, _, _ = _mixture_problem()
+    phi = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4], [0.9, 0.05, 0.05]],
+                       dtype=_F64)
+    prior_std = 2.0
+    m, s2 = as_tensor_tuple(call_learner(update_components, x, phi, prior_std), ("m", "s2"))
+    expect_shape(m, (3, 2), " (for m: one row per component)")
+    expect_shape(s2, (3,), " (for s2: one variance per component)")
+    expect_finite(flat(m, s2))
+    ref_m, ref_s2 = mixture.update_components(x, phi, prior_std)
+    counts, weighted = phi.sum(0), phi.T @ x
+    mle_s2 = 1 / counts
+    diagnose(flat(m, s2), flat(ref_m, ref_s2), {
+        "missing the prior precision: s_k^2 = 1 / (1/sigma^2 + sum_i phi_ik)":
+            flat(mle_s2.unsqueeze(-1) * weighted, mle_s2),
+        "the prior precision is 1/sigma^2, not 1/sigma": flat(
+            (1 / (1 / prior_std + counts)).unsqueeze(-1) * weighted, 1 / (1 / prior_std + counts)),
+        "returns s_k, the standard deviation; return the variance s_k^2": flat(ref_m, ref_s2.sqrt()),
+        "m_k must weight each x_i by phi_ik": flat(ref_s2.unsqueeze(-1) * x.sum(0), ref_s2),
+        "m_k must be multiplied by s_k^2: m_k = s_k^2 sum_i phi_ik x_i": flat(weighted, ref_s2),
+    })
+    return "matches the update of q(mu_k) for every component."

@@ -1,0 +1,182 @@
+"""The CAVI checkers accept correct answers written in different ways and
+name the mistake in plausible wrong ones."""
+
+import pytest
+import torch
+from checker_assertions import accepts, rejects, run
+
+from helpers import mixture
+from helpers.checks import check_component_update, check_responsibilities, check_update_q_mu, check_update_q_tau
+
+# ------------------------------------------------------------ exercise 2.1
+
+
+def q_mu_ref(x, E_tau, model):
+    return model.update_q_mu(x, E_tau)
+
+
+def q_mu_loop(x, E_tau, model):
+    total = torch.zeros((), dtype=x.dtype)
+    for xi in x:
+        total = total + xi
+    n = len(x)
+    return (model.lambda0 * model.mu0 + total) / (model.lambda0 + n), E_tau * (n + model.lambda0)
+
+
+def q_mu_precision_weighted(x, E_tau, model):
+    # mean as a precision-weighted average, with E[tau] cancelling
+    prior_prec, data_prec = model.lambda0 * E_tau, len(x) * E_tau
+    lam = prior_prec + data_prec
+    return [(prior_prec * model.mu0 + data_prec * x.mean()) / lam, lam]
+
+
+@pytest.mark.parametrize("fn", [q_mu_ref, q_mu_loop, q_mu_precision_weighted])
+def test_q_mu_accepts(fn, capsys):
+    accepts(check_update_q_mu, fn, capsys)
+
+
+def test_q_mu_names_mistakes(capsys):
+    rejects(check_update_q_mu, lambda x, E, model: (model.update_q_mu(x, E)[0], model.lambda0 + len(x)), capsys,
+            "must include E[tau]")
+    rejects(check_update_q_mu, lambda x, E, model: (x.mean(), model.update_q_mu(x, E)[1]), capsys,
+            "ignores the prior")
+    rejects(check_update_q_mu, lambda x, E, model: (model.update_q_mu(x, E)[0], 1 / model.update_q_mu(x, E)[1]),
+            capsys, "variance 1/lambda_N")
+    rejects(check_update_q_mu, lambda x, E, model: (model.update_q_mu(x, E)[0], len(x) * E), capsys,
+            "misses the prior's lambda0")
+    rejects(check_update_q_mu, lambda x, E, model: model.update_q_mu(x, E)[0], capsys, "return the tuple")
+
+
+# ------------------------------------------------------------ exercise 2.2
+
+
+def q_tau_ref(x, mu_N, lambda_N, model):
+    return model.update_q_tau(x, mu_N, lambda_N)
+
+
+def q_tau_expanded(x, mu_N, lambda_N, model):
+    N = x.numel()
+    E_sq_data = (x**2).sum() - 2 * mu_N * x.sum() + N * (mu_N**2 + 1 / lambda_N)
+    E_sq_prior = mu_N**2 + 1 / lambda_N - 2 * mu_N * model.mu0 + model.mu0**2
+    b = model.b0 + 0.5 * (E_sq_data + model.lambda0 * E_sq_prior)
+    return torch.tensor(model.a0 + 0.5 * N + 0.5, dtype=x.dtype), b
+
+
+def q_tau_python_sum(x, mu_N, lambda_N, model):
+    var = lambda_N.reciprocal()
+    b = model.b0 + sum(0.5 * ((xi - mu_N) ** 2 + var) for xi in x)
+    b = b + 0.5 * model.lambda0 * ((mu_N - model.mu0) ** 2 + var)
+    return (model.a0 + (len(x) + 1) / 2) * torch.ones((), dtype=x.dtype), b
+
+
+@pytest.mark.parametrize("fn", [q_tau_ref, q_tau_expanded, q_tau_python_sum])
+def test_q_tau_accepts(fn, capsys):
+    accepts(check_update_q_tau, fn, capsys)
+
+
+def test_q_tau_names_mistakes(capsys):
+    def shift(da=0.0, db=None):
+        def fn(x, mu_N, lambda_N, model):
+            a, b = model.update_q_tau(x, mu_N, lambda_N)
+            return a + da, (b if db is None else db(b, x, mu_N, lambda_N, model))
+        return fn
+
+    rejects(check_update_q_tau, shift(da=-0.5), capsys, "another 1/2")
+    rejects(check_update_q_tau, shift(db=lambda b, x, m, l, model: b - 0.5 * (len(x) + model.lambda0) / l), capsys,
+            "misses the spread of q(mu)")
+    rejects(check_update_q_tau, shift(db=lambda b, x, m, l, model: b - model.b0), capsys, "prior rate b0")
+    rejects(check_update_q_tau, shift(db=lambda b, x, m, l, model: 2 * b - model.b0), capsys, "factor 1/2")
+    rejects(check_update_q_tau, shift(db=lambda b, x, m, l, model: b - 0.5 * model.lambda0 * ((m - model.mu0) ** 2
+            + 1 / l)), capsys, "prior term lambda0")
+
+
+# ------------------------------------------------------------ exercise 2.3
+
+
+def resp_ref(x, m, s2):
+    return mixture.update_responsibilities(x, m, s2)
+
+
+def resp_logsumexp(x, m, s2):
+    D = x.shape[1]
+    logits = torch.einsum("nd,kd->nk", x, m) - 0.5 * (torch.einsum("kd,kd->k", m, m) + D * s2)
+    return torch.exp(logits - torch.logsumexp(logits, dim=1, keepdim=True))
+
+
+def resp_distance(x, m, s2):
+    # -||x - m||^2 / 2 differs from x.m - ||m||^2/2 by a term constant in k
+    D = x.shape[1]
+    logits = -0.5 * torch.cdist(x, m) ** 2 - 0.5 * D * s2
+    return torch.softmax(logits, dim=-1)
+
+
+@pytest.mark.parametrize("fn", [resp_ref, resp_logsumexp, resp_distance])
+def test_responsibilities_accepts(fn, capsys):
+    accepts(check_responsibilities, fn, capsys)
+
+
+def test_responsibilities_names_mistakes(capsys):
+    D = 2
+
+    def logits(x, m, s2):
+        return x @ m.T - 0.5 * ((m**2).sum(-1) + D * s2)
+
+    rejects(check_responsibilities, lambda x, m, s2: torch.softmax(x @ m.T - 0.5 * (m**2).sum(-1), -1), capsys,
+            "missing the variance term")
+    rejects(check_responsibilities, lambda x, m, s2: torch.softmax(logits(x, m, s2), 0), capsys,
+            "normalised over the data points")
+    rejects(check_responsibilities, lambda x, m, s2: logits(x, m, s2).exp(), capsys, "not normalised")
+    rejects(check_responsibilities, lambda x, m, s2: torch.softmax(-logits(x, m, s2), -1), capsys, "sign error")
+    rejects(check_responsibilities, lambda x, m, s2: logits(x, m, s2).exp() / logits(x, m, s2).exp().sum(-1,
+            keepdim=True), capsys, "far from the means", "log space")
+    rejects(check_responsibilities, lambda x, m, s2: torch.softmax(logits(x, m, s2), -1).T, capsys, "wrong shape")
+
+
+# ------------------------------------------------------------ exercise 2.4
+
+
+def comp_ref(x, phi, prior_std):
+    return mixture.update_components(x, phi, prior_std)
+
+
+def comp_loop(x, phi, prior_std):
+    ms, s2s = [], []
+    for k in range(phi.shape[1]):
+        precision = 1 / prior_std**2 + phi[:, k].sum()
+        ms.append((phi[:, k : k + 1] * x).sum(0) / precision)
+        s2s.append(1 / precision)
+    return torch.stack(ms), torch.stack(s2s)
+
+
+def comp_einsum(x, phi, prior_std):
+    s2 = (prior_std**-2 + torch.einsum("nk->k", phi)).reciprocal()
+    return torch.einsum("nk,nd->kd", phi, x) * s2[:, None], s2
+
+
+@pytest.mark.parametrize("fn", [comp_ref, comp_loop, comp_einsum])
+def test_components_accepts(fn, capsys):
+    accepts(check_component_update, fn, capsys)
+
+
+def test_components_names_mistakes(capsys):
+    def no_prior(x, phi, prior_std):
+        s2 = 1 / phi.sum(0)
+        return s2[:, None] * (phi.T @ x), s2
+
+    rejects(check_component_update, no_prior, capsys, "missing the prior precision")
+    rejects(check_component_update, lambda x, phi, sd: (comp_ref(x, phi, sd)[0], comp_ref(x, phi, sd)[1].sqrt()),
+            capsys, "standard deviation")
+    rejects(check_component_update, lambda x, phi, sd: (phi.T @ x, comp_ref(x, phi, sd)[1]), capsys,
+            "multiplied by s_k^2")
+    rejects(check_component_update, lambda x, phi, sd: (comp_ref(x, phi, sd)[1][:, None] * x.sum(0),
+            comp_ref(x, phi, sd)[1]), capsys, "weight each x_i")
+
+
+@pytest.mark.parametrize("checker", [check_update_q_mu, check_update_q_tau, check_responsibilities,
+                                     check_component_update])
+def test_stub_reads_not_attempted(checker, capsys):
+    def stub(*args):
+        raise NotImplementedError(f"Exercise {checker.exercise}: ...")
+
+    result, out = run(checker, stub, capsys)
+    assert result.status == "not attempted" and f"Exercise {checker.exercise} (" in out

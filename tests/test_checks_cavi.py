@@ -36,8 +36,8 @@ def test_q_mu_accepts(fn, capsys):
 
 
 def test_q_mu_names_mistakes(capsys):
-    rejects(check_update_q_mu, lambda x, E, model: (model.update_q_mu(x, E)[0], model.lambda0 + len(x)), capsys,
-            "must include E[tau]")
+    rejects(check_update_q_mu, lambda x, E, model: (model.update_q_mu(x, E)[0], torch.tensor(model.lambda0 + len(x))),
+            capsys, "must include E[tau]")
     rejects(check_update_q_mu, lambda x, E, model: (x.mean(), model.update_q_mu(x, E)[1]), capsys,
             "ignores the prior")
     rejects(check_update_q_mu, lambda x, E, model: (model.update_q_mu(x, E)[0], 1 / model.update_q_mu(x, E)[1]),
@@ -116,10 +116,8 @@ def test_responsibilities_accepts(fn, capsys):
 
 
 def test_responsibilities_names_mistakes(capsys):
-    D = 2
-
     def logits(x, m, s2):
-        return x @ m.T - 0.5 * ((m**2).sum(-1) + D * s2)
+        return x @ m.T - 0.5 * ((m**2).sum(-1) + x.shape[1] * s2)
 
     rejects(check_responsibilities, lambda x, m, s2: torch.softmax(x @ m.T - 0.5 * (m**2).sum(-1), -1), capsys,
             "missing the variance term")
@@ -180,3 +178,35 @@ def test_stub_reads_not_attempted(checker, capsys):
 
     result, out = run(checker, stub, capsys)
     assert result.status == "not attempted" and f"Exercise {checker.exercise} (" in out
+
+
+def test_review_mistakes_are_named(capsys):
+    def ref_mu(x, E, model):
+        return model.update_q_mu(x, E)
+
+    rejects(check_update_q_mu, lambda x, E, model: (ref_mu(x, E, model)[0], model.lambda0 + len(x) * E), capsys,
+            "lambda0 tau")
+    rejects(check_update_q_mu, lambda x, E, model: (ref_mu(x, E, model)[0], ref_mu(x, E, model)[1] + 0.3), capsys,
+            "for lambda_N")  # a plain mismatch names the output
+    rejects(check_update_q_tau, lambda x, m, l, model: (float(model.a0 + (len(x) + 1) / 2),
+            model.update_q_tau(x, m, l)[1]), capsys, "a_N is a float", "return tensors")
+    rejects(check_update_q_tau, lambda x, m, l, model: (model.update_q_tau(x, m, l)[0],
+            model.update_q_tau(x, m, l)[1] - 0.5 * (model.lambda0 - 1) / l), capsys, "needs the factor lambda0")
+    rejects(check_update_q_tau, lambda x, m, l, model: (model.update_q_tau(x, m, l)[0],
+            1 / model.update_q_tau(x, m, l)[1]), capsys, "rate b_N")
+
+    def drop_D(x, m, s2):
+        return torch.softmax(x @ m.T - 0.5 * ((m**2).sum(-1) + s2), -1)
+
+    rejects(check_responsibilities, drop_D, capsys, "once per dimension")
+
+    def sigma_to_the_D(x, phi, prior_std):
+        s2 = 1 / (1 / prior_std ** x.shape[1] + phi.sum(0))
+        return s2[:, None] * (phi.T @ x), s2
+
+    def em_mean(x, phi, prior_std):
+        m, s2 = comp_ref(x, phi, prior_std)
+        return (phi.T @ x) / phi.sum(0)[:, None], s2
+
+    rejects(check_component_update, sigma_to_the_D, capsys, "not sigma^D")
+    rejects(check_component_update, em_mean, capsys, "EM")

@@ -165,10 +165,12 @@ def close(a, b, rtol=1e-6, atol=1e-8):
     return a.shape == b.shape and torch.allclose(a, b, rtol=rtol, atol=atol)
 
 
-def diagnose(out, reference, mistakes, context="", rtol=1e-6, atol=1e-8):
+def diagnose(out, reference, mistakes, context="", rtol=1e-6, atol=1e-8, labels=None):
     """Pass if ``out`` matches ``reference``; else name the first mistake it matches.
 
     ``mistakes`` maps a diagnosis to the value that mistake would produce.
+    ``labels``: one name per element of ``out.flatten()`` (for tuple answers
+    flattened with :func:`flat`), so a plain mismatch says which output is off.
     """
     if close(out, reference, rtol, atol):
         return
@@ -177,7 +179,8 @@ def diagnose(out, reference, mistakes, context="", rtol=1e-6, atol=1e-8):
             fail(message + context)
     diff = (out.double() - reference.double()).abs()
     i = int(diff.flatten().argmax())
-    fail(f"does not match the reference{context}: expected {fmt(reference.flatten()[i])}, "
+    which = f" for {labels[i]}" if labels else ""
+    fail(f"does not match the reference{which}{context}: expected {fmt(reference.flatten()[i])}, "
          f"got {fmt(out.flatten()[i])}")
 
 
@@ -195,7 +198,11 @@ def as_tensor_tuple(out, names, what="your function"):
         fail(f"{what} returned a {type(out).__name__}; return the tuple {expected}")
     if len(out) != len(names):
         fail(f"{what} returned {len(out)} values; return the tuple {expected}")
-    return tuple(as_tensor_result(v, f"{what} (for {name})") for v, name in zip(out, names, strict=True))
+    for value, name in zip(out, names, strict=True):
+        if not isinstance(value, torch.Tensor):
+            fail(f"{name} is a {type(value).__name__}; return tensors (e.g. torch.tensor(...)), "
+                 "because later cells use tensor methods on them")
+    return tuple(out)
 
 
 def flat(*parts):

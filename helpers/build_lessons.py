@@ -27,9 +27,10 @@ import nbformat
 
 from .notebook_io import normalize_metadata, read_notebook, render_notebook
 
-__all__ = ["BuildError", "lesson_from_solution", "learner_work", "build_lessons", "exercise_label"]
+__all__ = ["BuildError", "lesson_from_solution", "learner_work", "build_lessons", "exercise_label", "STUB_PREFIX"]
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+STUB_PREFIX = "# YOUR CODE HERE"  # first line of every code stub; the grader finds answers by it
 _LABEL = re.compile(r"\b(Exercise|Question)\s+(\d+\.\d+)\b\s*\**\s*[:.-]?\s*\**\s*(.*)")
 
 
@@ -52,13 +53,13 @@ def exercise_label(source):
 
 
 def _replace_regions(source, stub_lines, where):
-    out, inside, found = [], False, False
+    out, inside, found = [], False, 0
     for lineno, line in enumerate(source.splitlines(), 1):
         stripped = line.strip()
         if stripped == BEGIN:
             if inside:
                 raise BuildError(f"{where}: nested '{BEGIN}' at line {lineno}")
-            inside, found = True, True
+            inside, found = True, found + 1
             indent = line[: len(line) - len(line.lstrip())]
             out.extend(indent + s for s in stub_lines)
         elif stripped == END:
@@ -90,10 +91,13 @@ def lesson_from_solution(solution, name="notebook"):
             if not task:
                 raise BuildError(f"{where}: '{kind} {number}' needs a short task after the colon")
             message = json.dumps(f"{kind} {number}: {task}")
-            stub = ["# YOUR CODE HERE", f"raise NotImplementedError({message})"]
+            stub = [STUB_PREFIX, f"raise NotImplementedError({message})"]
         else:
             stub = [f"*Your answer to {kind.lower()} {number} here.*"]
-        cell.source, _ = _replace_regions(cell.source, stub, where)
+        cell.source, regions = _replace_regions(cell.source, stub, where)
+        if cell.cell_type == "code" and regions > 1:
+            raise BuildError(f"{where}: one solution region per code cell (one exercise, one answer); "
+                             f"found {regions}")
         _clear(cell)
         cell.metadata["course"] = {"exercise": number, "checksum": checksum(cell.source)}
     return normalize_metadata(nb)

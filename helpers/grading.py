@@ -30,14 +30,13 @@ from pathlib import Path
 
 import nbformat
 
-from .build_lessons import exercise_label
+from .build_lessons import STUB_PREFIX, exercise_label
 from .checks import RESULTS_ENV
 from .notebook_io import read_notebook, write_notebook
 
 __all__ = ["UsageError", "Grade", "find_submissions", "rebuild", "grade_notebook", "grade", "STATUSES"]
 
 STATUSES = ("passed", "failed", "not attempted", "error", "timeout")
-STUB_PREFIX = "# YOUR CODE HERE"
 _DIED = 3  # worker exit status: the kernel died
 
 

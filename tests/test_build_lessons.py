@@ -87,6 +87,8 @@ def test_output_is_byte_for_byte_deterministic():
     ("# Exercise 1.1: x\npass\n### END SOLUTION", "without"),
     ("# Exercise 1.1: x\n### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", "nested"),
     ("def f():\n    ### BEGIN SOLUTION\n    pass\n    ### END SOLUTION", "label line"),
+    ("# Exercise 1.1: x\n### BEGIN SOLUTION\na = 1\n### END SOLUTION\n### BEGIN SOLUTION\nb = 2\n### END SOLUTION",
+     "one solution region per code cell"),
 ])
 def test_malformed_solutions_are_reported(source, words):
     nb = new_notebook(cells=[new_code_cell(source, id="bad")])

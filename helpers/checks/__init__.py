@@ -7,6 +7,8 @@ yet, or what is wrong) and returns whether it passed. It never raises.
 from ._core import RESULTS_ENV, results
 from .cavi import check_component_update, check_responsibilities, check_update_q_mu, check_update_q_tau
 from .elbo import check_elbo_samples, check_gaussian_elbo, check_kl_normal
+from .stochastic import check_logistic_log_joint, check_ppca_posterior, check_reparameterization, check_score_function
 
 __all__ = ["RESULTS_ENV", "results", "check_gaussian_elbo", "check_kl_normal", "check_elbo_samples",
-           "check_update_q_mu", "check_update_q_tau", "check_responsibilities", "check_component_update"]
+           "check_update_q_mu", "check_update_q_tau", "check_responsibilities", "check_component_update",
+           "check_score_function", "check_reparameterization", "check_logistic_log_joint", "check_ppca_posterior"]

@@ -1,0 +1,278 @@
+r"""Checkers for the stochastic-VI exercises (lesson 03).
+
+3.1 and 3.2 are surrogate objectives: the checker differentiates the
+learner's scalar with autograd and compares the *gradient* with the reference
+estimators of :mod:`helpers.gradient_estimators`, on fixed draws. Correct
+estimators that differ draw by draw (the exact entropy, sticking the landing,
+a baseline) are accepted when they are unbiased: the average over many draws
+must match the exact ELBO gradient of a Gaussian target within Monte Carlo error.
+3.3 and 3.4 compare with :class:`helpers.logistic_regression.BayesianLogisticRegression`
+and :class:`helpers.linear_gaussian.LinearGaussianModel`.
+"""
+
+import math
+
+import torch
+from torch.distributions import MultivariateNormal, Normal
+
+from ..linear_gaussian import LinearGaussianModel
+from ..logistic_regression import BayesianLogisticRegression
+from ._core import (
+    as_tensor_result,
+    as_tensor_tuple,
+    call_learner,
+    checker,
+    diagnose,
+    expect_finite,
+    expect_shape,
+    fail,
+    flat,
+    fmt,
+)
+
+__all__ = ["check_score_function", "check_reparameterization", "check_logistic_log_joint", "check_ppca_posterior"]
+
+_F64 = torch.float64
+
+# ---------------------------------------------------------------- a Gaussian target with an exact ELBO gradient
+
+_TARGET_MEAN = torch.tensor([0.5, -1.0], dtype=_F64)
+_TARGET_COV = torch.tensor([[1.0, 0.6], [0.6, 0.8]], dtype=_F64)
+_LOG_Z = 2.0  # an unnormalised target, so the weights f(z) are not centred at 0
+
+
+def _log_joint(z):
+    return MultivariateNormal(_TARGET_MEAN, _TARGET_COV).log_prob(z) + _LOG_Z
+
+
+def _exact_elbo(m, log_s):
+    r""":math:`\mathbb E_q[\log p] + \mathbb H[q]` for :math:`q = \mathcal N(m, \mathrm{diag}(s^2))`, in closed form."""
+    s2 = (2 * log_s).exp()
+    prec = torch.linalg.inv(_TARGET_COV)
+    d = m - _TARGET_MEAN
+    expected = -0.5 * (2 * math.log(2 * math.pi) + torch.logdet(_TARGET_COV) + (prec.diagonal() * s2).sum()
+                       + d @ prec @ d) + _LOG_Z
+    entropy = (0.5 * math.log(2 * math.pi * math.e) + log_s).sum()
+    return expected + entropy
+
+
+def _params():
+    m = torch.tensor([0.2, -0.5], dtype=_F64, requires_grad=True)
+    log_s = torch.tensor([math.log(0.7), math.log(1.1)], dtype=_F64, requires_grad=True)
+    return m, log_s
+
+
+def _gradient(out, m, log_s, what):
+    """The gradient of the learner's scalar with respect to (m, log_s), flattened, or a diagnosis."""
+    out = as_tensor_result(out)
+    if out.dim() != 0:
+        fail(f"returned shape {tuple(out.shape)}; return a scalar: the average over the S draws")
+    expect_finite(out)
+    if not out.requires_grad:
+        fail(f"no gradient reaches m and log_s: {what}")
+    gm, gs = torch.autograd.grad(out, (m, log_s), allow_unused=True, retain_graph=True)
+    if gm is None:
+        fail(f"no gradient reaches m: {what}")
+    if gs is None:
+        fail(f"no gradient reaches log_s: {what}")
+    return flat(gm, gs)
+
+
+def _unbiased(fn, make_input, m, log_s, what, S=20000, repeats=4):
+    """Average the learner's gradient over many draws; compare with the exact ELBO gradient."""
+    exact = flat(*torch.autograd.grad(_exact_elbo(m, log_s), (m, log_s)))
+    estimates = []
+    for _ in range(repeats):
+        estimates.append(_gradient(call_learner(fn, _log_joint, m, log_s, make_input(S)), m, log_s, what))
+    estimates = torch.stack(estimates)  # (repeats, 2L)
+    mean = estimates.mean(0)
+    se = estimates.std(0) / math.sqrt(repeats)
+    tol = 5 * se + 0.02 * exact.abs() + 1e-3
+    bad = (mean - exact).abs() > tol
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        names = ["d/dm_1", "d/dm_2", "d/dlog_s_1", "d/dlog_s_2"]
+        fail(f"biased: averaged over {repeats * S} draws, {names[i]} is {fmt(mean[i])}, but the exact ELBO "
+             f"gradient is {fmt(exact[i])}")
+
+
+def _same_twice(fn, m, log_s, inp, what, name):
+    first = _gradient(call_learner(fn, _log_joint, m, log_s, inp), m, log_s, what)
+    second = _gradient(call_learner(fn, _log_joint, m, log_s, inp), m, log_s, what)
+    if not torch.equal(first, second):
+        fail(f"two calls with the same {name} gave different "
+             "gradients: use the draws you are given, do not draw new ones inside the function")
+    return first
+
+
+def _score_grad(m, log_s, z, weight_fn, extra=0.0, scale=1.0):
+    log_q = Normal(m, log_s.exp()).log_prob(z).sum(-1)
+    surrogate = scale * ((weight_fn(z, log_q) * log_q).mean() + extra * log_q.mean())
+    return flat(*torch.autograd.grad(surrogate, (m, log_s)))
+
+
+def _classify(grad, accepted, mistakes, context):
+    """True if ``grad`` equals an accepted form; fail naming a mistake it equals; else False (undecided)."""
+    if any(torch.allclose(grad, a, rtol=1e-6, atol=1e-9) for a in accepted):
+        return True
+    for message, wrong in mistakes.items():
+        if torch.allclose(grad, wrong, rtol=1e-6, atol=1e-9):
+            fail(message + context)
+    return False
+
+
+@checker("3.1", "score-function gradient estimator")
+def check_score_function(score_function_surrogate):
+    m, log_s = _params()
+    z = (m + log_s.exp() * torch.randn(6, 2, dtype=_F64)).detach()  # (S, L), no gradient
+    what = "build log q(z) from m and log_s with torch operations (Normal(m, log_s.exp()).log_prob(z))"
+    grad = _same_twice(score_function_surrogate, m, log_s, z, what, "z")
+
+    def f_detached(z, log_q):
+        return (_log_joint(z) - log_q).detach()
+
+    ref = _score_grad(m, log_s, z, f_detached)
+    accepted = [ref, _score_grad(m, log_s, z, f_detached, extra=-1.0)]  # with the zero-mean term -E[grad log q]
+    mistakes = {
+        "the weight f(z) = log p(x, z) - log q(z) must not carry gradient: .detach() it, so that only "
+        "the log q(z) multiplying it is differentiated": _score_grad(m, log_s, z, lambda z, lq: _log_joint(z) - lq),
+        "the weight misses -log q(z): f(z) = log p(x, z) - log q(z); without it the estimator ignores "
+        "the entropy": _score_grad(m, log_s, z, lambda z, lq: _log_joint(z).detach()),
+        "sign error: return the surrogate whose gradient is +grad ELBO (training uses loss = -surrogate)": -ref,
+        "summed over the S draws; average them (.mean()), so the estimate does not grow with S": ref * z.shape[0],
+    }
+    if _classify(grad, accepted, mistakes, " (on 6 fixed draws z)"):
+        return "matches the score-function estimator on fixed draws."
+
+    def draws(S):
+        return (m + log_s.exp() * torch.randn(S, 2, dtype=_F64)).detach()
+
+    _unbiased(score_function_surrogate, draws, m, log_s, what)
+    return "a different form from the reference, and unbiased: it matches the exact ELBO gradient on average."
+
+
+def _reparam_grad(m, log_s, eps, z_of=None, log_q_of=None, scale=1.0):
+    s = log_s.exp()
+    z = m + s * eps if z_of is None else z_of(m, s, log_s, eps)
+    log_q = Normal(m, s).log_prob(z).sum(-1) if log_q_of is None else log_q_of(m, s, z)
+    value = scale * (_log_joint(z) - log_q).mean()
+    return flat(*torch.autograd.grad(value, (m, log_s))), value.detach()
+
+
+@checker("3.2", "reparameterization gradient estimator")
+def check_reparameterization(reparameterization_surrogate):
+    m, log_s = _params()
+    eps = torch.randn(6, 2, dtype=_F64)
+    what = "build z = m + exp(log_s) * eps with torch operations, so the gradient flows through the draw"
+    grad = _same_twice(reparameterization_surrogate, m, log_s, eps, what, "eps")
+    value = as_tensor_result(call_learner(reparameterization_surrogate, _log_joint, m, log_s, eps)).detach()
+
+    ref, ref_value = _reparam_grad(m, log_s, eps)
+    entropy, entropy_value = _reparam_grad(  # E[log p] by Monte Carlo, the entropy in closed form
+        m, log_s, eps, log_q_of=lambda m, s, z: -Normal(m, s).entropy().sum().expand(z.shape[0]))
+    sticking, _ = _reparam_grad(  # "sticking the landing": log q with its parameters held fixed
+        m, log_s, eps, log_q_of=lambda m, s, z: Normal(m.detach(), s.detach()).log_prob(z).sum(-1))
+    mistakes = {
+        "no gradient flows through the sample: build z = m + exp(log_s) * eps without .detach() "
+        "(the pathwise gradient is the point of this estimator)":
+            _reparam_grad(m, log_s, eps, z_of=lambda m, s, ls, e: (m + s * e).detach())[0],
+        "the scale is s = exp(log_s): z = m + exp(log_s) * eps, not m + log_s * eps":
+            _reparam_grad(m, log_s, eps, z_of=lambda m, s, ls, e: m + ls * e)[0],
+        "z = m + s * eps uses the standard deviation s, not the variance s^2":
+            _reparam_grad(m, log_s, eps, z_of=lambda m, s, ls, e: m + s**2 * e)[0],
+        "missing the -log q(z) term: the ELBO is E[log p(x, z) - log q(z)]":
+            _reparam_grad(m, log_s, eps, log_q_of=lambda m, s, z: torch.zeros(z.shape[0], dtype=z.dtype))[0],
+        "sign error: return the ELBO estimate itself (training uses loss = -elbo)": -ref,
+        "summed over the S draws; average them (.mean())": ref * eps.shape[0],
+    }
+    if not _classify(grad, [ref, entropy, sticking], mistakes, " (on 6 fixed draws eps)"):
+        _unbiased(reparameterization_surrogate, lambda S: torch.randn(S, 2, dtype=_F64), m, log_s, what)
+    if not (math.isclose(float(value), float(ref_value), rel_tol=1e-6, abs_tol=1e-9)
+            or math.isclose(float(value), float(entropy_value), rel_tol=1e-6, abs_tol=1e-9)):
+        fail(f"the gradient is right, but the value {fmt(value)} is not the ELBO estimate {fmt(ref_value)} on "
+             "these draws: return the average of log p(x, z_s) - log q(z_s)")
+    return "its value estimates the ELBO and its gradient is the pathwise (reparameterization) estimate."
+
+
+# ---------------------------------------------------------------- 3.3 Bayesian logistic regression
+
+
+def _logistic_problem():
+    X = torch.tensor([[1.0, 0.3, -1.2], [1.0, -0.7, 0.4], [1.0, 1.5, 0.9], [1.0, -0.2, -0.3], [1.0, 0.8, -1.7],
+                      [1.0, -1.1, 1.3], [1.0, 0.1, 0.2]], dtype=_F64)
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0], dtype=_F64)
+    w = torch.tensor([[0.2, -0.5, 1.0], [-1.0, 0.7, 0.3], [0.0, 0.0, 0.0], [2.0, 1.5, -0.8]], dtype=_F64)
+    return X, y, w, 1.5  # prior_std = 1.5, so std and variance differ
+
+
+@checker("3.3", "log joint of Bayesian logistic regression")
+def check_logistic_log_joint(log_joint):
+    X, y, w, prior_std = _logistic_problem()
+    model = BayesianLogisticRegression(X, y, prior_std)
+    out = as_tensor_result(call_learner(log_joint, w, X, y, prior_std))
+    S, D = w.shape
+    if out.shape == (S, X.shape[0]):
+        fail(f"returned shape {tuple(out.shape)}, one value per draw and data point: sum the log-likelihood "
+             "over the data points")
+    expect_shape(out, (S,), " (one log joint per row of w)")
+    expect_finite(out)
+    ref = model.log_joint(w)
+    logits = w @ X.T
+    log_lik = y * logits - torch.nn.functional.softplus(logits)
+    log_prior = model.log_prior(w)
+    diagnose(out, ref, {
+        "missing the log prior log N(w; 0, prior_std^2 I)": log_lik.sum(-1),
+        "missing the log-likelihood: sum_n y_n log s(x_n.w) + (1 - y_n) log(1 - s(x_n.w))": log_prior,
+        "the log prior misses its normalising constant -D (log prior_std + log(2 pi) / 2): it does not change "
+        "the gradient, but the ELBO must be a bound on log p(y), so keep it": log_lik.sum(-1) - 0.5 * (
+            w**2).sum(-1) / prior_std**2,
+        "prior_std is a standard deviation: the prior is N(0, prior_std^2 I), so divide w^2 by prior_std^2":
+            log_lik.sum(-1) + Normal(0.0, math.sqrt(prior_std)).log_prob(w).sum(-1),
+        "labels swapped: y = 1 goes with log s(x.w), y = 0 with log(1 - s(x.w))":
+            ((1 - y) * logits - torch.nn.functional.softplus(logits)).sum(-1) + log_prior,
+        "averaged the log-likelihood over the data points; the joint sums it": log_lik.mean(-1) + log_prior,
+        "sign error in the log-likelihood: log s(a) = -softplus(-a) is negative": -log_lik.sum(-1) + log_prior,
+    }, context=" (on 4 weight vectors, 7 data points)")
+    far = as_tensor_result(call_learner(log_joint, 400 * w, X, y, prior_std))
+    expect_finite(far, " for large weights (logits in the hundreds): log(sigmoid(a)) underflows; use "
+                  "torch.nn.functional.logsigmoid(a), or y a - softplus(a)")
+    diagnose(far, model.log_joint(400 * w), {}, context=" for large weights (logits in the hundreds)", rtol=1e-6)
+    return "matches the log joint, batched over draws of w, and stays finite for large logits."
+
+
+# ---------------------------------------------------------------- 3.4 exact PPCA posterior
+
+
+@checker("3.4", "exact posterior of the linear-Gaussian model")
+def check_ppca_posterior(posterior):
+    W = torch.tensor([[1.0, 0.5], [-0.4, 1.2], [0.3, -0.8], [2.0, 0.1]], dtype=_F64)  # columns not orthogonal
+    b = torch.tensor([0.5, -1.0, 0.2, 0.0], dtype=_F64)
+    sigma = 0.7
+    x = torch.tensor([[1.0, 0.2, -0.5, 2.5], [-0.3, -2.0, 1.1, 0.4], [0.5, -1.0, 0.2, 0.0]], dtype=_F64)
+    model = LinearGaussianModel(W, b, sigma)
+    mean, cov = as_tensor_tuple(call_learner(posterior, x, W, b, sigma), ("mean", "cov"))
+    N, L = x.shape[0], W.shape[1]
+    if mean.shape == (L, N):
+        fail(f"mean has shape {tuple(mean.shape)}; return one row per data point, shape ({N}, {L})")
+    expect_shape(mean, (N, L), " (for mean: one row per data point)")
+    expect_shape(cov, (L, L), " (for cov: one covariance, shared by all data points)")
+    expect_finite(flat(mean, cov))
+    ref_mean, ref_cov = model.posterior(x)
+    eye = torch.eye(L, dtype=_F64)
+
+    def with_precision(precision, centred=x - b, sigma_power=2):
+        c = torch.linalg.inv(precision)
+        return flat(centred @ W @ c / sigma**sigma_power, c)
+
+    diagnose(flat(mean, cov), flat(ref_mean, ref_cov), {
+        "missing the prior's identity: the posterior precision is I + W^T W / sigma^2 (without I it is "
+        "least squares)": with_precision(W.T @ W / sigma**2),
+        "sigma is a standard deviation: use sigma^2 in I + W^T W / sigma^2 and in the mean":
+            with_precision(eye + W.T @ W / sigma, sigma_power=1),
+        "the mean must subtract the offset: Sigma W^T (x - b) / sigma^2": with_precision(eye + W.T @ W / sigma**2, x),
+        "returned the precision I + W^T W / sigma^2; return its inverse, the covariance":
+            flat(ref_mean, eye + W.T @ W / sigma**2),
+        "the mean misses the factor Sigma: mean = Sigma W^T (x - b) / sigma^2": flat((x - b) @ W / sigma**2, ref_cov),
+        "the mean misses the 1/sigma^2: mean = Sigma W^T (x - b) / sigma^2": flat(ref_mean * sigma**2, ref_cov),
+    }, labels=["mean"] * ref_mean.numel() + ["cov"] * ref_cov.numel())
+    return "matches the exact posterior mean of every data point and the shared covariance."

@@ -1,0 +1,228 @@
+"""The stochastic-VI checkers (lesson 03) accept correct answers written in
+different ways, including estimators that differ draw by draw but are
+unbiased, and name the mistake in plausible wrong ones."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from checker_assertions import accepts, rejects
+from torch.distributions import Normal
+
+from helpers import gradient_estimators as ref
+from helpers.checks import (
+    check_logistic_log_joint,
+    check_ppca_posterior,
+    check_reparameterization,
+    check_score_function,
+)
+from helpers.linear_gaussian import LinearGaussianModel
+from helpers.logistic_regression import BayesianLogisticRegression
+
+# ------------------------------------------------------------ exercise 3.1
+
+
+def score_hand_written(log_joint, m, log_s, z):
+    # log N(z; m, s^2) written out, summed over the L coordinates
+    log_q = (-0.5 * ((z - m) / log_s.exp()) ** 2 - log_s - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return (log_q * (log_joint(z) - log_q.detach())).mean()
+
+
+def score_with_zero_mean_term(log_joint, m, log_s, z):
+    log_q = Normal(m, log_s.exp()).log_prob(z).sum(-1)
+    return (log_q * (log_joint(z) - log_q).detach() - log_q).mean()
+
+
+def score_leave_one_out(log_joint, m, log_s, z):
+    # a control variate: each weight minus the mean of the other S - 1 weights (unbiased)
+    log_q = Normal(m, log_s.exp()).log_prob(z).sum(-1)
+    f = (log_joint(z) - log_q).detach()
+    S = f.shape[0]
+    baseline = (f.sum() - f) / (S - 1)
+    return ((f - baseline) * log_q).mean()
+
+
+def score_loop(log_joint, m, log_s, z):
+    terms = []
+    for zs in z:
+        lq = Normal(m, log_s.exp()).log_prob(zs).sum()
+        terms.append(lq * (log_joint(zs.unsqueeze(0))[0] - lq).item())
+    return torch.stack(terms).mean()
+
+
+@pytest.mark.parametrize("fn", [ref.score_function_surrogate, score_hand_written, score_with_zero_mean_term,
+                                score_leave_one_out, score_loop])
+def test_score_function_accepts(fn, capsys):
+    accepts(check_score_function, fn, capsys)
+
+
+def test_score_function_names_mistakes(capsys):
+    def log_q_of(m, log_s, z):
+        return Normal(m, log_s.exp()).log_prob(z).sum(-1)
+
+    rejects(check_score_function, lambda lj, m, ls, z: (log_q_of(m, ls, z) * (lj(z) - log_q_of(m, ls, z))).mean(),
+            capsys, "must not carry gradient", ".detach()")
+    rejects(check_score_function, lambda lj, m, ls, z: (log_q_of(m, ls, z) * lj(z)).mean(), capsys,
+            "misses -log q(z)")
+    rejects(check_score_function, lambda lj, m, ls, z: -ref.score_function_surrogate(lj, m, ls, z), capsys,
+            "sign error")
+    rejects(check_score_function, lambda lj, m, ls, z: z.shape[0] * ref.score_function_surrogate(lj, m, ls, z),
+            capsys, "summed over the S draws")
+    rejects(check_score_function, lambda lj, m, ls, z: ref.score_function_surrogate(
+        lj, m, ls, (m + ls.exp() * torch.randn_like(z)).detach()), capsys, "use the draws you are given")
+    rejects(check_score_function, lambda lj, m, ls, z: log_q_of(m, ls, z) * (lj(z) - log_q_of(m, ls, z)).detach(),
+            capsys, "return a scalar")
+    rejects(check_score_function, lambda lj, m, ls, z: ref.score_function_surrogate(lj, m, ls, z).detach(), capsys,
+            "no gradient reaches m and log_s")
+    # a biased estimator of another form: the statistical test names the coordinate
+    rejects(check_score_function, lambda lj, m, ls, z: ref.score_function_surrogate(lj, m, ls.detach(), z) + ls.sum(),
+            capsys, "biased", "d/dlog_s_1")
+
+
+# ------------------------------------------------------------ exercise 3.2
+
+
+def reparam_exact_entropy(log_joint, m, log_s, eps):
+    z = m + log_s.exp() * eps
+    return log_joint(z).mean() + Normal(m, log_s.exp()).entropy().sum()
+
+
+def reparam_sticking_the_landing(log_joint, m, log_s, eps):
+    z = m + log_s.exp() * eps
+    return (log_joint(z) - Normal(m.detach(), log_s.exp().detach()).log_prob(z).sum(-1)).mean()
+
+
+def reparam_standard_normal(log_joint, m, log_s, eps):
+    # log q(z) = log N(eps; 0, I) - sum(log s): the change of variables
+    z = m + torch.exp(log_s) * eps
+    log_q = Normal(0.0, 1.0).log_prob(eps).sum(-1) - log_s.sum()
+    return torch.mean(log_joint(z) - log_q)
+
+
+@pytest.mark.parametrize("fn", [ref.reparameterization_surrogate, reparam_exact_entropy,
+                                reparam_sticking_the_landing, reparam_standard_normal])
+def test_reparameterization_accepts(fn, capsys):
+    accepts(check_reparameterization, fn, capsys)
+
+
+def test_reparameterization_names_mistakes(capsys):
+    def with_z(z_of, use_log_q=True):
+        def fn(log_joint, m, log_s, eps):
+            z = z_of(m, log_s, eps)
+            log_q = Normal(m, log_s.exp()).log_prob(z).sum(-1) if use_log_q else 0.0
+            return (log_joint(z) - log_q).mean()
+        return fn
+
+    rejects(check_reparameterization, with_z(lambda m, ls, e: (m + ls.exp() * e).detach()), capsys,
+            "no gradient flows through the sample")
+    rejects(check_reparameterization, with_z(lambda m, ls, e: m + ls * e), capsys, "not m + log_s * eps")
+    rejects(check_reparameterization, with_z(lambda m, ls, e: m + ls.exp() ** 2 * e), capsys, "not the variance")
+    rejects(check_reparameterization, with_z(lambda m, ls, e: m + ls.exp() * e, use_log_q=False), capsys,
+            "missing the -log q(z) term")
+    rejects(check_reparameterization, lambda lj, m, ls, e: -ref.reparameterization_surrogate(lj, m, ls, e), capsys,
+            "sign error")
+    rejects(check_reparameterization, lambda lj, m, ls, e: e.shape[0] * ref.reparameterization_surrogate(lj, m, ls, e),
+            capsys, "summed over the S draws")
+    rejects(check_reparameterization, lambda lj, m, ls, e: ref.reparameterization_surrogate(
+        lj, m, ls, torch.randn_like(e)), capsys, "use the draws you are given")
+    # the right gradient with a value that is not the ELBO estimate
+    rejects(check_reparameterization, lambda lj, m, ls, e: ref.reparameterization_surrogate(lj, m, ls, e) + 5.0,
+            capsys, "the gradient is right, but the value")
+
+
+# ------------------------------------------------------------ exercise 3.3
+
+
+def blr_ref(w, X, y, prior_std):
+    return BayesianLogisticRegression(X, y, prior_std).log_joint(w)
+
+
+def blr_logsigmoid(w, X, y, prior_std):
+    a = torch.einsum("sd,nd->sn", w, X)
+    log_lik = y * F.logsigmoid(a) + (1 - y) * F.logsigmoid(-a)
+    return log_lik.sum(-1) + Normal(0.0, prior_std).log_prob(w).sum(-1)
+
+
+def blr_bce(w, X, y, prior_std):
+    a = w @ X.T
+    bce = F.binary_cross_entropy_with_logits(a, y.expand_as(a), reduction="none")
+    D = w.shape[-1]
+    log_prior = -0.5 * (w**2).sum(-1) / prior_std**2 - D * math.log(prior_std * math.sqrt(2 * math.pi))
+    return -bce.sum(-1) + log_prior
+
+
+@pytest.mark.parametrize("fn", [blr_ref, blr_logsigmoid, blr_bce])
+def test_logistic_log_joint_accepts(fn, capsys):
+    accepts(check_logistic_log_joint, fn, capsys)
+
+
+def test_logistic_log_joint_names_mistakes(capsys):
+    def lik(w, X, y):
+        a = w @ X.T
+        return y * a - F.softplus(a)
+
+    def prior(w, s):
+        return Normal(0.0, s).log_prob(w).sum(-1)
+
+    rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, y).sum(-1), capsys, "missing the log prior")
+    rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, y).sum(-1) - 0.5 * (w**2).sum(-1) / s**2,
+            capsys, "normalising constant")
+    rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, y).sum(-1) + prior(w, math.sqrt(s)), capsys,
+            "prior_std^2")
+    rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, 1 - y).sum(-1) + prior(w, s), capsys,
+            "labels swapped")
+    rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, y).mean(-1) + prior(w, s), capsys, "averaged")
+    rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, y) + prior(w, s).unsqueeze(-1), capsys,
+            "sum the log-likelihood over the data points")
+    rejects(check_logistic_log_joint, lambda w, X, y, s: (y * torch.log(torch.sigmoid(w @ X.T)) + (1 - y) * torch.log(
+        1 - torch.sigmoid(w @ X.T))).sum(-1) + prior(w, s), capsys, "logsigmoid")
+
+
+# ------------------------------------------------------------ exercise 3.4
+
+
+def ppca_ref(x, W, b, sigma):
+    return LinearGaussianModel(W, b, sigma).posterior(x)
+
+
+def ppca_solve(x, W, b, sigma):
+    L = W.shape[1]
+    precision = torch.eye(L, dtype=W.dtype) + W.T @ W / sigma**2
+    mean = torch.linalg.solve(precision, W.T @ (x - b).T).T / sigma**2
+    return mean, torch.linalg.inv(precision)
+
+
+def ppca_woodbury(x, W, b, sigma):
+    # Sigma = I - W^T (W W^T + sigma^2 I)^{-1} W, and mean = W^T (W W^T + sigma^2 I)^{-1} (x - b)
+    D = W.shape[0]
+    C = W @ W.T + sigma**2 * torch.eye(D, dtype=W.dtype)
+    K = torch.linalg.solve(C, W).T  # (L, D)
+    return (x - b) @ K.T, torch.eye(W.shape[1], dtype=W.dtype) - K @ W
+
+
+@pytest.mark.parametrize("fn", [ppca_ref, ppca_solve, ppca_woodbury])
+def test_ppca_posterior_accepts(fn, capsys):
+    accepts(check_ppca_posterior, fn, capsys)
+
+
+def test_ppca_posterior_names_mistakes(capsys):
+    def with_precision(make_precision, centre=True):
+        def fn(x, W, b, sigma):
+            cov = torch.linalg.inv(make_precision(W, sigma))
+            return ((x - b) if centre else x) @ W @ cov / sigma**2, cov
+        return fn
+
+    def eye(W):
+        return torch.eye(W.shape[1], dtype=W.dtype)
+
+    rejects(check_ppca_posterior, with_precision(lambda W, s: W.T @ W / s**2), capsys, "missing the prior's identity")
+    rejects(check_ppca_posterior, with_precision(lambda W, s: eye(W) + W.T @ W / s**2, centre=False), capsys,
+            "subtract the offset")
+    rejects(check_ppca_posterior, lambda x, W, b, s: (ppca_ref(x, W, b, s)[0], eye(W) + W.T @ W / s**2), capsys,
+            "returned the precision")
+    rejects(check_ppca_posterior, lambda x, W, b, s: (ppca_ref(x, W, b, s)[0].T, ppca_ref(x, W, b, s)[1]), capsys,
+            "one row per data point")
+    rejects(check_ppca_posterior, lambda x, W, b, s: ppca_ref(x, W, b, math.sqrt(s)), capsys,
+            "sigma is a standard deviation")
+    rejects(check_ppca_posterior, lambda x, W, b, s: ppca_ref(x, W, b, s)[0], capsys, "return the tuple (mean, cov)")

@@ -75,6 +75,15 @@ def test_score_function_names_mistakes(capsys):
             capsys, "return a scalar")
     rejects(check_score_function, lambda lj, m, ls, z: ref.score_function_surrogate(lj, m, ls, z).detach(), capsys,
             "no gradient reaches m and log_s")
+    # wrong answers of other forms: the statistical test (small S, many calls) catches them
+    rejects(check_score_function, lambda lj, m, ls, z: log_q_of(m, ls, z).sum(), capsys, "biased")
+
+    def baseline_including_itself(lj, m, ls, z):  # biased by the factor (S - 1) / S
+        log_q = log_q_of(m, ls, z)
+        f = (lj(z) - log_q).detach()
+        return ((f - f.mean()) * log_q).mean()
+
+    rejects(check_score_function, baseline_including_itself, capsys, "biased", "leave out the draw")
     # a biased estimator of another form: the statistical test names the coordinate
     rejects(check_score_function, lambda lj, m, ls, z: ref.score_function_surrogate(lj, m, ls.detach(), z) + ls.sum(),
             capsys, "biased", "d/dlog_s_1")
@@ -119,9 +128,14 @@ def test_reparameterization_names_mistakes(capsys):
     rejects(check_reparameterization, with_z(lambda m, ls, e: m + ls * e), capsys, "not m + log_s * eps")
     rejects(check_reparameterization, with_z(lambda m, ls, e: m + ls.exp() ** 2 * e), capsys, "not the variance")
     rejects(check_reparameterization, with_z(lambda m, ls, e: m + ls.exp() * e, use_log_q=False), capsys,
-            "missing the -log q(z) term")
+            "the -log q(z) term carries no gradient")
     rejects(check_reparameterization, lambda lj, m, ls, e: -ref.reparameterization_surrogate(lj, m, ls, e), capsys,
             "sign error")
+
+    def forgot_log_det(lj, m, ls, e):
+        return (lj(m + ls.exp() * e) - Normal(0.0, 1.0).log_prob(e).sum(-1)).mean()
+
+    rejects(check_reparameterization, forgot_log_det, capsys, "-sum(log_s)")
     rejects(check_reparameterization, lambda lj, m, ls, e: e.shape[0] * ref.reparameterization_surrogate(lj, m, ls, e),
             capsys, "summed over the S draws")
     rejects(check_reparameterization, lambda lj, m, ls, e: ref.reparameterization_surrogate(
@@ -170,6 +184,8 @@ def test_logistic_log_joint_names_mistakes(capsys):
             capsys, "normalising constant")
     rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, y).sum(-1) + prior(w, math.sqrt(s)), capsys,
             "prior_std^2")
+    rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, y).sum(-1) + prior(w, s**2), capsys,
+            "not Normal(0, prior_std**2)")
     rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, 1 - y).sum(-1) + prior(w, s), capsys,
             "labels swapped")
     rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, y).mean(-1) + prior(w, s), capsys, "averaged")

@@ -169,17 +169,21 @@ def rebuild(lesson, submission, only=None):
 
 # ------------------------------------------------------------------ running
 
-def _run(nb, timeout):
+def _run(nb, timeout, threads=None):
     """Execute ``nb`` in a worker process; return ``(verdicts, ended)``.
 
     ``ended`` is "ok", "timeout" or "died". ``verdicts`` maps an exercise
-    number to the last recorded checker result.
+    number to the last recorded checker result. ``threads`` caps the
+    kernel's OpenMP threads: parallel jobs that each use every core slow each
+    other down far more than they gain (thread oversubscription).
     """
     with tempfile.TemporaryDirectory(prefix="vi-grade-") as tmp:
         tmp = Path(tmp)
         write_notebook(nb, tmp / "submission.ipynb")
         results = tmp / "results.jsonl"
         env = dict(os.environ, **{RESULTS_ENV: str(results)})
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
         proc = subprocess.Popen([sys.executable, "-m", "helpers.grading", str(tmp / "submission.ipynb")],
                                 cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -227,14 +231,15 @@ def _truncate_after_check(nb, cell_index):
     return nb
 
 
-def grade_notebook(path, lesson_path, timeout=300, label=None):
+def grade_notebook(path, lesson_path, timeout=300, label=None, threads=None):
     """Grade one submission; a list of :class:`Grade`, one per code exercise."""
     lesson, submission = read_notebook(lesson_path), read_notebook(path)
     label = label or str(path)
     cell_of = {ex.number: ex.cell_index for ex in _exercises(lesson)}
     numbers = list(cell_of)
     nb, problems = rebuild(lesson, submission)
-    verdicts, ended = _run(_truncate_after_check(nb, cell_of[numbers[-1]]), timeout) if numbers else ({}, "ok")
+    verdicts, ended = (_run(_truncate_after_check(nb, cell_of[numbers[-1]]), timeout, threads) if numbers
+                       else ({}, "ok"))
     grades = {}
     for number in numbers:
         if number in problems:
@@ -248,7 +253,7 @@ def grade_notebook(path, lesson_path, timeout=300, label=None):
             if number in grades:
                 continue
             alone, _ = rebuild(lesson, submission, only=passed | {number})
-            verdicts, alone_ended = _run(_truncate_after_check(alone, cell_of[number]), timeout)
+            verdicts, alone_ended = _run(_truncate_after_check(alone, cell_of[number]), timeout, threads)
             if number in verdicts:
                 grades[number] = _status(verdicts[number])
             elif alone_ended == "timeout":
@@ -270,7 +275,8 @@ def grade(paths, lessons_dir, timeout=300, jobs=1):
     """Grade every notebook under ``paths`` (files or folders); a flat list of :class:`Grade`."""
     submissions = find_submissions(paths, Path(lessons_dir))
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(grade_notebook, path, lesson, timeout) for path, lesson in submissions]
+        threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None  # share the cores between jobs
+        futures = [pool.submit(grade_notebook, path, lesson, timeout, threads=threads) for path, lesson in submissions]
         return [g for f in futures for g in f.result()]
 
 

@@ -16,7 +16,7 @@ STYLE_FILE = Path(__file__).with_name("course.mplstyle")
 
 
 def setup_notebook(seed=0, dtype=torch.float32):
-    """Seed Python, NumPy and PyTorch, set the default dtype and the plot style.
+    """Seed Python, NumPy and PyTorch; set the default dtype, one CPU thread and the plot style.
 
     Parameters
     ----------
@@ -32,6 +32,9 @@ def setup_notebook(seed=0, dtype=torch.float32):
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.set_default_dtype(dtype)
+    # One CPU thread: a sum split across threads rounds differently, and training amplifies round-off, so
+    # numbers would depend on the machine's core count. The course's models are too small to gain from more.
+    torch.set_num_threads(1)
     plt.style.use(STYLE_FILE)
 
 

@@ -162,3 +162,22 @@ def test_cli_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["frobnicate"])
     assert exc.value.code == 2
+
+
+def test_require_raises_the_stub_message_only_for_stubs():
+    from helpers.checks import require
+
+    namespace = {}
+    exec(compile('def done(x):\n    return x\n', "<done>", "exec"), namespace)  # no source: assumed finished
+    require(namespace["done"], len)
+
+    def stub(x):
+        ### a generated stub looks like this
+        raise NotImplementedError("Exercise 4.1: amortized ELBO per data point")
+
+    def finished(x):
+        return x  # mentions NotImplementedError only in a comment
+
+    require(finished)
+    with pytest.raises(NotImplementedError, match=r"^Exercise 4\.1: amortized ELBO per data point$"):
+        require(finished, stub)

@@ -4,11 +4,15 @@ Call a checker with your function: it prints one line (passed, not attempted
 yet, or what is wrong) and returns whether it passed. It never raises.
 """
 
-from ._core import RESULTS_ENV, results
+from ._core import RESULTS_ENV, require, results
+from .amortized import check_amortized_elbo, check_linear_encoder, check_refine
 from .cavi import check_component_update, check_responsibilities, check_update_q_mu, check_update_q_tau
 from .elbo import check_elbo_samples, check_gaussian_elbo, check_kl_normal
 from .stochastic import check_logistic_log_joint, check_ppca_posterior, check_reparameterization, check_score_function
+from .vae import check_kl_standard_normal, check_log_mean_exp, check_reparameterize, check_vae_elbo
 
-__all__ = ["RESULTS_ENV", "results", "check_gaussian_elbo", "check_kl_normal", "check_elbo_samples",
+__all__ = ["RESULTS_ENV", "results", "require", "check_gaussian_elbo", "check_kl_normal", "check_elbo_samples",
            "check_update_q_mu", "check_update_q_tau", "check_responsibilities", "check_component_update",
-           "check_score_function", "check_reparameterization", "check_logistic_log_joint", "check_ppca_posterior"]
+           "check_score_function", "check_reparameterization", "check_logistic_log_joint", "check_ppca_posterior",
+           "check_amortized_elbo", "check_linear_encoder", "check_refine",
+           "check_reparameterize", "check_kl_standard_normal", "check_vae_elbo", "check_log_mean_exp"]

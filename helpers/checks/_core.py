@@ -14,10 +14,11 @@ import functools
 import json
 import math
 import os
+import re
 
 import torch
 
-__all__ = ["RESULTS", "RESULTS_ENV", "CheckResult", "checker", "fail", "call_learner", "results"]
+__all__ = ["RESULTS", "RESULTS_ENV", "CheckResult", "checker", "fail", "call_learner", "results", "require"]
 
 RESULTS_ENV = "VI_COURSE_RESULTS"
 RESULTS = []  # dicts, in the order the checks ran in this kernel
@@ -50,6 +51,28 @@ def call_learner(fn, *args, **kwargs):
         if "only one element tensors can be converted" in text or "must be real number, not Tensor" in text:
             hint = " (use torch.log, torch.exp, torch.sqrt on tensors, not math.log, math.exp, math.sqrt)"
         raise Mistake(f"your function raised {type(exc).__name__}" + (f": {text}" if text else "") + hint) from None
+
+
+_STUB_MESSAGE = re.compile(r"^(Exercise|Question) \d+\.\d+: ")
+
+
+def require(*functions):
+    """Raise the exercise's own ``NotImplementedError`` if one of ``functions`` is still a stub.
+
+    A cell that uses results of earlier exercises (a trained encoder, say)
+    starts with ``require(...)``, so an unfinished exercise stops it with the
+    exercise's message instead of a confusing ``NameError`` further down.
+    A stub is recognised by its compiled code, which raises
+    ``NotImplementedError`` with an "Exercise N.M: ..." message; that works
+    for functions defined in notebook cells, whose source file is not kept.
+    """
+    for fn in functions:
+        code = getattr(fn, "__code__", None)
+        if code is None or "NotImplementedError" not in code.co_names:
+            continue
+        for const in code.co_consts:
+            if isinstance(const, str) and _STUB_MESSAGE.match(const):
+                raise NotImplementedError(const)
 
 
 def results():

@@ -1,0 +1,89 @@
+r"""Amortized and per-data-point Gaussian VI for models with local latent variables.
+
+Throughout, ``log_joint(x, z)`` maps data ``x (B, D)`` and latents
+``z (S, B, L)`` to :math:`\log p(x_i, z_{s,i})` of shape ``(S, B)``, and a
+Gaussian ``q`` per data point is given by ``mean`` and ``log_scale``, both ``(B, L)``.
+
+- :func:`amortized_elbo`: the per-data-point ELBO of an encoder's ``q_\phi(z\mid x)`` (lesson 04, exercise 4.1).
+- :func:`fit_per_datapoint`: one ``q_i`` per data point by Adam, as in lesson 03, batched; with
+  ``init`` from an encoder and few steps it is *semi-amortized* refinement (Kim et al. 2018).
+- :func:`refine`: ``steps`` Adam steps from the encoder's output at a constant rate (exercise 4.3).
+
+References
+----------
+Cremer, C., Li, X. & Duvenaud, D. Inference suboptimality in variational autoencoders (2018).
+Kim, Y., Wiseman, S., Miller, A. C., Sontag, D. & Rush, A. M. Semi-amortized variational autoencoders (2018).
+"""
+
+import torch
+from torch.distributions import Normal
+
+__all__ = ["gaussian_elbo_terms", "amortized_elbo", "fit_per_datapoint", "refine"]
+
+
+def gaussian_elbo_terms(x, mean, log_scale, log_joint, eps):
+    r"""Reparameterised ELBO estimate per data point for ``q_i = N(mean_i, diag exp(2 log_scale_i))``.
+
+    .. math:: \widehat{\mathrm{ELBO}}_i = \frac1S\sum_{s=1}^S \log p(x_i, z_{s,i}) - \log q_i(z_{s,i}),
+        \qquad z_{s,i} = \mu_i + \sigma_i\odot\varepsilon_{s,i}
+
+    ``eps``: ``(S, B, L)`` standard normal noise. Returns ``(B,)``.
+    """
+    scale = log_scale.exp()
+    z = mean + scale * eps  # (S, B, L)
+    log_q = Normal(mean, scale).log_prob(z).sum(-1)  # (S, B)
+    return (log_joint(x, z) - log_q).mean(0)
+
+
+def amortized_elbo(x, encoder, log_joint, eps):
+    r"""Per-data-point ELBO of the encoder's :math:`q_\phi(z\mid x_i)`; gradients reach the encoder.
+
+    ``encoder(x)`` returns ``(mean, log_scale)``, each ``(B, L)``. Returns ``(B,)``;
+    training maximises its mean over a mini-batch (``loss = -elbo.mean()``).
+    """
+    mean, log_scale = encoder(x)
+    return gaussian_elbo_terms(x, mean, log_scale, log_joint, eps)
+
+
+def fit_per_datapoint(x, log_joint, L, steps, lr=0.05, S=8, final_lr_factor=0.02, init=None, generator=None):
+    r"""Maximise each data point's ELBO over its own ``(mean_i, log_scale_i)`` with Adam.
+
+    The ELBO is a sum over data points and each ``q_i`` has its own
+    parameters, so one optimiser over the stacked ``(B, L)`` parameters fits
+    all of them at once. The learning rate decays geometrically to
+    ``lr * final_lr_factor`` (``1.0``: constant).
+
+    Parameters
+    ----------
+    init : ``(mean, log_scale)`` or None (zeros: the prior's location, unit scale).
+
+    Returns
+    -------
+    ``(mean (B, L), log_scale (B, L))``, detached.
+    """
+    B = x.shape[0]
+    if init is None:
+        mean = torch.zeros(B, L, dtype=x.dtype)
+        log_scale = torch.zeros(B, L, dtype=x.dtype)
+    else:
+        mean, log_scale = init
+    mean = mean.detach().clone().requires_grad_(True)
+    log_scale = log_scale.detach().clone().requires_grad_(True)
+    if steps == 0:
+        return mean.detach(), log_scale.detach()
+    optimizer = torch.optim.Adam([mean, log_scale], lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: final_lr_factor ** (t / steps))
+    for _ in range(steps):
+        optimizer.zero_grad()
+        eps = torch.randn(S, B, L, generator=generator, dtype=x.dtype)
+        loss = -gaussian_elbo_terms(x, mean, log_scale, log_joint, eps).sum()  # each q_i sees only its term
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return mean.detach(), log_scale.detach()
+
+
+def refine(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
+    """Semi-amortized VI: ``steps`` Adam steps per data point, at a constant rate, from the encoder's output."""
+    return fit_per_datapoint(x, log_joint, mean.shape[-1], steps, lr=lr, S=S, final_lr_factor=1.0,
+                             init=(mean, log_scale))

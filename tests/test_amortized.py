@@ -1,0 +1,95 @@
+"""Encoders, per-data-point fitting and the nonlinear model, against exact answers."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from helpers import amortized
+from helpers.encoders import GaussianEncoder
+from helpers.linear_gaussian import LinearGaussianModel
+from helpers.nonlinear_gaussian import NonlinearGaussianModel
+
+F64 = torch.float64
+
+
+@pytest.fixture
+def ppca():
+    return LinearGaussianModel.random(D=6, L=2, scales=(2.0, 1.0), sigma=0.5, seed=0, dtype=F64)
+
+
+def test_elbo_terms_are_unbiased_for_log_p_minus_kl(ppca):
+    torch.manual_seed(0)
+    _, x = ppca.sample(3, generator=torch.Generator().manual_seed(1))
+    mean, log_scale = torch.randn(3, 2, dtype=F64), 0.3 * torch.randn(3, 2, dtype=F64)
+    mu, cov = ppca.posterior(x)
+    kl = kl_divergence(Normal(mean, log_scale.exp()), Normal(mu, cov.diagonal().sqrt())).sum(-1)
+    exact = ppca.log_evidence(x) - kl
+    draws = torch.stack([amortized.gaussian_elbo_terms(x, mean, log_scale, ppca.log_joint,
+                                                       torch.randn(1, 3, 2, dtype=F64)) for _ in range(4000)])
+    se = draws.std(0) / math.sqrt(4000)
+    assert ((draws.mean(0) - exact).abs() < 4 * se).all()
+
+
+def test_fit_per_datapoint_reaches_the_exact_posterior(ppca):
+    torch.manual_seed(0)
+    _, x = ppca.sample(20, generator=torch.Generator().manual_seed(2))
+    mean, log_scale = amortized.fit_per_datapoint(x, ppca.log_joint, 2, steps=1500)
+    mu, cov = ppca.posterior(x)
+    kl = kl_divergence(Normal(mean, log_scale.exp()), Normal(mu, cov.diagonal().sqrt())).sum(-1)
+    assert kl.max() < 0.02
+    same = amortized.refine(x, mean, log_scale, ppca.log_joint, 0)
+    assert torch.equal(same[0], mean) and torch.equal(same[1], log_scale)
+
+
+def test_amortized_elbo_reaches_the_encoder(ppca):
+    encoder = GaussianEncoder(6, 2, hidden=(5,)).to(F64)
+    torch.nn.init.normal_(encoder.net[-1].weight, std=0.3)  # it starts at zero, which would block the gradient
+    _, x = ppca.sample(4)
+    out = amortized.amortized_elbo(x, encoder, ppca.log_joint, torch.randn(2, 4, 2, dtype=F64))
+    assert out.shape == (4,)
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
+
+
+def test_encoder_shapes_and_linear_case():
+    linear = GaussianEncoder(5, 3, hidden=())
+    assert len(linear.net) == 1 and isinstance(linear.net[0], torch.nn.Linear)
+    mean, log_scale = GaussianEncoder(5, 3)(torch.randn(7, 5))
+    assert mean.shape == log_scale.shape == (7, 3)
+    with pytest.raises(ValueError, match="positive integer"):
+        GaussianEncoder(0, 2)
+
+
+def test_nonlinear_model_log_joint_against_torch():
+    model = NonlinearGaussianModel(dtype=F64)
+    x, z = torch.randn(4, 10, dtype=F64), torch.randn(4, 2, dtype=F64)
+    ref = Normal(model.decode(z), 0.3).log_prob(x).sum(-1) + Normal(0.0, 1.0).log_prob(z).sum(-1)
+    torch.testing.assert_close(model.log_joint(x, z), ref)
+
+
+def test_grid_evidence_is_exact_for_a_linear_decoder(ppca):
+    # swap in a linear decoder, whose evidence is known in closed form
+    model = NonlinearGaussianModel(D=6, L=2, sigma=0.5, dtype=F64)
+    model.decode = lambda z: z @ ppca.W.T + ppca.b
+    _, x = ppca.sample(3, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(model.log_evidence_grid(x), ppca.log_evidence(x), atol=1e-6, rtol=0)
+
+
+def test_grid_evidence_agrees_with_importance_sampling():
+    torch.manual_seed(0)
+    model = NonlinearGaussianModel(dtype=F64)
+    _, x = model.sample(2, generator=torch.Generator().manual_seed(4))
+    K = 200000
+    log_w = model.log_likelihood(x, torch.randn(K, 1, 2, dtype=F64))  # prior as the proposal
+    estimate = torch.logsumexp(log_w, 0) - math.log(K)
+    rel_se = (log_w - log_w.max(0).values).exp().std(0) / (log_w - log_w.max(0).values).exp().mean(0) / math.sqrt(K)
+    assert ((estimate - model.log_evidence_grid(x)).abs() < 5 * rel_se + 1e-3).all()
+
+
+def test_nonlinear_model_errors():
+    with pytest.raises(ValueError, match="sigma"):
+        NonlinearGaussianModel(sigma=-1.0)
+    with pytest.raises(ValueError, match="L = 2"):
+        NonlinearGaussianModel(L=3).log_evidence_grid(torch.zeros(1, 10))

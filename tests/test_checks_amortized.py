@@ -1,0 +1,177 @@
+"""The amortized-inference checkers (lesson 04) accept correct answers written
+in different ways and name the mistake in plausible wrong ones."""
+
+import pytest
+import torch
+from checker_assertions import accepts, rejects
+from torch.distributions import Independent, Normal
+
+from helpers import amortized
+from helpers.checks import check_amortized_elbo, check_linear_encoder, check_refine
+
+# ------------------------------------------------------------ exercise 4.1
+
+
+def elbo_exact_entropy(x, encoder, log_joint, eps):
+    mean, log_scale = encoder(x)
+    z = mean + log_scale.exp() * eps
+    return log_joint(x, z).mean(0) + Normal(mean, log_scale.exp()).entropy().sum(-1)
+
+
+def elbo_independent(x, encoder, log_joint, eps):
+    mean, log_scale = encoder(x)
+    q = Independent(Normal(mean, torch.exp(log_scale)), 1)
+    z = mean + torch.exp(log_scale) * eps
+    return torch.mean(log_joint(x, z) - q.log_prob(z), dim=0)
+
+
+def elbo_standard_normal(x, encoder, log_joint, eps):
+    mean, log_scale = encoder(x)
+    z = mean + log_scale.exp() * eps
+    log_q = Normal(0.0, 1.0).log_prob(eps).sum(-1) - log_scale.sum(-1)  # change of variables
+    return (log_joint(x, z) - log_q).mean(0)
+
+
+def elbo_sticking_the_landing(x, encoder, log_joint, eps):
+    mean, log_scale = encoder(x)
+    z = mean + log_scale.exp() * eps
+    return (log_joint(x, z) - Normal(mean.detach(), log_scale.exp().detach()).log_prob(z).sum(-1)).mean(0)
+
+
+@pytest.mark.parametrize("fn", [amortized.amortized_elbo, elbo_exact_entropy, elbo_independent,
+                                elbo_standard_normal, elbo_sticking_the_landing])
+def test_amortized_elbo_accepts(fn, capsys):
+    accepts(check_amortized_elbo, fn, capsys)
+
+
+def test_amortized_elbo_names_mistakes(capsys):
+    def variant(z_of=None, use_log_q=True, reduce=lambda t: t.mean(0), detach=False):
+        def fn(x, encoder, log_joint, eps):
+            mean, log_scale = encoder(x)
+            if detach:
+                mean, log_scale = mean.detach(), log_scale.detach()
+            z = mean + log_scale.exp() * eps if z_of is None else z_of(mean, log_scale, eps)
+            log_q = Normal(mean, log_scale.exp()).log_prob(z).sum(-1) if use_log_q else 0.0
+            return reduce(log_joint(x, z) - log_q)
+        return fn
+
+    rejects(check_amortized_elbo, variant(reduce=lambda t: t.mean()), capsys, "one ELBO per data point")
+    rejects(check_amortized_elbo, variant(reduce=lambda t: t), capsys, "average over the S draws")
+    rejects(check_amortized_elbo, variant(z_of=lambda m, ls, e: m + ls * e), capsys, "exp(log_scale)")
+    rejects(check_amortized_elbo, variant(use_log_q=False), capsys, "missing the -log q(z | x) term")
+    rejects(check_amortized_elbo, variant(z_of=lambda m, ls, e: m.expand_as(e)), capsys, "not the mean itself")
+    rejects(check_amortized_elbo, variant(reduce=lambda t: -t.mean(0)), capsys, "sign error")
+    rejects(check_amortized_elbo, variant(reduce=lambda t: t.sum(0)), capsys, "summed over the S draws")
+    rejects(check_amortized_elbo, variant(detach=True), capsys, "no gradient reaches the encoder")
+    # right value, wrong gradient: the draw does not depend on the parameters
+    rejects(check_amortized_elbo, variant(z_of=lambda m, ls, e: (m + ls.exp() * e).detach()), capsys,
+            "gradients with respect to the encoder are not")
+
+
+# ------------------------------------------------------------ exercise 4.2
+
+
+def linear_ref(W, b, sigma):
+    L = W.shape[1]
+    cov = torch.linalg.inv(torch.eye(L, dtype=W.dtype) + W.T @ W / sigma**2)
+    A = cov @ W.T / sigma**2
+    return A, -A @ b
+
+
+def linear_solve(W, b, sigma):
+    precision = torch.eye(W.shape[1], dtype=W.dtype) * sigma**2 + W.T @ W  # sigma^2 times the precision
+    A = torch.linalg.solve(precision, W.T)
+    return A, -(A @ b)
+
+
+def linear_woodbury(W, b, sigma):
+    C = W @ W.T + sigma**2 * torch.eye(W.shape[0], dtype=W.dtype)
+    A = torch.linalg.solve(C, W).T  # W^T C^{-1}
+    return A, -A @ b
+
+
+@pytest.mark.parametrize("fn", [linear_ref, linear_solve, linear_woodbury])
+def test_linear_encoder_accepts(fn, capsys):
+    accepts(check_linear_encoder, fn, capsys)
+
+
+def test_linear_encoder_names_mistakes(capsys):
+    rejects(check_linear_encoder, lambda W, b, s: (torch.linalg.pinv(W), -torch.linalg.pinv(W) @ b), capsys,
+            "misses the prior's identity")
+    rejects(check_linear_encoder, lambda W, b, s: (linear_ref(W, b, s)[0], -linear_ref(W, b, s)[1]), capsys,
+            "c = -A b")
+    rejects(check_linear_encoder, lambda W, b, s: (linear_ref(W, b, s)[0], torch.zeros(W.shape[1], dtype=W.dtype)),
+            capsys, "c is not zero")
+    rejects(check_linear_encoder, lambda W, b, s: (linear_ref(W, b, s)[0].T, linear_ref(W, b, s)[1]), capsys,
+            "so its shape is")
+    rejects(check_linear_encoder, lambda W, b, s: (W.T / s**2, -(W.T / s**2) @ b), capsys, "misses the posterior")
+    rejects(check_linear_encoder, lambda W, b, s: linear_ref(W, b, s)[0], capsys, "return the tuple (A, c)")
+
+
+# ------------------------------------------------------------ exercise 4.3
+
+
+def refine_sgd_loop(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
+    m = mean.clone().detach().requires_grad_(True)
+    ls = log_scale.clone().detach().requires_grad_(True)
+    opt = torch.optim.Adam([m, ls], lr=lr)
+    for _ in range(steps):
+        eps = torch.randn(S, *m.shape, dtype=m.dtype)
+        z = m + ls.exp() * eps
+        elbo = (log_joint(x, z) - Normal(m, ls.exp()).log_prob(z).sum(-1)).mean(0)
+        opt.zero_grad()
+        (-elbo.mean()).backward()  # the mean over data points: Adam is invariant to the scale
+        opt.step()
+    return m.detach(), ls.detach()
+
+
+@pytest.mark.parametrize("fn", [amortized.refine, refine_sgd_loop])
+def test_refine_accepts(fn, capsys):
+    accepts(check_refine, fn, capsys)
+
+
+def test_refine_names_mistakes(capsys):
+    def sign_flipped(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
+        return amortized.fit_per_datapoint(x, lambda x, z: -log_joint(x, z), mean.shape[-1], steps, lr=lr,
+                                           final_lr_factor=1.0, init=(mean, log_scale))
+
+    def in_place(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
+        m, ls = amortized.refine(x, mean, log_scale, log_joint, steps, lr, S)
+        mean.copy_(m)
+        log_scale.copy_(ls)
+        return mean, log_scale
+
+    def not_detached(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
+        m, ls = amortized.refine(x, mean, log_scale, log_joint, steps, lr, S)
+        return m.requires_grad_(True), ls
+
+    def too_slow(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
+        return amortized.refine(x, mean, log_scale, log_joint, steps, lr=1e-4, S=S)
+
+    rejects(check_refine, lambda x, m, ls, lj, steps, lr=0.05, S=8: (m.clone(), ls.clone()), capsys, "not moved")
+    rejects(check_refine, sign_flipped, capsys, "got worse")
+    rejects(check_refine, in_place, capsys, "in place")
+    rejects(check_refine, not_detached, capsys, "detached")
+    rejects(check_refine, too_slow, capsys, "the reference reaches")
+    rejects(check_refine, lambda x, m, ls, lj, steps, lr=0.05, S=8: (m + 1.0, ls), capsys, "steps = 0")
+
+    def fixed_noise(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):  # one set of draws for every step
+        m = mean.detach().clone().requires_grad_(True)
+        ls = log_scale.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([m, ls], lr=lr)
+        eps = torch.randn(S, *m.shape, dtype=m.dtype)
+        for _ in range(steps):
+            z = m + ls.exp() * eps
+            loss = -(log_joint(x, z) - Normal(m, ls.exp()).log_prob(z).sum(-1)).mean(0).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return m.detach(), ls.detach()
+
+    rejects(check_refine, fixed_noise, capsys, "fresh draws")
+
+    def mean_only(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
+        m, _ = amortized.refine(x, mean, log_scale, log_joint, steps, lr, S)
+        return m, log_scale.clone()
+
+    rejects(check_refine, mean_only, capsys, "log_scale has not moved")

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["DATA_DIR", "Split", "load_breast_cancer"]
+__all__ = ["DATA_DIR", "Split", "DigitsSplit", "load_breast_cancer", "load_digits"]
 
 DATA_DIR = Path(__file__).with_name("data")
 
 _SHA256 = {
     "breast_cancer.csv": "fed3eb72d0575ef6192293f5093c6e801b1476b577d0386bf4455504522172ed",
+    "digits.csv.gz": "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22",
 }
 
 
@@ -83,3 +84,37 @@ def load_breast_cancer(dtype=None, intercept=True):
         names = ("intercept",) + names
     X, y = torch.as_tensor(X, dtype=dtype), torch.as_tensor(y, dtype=dtype)
     return Split(X[~test], y[~test], X[test], y[test], names)
+
+
+@dataclass(frozen=True)
+class DigitsSplit:
+    """Digit images ``(N, 64)`` with pixel counts 0..16 (floats) and labels ``(N,)`` (int64), per split."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def load_digits(dtype=None):
+    r"""The UCI optical handwritten digits (scikit-learn's ``load_digits``): 1797 images, 8x8, values 0..16.
+
+    The split is fixed by row index: ``i % 10 == 0`` test (180 images),
+    ``i % 10 == 1`` validation (180), the rest training (1437). Pixels are
+    kept as counts, so that a Binomial(16, p) likelihood applies; reshape a
+    row to ``(8, 8)`` to see the image.
+
+    References
+    ----------
+    Alpaydin, E. & Kaynak, C. Cascading classifiers. Kybernetika 34 (1998). UCI ML Repository, dataset 80.
+    """
+    dtype = dtype or torch.get_default_dtype()
+    raw = np.loadtxt(_verified_path("digits.csv.gz"), delimiter=",")
+    x = torch.as_tensor(raw[:, :64], dtype=dtype)
+    y = torch.as_tensor(raw[:, 64], dtype=torch.int64)
+    fold = torch.arange(len(y)) % 10
+    test, val = fold == 0, fold == 1
+    train = ~(test | val)
+    return DigitsSplit(x[train], y[train], x[val], y[val], x[test], y[test])

@@ -30,3 +30,15 @@ def test_changed_or_missing_file_is_refused(tmp_path, monkeypatch):
     (tmp_path / "breast_cancer.csv").unlink()
     with pytest.raises(FileNotFoundError, match="ships with the course"):
         datasets.load_breast_cancer()
+
+
+def test_digits_split_values_and_labels():
+    d = datasets.load_digits(dtype=torch.float64)
+    assert d.x_train.shape == (1437, 64) and d.x_val.shape == (180, 64) and d.x_test.shape == (180, 64)
+    for x in (d.x_train, d.x_val, d.x_test):
+        assert x.min() == 0 and x.max() == 16 and torch.equal(x, x.round())
+    labels = torch.cat([d.y_train, d.y_val, d.y_test])
+    assert labels.dtype == torch.int64 and set(labels.tolist()) == set(range(10))
+    assert torch.bincount(labels).min() >= 170  # about 180 of each digit, as UCI describes
+    # the first image in the file is a zero, and it is the first test image (index 0)
+    assert int(d.y_test[0]) == 0 and d.x_test[0].reshape(8, 8)[0, 2] == 5

@@ -1,0 +1,157 @@
+r"""Checkers for the variational-autoencoder exercises (lesson 05).
+
+References: :mod:`helpers.vae`. Each is compared on fixed inputs (and fixed
+noise), with the values of common mistakes named.
+"""
+
+import math
+
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from .. import vae
+from ._core import as_tensor_result, call_learner, checker, diagnose, expect_finite, expect_shape, fail, flat
+
+__all__ = ["check_reparameterize", "check_kl_standard_normal", "check_vae_elbo", "check_log_mean_exp"]
+
+_F64 = torch.float64
+
+
+def _gaussian_params():
+    mean = torch.tensor([[0.5, -1.0, 2.0], [0.0, 0.3, -0.7]], dtype=_F64, requires_grad=True)
+    log_scale = torch.tensor([[-0.5, 0.2, -1.5], [0.4, -0.1, 0.0]], dtype=_F64, requires_grad=True)
+    return mean, log_scale
+
+
+@checker("5.1", "reparameterized sampling")
+def check_reparameterize(reparameterize):
+    mean, log_scale = _gaussian_params()
+    eps = torch.randn(4, 2, 3, dtype=_F64)
+    z = as_tensor_result(call_learner(reparameterize, mean, log_scale, eps))
+    expect_shape(z, eps.shape, " (one draw per row of eps: broadcast (B, L) against (S, B, L))")
+    expect_finite(z)
+    s = log_scale.exp()
+    diagnose(z.detach(), (mean + s * eps).detach(), {
+        "the scale is exp(log_scale): z = mean + exp(log_scale) * eps": (mean + log_scale * eps).detach(),
+        "multiply eps by the standard deviation exp(log_scale), not the variance exp(2 log_scale)":
+            (mean + s**2 * eps).detach(),
+        "z = mean + exp(log_scale) * eps: the mean is added, not multiplied": (mean * s * eps).detach(),
+        "missing the mean: z = mean + exp(log_scale) * eps": (s * eps).detach(),
+    })
+    if not z.requires_grad:
+        fail("no gradient reaches mean and log_scale: build z with torch operations, without .detach()")
+    gm, gs = torch.autograd.grad(z.sum(), (mean, log_scale), allow_unused=True)
+    if gm is None or gs is None or not torch.allclose(gs, (s * eps).sum(0).detach()):
+        fail("the gradient does not flow through both mean and log_scale; z = mean + log_scale.exp() * eps")
+    return "z = mean + exp(log_scale) * eps, with gradients to both parameters."
+
+
+@checker("5.2", "KL to the standard normal in closed form")
+def check_kl_standard_normal(kl_standard_normal):
+    mean, log_scale = (t.detach() for t in _gaussian_params())
+    out = as_tensor_result(call_learner(kl_standard_normal, mean, log_scale))
+    if out.shape == mean.shape:
+        fail(f"returned shape {tuple(out.shape)}, one KL per coordinate; sum over the latent dimensions (last axis)")
+    expect_shape(out, (mean.shape[0],), " (one KL per data point)")
+    expect_finite(out)
+    s2 = (2 * log_scale).exp()
+    ref = kl_divergence(Normal(mean, log_scale.exp()), Normal(0.0, 1.0)).sum(-1)
+    diagnose(out, ref, {
+        "missing the factor 1/2: KL = 1/2 sum(mu^2 + sigma^2 - 1 - log sigma^2)": 2 * ref,
+        "sigma^2 = exp(2 log_scale), not exp(log_scale)": 0.5 * (mean**2 + log_scale.exp() - 1 - 2 * log_scale).sum(-1),
+        "log sigma^2 = 2 log_scale, not log_scale": 0.5 * (mean**2 + s2 - 1 - log_scale).sum(-1),
+        "missing the -1 per dimension: KL = 1/2 sum(mu^2 + sigma^2 - 1 - log sigma^2)":
+            0.5 * (mean**2 + s2 - 2 * log_scale).sum(-1),
+        "missing mu^2: the KL grows as the mean moves away from 0": 0.5 * (s2 - 1 - 2 * log_scale).sum(-1),
+        "sign error: a KL is never negative": -ref,
+        "averaged over the latent dimensions; sum them": ref / mean.shape[1],
+    })
+    zero = as_tensor_result(call_learner(kl_standard_normal, torch.zeros(1, 3, dtype=_F64),
+                                         torch.zeros(1, 3, dtype=_F64)))
+    if not torch.allclose(zero, torch.zeros(1, dtype=_F64), atol=1e-12):
+        fail("KL(N(0, I) || N(0, I)) must be 0")
+    return "matches torch.distributions.kl_divergence, and is 0 at the prior."
+
+
+def _vae_problem():
+    torch.manual_seed(0)
+    model = vae.VAE(D=6, L=2, hidden=(5,), n_trials=16).to(_F64)
+    torch.nn.init.normal_(model.encoder.net[-1].weight, std=0.3)  # away from the zero start
+    x = torch.tensor([[0, 3, 16, 8, 1, 12], [5, 0, 2, 16, 9, 7], [16, 16, 0, 0, 4, 2]], dtype=_F64)
+    eps = torch.randn(3, 3, 2, dtype=_F64)
+    return model, x, eps
+
+
+def _elbo_variant(model, x, eps, kl="closed", reduce_draws=lambda t: t.mean(0)):
+    mean, log_scale = model.encoder(x)
+    z = mean + log_scale.exp() * eps
+    rec = reduce_draws(model.log_likelihood(x, z))
+    if kl == "closed":
+        return rec - vae.kl_standard_normal(mean, log_scale)
+    if kl == "monte carlo":
+        log_q = Normal(mean, log_scale.exp()).log_prob(z).sum(-1)
+        log_prior = Normal(0.0, 1.0).log_prob(z).sum(-1)
+        return rec - (log_q - log_prior).mean(0)
+    return rec
+
+
+def _grads(out, model):
+    return flat(*torch.autograd.grad(out.sum(), list(model.parameters()), allow_unused=False, retain_graph=True))
+
+
+@checker("5.3", "the batch ELBO of the VAE")
+def check_vae_elbo(vae_elbo):
+    model, x, eps = _vae_problem()
+    out = as_tensor_result(call_learner(vae_elbo, x, model, eps))
+    B = x.shape[0]
+    if out.dim() == 0:
+        fail(f"returned one number; return one ELBO per data point, shape ({B},) (training takes the mean)")
+    expect_shape(out, (B,), " (one ELBO per data point)")
+    expect_finite(out)
+    if not out.requires_grad:
+        fail("no gradient reaches the encoder and decoder: keep every step in torch, without .detach()")
+    for kl in ("closed", "monte carlo"):
+        ref = _elbo_variant(model, x, eps, kl)
+        if torch.allclose(out.detach(), ref.detach(), rtol=1e-6, atol=1e-9):
+            try:
+                grads = _grads(out, model)
+            except RuntimeError:
+                fail("some weights of the encoder or decoder get no gradient: use model.encoder(x), "
+                     "z = mean + exp(log_scale) * eps, and model.log_likelihood(x, z)")
+            if not torch.allclose(grads, _grads(ref, model), rtol=1e-6, atol=1e-9):
+                fail("the value is right, but not its gradients: let z depend on mean and log_scale (no .detach())")
+            return "matches the ELBO per data point, E_q[log p(x | z)] - KL(q || prior), and its gradients."
+    ref = _elbo_variant(model, x, eps)
+    rec = _elbo_variant(model, x, eps, kl="none")
+    kl_value = (rec - ref).detach()
+    diagnose(out.detach(), ref.detach(), {
+        "missing the KL term: ELBO = E_q[log p(x | z)] - KL(q(z | x) || p(z))": rec.detach(),
+        "the KL is subtracted, not added: ELBO = E_q[log p(x | z)] - KL": (rec + kl_value).detach(),
+        "summed the reconstruction term over the S draws; average it": _elbo_variant(
+            model, x, eps, reduce_draws=lambda t: t.sum(0)).detach(),
+        "sign error: return the ELBO itself (training minimises loss = -elbo.mean())": -ref.detach(),
+    }, context=" (3 digits-like images, 3 fixed draws each)")
+    fail("does not match")  # unreachable: diagnose fails on any mismatch
+
+
+@checker("5.4", "log-mean-exp for the IWAE bound")
+def check_log_mean_exp(log_mean_exp):
+    log_w = torch.tensor([[-3.0, -120.0], [-1.0, -121.5], [-2.5, -119.0], [-4.0, -125.0]], dtype=_F64)
+    out = as_tensor_result(call_learner(log_mean_exp, log_w))
+    K = log_w.shape[0]
+    if out.shape == (K,):
+        fail("averaged over the wrong axis: the K weights are along dim 0; return one value per data point")
+    expect_shape(out, (log_w.shape[1],), " (one value per data point: average over dim 0)")
+    ref = torch.logsumexp(log_w, 0) - math.log(K)
+    diagnose(out, ref, {
+        "missing -log K: the bound averages the K weights, log (1/K) sum_k w_k": torch.logsumexp(log_w, 0),
+        "that is the mean of the log-weights, the ELBO estimate; IWAE averages the weights themselves, "
+        "in log space: logsumexp(log_w, 0) - log K": log_w.mean(0),
+        "that is log of the largest weight; average all K weights: logsumexp(log_w, 0) - log K": log_w.max(0).values,
+    })
+    far = as_tensor_result(call_learner(log_mean_exp, log_w - 2000.0))
+    expect_finite(far, " for log-weights near -2000: exp underflows to 0; use torch.logsumexp")
+    diagnose(far, ref - 2000.0, {}, context=" for log-weights near -2000")
+    high = as_tensor_result(call_learner(log_mean_exp, log_w + 2000.0))
+    expect_finite(high, " for log-weights near +2000: exp overflows; use torch.logsumexp")
+    return "averages the weights in log space, stable for log-weights of any size."

@@ -1,0 +1,114 @@
+"""The VAE checkers (lesson 05) accept correct answers written in different ways
+and name the mistake in plausible wrong ones."""
+
+import math
+
+import pytest
+import torch
+from checker_assertions import accepts, rejects
+from torch.distributions import Normal, kl_divergence
+
+from helpers import vae
+from helpers.checks import check_kl_standard_normal, check_log_mean_exp, check_reparameterize, check_vae_elbo
+
+# ------------------------------------------------------------ 5.1
+
+
+@pytest.mark.parametrize("fn", [vae.reparameterize, lambda m, ls, e: torch.exp(ls) * e + m,
+                                lambda m, ls, e: m + (0.5 * (2 * ls)).exp() * e])
+def test_reparameterize_accepts(fn, capsys):
+    accepts(check_reparameterize, fn, capsys)
+
+
+def test_reparameterize_names_mistakes(capsys):
+    rejects(check_reparameterize, lambda m, ls, e: m + ls * e, capsys, "exp(log_scale)")
+    rejects(check_reparameterize, lambda m, ls, e: m + (2 * ls).exp() * e, capsys, "not the variance")
+    rejects(check_reparameterize, lambda m, ls, e: ls.exp() * e, capsys, "missing the mean")
+    rejects(check_reparameterize, lambda m, ls, e: (m + ls.exp() * e).detach(), capsys, "no gradient")
+    rejects(check_reparameterize, lambda m, ls, e: m + ls.exp() * e[0], capsys, "wrong shape")
+
+
+# ------------------------------------------------------------ 5.2
+
+
+@pytest.mark.parametrize("fn", [
+    vae.kl_standard_normal,
+    lambda m, ls: kl_divergence(Normal(m, ls.exp()), Normal(0.0, 1.0)).sum(-1),
+    lambda m, ls: 0.5 * torch.sum(m.pow(2) + ls.exp().pow(2) - 1, dim=-1) - ls.sum(-1),
+])
+def test_kl_accepts(fn, capsys):
+    accepts(check_kl_standard_normal, fn, capsys)
+
+
+def test_kl_names_mistakes(capsys):
+    def kl(m, ls):
+        return 0.5 * (m**2 + (2 * ls).exp() - 1 - 2 * ls)
+
+    rejects(check_kl_standard_normal, lambda m, ls: kl(m, ls).sum(-1) * 2, capsys, "factor 1/2")
+    rejects(check_kl_standard_normal, lambda m, ls: 0.5 * (m**2 + ls.exp() - 1 - 2 * ls).sum(-1), capsys,
+            "exp(2 log_scale)")
+    rejects(check_kl_standard_normal, lambda m, ls: 0.5 * (m**2 + (2 * ls).exp() - 1 - ls).sum(-1), capsys,
+            "log sigma^2 = 2 log_scale")
+    rejects(check_kl_standard_normal, lambda m, ls: kl(m, ls), capsys, "sum over the latent dimensions")
+    rejects(check_kl_standard_normal, lambda m, ls: -kl(m, ls).sum(-1), capsys, "never negative")
+    rejects(check_kl_standard_normal, lambda m, ls: kl(m, ls).mean(-1), capsys, "averaged over the latent")
+
+
+# ------------------------------------------------------------ 5.3
+
+
+def elbo_ref(x, model, eps):
+    mean, log_scale = model.encoder(x)
+    z = vae.reparameterize(mean, log_scale, eps)
+    return model.log_likelihood(x, z).mean(0) - vae.kl_standard_normal(mean, log_scale)
+
+
+def elbo_monte_carlo_kl(x, model, eps):
+    mean, log_scale = model.encoder(x)
+    z = mean + log_scale.exp() * eps
+    log_w = model.log_joint(x, z) - Normal(mean, log_scale.exp()).log_prob(z).sum(-1)
+    return log_w.mean(0)
+
+
+@pytest.mark.parametrize("fn", [elbo_ref, elbo_monte_carlo_kl])
+def test_vae_elbo_accepts(fn, capsys):
+    accepts(check_vae_elbo, fn, capsys)
+
+
+def test_vae_elbo_names_mistakes(capsys):
+    def rec(x, model, eps):
+        mean, log_scale = model.encoder(x)
+        return model.log_likelihood(x, vae.reparameterize(mean, log_scale, eps)).mean(0), mean, log_scale
+
+    rejects(check_vae_elbo, lambda x, model, eps: rec(x, model, eps)[0], capsys, "missing the KL term")
+    rejects(check_vae_elbo, lambda x, model, eps: rec(x, model, eps)[0] + vae.kl_standard_normal(
+        *rec(x, model, eps)[1:]), capsys, "subtracted, not added")
+    rejects(check_vae_elbo, lambda x, model, eps: -elbo_ref(x, model, eps), capsys, "sign error")
+    rejects(check_vae_elbo, lambda x, model, eps: elbo_ref(x, model, eps).mean(), capsys, "one ELBO per data point")
+    rejects(check_vae_elbo, lambda x, model, eps: elbo_ref(x, model, eps).detach(), capsys, "no gradient")
+
+    def detached_z(x, model, eps):
+        mean, log_scale = model.encoder(x)
+        z = vae.reparameterize(mean, log_scale, eps).detach()
+        return model.log_likelihood(x, z).mean(0) - vae.kl_standard_normal(mean, log_scale)
+
+    rejects(check_vae_elbo, detached_z, capsys, "not its gradients")
+
+
+# ------------------------------------------------------------ 5.4
+
+
+@pytest.mark.parametrize("fn", [vae.log_mean_exp,
+                                lambda lw: torch.logsumexp(lw - math.log(lw.shape[0]), dim=0),
+                                lambda lw: lw.max(0).values + (lw - lw.max(0).values).exp().mean(0).log()])
+def test_log_mean_exp_accepts(fn, capsys):
+    accepts(check_log_mean_exp, fn, capsys)
+
+
+def test_log_mean_exp_names_mistakes(capsys):
+    rejects(check_log_mean_exp, lambda lw: torch.logsumexp(lw, 0), capsys, "missing -log K")
+    rejects(check_log_mean_exp, lambda lw: lw.mean(0), capsys, "the ELBO estimate")
+    rejects(check_log_mean_exp, lambda lw: lw.exp().mean(0).log(), capsys, "underflows")
+    rejects(check_log_mean_exp, lambda lw: torch.logsumexp(lw, 1) - math.log(lw.shape[1]), capsys,
+            "wrong axis")
+    rejects(check_log_mean_exp, lambda lw: lw.max(0).values, capsys, "largest weight")

@@ -1,0 +1,69 @@
+"""The VAE's pieces against torch.distributions, naive formulas and, for L = 2, quadrature."""
+
+import math
+
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from helpers import vae
+
+F64 = torch.float64
+
+
+def small_vae(L=2):
+    torch.manual_seed(0)
+    model = vae.VAE(D=5, L=L, hidden=(6,), n_trials=16).to(F64)
+    torch.nn.init.normal_(model.encoder.net[-1].weight, std=0.3)
+    return model
+
+
+def test_kl_and_log_mean_exp_against_references():
+    mean, log_scale = torch.randn(4, 3, dtype=F64), 0.5 * torch.randn(4, 3, dtype=F64)
+    torch.testing.assert_close(vae.kl_standard_normal(mean, log_scale),
+                               kl_divergence(Normal(mean, log_scale.exp()), Normal(0.0, 1.0)).sum(-1))
+    log_w = torch.randn(7, 3, dtype=F64)
+    torch.testing.assert_close(vae.log_mean_exp(log_w), log_w.exp().mean(0).log())
+    assert torch.isfinite(vae.log_mean_exp(log_w - 5000.0)).all()
+
+
+def test_binomial_log_likelihood_by_hand():
+    model = small_vae()
+    x = torch.tensor([[0, 3, 16, 8, 1]], dtype=F64)
+    z = torch.randn(1, 2, dtype=F64)
+    p = torch.sigmoid(model.decoder(z))
+    log_choose = torch.lgamma(torch.tensor(17.0, dtype=F64)) - torch.lgamma(x + 1) - torch.lgamma(17 - x)
+    expected = (log_choose + x * p.log() + (16 - x) * (1 - p).log()).sum(-1)
+    torch.testing.assert_close(model.log_likelihood(x, z), expected)
+
+
+def test_closed_form_kl_elbo_is_unbiased_for_the_monte_carlo_elbo():
+    model = small_vae()
+    x = torch.tensor([[0, 3, 16, 8, 1], [5, 5, 5, 5, 5]], dtype=F64)
+    with torch.no_grad():
+        closed = torch.stack([model.elbo(x) for _ in range(3000)])
+        mean, log_scale = model.encoder(x)
+        z = mean + log_scale.exp() * torch.randn(3000, 2, 2, dtype=F64)
+        mc = model.log_joint(x, z) - Normal(mean, log_scale.exp()).log_prob(z).sum(-1)
+    se = (closed.var(0) / 3000 + mc.var(0) / 3000).sqrt()
+    assert ((closed.mean(0) - mc.mean(0)).abs() < 4 * se).all()
+
+
+def test_iwae_approaches_the_evidence_from_below():
+    # L = 2: log p(x) by quadrature on a grid
+    model = small_vae()
+    x = torch.tensor([[0, 3, 16, 8, 1], [12, 0, 2, 15, 6]], dtype=F64)
+    h, n = 0.04, 300
+    axis = -6 + h * (torch.arange(n, dtype=F64) + 0.5)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 1, 2)  # (n^2, 1, 2)
+    with torch.no_grad():
+        log_px = torch.logsumexp(model.log_joint(x, grid), 0) + 2 * math.log(h)
+        elbo = torch.stack([model.elbo(x, S=100) for _ in range(20)]).mean(0)
+        iwae = torch.stack([model.iwae_bound(x, 5000) for _ in range(4)]).mean(0)
+    assert (elbo < log_px).all()
+    assert (iwae <= log_px + 0.01).all() and (iwae > elbo).all()
+    assert (log_px - iwae).max() < 0.2 * (log_px - elbo).min()
+
+
+def test_sample_shape_and_range():
+    images = small_vae().sample(4, generator=torch.Generator().manual_seed(1))
+    assert images.shape == (4, 5) and images.min() >= 0 and images.max() <= 16

@@ -63,8 +63,8 @@ def fit_per_datapoint(x, log_joint, L, steps, lr=0.05, S=8, final_lr_factor=0.02
     """
     B = x.shape[0]
     if init is None:
-        mean = torch.zeros(B, L, dtype=x.dtype)
-        log_scale = torch.zeros(B, L, dtype=x.dtype)
+        mean = torch.zeros(B, L, dtype=x.dtype, device=x.device)
+        log_scale = torch.zeros(B, L, dtype=x.dtype, device=x.device)
     else:
         mean, log_scale = init
     mean = mean.detach().clone().requires_grad_(True)
@@ -75,7 +75,7 @@ def fit_per_datapoint(x, log_joint, L, steps, lr=0.05, S=8, final_lr_factor=0.02
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: final_lr_factor ** (t / steps))
     for _ in range(steps):
         optimizer.zero_grad()
-        eps = torch.randn(S, B, L, generator=generator, dtype=x.dtype)
+        eps = torch.randn(S, B, L, generator=generator, dtype=x.dtype, device=x.device)
         loss = -gaussian_elbo_terms(x, mean, log_scale, log_joint, eps).sum()  # each q_i sees only its term
         loss.backward()
         optimizer.step()

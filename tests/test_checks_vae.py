@@ -26,6 +26,7 @@ def test_reparameterize_names_mistakes(capsys):
     rejects(check_reparameterize, lambda m, ls, e: ls.exp() * e, capsys, "missing the mean")
     rejects(check_reparameterize, lambda m, ls, e: (m + ls.exp() * e).detach(), capsys, "no gradient")
     rejects(check_reparameterize, lambda m, ls, e: m + ls.exp() * e[0], capsys, "wrong shape")
+    rejects(check_reparameterize, lambda m, ls, e: m + (0.5 * ls).exp() * e, capsys, "not log sigma^2")
 
 
 # ------------------------------------------------------------ 5.2
@@ -52,6 +53,8 @@ def test_kl_names_mistakes(capsys):
     rejects(check_kl_standard_normal, lambda m, ls: kl(m, ls), capsys, "sum over the latent dimensions")
     rejects(check_kl_standard_normal, lambda m, ls: -kl(m, ls).sum(-1), capsys, "never negative")
     rejects(check_kl_standard_normal, lambda m, ls: kl(m, ls).mean(-1), capsys, "averaged over the latent")
+    rejects(check_kl_standard_normal, lambda m, ls: kl_divergence(Normal(0.0, 1.0), Normal(m, ls.exp())).sum(-1),
+            capsys, "the other direction")
 
 
 # ------------------------------------------------------------ 5.3
@@ -70,7 +73,13 @@ def elbo_monte_carlo_kl(x, model, eps):
     return log_w.mean(0)
 
 
-@pytest.mark.parametrize("fn", [elbo_ref, elbo_monte_carlo_kl])
+def elbo_entropy_form(x, model, eps):
+    mean, log_scale = model.encoder(x)
+    z = mean + log_scale.exp() * eps
+    return model.log_joint(x, z).mean(0) + Normal(mean, log_scale.exp()).entropy().sum(-1)
+
+
+@pytest.mark.parametrize("fn", [elbo_ref, elbo_monte_carlo_kl, elbo_entropy_form])
 def test_vae_elbo_accepts(fn, capsys):
     accepts(check_vae_elbo, fn, capsys)
 

@@ -37,6 +37,8 @@ def check_reparameterize(reparameterize):
             (mean + s**2 * eps).detach(),
         "z = mean + exp(log_scale) * eps: the mean is added, not multiplied": (mean * s * eps).detach(),
         "missing the mean: z = mean + exp(log_scale) * eps": (s * eps).detach(),
+        "log_scale is log sigma, not log sigma^2: the scale is exp(log_scale), not exp(log_scale / 2)":
+            (mean + (0.5 * log_scale).exp() * eps).detach(),
     })
     if not z.requires_grad:
         fail("no gradient reaches mean and log_scale: build z with torch operations, without .detach()")
@@ -65,6 +67,10 @@ def check_kl_standard_normal(kl_standard_normal):
         "missing mu^2: the KL grows as the mean moves away from 0": 0.5 * (s2 - 1 - 2 * log_scale).sum(-1),
         "sign error: a KL is never negative": -ref,
         "averaged over the latent dimensions; sum them": ref / mean.shape[1],
+        "log_scale is log sigma, not log sigma^2: sigma^2 = exp(2 log_scale) and log sigma^2 = 2 log_scale":
+            0.5 * (mean**2 + log_scale.exp() - 1 - log_scale).sum(-1),
+        "that is KL(prior || q), the other direction; the ELBO needs KL(q || prior)":
+            kl_divergence(Normal(0.0, 1.0), Normal(mean, log_scale.exp())).sum(-1),
     })
     zero = as_tensor_result(call_learner(kl_standard_normal, torch.zeros(1, 3, dtype=_F64),
                                          torch.zeros(1, 3, dtype=_F64)))
@@ -78,7 +84,7 @@ def _vae_problem():
     model = vae.VAE(D=6, L=2, hidden=(5,), n_trials=16).to(_F64)
     torch.nn.init.normal_(model.encoder.net[-1].weight, std=0.3)  # away from the zero start
     x = torch.tensor([[0, 3, 16, 8, 1, 12], [5, 0, 2, 16, 9, 7], [16, 16, 0, 0, 4, 2]], dtype=_F64)
-    eps = torch.randn(3, 3, 2, dtype=_F64)
+    eps = torch.randn(4, 3, 2, dtype=_F64)  # S = 4 draws, B = 3 images: the two axes cannot be confused
     return model, x, eps
 
 
@@ -88,11 +94,21 @@ def _elbo_variant(model, x, eps, kl="closed", reduce_draws=lambda t: t.mean(0)):
     rec = reduce_draws(model.log_likelihood(x, z))
     if kl == "closed":
         return rec - vae.kl_standard_normal(mean, log_scale)
+    if kl == "entropy":  # E_q[log p(x, z)] + H[q]: the prior's expectation by Monte Carlo, the entropy exact
+        log_prior = Normal(0.0, 1.0).log_prob(z).sum(-1)
+        return reduce_draws(model.log_likelihood(x, z) + log_prior) + Normal(mean, log_scale.exp()).entropy().sum(-1)
     if kl == "monte carlo":
         log_q = Normal(mean, log_scale.exp()).log_prob(z).sum(-1)
         log_prior = Normal(0.0, 1.0).log_prob(z).sum(-1)
         return rec - (log_q - log_prior).mean(0)
     return rec
+
+
+def _elbo_log_variance(model, x, eps):
+    mean, log_scale = model.encoder(x)
+    z = mean + (0.5 * log_scale).exp() * eps
+    kl = 0.5 * (mean**2 + log_scale.exp() - 1 - log_scale).sum(-1)
+    return (model.log_likelihood(x, z).mean(0) - kl).detach()
 
 
 def _grads(out, model):
@@ -110,7 +126,7 @@ def check_vae_elbo(vae_elbo):
     expect_finite(out)
     if not out.requires_grad:
         fail("no gradient reaches the encoder and decoder: keep every step in torch, without .detach()")
-    for kl in ("closed", "monte carlo"):
+    for kl in ("closed", "monte carlo", "entropy"):
         ref = _elbo_variant(model, x, eps, kl)
         if torch.allclose(out.detach(), ref.detach(), rtol=1e-6, atol=1e-9):
             try:
@@ -130,7 +146,9 @@ def check_vae_elbo(vae_elbo):
         "summed the reconstruction term over the S draws; average it": _elbo_variant(
             model, x, eps, reduce_draws=lambda t: t.sum(0)).detach(),
         "sign error: return the ELBO itself (training minimises loss = -elbo.mean())": -ref.detach(),
-    }, context=" (3 digits-like images, 3 fixed draws each)")
+        "log_scale is log sigma, not log sigma^2: z = mean + exp(log_scale) * eps": (
+            _elbo_log_variance(model, x, eps)),
+    }, context=" (3 digits-like images, 4 fixed draws each)")
     fail("does not match")  # unreachable: diagnose fails on any mismatch
 
 

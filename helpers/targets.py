@@ -1,0 +1,56 @@
+r"""Two-dimensional targets from the SIVI paper that a Gaussian cannot fit.
+
+Each is a normalised log density ``log_prob(z)`` for ``z`` of shape ``(..., 2)``,
+as used in the toy experiments of Yin & Zhou (2018) and their public code
+(``SIVI_2d.py``):
+
+- ``banana``: :math:`z_1\sim\mathcal N(0, 2^2)`, :math:`z_2\mid z_1\sim\mathcal N(z_1^2/4, 1)`;
+- ``gaussian_mixture``: :math:`\tfrac12\mathcal N((-2, 0), I) + \tfrac12\mathcal N((2, 0), I)`;
+- ``x_shape``: :math:`\tfrac12\mathcal N(0, \Sigma_+) + \tfrac12\mathcal N(0, \Sigma_-)`,
+  :math:`\Sigma_\pm = \begin{pmatrix}2 & \pm1.8\\ \pm1.8 & 2\end{pmatrix}`.
+
+Lesson 06 fits mean-field and full-rank Gaussians and semi-implicit families to them.
+
+References
+----------
+Yin, M. & Zhou, M. Semi-implicit variational inference. ICML (2018).
+"""
+
+import math
+
+import torch
+
+__all__ = ["TARGETS", "banana", "gaussian_mixture", "x_shape"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _normal(x, mean, std):
+    return -0.5 * ((x - mean) / std) ** 2 - math.log(std) - 0.5 * _LOG_2PI
+
+
+def banana(z):
+    r""":math:`\log\mathcal N(z_1; 0, 4) + \log\mathcal N(z_2; z_1^2/4, 1)`; ``(..., 2) -> (...)``."""
+    z1, z2 = z[..., 0], z[..., 1]
+    return _normal(z1, 0.0, 2.0) + _normal(z2, 0.25 * z1**2, 1.0)
+
+
+def gaussian_mixture(z):
+    r"""Equal mixture of :math:`\mathcal N((\pm 2, 0), I)`, in log space; ``(..., 2) -> (...)``."""
+    left = _normal(z[..., 0], -2.0, 1.0) + _normal(z[..., 1], 0.0, 1.0)
+    right = _normal(z[..., 0], 2.0, 1.0) + _normal(z[..., 1], 0.0, 1.0)
+    return torch.logaddexp(left, right) - math.log(2)
+
+
+def _zero_mean_2d_gaussian(z, var, cov):
+    det = var**2 - cov**2
+    quad = (var * z[..., 0] ** 2 + var * z[..., 1] ** 2 - 2 * cov * z[..., 0] * z[..., 1]) / det
+    return -0.5 * quad - 0.5 * math.log(det) - _LOG_2PI
+
+
+def x_shape(z):
+    r"""Equal mixture of two zero-mean Gaussians with correlations :math:`\pm 0.9`; ``(..., 2) -> (...)``."""
+    return torch.logaddexp(_zero_mean_2d_gaussian(z, 2.0, 1.8), _zero_mean_2d_gaussian(z, 2.0, -1.8)) - math.log(2)
+
+
+TARGETS = {"banana": banana, "gaussian mixture": gaussian_mixture, "X shape": x_shape}

@@ -20,15 +20,16 @@ References
 Tipping, M. E. & Bishop, C. M. Probabilistic principal component analysis. JRSS B 61 (1999).
 """
 
-import math
 
 import torch
 from torch.distributions import MultivariateNormal
 
+from .gaussian_decoder import GaussianDecoderModel
+
 __all__ = ["LinearGaussianModel"]
 
 
-class LinearGaussianModel:
+class LinearGaussianModel(GaussianDecoderModel):
     r"""PPCA with known decoder weights ``W (D, L)``, offset ``b (D,)`` and noise ``sigma``."""
 
     def __init__(self, W, b, sigma):
@@ -56,24 +57,13 @@ class LinearGaussianModel:
         b = torch.randn(D, generator=g, dtype=dtype)
         return cls(W, b, sigma)
 
-    def sample(self, N, generator=None):
-        """Draw ``(z (N, L), x (N, D))`` from the model."""
-        z = torch.randn(N, self.L, generator=generator, dtype=self.W.dtype)
-        x = z @ self.W.T + self.b + self.sigma * torch.randn(N, self.D, generator=generator, dtype=self.W.dtype)
-        return z, x
+    @property
+    def dtype(self):
+        return self.W.dtype
 
-    def log_likelihood(self, x, z):
-        r""":math:`\log\mathcal N(x; Wz + b, \sigma^2 I)`; ``x (..., D)``, ``z (..., L)`` broadcast to ``(...)``."""
-        r = x - z @ self.W.T - self.b
-        return -0.5 * (r**2).sum(-1) / self.sigma**2 - self.D * (math.log(self.sigma) + 0.5 * math.log(2 * math.pi))
-
-    def log_prior(self, z):
-        r""":math:`\log\mathcal N(z; 0, I)`, ``(..., L) -> (...)``."""
-        return -0.5 * (z**2).sum(-1) - 0.5 * self.L * math.log(2 * math.pi)
-
-    def log_joint(self, x, z):
-        r""":math:`\log p(x, z)`, broadcasting ``x (..., D)`` against ``z (..., L)``."""
-        return self.log_likelihood(x, z) + self.log_prior(z)
+    def decode(self, z):
+        r""":math:`Wz + b`, ``(..., L) -> (..., D)``."""
+        return z @ self.W.T + self.b
 
     def posterior(self, x):
         r"""Exact posterior of each :math:`z_i`: ``(mean (N, L), cov (L, L))``; the covariance is shared."""

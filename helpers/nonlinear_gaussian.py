@@ -15,10 +15,12 @@ import math
 
 import torch
 
+from .gaussian_decoder import GaussianDecoderModel
+
 __all__ = ["NonlinearGaussianModel"]
 
 
-class NonlinearGaussianModel:
+class NonlinearGaussianModel(GaussianDecoderModel):
     """Fixed random ``tanh`` decoder ``L -> H -> D`` with Gaussian noise ``sigma``."""
 
     def __init__(self, D=10, L=2, H=32, sigma=0.3, seed=0, dtype=None):
@@ -39,24 +41,9 @@ class NonlinearGaussianModel:
         r""":math:`f(z)`, ``(..., L) -> (..., D)``."""
         return torch.tanh(z @ self.W1.T + self.b1) @ self.W2.T + self.b2
 
-    def sample(self, N, generator=None):
-        """Draw ``(z (N, L), x (N, D))``."""
-        z = torch.randn(N, self.L, generator=generator, dtype=self.W1.dtype)
-        noise = torch.randn(N, self.D, generator=generator, dtype=self.W1.dtype)
-        return z, self.decode(z) + self.sigma * noise
-
-    def log_likelihood(self, x, z):
-        r""":math:`\log\mathcal N(x; f(z), \sigma^2 I)`; ``x (..., D)`` and ``z (..., L)`` broadcast to ``(...)``."""
-        r = x - self.decode(z)
-        return -0.5 * (r**2).sum(-1) / self.sigma**2 - self.D * (math.log(self.sigma) + 0.5 * math.log(2 * math.pi))
-
-    def log_prior(self, z):
-        r""":math:`\log\mathcal N(z; 0, I)`, ``(..., L) -> (...)``."""
-        return -0.5 * (z**2).sum(-1) - 0.5 * self.L * math.log(2 * math.pi)
-
-    def log_joint(self, x, z):
-        r""":math:`\log p(x, z)`, broadcasting ``x (..., D)`` against ``z (..., L)``."""
-        return self.log_likelihood(x, z) + self.log_prior(z)
+    @property
+    def dtype(self):
+        return self.W1.dtype
 
     def log_evidence_grid(self, x, half_width=6.0, n=301):
         r""":math:`\log p(x_i)` by the midpoint rule on an ``n x n`` grid over ``[-w, w]^2``.

@@ -18,6 +18,8 @@ Kim, Y., Wiseman, S., Miller, A. C., Sontag, D. & Rush, A. M. Semi-amortized var
 import torch
 from torch.distributions import Normal
 
+from .training import maximize
+
 __all__ = ["gaussian_elbo_terms", "amortized_elbo", "fit_per_datapoint", "refine"]
 
 
@@ -71,15 +73,11 @@ def fit_per_datapoint(x, log_joint, L, steps, lr=0.05, S=8, final_lr_factor=0.02
     log_scale = log_scale.detach().clone().requires_grad_(True)
     if steps == 0:
         return mean.detach(), log_scale.detach()
-    optimizer = torch.optim.Adam([mean, log_scale], lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: final_lr_factor ** (t / steps))
-    for _ in range(steps):
-        optimizer.zero_grad()
+    def bound():  # the sum of the per-point ELBOs: each q_i gets the gradient of its own term only
         eps = torch.randn(S, B, L, generator=generator, dtype=x.dtype, device=x.device)
-        loss = -gaussian_elbo_terms(x, mean, log_scale, log_joint, eps).sum()  # each q_i sees only its term
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        return gaussian_elbo_terms(x, mean, log_scale, log_joint, eps).sum()
+
+    maximize(bound, [mean, log_scale], steps, lr, final_lr_factor)
     return mean.detach(), log_scale.detach()
 
 

@@ -6,8 +6,9 @@ the accent colours of ``course.mplstyle``, perceptually uniform colormaps.
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
-__all__ = ["plot_landscape", "plot_target_and_fits"]
+__all__ = ["plot_landscape", "plot_target_and_fits", "plot_density_contours"]
 
 
 def _ax(ax):
@@ -73,4 +74,38 @@ def plot_target_and_fits(z, target, fits, ax=None, target_label="target"):
     ax.set_xlabel("$z$")
     ax.set_ylabel("density")
     ax.legend()
+    return ax
+
+
+def plot_density_contours(log_prob, ax=None, xlim=(-5, 5), ylim=(-5, 5), n=121, levels=(0.05, 0.25, 0.5, 0.75),
+                          filled=False, color="k", label=None, **kwargs):
+    """Contours of a 2-D density at fractions ``levels`` of its largest value on an ``n`` x ``n`` grid.
+
+    Parameters
+    ----------
+    log_prob : callable ``(m, 2) -> (m,)`` tensor, a log density (normalised or not).
+    filled : bool. Filled grey contours (for a target) instead of lines in ``color``.
+    label : str or None. A legend entry for the lines.
+    kwargs : passed to ``contour`` (``linestyles``, ``linewidths``, ...).
+
+    Returns
+    -------
+    The ``matplotlib`` axes.
+    """
+    ax = _ax(ax)
+    x, y = torch.linspace(*xlim, n), torch.linspace(*ylim, n)
+    grid = torch.stack(torch.meshgrid(x, y, indexing="xy"), -1).reshape(-1, 2)  # row j holds y[j]
+    with torch.no_grad():
+        log_values = torch.as_tensor(log_prob(grid.to(torch.get_default_dtype())))
+    density = _np((log_values - log_values.max()).exp().reshape(n, n))
+    levels = sorted(levels)
+    if filled:
+        ax.contourf(_np(x), _np(y), density, levels=[*levels, 1.0], cmap="Greys", alpha=0.6)
+    else:
+        ax.contour(_np(x), _np(y), density, levels=levels, colors=color, **kwargs)
+        if label is not None:
+            ax.plot([], [], color=color, label=label, linestyle=kwargs.get("linestyles", "-"))
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_aspect("equal")
     return ax

@@ -1,17 +1,19 @@
-r"""Semi-implicit variational families and the SIVI surrogate lower bound.
+r"""Semi-implicit variational families and the SIVI bounds on their ELBO.
 
 A semi-implicit family mixes a simple conditional over an implicit
 distribution: a network :math:`g_\phi` pushes noise :math:`\varepsilon` to a
 mixing variable :math:`\psi = g_\phi(\varepsilon)`, and
 
 .. math::
-    q_\phi(z) = \int \mathcal N(z;\ \psi,\ \sigma^2 I)\, q_\phi(\psi)\, d\psi .
+    q_\phi(z) = \int \mathcal N\big(z;\ \psi,\ \mathrm{diag}\,\sigma^2\big)\, q_\phi(\psi)\, d\psi .
 
 Drawing from :math:`q_\phi` is easy (draw :math:`\psi`, then :math:`z`), but
 :math:`q_\phi(\psi)` has no density, so neither has :math:`q_\phi(z)`, and the
-ELBO's :math:`-\log q_\phi(z)` cannot be evaluated. SIVI replaces it by the
-log of a :math:`(K+1)`-sample average of the conditional, which gives a lower
-bound on the ELBO that tightens as :math:`K` grows (Yin & Zhou 2018, theorem 1).
+ELBO's :math:`-\log q_\phi(z)` cannot be evaluated. SIVI replaces
+:math:`q_\phi(z)` by an average of the conditional over ``K`` extra draws of
+:math:`\psi`. With the draw that generated :math:`z` included, the result is
+a lower bound on the ELBO; without it, an upper bound. Both tighten as ``K``
+grows (Yin & Zhou 2018, theorem 1 and its corollaries).
 
 References
 ----------
@@ -24,39 +26,71 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["SemiImplicitGaussian", "sivi_bound"]
+__all__ = ["SemiImplicitGaussian", "sivi_bound", "sivi_upper_bound", "sivi_sandwich", "log_density_estimate"]
+
+_LOG_2PI = math.log(2 * math.pi)
 
 
 class SemiImplicitGaussian(nn.Module):
-    r""":math:`q(z) = \int\mathcal N(z; \psi, \sigma^2 I)\,q(\psi)\,d\psi` with :math:`\psi = g(\varepsilon)`.
+    r""":math:`q(z) = \int\mathcal N(z; \psi, \mathrm{diag}\,\sigma^2)\,q(\psi)\,d\psi`, :math:`\psi = g(\varepsilon)`.
 
     Parameters
     ----------
     mixing : nn.Module mapping noise ``(n, noise_dim)`` to ``psi (n, L)``.
     noise_dim : int. Dimension of :math:`\varepsilon\sim\mathcal N(0, I)`.
-    sigma : float. The conditional's fixed standard deviation.
+    L : int. Dimension of ``z`` (and of ``psi``).
+    sigma : positive float. The conditional's standard deviation (its initial value when learned).
+    learn_sigma : bool. If true, one :math:`\log\sigma_l` per coordinate is a parameter; otherwise fixed.
     """
 
-    def __init__(self, mixing, noise_dim, sigma):
+    def __init__(self, mixing, noise_dim, L, sigma=0.1, learn_sigma=False):
         super().__init__()
         if not (isinstance(sigma, (int, float)) and sigma > 0):
             raise ValueError(f"sigma must be a positive number, got {sigma!r}")
-        self.mixing, self.noise_dim, self.sigma = mixing, noise_dim, float(sigma)
+        for name, value in (("noise_dim", noise_dim), ("L", L)):
+            if not (isinstance(value, int) and value > 0):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.mixing, self.noise_dim, self.L = mixing, noise_dim, L
+        p = next(mixing.parameters(), None)
+        log_sigma = torch.full((L,), math.log(sigma), dtype=torch.get_default_dtype() if p is None else p.dtype)
+        if learn_sigma:
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
 
     @classmethod
-    def mlp(cls, L=2, noise_dim=10, hidden=(40, 60, 40), sigma=0.1):
-        """The family of the SIVI paper's 2-D experiments: a ReLU MLP pushes 10-D noise to ``psi``."""
+    def mlp(cls, L=2, noise_dim=10, hidden=(40, 60, 40), sigma=0.1, learn_sigma=False):
+        """A ReLU MLP pushes ``noise_dim``-dimensional noise to ``psi``; the SIVI paper's 2-D family by default."""
         widths = (noise_dim, *hidden)
         layers = []
         for a, b in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Linear(a, b), nn.ReLU()]
         layers.append(nn.Linear(widths[-1], L))
-        return cls(nn.Sequential(*layers), noise_dim, sigma)
+        return cls(nn.Sequential(*layers), noise_dim, L, sigma, learn_sigma)
+
+    @classmethod
+    def linear(cls, mean, tau, sigma):
+        r"""Mixing :math:`\psi = m + \tau\varepsilon`; the marginal is :math:`\mathcal N(m, (\tau^2 + \sigma^2) I)`.
+
+        A semi-implicit family whose density *is* known, to test the bounds against the exact ELBO.
+        ``mean`` is a 1-D tensor (its dtype is kept); ``tau`` and ``sigma`` positive floats.
+        """
+        mean = torch.as_tensor(mean)
+        L = mean.shape[-1]
+        mixing = nn.Linear(L, L).to(mean.dtype)
+        with torch.no_grad():
+            mixing.weight.copy_(tau * torch.eye(L, dtype=mean.dtype))
+            mixing.bias.copy_(mean)
+        return cls(mixing, L, L, sigma)
+
+    @property
+    def sigma(self):
+        """The conditional's standard deviations, ``(L,)``."""
+        return self.log_sigma.exp()
 
     def sample_psi(self, n):
         """``n`` draws of the mixing variable, ``(n, L)``, differentiable in the network's weights."""
-        p = next(self.parameters())
-        return self.mixing(torch.randn(n, self.noise_dim, dtype=p.dtype, device=p.device))
+        return self.mixing(torch.randn(n, self.noise_dim, dtype=self.log_sigma.dtype, device=self.log_sigma.device))
 
     def rsample(self, n):
         """``n`` reparameterised draws ``z = psi + sigma * eps``; returns ``(z, psi)``, each ``(n, L)``."""
@@ -64,10 +98,27 @@ class SemiImplicitGaussian(nn.Module):
         return psi + self.sigma * torch.randn_like(psi), psi
 
     def log_conditional(self, z, psi):
-        r""":math:`\log\mathcal N(z; \psi, \sigma^2 I)`, broadcasting ``z (..., L)`` against ``psi (..., L)``."""
-        L = z.shape[-1]
-        log_norm = L * (math.log(self.sigma) + 0.5 * math.log(2 * math.pi))
-        return -0.5 * ((z - psi) ** 2).sum(-1) / self.sigma**2 - log_norm
+        r""":math:`\log\mathcal N(z; \psi, \mathrm{diag}\,\sigma^2)`; ``z (..., L)`` broadcasts against ``psi``."""
+        return (-0.5 * ((z - psi) / self.sigma) ** 2 - self.log_sigma - 0.5 * _LOG_2PI).sum(-1)
+
+
+def _chunks(n, size):
+    return [size] * (n // size) + ([n % size] if n % size else [])
+
+
+def _log_mixture(q, z, psi0, psi):
+    """``log (1/n) sum_k q(z | psi_k)`` over ``psi`` ``(K, L)``, plus ``psi0`` ``(S, L)`` when given; ``(S,)``."""
+    log_terms = q.log_conditional(z.unsqueeze(1), psi.unsqueeze(0))  # (S, K): the K draws are shared by all z
+    if psi0 is not None:
+        log_terms = torch.cat([q.log_conditional(z, psi0).unsqueeze(1), log_terms], 1)  # (S, K + 1)
+    return torch.logsumexp(log_terms, 1) - math.log(log_terms.shape[1])
+
+
+def _check_sizes(S, K, K_min):
+    if not (isinstance(S, int) and S > 0):
+        raise ValueError(f"S must be a positive integer, got {S!r}")
+    if not (isinstance(K, int) and K >= K_min):
+        raise ValueError(f"K must be an integer >= {K_min}, got {K!r}")
 
 
 def sivi_bound(log_target, q, S, K):
@@ -86,15 +137,61 @@ def sivi_bound(log_target, q, S, K):
     ----------
     log_target : callable ``(S, L) -> (S,)``, the (unnormalised) log density :math:`\log p`.
     q : :class:`SemiImplicitGaussian`.
-    S, K : int, positive.
+    S : int, positive. K : int, non-negative (``K = 0`` uses the conditional alone).
 
     Returns
     -------
     0-d tensor: the bound (higher is better; training minimises its negative).
     """
+    _check_sizes(S, K, 0)
     z, psi0 = q.rsample(S)  # (S, L) each
-    psi = q.sample_psi(K)  # (K, L)
-    log_own = q.log_conditional(z, psi0).unsqueeze(1)  # (S, 1): the psi that generated z
-    log_others = q.log_conditional(z.unsqueeze(1), psi.unsqueeze(0))  # (S, K)
-    log_mixture = torch.logsumexp(torch.cat([log_own, log_others], 1), 1) - math.log(K + 1)  # (S,)
-    return (log_target(z) - log_mixture).mean()
+    return (log_target(z) - _log_mixture(q, z, psi0, q.sample_psi(K))).mean()
+
+
+def sivi_upper_bound(log_target, q, S, K):
+    r"""The ELBO's upper bound: :math:`\psi_0`, the draw that generated ``z``, left out of the average.
+
+    .. math::
+        \overline{\mathcal L}_K = \mathbb E\Big[\log p(z) - \log\frac1K\sum_{k=1}^K q(z\mid\psi_k)\Big]
+        \ge \mathrm{ELBO}(q),
+
+    non-increasing in ``K`` (Jensen's inequality: :math:`\mathbb E\log\frac1K\sum_k q(z\mid\psi_k)\le\log q(z)`).
+    For evaluation only: maximising an *upper* bound is not safe. Shapes as :func:`sivi_bound`; ``K >= 1``.
+    """
+    _check_sizes(S, K, 1)
+    z, _ = q.rsample(S)
+    return (log_target(z) - _log_mixture(q, z, None, q.sample_psi(K))).mean()
+
+
+@torch.no_grad()
+def sivi_sandwich(log_target, q, S, K, chunk=256):
+    r"""Both bounds from the same draws, :math:`(\underline{\mathcal L}_K, \overline{\mathcal L}_K)`, as floats.
+
+    The ELBO of ``q`` lies between them. One set of ``K`` draws of :math:`\psi` is shared by all
+    ``S`` draws of ``z``, which are processed ``chunk`` at a time to bound the memory
+    (``chunk * K * L`` numbers). No gradients.
+    """
+    _check_sizes(S, K, 1)
+    psi = q.sample_psi(K)
+    lower, upper = [], []
+    for n in _chunks(S, chunk):
+        z, psi0 = q.rsample(n)
+        log_p = log_target(z)
+        log_others = q.log_conditional(z.unsqueeze(1), psi.unsqueeze(0))  # (n, K), used by both bounds
+        log_own = q.log_conditional(z, psi0).unsqueeze(1)
+        lower.append(log_p - torch.logsumexp(torch.cat([log_own, log_others], 1), 1) + math.log(K + 1))
+        upper.append(log_p - torch.logsumexp(log_others, 1) + math.log(K))
+    return float(torch.cat(lower).mean()), float(torch.cat(upper).mean())
+
+
+@torch.no_grad()
+def log_density_estimate(q, z, K, chunk=1024):
+    r""":math:`\log\frac1K\sum_{k=1}^K q(z\mid\psi_k)`, a consistent estimate of :math:`\log q(z)` at given points.
+
+    For pictures and checks (its expectation lies below :math:`\log q(z)` by Jensen's inequality,
+    by a margin that vanishes as ``K`` grows). ``z (n, L) -> (n,)``; the ``K`` draws are shared by
+    all points, which are processed ``chunk`` at a time. No gradients.
+    """
+    _check_sizes(1, K, 1)
+    psi = q.sample_psi(K)
+    return torch.cat([_log_mixture(q, part, None, psi) for part in z.split(chunk)])

@@ -26,7 +26,9 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["SemiImplicitGaussian", "sivi_bound", "sivi_upper_bound", "sivi_sandwich", "log_density_estimate"]
+__all__ = [
+    "SemiImplicitGaussian", "sivi_bound", "sivi_upper_bound", "sivi_sandwich", "log_density_estimate", "dsivi_bound",
+]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -195,3 +197,28 @@ def log_density_estimate(q, z, K, chunk=1024):
     _check_sizes(1, K, 1)
     psi = q.sample_psi(K)
     return torch.cat([_log_mixture(q, part, None, psi) for part in z.split(chunk)])
+
+
+def dsivi_bound(log_likelihood, prior, q, S, K):
+    r"""The doubly semi-implicit bound: a semi-implicit prior *and* a semi-implicit posterior.
+
+    .. math::
+        \mathbb E\Big[\log p(x\mid z) + \log\frac1K\sum_{k=1}^K p(z\mid\zeta_k)
+        - \log\frac{1}{K+1}\sum_{k=0}^K q(z\mid\psi_k)\Big] \le \mathrm{ELBO}(q) \le \log p(x),
+
+    with :math:`\zeta_k\sim p(\zeta)` independent of :math:`z`, and :math:`\psi_0` the draw that
+    generated :math:`z\sim q`. The two averages err in opposite directions on purpose: the prior's,
+    without an own term, is *below* :math:`\log p(z)` on average (Jensen), which lowers the bound;
+    the posterior's, with :math:`\psi_0`, is *above* :math:`\log q(z)` on average, which lowers it too
+    (Molchanov et al. 2019).
+
+    Parameters
+    ----------
+    log_likelihood : callable ``(S, L) -> (S,)``, :math:`\log p(x\mid z)`.
+    prior, q : :class:`SemiImplicitGaussian` (the prior's mixing draws are :math:`\zeta`).
+    S, K : int, positive. The same ``K`` for both averages.
+    """
+    _check_sizes(S, K, 1)
+    z, psi0 = q.rsample(S)
+    log_prior = _log_mixture(prior, z, None, prior.sample_psi(K))  # no own term: z did not come from the prior
+    return (log_likelihood(z) + log_prior - _log_mixture(q, z, psi0, q.sample_psi(K))).mean()

@@ -110,3 +110,99 @@ def test_not_attempted_is_reported(capsys):
 
     result = check_sivi_bound(stub)
     assert result.status == "not attempted" and "not attempted yet" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------ 7.1
+
+from helpers import kernel_stein, semi_implicit_vae  # noqa: E402
+from helpers.checks import check_ksd_u_statistic, check_semi_implicit_elbo_terms  # noqa: E402
+
+
+def _log_q(z, psi, log_scale):  # (K + 1, B)
+    return Normal(psi, log_scale.exp()).log_prob(z).sum(-1)
+
+
+def _loop_version(x, z, psi, log_scale, log_joint):
+    out = []
+    for b in range(z.shape[0]):
+        terms = torch.stack([Normal(psi[k, b], log_scale[b].exp()).log_prob(z[b]).sum() for k in range(psi.shape[0])])
+        out.append(log_joint(x, z)[b] - (torch.logsumexp(terms, 0) - math.log(len(terms))))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("fn", [
+    semi_implicit_vae.semi_implicit_elbo_terms,
+    lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi, ls), dim=0) + math.log(psi.shape[0]),
+    _loop_version,
+])
+def test_semi_implicit_elbo_terms_accepts(fn, capsys):
+    accepts(check_semi_implicit_elbo_terms, fn, capsys)
+
+
+@pytest.mark.parametrize("fn, words", [
+    (lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi[1:], ls), 0) + math.log(psi.shape[0] - 1),
+     "psi[0], the draw that generated z"),
+    (lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi, ls), 0) + math.log(psi.shape[0] - 1),
+     "not log K"),
+    (lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi, ls), 0), "1/(K + 1)"),
+    (lambda x, z, psi, ls, lj: lj(x, z) - _log_q(z, psi, ls).mean(0), "averages the log densities"),
+    (lambda x, z, psi, ls, lj: lj(x, z) - _log_q(z, psi, ls)[0], "only psi[0]"),
+    (lambda x, z, psi, ls, lj: -torch.logsumexp(_log_q(z, psi, ls), 0) + math.log(psi.shape[0]), "log_joint"),
+    (lambda x, z, psi, ls, lj: torch.logsumexp(_log_q(z, psi, ls), 0) - math.log(psi.shape[0]) - lj(x, z), "sign"),
+    (lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi, 0.5 * ls), 0) + math.log(psi.shape[0]),
+     "not the variance"),
+    (lambda x, z, psi, ls, lj: (lj(x, z) - torch.logsumexp(_log_q(z, psi, ls), 0) + math.log(psi.shape[0])).mean(),
+     "one surrogate per data point"),
+    (lambda x, z, psi, ls, lj: lj(x, z) - torch.log(_log_q(z, psi, ls).exp().mean(0)), "log space"),
+])
+def test_semi_implicit_elbo_terms_names_mistakes(fn, words, capsys):
+    rejects(check_semi_implicit_elbo_terms, fn, capsys, words)
+
+
+# ------------------------------------------------------------ 7.3
+
+
+def _u_loop(z, diff, h):
+    S, total = z.shape[0], 0.0
+    for i in range(S):
+        for j in range(S):
+            if i != j:
+                total = total + torch.exp(-((z[i] - z[j]) ** 2).sum() / (2 * h**2)) * (diff[i] * diff[j]).sum()
+    return total / (S * (S - 1))
+
+
+def _u_masked(z, diff, h):
+    k = torch.exp(-((z[:, None] - z[None]) ** 2).sum(-1) / (2 * h * h))
+    mask = ~torch.eye(len(z), dtype=torch.bool)
+    return (k * (diff @ diff.T))[mask].mean()
+
+
+def _u_cdist(z, diff, h):  # cdist is fine for first derivatives
+    gram = torch.exp(-torch.cdist(z, z) ** 2 / (2 * h**2)) * (diff @ diff.T)
+    return (gram.sum() - gram.trace()) / (len(z) * (len(z) - 1))
+
+
+@pytest.mark.parametrize("fn", [kernel_stein.ksd_u_statistic, _u_loop, _u_masked, _u_cdist])
+def test_ksd_u_statistic_accepts(fn, capsys):
+    accepts(check_ksd_u_statistic, fn, capsys)
+
+
+def _gram(z, diff, h, scale=2):
+    return torch.exp(-((z[:, None] - z[None]) ** 2).sum(-1) / (scale * h**2)) * (diff @ diff.T)
+
+
+@pytest.mark.parametrize("fn, words", [
+    (lambda z, d, h: _gram(z, d, h).mean(), "diagonal i = j is included"),
+    (lambda z, d, h: _gram(z, d, h).sum() / (len(z) * (len(z) - 1)), "diagonal is included"),
+    (lambda z, d, h: (_gram(z, d, h).sum() - _gram(z, d, h).diagonal().sum()) / len(z) ** 2, "S(S - 1)"),
+    (lambda z, d, h: (_gram(z, d, h, 1).sum() - _gram(z, d, h, 1).diagonal().sum()) / (len(z) * (len(z) - 1)),
+     "factor 2"),
+    (lambda z, d, h: -_u_masked(z, d, h), "sign"),
+    (lambda z, d, h: _gram(z, d, h), "(S, S) matrix"),
+    (lambda z, d, h: _u_masked(z.detach(), d, h), "no gradient"),
+    (lambda z, d, h: ((torch.exp(-torch.cdist(z, z) / (2 * h**2)) * (d @ d.T)).sum()
+                      - (d**2).sum()) / (len(z) * (len(z) - 1)), "not the distance itself"),
+    (lambda z, d, h: ((d @ d.T).sum() - (d**2).sum()) / (len(z) * (len(z) - 1)), "kernel weights are missing"),
+])
+def test_ksd_u_statistic_names_mistakes(fn, words, capsys):
+    rejects(check_ksd_u_statistic, fn, capsys, words)

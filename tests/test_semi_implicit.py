@@ -11,6 +11,7 @@ from torch.distributions import MultivariateNormal, Normal
 
 from helpers.semi_implicit import (
     SemiImplicitGaussian,
+    dsivi_bound,
     log_density_estimate,
     sivi_bound,
     sivi_sandwich,
@@ -117,3 +118,25 @@ def test_log_density_estimate_converges_to_the_closed_form_marginal():
     torch.testing.assert_close(estimate, exact, atol=0.03, rtol=0)
     rough = torch.stack([log_density_estimate(q, z, K=5) for _ in range(400)]).mean(0)
     assert (rough < exact).all()  # Jensen: below log q(z) on average at small K
+
+
+def test_dsivi_bound_is_below_the_log_evidence_and_reaches_it():
+    # prior p(z) = int N(z; zeta, 0.5^2 I) N(zeta; 0, 0.8^2 I) = N(0, 0.89 I); x | z ~ N(z, I), one observation
+    torch.manual_seed(5)
+    v, x = 0.8**2 + 0.5**2, torch.tensor([1.0, -0.5], dtype=F64)
+    prior = SemiImplicitGaussian.linear(torch.zeros(2, dtype=F64), 0.8, 0.5)
+    log_evidence = MultivariateNormal(torch.zeros(2, dtype=F64), (v + 1) * torch.eye(2, dtype=F64)).log_prob(x)
+    post_mean, post_var = v / (v + 1) * x, v / (v + 1)
+    q = SemiImplicitGaussian.linear(post_mean, math.sqrt(post_var - 0.3**2), 0.3)  # the exact posterior
+
+    def log_likelihood(z):
+        return MultivariateNormal(z, torch.eye(2, dtype=F64)).log_prob(x)
+
+    values = []
+    with torch.no_grad():
+        for K in (1, 10, 1000):
+            draws = torch.stack([dsivi_bound(log_likelihood, prior, q, 500, K) for _ in range(40)])
+            values.append((draws.mean().item(), draws.std().item() / math.sqrt(40)))
+    assert all(m < log_evidence + 3 * se for m, se in values)
+    assert values[0][0] < values[1][0] < values[2][0]
+    assert log_evidence - values[2][0] < 0.02

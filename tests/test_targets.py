@@ -32,3 +32,12 @@ def test_normalised(name):
     grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1)
     log_mass = torch.logsumexp(TARGETS[name](grid).reshape(-1), 0) + 2 * math.log(h)
     assert abs(float(log_mass)) < 1e-3
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_second_derivatives_are_finite_far_from_the_modes(name):
+    # score-based training (lesson 07) differentiates the score; far out, one component underflows
+    z = torch.tensor([[30.0, -25.0], [0.0, 40.0], [-50.0, 1.0]], requires_grad=True)
+    (score,) = torch.autograd.grad(TARGETS[name](z).sum(), z, create_graph=True)
+    (second,) = torch.autograd.grad(score.sum(), z)
+    assert torch.isfinite(score).all() and torch.isfinite(second).all()

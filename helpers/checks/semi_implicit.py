@@ -20,7 +20,9 @@ from torch.distributions import MultivariateNormal, Normal
 from ..semi_implicit import SemiImplicitGaussian
 from ._core import as_tensor_result, call_learner, checker, diagnose, expect_finite, expect_shape, fail, fmt
 
-__all__ = ["check_linear_marginal", "check_sivi_bound"]
+__all__ = [
+    "check_linear_marginal", "check_sivi_bound", "check_semi_implicit_elbo_terms", "check_ksd_u_statistic",
+]
 
 _F64 = torch.float64
 
@@ -174,3 +176,107 @@ def check_sivi_bound(sivi_bound):
                  "Average in log space: torch.logsumexp(log_q, dim) - math.log(K + 1)")
     return ("an unbiased estimate of the (K + 1)-draw bound at K = 1 and K = 8, "
             "finite where exp would overflow, with gradients to the family.")
+
+
+# ---------------------------------------------------------------- 7.1
+
+
+def _amortized_problem():
+    torch.manual_seed(0)
+    x = torch.tensor([[1.0, 0.0, 2.0], [0.5, -1.0, 0.0], [3.0, 1.0, -2.0]], dtype=_F64)
+    z = torch.tensor([[0.3, -0.2], [1.0, 0.4], [-0.6, 0.9]], dtype=_F64)  # B = 3, L = 2
+    psi = torch.randn(5, 3, 2, dtype=_F64)  # K + 1 = 5 draws per data point: the axes cannot be confused
+    psi[0] = z + 0.1 * torch.randn(3, 2, dtype=_F64)  # psi_0 generated z, so it sits next to it
+    log_scale = torch.tensor([[-0.5, 0.1], [0.0, -0.3], [0.2, 0.4]], dtype=_F64)
+
+    def log_joint(x, z):
+        return -0.5 * ((x[..., :2] - z) ** 2).sum(-1) - 0.5 * (z**2).sum(-1)
+
+    return x, z, psi, log_scale, log_joint
+
+
+@checker("7.1", "the amortized SIVI surrogate")
+def check_semi_implicit_elbo_terms(semi_implicit_elbo_terms):
+    from ..semi_implicit_vae import log_normal_diag
+
+    x, z, psi, log_scale, log_joint = _amortized_problem()
+    out = as_tensor_result(call_learner(semi_implicit_elbo_terms, x, z, psi, log_scale, log_joint))
+    if out.dim() == 0:
+        fail("returned one number; return one surrogate per data point, shape (B,) (no mean over the batch)")
+    expect_shape(out, (3,), " (one value per data point)")
+    expect_finite(out)
+    log_q = log_normal_diag(z, psi, log_scale)  # (K + 1, B)
+    K1 = psi.shape[0]
+    lj = log_joint(x, z)
+
+    def surrogate(log_terms, n):
+        return lj - (torch.logsumexp(log_terms, 0) - math.log(n))
+
+    per_coordinate = -0.5 * ((z - psi) / log_scale.exp()) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)
+    diagnose(out, surrogate(log_q, K1), {
+        "psi[0], the draw that generated z, is missing from the average (that gives an upper bound on the ELBO); "
+        "average over all K + 1 rows of psi": surrogate(log_q[1:], K1 - 1),
+        "there are K + 1 terms (psi.shape[0]), so subtract log(K + 1), not log K": surrogate(log_q, K1 - 1),
+        "the average needs its 1/(K + 1): subtract log(psi.shape[0]) after the logsumexp":
+            lj - torch.logsumexp(log_q, 0),
+        "that averages the log densities; average the densities, in log space (logsumexp over the draws)":
+            lj - log_q.mean(0),
+        "only psi[0] is used: the K extra draws must enter the average": lj - log_q[0],
+        "log_joint(x, z) is missing: the surrogate is log p(x, z) - log q~(z | x)": -(torch.logsumexp(log_q, 0)
+                                                                                       - math.log(K1)),
+        "sign error: the surrogate is log p(x, z) - log q~(z | x)": -surrogate(log_q, K1),
+        "exp(log_scale) is the standard deviation, not the variance": surrogate(
+            log_normal_diag(z, psi, 0.5 * log_scale), K1),
+        "the Gaussian's log density is summed over the L coordinates before averaging over draws, not averaged":
+            surrogate(per_coordinate.mean(-1), K1),
+    })
+    big = as_tensor_result(call_learner(semi_implicit_elbo_terms, x, z, psi, log_scale - 40.0, log_joint))
+    if not torch.isfinite(big).all():
+        fail("not finite when the conditional is very narrow (log_scale - 40): exp under- or overflows; "
+             "average in log space with torch.logsumexp")
+    return "log p(x, z) - log of the (K + 1)-draw average of q(z | psi_k), per data point, in log space."
+
+
+# ---------------------------------------------------------------- 7.3
+
+
+@checker("7.3", "the kernel Stein discrepancy as a U-statistic")
+def check_ksd_u_statistic(ksd_u_statistic):
+    from ..kernel_stein import rbf_kernel
+
+    torch.manual_seed(0)
+    S = 6
+    z, diff, h = torch.randn(S, 2, dtype=_F64), torch.randn(S, 2, dtype=_F64), 0.7
+    out = as_tensor_result(call_learner(ksd_u_statistic, z, diff, h))
+    if out.shape == (S, S):
+        fail("returned the (S, S) matrix of terms; return their average over the pairs i != j, a 0-d tensor")
+    expect_shape(out, (), " (one number: a 0-d tensor)")
+    expect_finite(out)
+    gram = rbf_kernel(z, h) * (diff @ diff.T)
+    off = gram.sum() - gram.diagonal().sum()
+    sq = torch.cdist(z, z) ** 2
+    diagnose(out, off / (S * (S - 1)), {
+        "the diagonal i = j is included: there the conditional score's noise is squared instead of averaged "
+        "away, which biases the estimate upwards; sum over i != j only": gram.mean(),
+        "the diagonal is included (divide by S(S - 1) the sum over i != j only): its terms are biased":
+            gram.sum() / (S * (S - 1)),
+        "there are S(S - 1) pairs i != j: divide by S(S - 1), not S^2": off / S**2,
+        "the kernel is exp(-|z_i - z_j|^2 / (2 h^2)): the factor 2 is missing":
+            ((torch.exp(-sq / h**2) * (diff @ diff.T)).sum() - (diff**2).sum()) / (S * (S - 1)),
+        "the kernel divides the squared distance by 2 h^2 (h is a length); you divided by 2 h": (
+            (torch.exp(-sq / (2 * h)) * (diff @ diff.T)).sum() - (diff**2).sum()) / (S * (S - 1)),
+        "the kernel uses the squared distance |z_i - z_j|^2, not the distance itself": (
+            (torch.exp(-sq.sqrt() / (2 * h**2)) * (diff @ diff.T)).sum() - (diff**2).sum()) / (S * (S - 1)),
+        "the kernel weights are missing: the terms are k(z_i, z_j) d_i . d_j": ((diff @ diff.T).sum()
+                                                                                 - (diff**2).sum()) / (S * (S - 1)),
+        "sign error: KSD^2 is a sum of k(z_i, z_j) d_i . d_j": -off / (S * (S - 1)),
+    })
+    z_grad = z.clone().requires_grad_(True)
+    out = as_tensor_result(call_learner(ksd_u_statistic, z_grad, diff, h))
+    if not out.requires_grad:
+        fail("no gradient flows to z: build the kernel with torch operations (no .detach(), .item() or numpy)")
+    (g,) = torch.autograd.grad(out, z_grad)
+    if not torch.isfinite(g).all():
+        fail("the gradient with respect to z is not finite; compute the squared distances with torch operations, "
+             "e.g. ((z[:, None] - z[None]) ** 2).sum(-1)")
+    return "an unbiased U-statistic over the pairs i != j, differentiable in z."

@@ -59,4 +59,4 @@ def x_shape(z):
     return _log_half_sum(_zero_mean_2d_gaussian(z, 2.0, 1.8), _zero_mean_2d_gaussian(z, 2.0, -1.8))
 
 
-TARGETS = {"banana": banana, "gaussian mixture": gaussian_mixture, "X shape": x_shape}
+TARGETS = {"banana": banana, "Gaussian mixture": gaussian_mixture, "X shape": x_shape}

@@ -206,3 +206,70 @@ def _gram(z, diff, h, scale=2):
 ])
 def test_ksd_u_statistic_names_mistakes(fn, words, capsys):
     rejects(check_ksd_u_statistic, fn, capsys, words)
+
+
+# ------------------------------------------------------------ from the lesson 06 review
+
+
+def test_linear_marginal_accepts_float32_answers(capsys):
+    accepts(check_linear_marginal, lambda z, m, t, s: MultivariateNormal(
+        m.float(), (t**2 + s**2) * torch.eye(len(m))).log_prob(z.float()), capsys)
+
+
+def test_linear_marginal_names_density_and_mean(capsys):
+    def log_q(z, m, t, s):
+        return Normal(m, math.sqrt(t**2 + s**2)).log_prob(z)
+
+    rejects(check_linear_marginal, lambda z, m, t, s: log_q(z, m, t, s).sum(-1).exp(), capsys, "density itself")
+    rejects(check_linear_marginal, lambda z, m, t, s: log_q(z, m, t, s).mean(-1), capsys, "averaged over the coord")
+
+
+def _gradient_breaker(where):
+    def bound(log_target, q, S, K):
+        if where == "no_grad":
+            with torch.no_grad():
+                z, psi0 = q.rsample(S)
+        else:
+            z, psi0 = q.rsample(S)
+            if where == "detach":
+                z = z.detach()
+        lp = log_target(z.detach() if where == "target" else z)
+        log_terms = torch.cat([q.log_conditional(z, psi0)[:, None], q.log_conditional(z[:, None], q.sample_psi(K))], 1)
+        return (lp - (log_terms.logsumexp(1) - math.log(K + 1))).mean()
+    return bound
+
+
+@pytest.mark.parametrize("where", ["no_grad", "detach", "target"])
+def test_sivi_bound_rejects_a_broken_gradient(where, capsys):
+    rejects(check_sivi_bound, _gradient_breaker(where), capsys, "gradient")
+
+
+def test_sivi_bound_names_finer_mistakes(capsys):
+    def two_calls(log_target, q, S, K):  # psi0 from a second rsample call: not the one that made z
+        z, _ = q.rsample(S)
+        _, psi0 = q.rsample(S)
+        log_terms = torch.cat([q.log_conditional(z, psi0)[:, None], q.log_conditional(z[:, None], q.sample_psi(K))], 1)
+        return (log_target(z) - (log_terms.logsumexp(1) - math.log(K + 1))).mean()
+
+    def own_divided(log_target, q, S, K):
+        z, psi0 = q.rsample(S)
+        return (log_target(z) - q.log_conditional(z, psi0) + math.log(K + 1)).mean()
+
+    def off_by_one(extra):
+        def bound(log_target, q, S, K):
+            z, psi0 = q.rsample(S)
+            log_terms = torch.cat([q.log_conditional(z, psi0)[:, None],
+                                   q.log_conditional(z[:, None], q.sample_psi(K + extra))], 1)
+            return (log_target(z) - (log_terms.logsumexp(1) - math.log(K + 1 + extra))).mean()
+        return bound
+
+    def float64_exp(log_target, q, S, K):
+        z, psi0 = q.rsample(S)
+        t = torch.cat([q.log_conditional(z, psi0)[:, None], q.log_conditional(z[:, None], q.sample_psi(K))], 1)
+        return (log_target(z) - t.double().exp().mean(1).log().to(z.dtype)).mean()
+
+    rejects(check_sivi_bound, two_calls, capsys, "same q.rsample call")
+    rejects(check_sivi_bound, own_divided, capsys, "missing from the sum")
+    rejects(check_sivi_bound, off_by_one(-1), capsys, "off by one")
+    rejects(check_sivi_bound, off_by_one(+1), capsys, "off by one")
+    rejects(check_sivi_bound, float64_exp, capsys, "overflows")

@@ -166,12 +166,13 @@ def sivi_upper_bound(log_target, q, S, K):
 
 
 @torch.no_grad()
-def sivi_sandwich(log_target, q, S, K, chunk=256):
+def sivi_sandwich(log_target, q, S, K, chunk=256, with_se=False):
     r"""Both bounds from the same draws, :math:`(\underline{\mathcal L}_K, \overline{\mathcal L}_K)`, as floats.
 
     The ELBO of ``q`` lies between them. One set of ``K`` draws of :math:`\psi` is shared by all
     ``S`` draws of ``z``, which are processed ``chunk`` at a time to bound the memory
-    (``chunk * K * L`` numbers). No gradients.
+    (``chunk * K * L`` numbers). No gradients. With ``with_se``, also the two standard errors over the
+    ``S`` draws of ``z`` (given the shared ``psi``: their own variation is not included), as a 4-tuple.
     """
     _check_sizes(S, K, 1)
     psi = q.sample_psi(K)
@@ -183,7 +184,11 @@ def sivi_sandwich(log_target, q, S, K, chunk=256):
         log_own = q.log_conditional(z, psi0).unsqueeze(1)
         lower.append(log_p - torch.logsumexp(torch.cat([log_own, log_others], 1), 1) + math.log(K + 1))
         upper.append(log_p - torch.logsumexp(log_others, 1) + math.log(K))
-    return float(torch.cat(lower).mean()), float(torch.cat(upper).mean())
+    lower, upper = torch.cat(lower), torch.cat(upper)
+    values = (float(lower.mean()), float(upper.mean()))
+    if with_se:
+        values += (float(lower.std()) / math.sqrt(S), float(upper.std()) / math.sqrt(S))
+    return values
 
 
 @torch.no_grad()

@@ -273,3 +273,35 @@ def test_sivi_bound_names_finer_mistakes(capsys):
     rejects(check_sivi_bound, off_by_one(-1), capsys, "off by one")
     rejects(check_sivi_bound, off_by_one(+1), capsys, "off by one")
     rejects(check_sivi_bound, float64_exp, capsys, "overflows")
+
+
+# ------------------------------------------------------------ from the lesson 07 review
+
+
+def test_semi_implicit_elbo_terms_rejects_detached_answers(capsys):
+    def detached_log_q(x, z, psi, ls, lj):
+        return lj(x, z) - (torch.logsumexp(_log_q(z, psi, ls), 0) - math.log(psi.shape[0])).detach()
+
+    def detached(x, z, psi, ls, lj):
+        return semi_implicit_vae.semi_implicit_elbo_terms(x, z, psi, ls, lj).detach()
+
+    rejects(check_semi_implicit_elbo_terms, detached_log_q, capsys, "gradient")
+    rejects(check_semi_implicit_elbo_terms, detached, capsys, "gradient")
+
+
+def test_semi_implicit_elbo_terms_names_two_more_mistakes(capsys):
+    rejects(check_semi_implicit_elbo_terms, lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(
+        _log_q(z, psi[1:], ls), 0) + math.log(psi.shape[0]), capsys, "missing from the sum")
+    rejects(check_semi_implicit_elbo_terms, lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(
+        Normal(psi, (2 * ls).exp()).log_prob(z).sum(-1), 0) + math.log(psi.shape[0]), capsys, "standard deviation itself")
+
+
+def test_ksd_u_statistic_rejects_detached_diff_and_half_pairs(capsys):
+    rejects(check_ksd_u_statistic, lambda z, d, h: _u_masked(z, d.detach(), h), capsys, "diff")
+
+    def half(z, d, h):
+        i, j = torch.triu_indices(len(z), len(z), offset=1)
+        k = torch.exp(-((z[i] - z[j]) ** 2).sum(-1) / (2 * h**2))
+        return (k * (d[i] * d[j]).sum(-1)).sum() / (len(z) * (len(z) - 1))
+
+    rejects(check_ksd_u_statistic, half, capsys, "i < j")

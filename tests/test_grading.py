@@ -156,7 +156,7 @@ def test_usage_errors_exit_2_with_one_line(capsys, tmp_path, make, words):
 
 def test_a_class_folder_in_parallel(capsys, tmp_path):
     folder = tmp_path / "class"
-    for i in range(20):
+    for i in range(8):  # enough to keep both jobs busy; each one is a full lesson run
         target = folder / f"student{i:02d}" / "01_elbo.ipynb"
         if i % 2:
             write(answered({"1.1": CORRECT["1.1"], "1.2": ["return -1.0 * mu_q"]}), target)
@@ -168,7 +168,7 @@ def test_a_class_folder_in_parallel(capsys, tmp_path):
     assert status == 1
     with open(tmp_path / "g.csv") as fh:
         table = list(csv.DictReader(fh))
-    assert len(table) == 60
+    assert len(table) == 24
     for row in table:
         odd = int(Path(row["notebook"]).parent.name[-2:]) % 2
         expected = {"1.1": "passed", "1.2": "failed", "1.3": "not attempted"}[row["exercise"]] if odd else "passed"

@@ -140,3 +140,12 @@ def test_dsivi_bound_is_below_the_log_evidence_and_reaches_it():
     assert all(m < log_evidence + 3 * se for m, se in values)
     assert values[0][0] < values[1][0] < values[2][0]
     assert log_evidence - values[2][0] < 0.02
+
+
+def test_sandwich_standard_errors_match_the_spread_of_repeats():
+    torch.manual_seed(6)
+    q = SemiImplicitGaussian.linear(MEAN, TAU, SIGMA)
+    lower, upper, se_lower, se_upper = sivi_sandwich(target, q, S=2000, K=2000, with_se=True)
+    repeats = torch.tensor([sivi_sandwich(target, q, S=2000, K=2000) for _ in range(30)])
+    assert 0.6 < repeats[:, 0].std().item() / se_lower < 1.6
+    assert 0.6 < repeats[:, 1].std().item() / se_upper < 1.6

@@ -1,4 +1,4 @@
-r"""Checkers for the semi-implicit exercises (lesson 06).
+r"""Checkers for the semi-implicit exercises (lessons 06 and 07).
 
 6.1, the marginal of the linear semi-implicit family, is compared with
 ``torch.distributions`` on fixed inputs. 6.2, the SIVI bound, is random by
@@ -275,7 +275,22 @@ def check_semi_implicit_elbo_terms(semi_implicit_elbo_terms):
             log_normal_diag(z, psi, 0.5 * log_scale), K1),
         "the Gaussian's log density is summed over the L coordinates before averaging over draws, not averaged":
             surrogate(per_coordinate.mean(-1), K1),
+        "exp(log_scale) is the standard deviation itself, not exp(2 log_scale)": surrogate(
+            log_normal_diag(z, psi, 2 * log_scale), K1),
+        "psi[0], the draw that generated z, is missing from the sum (you still divide by K + 1): "
+        "sum over all K + 1 rows of psi": surrogate(log_q[1:], K1),
     })
+    psi_g, log_scale_g = psi.clone().requires_grad_(True), log_scale.clone().requires_grad_(True)
+    out = as_tensor_result(call_learner(semi_implicit_elbo_terms, x, z, psi_g, log_scale_g, log_joint))
+    if not out.requires_grad:
+        fail("no gradient flows back to psi and log_scale: keep the computation in torch, without .detach() "
+             "or torch.no_grad(), or training cannot follow it")
+    g_psi, g_ls = torch.autograd.grad(out.sum(), (psi_g, log_scale_g), allow_unused=True)
+    psi_r, ls_r = psi.clone().requires_grad_(True), log_scale.clone().requires_grad_(True)
+    r_psi, r_ls = torch.autograd.grad(surrogate(log_normal_diag(z, psi_r, ls_r), K1).sum(), (psi_r, ls_r))
+    if g_psi is None or g_ls is None or not (close(g_psi, r_psi, 1e-5, 1e-7) and close(g_ls, r_ls, 1e-5, 1e-7)):
+        fail("the value is right but its gradient with respect to psi or log_scale is not: part of the computation "
+             "is detached from the graph")
     big = as_tensor_result(call_learner(semi_implicit_elbo_terms, x, z, psi, log_scale - 40.0, log_joint))
     if not torch.isfinite(big).all():
         fail("not finite when the conditional is very narrow (log_scale - 40): exp under- or overflows; "
@@ -316,12 +331,20 @@ def check_ksd_u_statistic(ksd_u_statistic):
         "the kernel weights are missing: the terms are k(z_i, z_j) d_i . d_j": ((diff @ diff.T).sum()
                                                                                  - (diff**2).sum()) / (S * (S - 1)),
         "sign error: KSD^2 is a sum of k(z_i, z_j) d_i . d_j": -off / (S * (S - 1)),
+        "that sums each pair once (i < j) but divides by S(S - 1), the number of ordered pairs: sum over all i != j "
+        "(both (i, j) and (j, i)), or divide the sum over i < j by S(S - 1) / 2": off / 2 / (S * (S - 1)),
     })
-    z_grad = z.clone().requires_grad_(True)
-    out = as_tensor_result(call_learner(ksd_u_statistic, z_grad, diff, h))
+    z_grad, diff_grad = z.clone().requires_grad_(True), diff.clone().requires_grad_(True)
+    out = as_tensor_result(call_learner(ksd_u_statistic, z_grad, diff_grad, h))
     if not out.requires_grad:
         fail("no gradient flows to z: build the kernel with torch operations (no .detach(), .item() or numpy)")
-    (g,) = torch.autograd.grad(out, z_grad)
+    g, g_diff = torch.autograd.grad(out, (z_grad, diff_grad), allow_unused=True)
+    if g is None:
+        fail("no gradient flows to z: build the kernel from z with torch operations (no .detach())")
+    if g_diff is None or not close(g_diff, 2 * (rbf_kernel(z, h) - torch.eye(S, dtype=_F64)) @ diff / (S * (S - 1)),
+                                   1e-5, 1e-8):
+        fail("no (or a wrong) gradient flows to diff: training needs it, since diff holds the scores of the draws; "
+             "do not detach it")
     if not torch.isfinite(g).all():
         fail("the gradient with respect to z is not finite; compute the squared distances with torch operations, "
              "e.g. ((z[:, None] - z[None]) ** 2).sum(-1)")

@@ -293,7 +293,8 @@ def test_semi_implicit_elbo_terms_names_two_more_mistakes(capsys):
     rejects(check_semi_implicit_elbo_terms, lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(
         _log_q(z, psi[1:], ls), 0) + math.log(psi.shape[0]), capsys, "missing from the sum")
     rejects(check_semi_implicit_elbo_terms, lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(
-        Normal(psi, (2 * ls).exp()).log_prob(z).sum(-1), 0) + math.log(psi.shape[0]), capsys, "standard deviation itself")
+        Normal(psi, (2 * ls).exp()).log_prob(z).sum(-1), 0) + math.log(psi.shape[0]), capsys,
+        "standard deviation itself")
 
 
 def test_ksd_u_statistic_rejects_detached_diff_and_half_pairs(capsys):

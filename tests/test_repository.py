@@ -96,6 +96,6 @@ def test_ci_runs_the_readme_commands():
 
 
 def test_lint():
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "helpers", "tests", "conftest.py"],
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "helpers", "tests", "benchmarks", "conftest.py"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -8,6 +8,7 @@ from ._core import RESULTS_ENV, require, results
 from .amortized import check_amortized_elbo, check_linear_encoder, check_refine
 from .cavi import check_component_update, check_responsibilities, check_update_q_mu, check_update_q_tau
 from .elbo import check_elbo_samples, check_gaussian_elbo, check_kl_normal
+from .pyro import check_pyro_logistic_model, check_pyro_mean_field_guide
 from .semi_implicit import (
     check_ksd_u_statistic,
     check_linear_marginal,
@@ -22,4 +23,5 @@ __all__ = ["RESULTS_ENV", "results", "require", "check_gaussian_elbo", "check_kl
            "check_score_function", "check_reparameterization", "check_logistic_log_joint", "check_ppca_posterior",
            "check_amortized_elbo", "check_linear_encoder", "check_refine",
            "check_reparameterize", "check_kl_standard_normal", "check_vae_elbo", "check_log_mean_exp",
-           "check_linear_marginal", "check_sivi_bound", "check_semi_implicit_elbo_terms", "check_ksd_u_statistic"]
+           "check_linear_marginal", "check_sivi_bound", "check_semi_implicit_elbo_terms", "check_ksd_u_statistic",
+           "check_pyro_logistic_model", "check_pyro_mean_field_guide"]

@@ -12,8 +12,7 @@ Two rows, each timed in one process with the same thread count:
 
 Time per step is the average over all steps, after both implementations have run a warm-up of their own
 (the first few hundred steps in a process are markedly slower, whoever runs them). The final ELBO of both
-is measured by the same course estimator
-(many draws), so "equal final ELBO" compares like with like.
+is measured by the same course estimator (many draws), so "equal final ELBO" compares like with like.
 """
 
 import time

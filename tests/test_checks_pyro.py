@@ -69,3 +69,37 @@ def test_pyro_guide_accepts(guide, capsys):
 ])
 def test_pyro_guide_names_mistakes(guide, words, capsys):
     rejects(check_pyro_mean_field_guide, guide, capsys, words)
+
+
+# ------------------------------------------------------------ from the lesson 08 review
+
+
+def test_pyro_model_names_the_reviewed_mistakes(capsys):
+    rejects(check_pyro_logistic_model, model_with(logits=lambda w, X: X @ w), capsys, "(P, 1, D)")
+    rejects(check_pyro_logistic_model, model_with(prior=lambda D, s, X: dist.Normal(X.new_zeros(D), s**2).to_event(1)),
+            capsys, "variance")
+
+    def other_plate(X, y, prior_std=1.0):
+        w = pyro.sample("w", dist.Normal(X.new_zeros(X.shape[-1]), prior_std).to_event(1))
+        with pyro.plate("N", X.shape[0]):
+            pyro.sample("y", dist.Bernoulli(logits=(w * X).sum(-1)), obs=y)
+
+    rejects(check_pyro_logistic_model, other_plate, capsys, "name it 'data'")
+
+
+def test_pyro_guide_rejects_the_reviewed_mistakes(capsys):
+    def in_plate(X, y, prior_std=1.0):
+        m = pyro.param("mean", X.new_zeros(X.shape[-1]))
+        ls = pyro.param("log_scale", X.new_full((X.shape[-1],), -2.0))
+        with pyro.plate("data", X.shape[0]):
+            pyro.sample("w", dist.Normal(m, ls.exp()).to_event(1))
+
+    rejects(check_pyro_mean_field_guide, in_plate, capsys, "plate")
+    rejects(check_pyro_mean_field_guide, guide_with(scale=lambda ls: ls.exp().detach()), capsys, "gradient")
+
+    def detached_mean(X, y, prior_std=1.0):
+        m = pyro.param("mean", X.new_zeros(X.shape[-1]))
+        ls = pyro.param("log_scale", X.new_full((X.shape[-1],), -2.0))
+        pyro.sample("w", dist.Normal(m.detach(), ls.exp()).to_event(1))
+
+    rejects(check_pyro_mean_field_guide, detached_mean, capsys, "gradient")

@@ -33,7 +33,9 @@ def _trace(fn, *args, data=None):
 
 
 def _sample_sites(trace):
-    return {name: site for name, site in trace.nodes.items() if site["type"] == "sample"}
+    """The sample sites of a trace, without the bookkeeping sites that ``pyro.plate`` records."""
+    return {name: site for name, site in trace.nodes.items()
+            if site["type"] == "sample" and type(site["fn"]).__name__ != "_Subsample"}
 
 
 @checker("8.1", "Bayesian logistic regression as a Pyro model")
@@ -49,8 +51,6 @@ def check_pyro_logistic_model(model):
     sites = _sample_sites(_trace(model, X, y, prior_std, data={"w": w}))
     if "w" not in sites:
         fail(f"no sample site named 'w' (found {sorted(sites) or 'none'}): draw the weights with pyro.sample('w', ...)")
-    if sites["w"]["is_observed"] and "y" not in sites:
-        fail("no sample site named 'y' for the labels")
     if "y" not in sites:
         fail(f"no sample site named 'y' (found {sorted(sites)}): pyro.sample('y', ..., obs=y)")
     if not sites["y"]["is_observed"]:
@@ -58,7 +58,11 @@ def check_pyro_logistic_model(model):
     if tuple(sites["w"]["fn"].event_shape) != (3,):
         fail(f"the prior's event shape is {tuple(sites['w']['fn'].event_shape)}, not (D,): the D weights are one "
              "vector-valued draw; add .to_event(1) to the Normal")
-    if not any(frame.name == "data" for frame in sites["y"]["cond_indep_stack"]):
+    frames = [frame.name for frame in sites["y"]["cond_indep_stack"]]
+    if frames and "data" not in frames:
+        fail(f"the labels are in a plate named {frames[0]!r}; name it 'data', as the guides and tests expect: "
+             "pyro.plate('data', N)")
+    if not frames:
         fail("the likelihood is not inside pyro.plate('data', N): the labels are independent given w, "
              "and the plate tells Pyro so (and lets it vectorize over particles)")
     trace = _trace(model, X, y, prior_std, data={"w": w})
@@ -70,22 +74,32 @@ def check_pyro_logistic_model(model):
         flipped = BayesianLogisticRegression(X, 1 - y, prior_std).log_joint(w).item()
         if math.isclose(value, wrong_prior, rel_tol=1e-6):
             fail("the prior ignores prior_std: w ~ Normal(0, prior_std), one per weight")
+        if math.isclose(value, BayesianLogisticRegression(X, y, prior_std**2).log_joint(w).item(), rel_tol=1e-6):
+            fail("prior_std**2 is the variance; Normal takes the standard deviation: Normal(0, prior_std)")
         negated = blr.log_prior(w).item() + blr.log_likelihood(-w).item()
         if math.isclose(value, flipped, rel_tol=1e-6) or math.isclose(value, negated, rel_tol=1e-6):
             fail("the logits have the wrong sign: P(y = 1) = sigmoid(x . w), so Bernoulli(logits=X w)")
         fail(f"log p(y, w) at a test w is {fmt(value)}, expected {fmt(exact)} "
              "(the course's BayesianLogisticRegression)")
     # vectorized particles: the same ELBO estimate as the reference model, on the same guide draws
+    broadcast_hint = ("right for one draw of w, but not for a batch of particles: with vectorized particles w has "
+                      "shape (P, 1, D); compute the logits so that they broadcast, e.g. (w * X).sum(-1), which works "
+                      "for w of shape (D,) and (P, 1, D) (X @ w works only for the first)")
     estimates = []
     for fn in (model, logistic_regression_model):
         pyro.clear_param_store()
         torch.manual_seed(0)
         loss = Trace_ELBO(num_particles=50, vectorize_particles=True, max_plate_nesting=1)
-        estimates.append(call_learner(loss.loss, fn, mean_field_guide, X, y, prior_std))
+        try:
+            estimates.append(loss.loss(fn, mean_field_guide, X, y, prior_std))
+        except NotImplementedError:
+            raise
+        except Exception:
+            pyro.clear_param_store()
+            fail(broadcast_hint)
     pyro.clear_param_store()
     if not math.isclose(estimates[0], estimates[1], rel_tol=1e-6):
-        fail("right for one draw of w, but not for a batch of particles: compute the logits so that they broadcast, "
-             "e.g. (w * X).sum(-1), which works for w of shape (D,) and (P, 1, D)")
+        fail(broadcast_hint)
     return "the same log p(y, w) as the course's model, with a plate, and it vectorizes over particles."
 
 
@@ -110,6 +124,11 @@ def check_pyro_mean_field_guide(guide):
     if "w" not in sites:
         fail(f"no sample site named 'w' (found {sorted(sites) or 'none'}): the guide must draw the same site as the "
              "model, pyro.sample('w', ...)")
+    if set(sites) != {"w"} or sites["w"]["is_observed"]:
+        fail("the guide draws only the latent site 'w' (no obs=, and no site for the data, which the model observes)")
+    if sites["w"]["cond_indep_stack"]:
+        fail("'w' is drawn inside a plate in the guide but not in the model: the weights are one draw shared by all "
+             "data points, so sample them outside any plate, as the model does")
     # set the parameters to test values and look at the guide's distribution
     pyro.clear_param_store()
     mean, log_scale = torch.tensor([0.3, -1.0, 0.8], dtype=_F64), torch.tensor([-0.5, 0.2, -1.2], dtype=_F64)
@@ -130,5 +149,16 @@ def check_pyro_mean_field_guide(guide):
         fail(f"the guide's standard deviation is {[round(v, 4) for v in sd.tolist()]}, expected exp(log_scale)")
     if not fn.has_rsample:
         fail("the guide's distribution cannot be reparameterized; use a Normal")
+    pyro.clear_param_store()
+    pyro.param("mean", mean.clone())
+    pyro.param("log_scale", log_scale.clone())
+    fn = _sample_sites(_trace(guide, X, y, prior_std))["w"]["fn"]
+    fn.rsample().sum().backward()
+    store = pyro.get_param_store()
+    grads = [store.get_param(name).grad for name in ("mean", "log_scale")]
+    pyro.clear_param_store()
+    if any(g is None or not torch.isfinite(g).all() or g.abs().sum() == 0 for g in grads):
+        fail("no gradient reaches the parameters 'mean' and 'log_scale' through the guide's draw: build the "
+             "distribution from the pyro.param values themselves, without .detach()")
     return ("q(w) = Normal(mean, exp(log_scale)).to_event(1), with parameters 'mean' and 'log_scale' "
             "at lesson 03's start.")

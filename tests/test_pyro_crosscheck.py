@@ -83,16 +83,25 @@ def _blr_problem():
     return X, y, BayesianLogisticRegression(X, y, prior_std=1.5)
 
 
-def test_pyro_trace_elbo_matches_on_logistic_regression_with_mean_field():
+def _course_estimate(log_joint, q):
+    with torch.no_grad():
+        lw = log_weights(log_joint, q.distribution(), 20000)
+    return lw.mean().item(), lw.std().item() / math.sqrt(len(lw))
+
+
+def _mean_field_estimates(pyro_prior_std):
+    """The course's and Pyro's ELBO of one mean-field q; Pyro's model is given ``pyro_prior_std`` (truth: 1.5)."""
     X, y, blr = _blr_problem()
     q = MeanFieldGaussian(4, mean=torch.tensor([0.4, -0.8, 1.5, 0.2]), log_scale=-1.0, dtype=F64)
-    with torch.no_grad():
-        lw = log_weights(blr.log_joint, q.distribution(), 20000)
-    course, course_se = lw.mean().item(), lw.std().item() / math.sqrt(len(lw))
     set_mean_field(q)
     value, se = pyro_estimates(Trace_ELBO(num_particles=1000, vectorize_particles=True, max_plate_nesting=1),
                                pyro_bridge.logistic_regression_model, pyro_bridge.mean_field_guide, X, y,
-                               prior_std=1.5)
+                               prior_std=pyro_prior_std)
+    return (*_course_estimate(blr.log_joint, q), value, se)
+
+
+def test_pyro_trace_elbo_matches_on_logistic_regression_with_mean_field():
+    course, course_se, value, se = _mean_field_estimates(1.5)
     assert agree(course, course_se, value, se), (course, value)
 
 
@@ -101,8 +110,7 @@ def test_pyro_trace_elbo_matches_on_logistic_regression_with_full_rank():
     q = FullRankGaussian(4, mean=torch.tensor([0.4, -0.8, 1.5, 0.2]), log_scale=-1.0, dtype=F64)
     with torch.no_grad():
         q.off_diag.copy_(0.2 * torch.randn(4, 4, dtype=F64))
-        lw = log_weights(blr.log_joint, q.distribution(), 20000)
-    course, course_se = lw.mean().item(), lw.std().item() / math.sqrt(len(lw))
+    course, course_se = _course_estimate(blr.log_joint, q)
     pyro.param("mean", q.mean.detach().clone())
     pyro.param("scale_tril", q.scale_tril().detach().clone(), constraint=torch.distributions.constraints.lower_cholesky)
     value, se = pyro_estimates(Trace_ELBO(num_particles=1000, vectorize_particles=True, max_plate_nesting=1),
@@ -113,15 +121,7 @@ def test_pyro_trace_elbo_matches_on_logistic_regression_with_full_rank():
 
 def test_pyro_elbo_detects_a_wrong_prior():
     # the comparison has power: a prior scale of 1.0 instead of 1.5 is seen, at this Monte Carlo error
-    X, y, blr = _blr_problem()
-    q = MeanFieldGaussian(4, mean=torch.tensor([0.4, -0.8, 1.5, 0.2]), log_scale=-1.0, dtype=F64)
-    with torch.no_grad():
-        lw = log_weights(blr.log_joint, q.distribution(), 20000)
-    set_mean_field(q)
-    value, se = pyro_estimates(Trace_ELBO(num_particles=1000, vectorize_particles=True, max_plate_nesting=1),
-                               pyro_bridge.logistic_regression_model, pyro_bridge.mean_field_guide, X, y,
-                               prior_std=1.0)
-    assert not agree(lw.mean().item(), lw.std().item() / math.sqrt(len(lw)), value, se)
+    assert not agree(*_mean_field_estimates(1.0))
 
 
 # ------------------------------------------------------------ lesson 05: the VAE

@@ -2,8 +2,9 @@
 
 import math
 
+import pytest
 import torch
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Binomial, Normal, kl_divergence
 
 from helpers import vae
 
@@ -34,6 +35,29 @@ def test_binomial_log_likelihood_by_hand():
     log_choose = torch.lgamma(torch.tensor(17.0, dtype=F64)) - torch.lgamma(x + 1) - torch.lgamma(17 - x)
     expected = (log_choose + x * p.log() + (16 - x) * (1 - p).log()).sum(-1)
     torch.testing.assert_close(model.log_likelihood(x, z), expected)
+
+
+def test_binomial_log_prob_against_torch_distributions_including_extreme_logits():
+    x = torch.arange(17, dtype=F64).repeat(3, 1)  # every count 0..16
+    logits = torch.cat([torch.linspace(-60, 60, 17), torch.randn(17), torch.zeros(17)]).reshape(3, 17).to(F64)
+    logits.requires_grad_(True)
+    ours = vae.binomial_log_prob(x, 16, logits)
+    reference = Binomial(16, logits=logits).log_prob(x)
+    torch.testing.assert_close(ours, reference)
+    assert torch.isfinite(ours).all()
+    (g_ours,) = torch.autograd.grad(ours.sum(), logits)
+    (g_ref,) = torch.autograd.grad(reference.sum(), logits)
+    torch.testing.assert_close(g_ours, g_ref)  # d/dl = x - n sigmoid(l)
+    torch.testing.assert_close(g_ours, x - 16 * torch.sigmoid(logits.detach()))
+    # broadcasting as the VAE uses it: x (B, D) against logits (S, B, D)
+    many = torch.randn(5, 3, 17, dtype=F64)
+    torch.testing.assert_close(vae.binomial_log_prob(x, 16, many), Binomial(16, logits=many).log_prob(x))
+
+
+@pytest.mark.parametrize("bad", [[0.5, 1.0], [-1.0, 2.0], [3.0, 17.0]], ids=["fraction", "negative", "above n"])
+def test_binomial_log_prob_names_counts_that_are_not_counts(bad):
+    with pytest.raises(ValueError, match="whole counts between 0 and 16"):
+        vae.binomial_log_prob(torch.tensor(bad), 16, torch.zeros(2))
 
 
 def test_closed_form_kl_elbo_is_unbiased_for_the_monte_carlo_elbo():

@@ -7,15 +7,17 @@ from pathlib import Path
 
 import pytest
 
+import benchmarks.__main__ as cli
 from benchmarks.__main__ import main
-from benchmarks.svi import logistic_regression_row, vae_row
+from benchmarks.svi import ELBO_TOLERANCE, logistic_regression_row, vae_row
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_rows_report_times_and_elbos_for_both_implementations():
     for row in (logistic_regression_row(steps=5), vae_row(epochs=1)):
-        assert set(row) == {"name", "course_seconds", "pyro_seconds", "course_elbo", "pyro_elbo"}
+        assert set(row) == {"name", "kind", "course_seconds", "pyro_seconds", "course_elbo", "pyro_elbo"}
+        assert row["kind"] in ELBO_TOLERANCE
         assert row["course_seconds"] > 0 and row["pyro_seconds"] > 0
         assert row["course_elbo"] < 0 and row["pyro_elbo"] < 0
 
@@ -23,6 +25,24 @@ def test_rows_report_times_and_elbos_for_both_implementations():
 def test_logistic_regression_row_reaches_the_same_elbo():
     row = logistic_regression_row(steps=600)
     assert abs(row["course_elbo"] - row["pyro_elbo"]) < 1.0, row  # the same optimiser on the same objective
+
+
+def _fake_row(kind, course_ms, pyro_ms, course_elbo, pyro_elbo):
+    return lambda **_: {"name": kind, "kind": kind, "course_seconds": course_ms / 1e3, "pyro_seconds": pyro_ms / 1e3,
+                        "course_elbo": course_elbo, "pyro_elbo": pyro_elbo}
+
+
+def test_cli_exit_status_names_each_criterion_that_fails(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "logistic_regression_row", _fake_row("logistic regression", 1.0, 3.0, -58.16, -58.17))
+    monkeypatch.setattr(cli, "vae_row", _fake_row("digits VAE", 1.0, 2.5, -97.8, -97.1))
+    assert main(["--skip-notebooks"]) == 0  # ratios 0.33 and 0.40, ELBOs within tolerance
+    assert "not met" not in capsys.readouterr().out
+
+    monkeypatch.setattr(cli, "vae_row", _fake_row("digits VAE", 4.0, 8.0, -97.8, -101.0))
+    assert main(["--skip-notebooks"]) == 1
+    failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("not met")]
+    assert failed == ["not met: digits VAE: ratio 0.50 > 0.4",
+                      "not met: digits VAE: final ELBOs 3.20 apart (> 2.0, not equal)"]
 
 
 def test_cli_rejects_bad_options(capsys):

@@ -25,6 +25,7 @@ import time
 import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from torch import nn
 
 from helpers import pyro_bridge
 from helpers.datasets import load_breast_cancer, load_digits
@@ -34,7 +35,7 @@ from helpers.logistic_regression import BayesianLogisticRegression
 from helpers.training import maximize
 from helpers.vae import VAE
 
-__all__ = ["logistic_regression_row", "vae_row", "ELBO_TOLERANCE"]
+__all__ = ["logistic_regression_row", "vae_row", "matrix_product_seconds", "ELBO_TOLERANCE"]
 
 # How far apart "equal" final ELBOs may be, per row. Logistic regression: both follow the same path to the
 # same optimum, and the final estimate's Monte Carlo error is about 0.01. VAE: the training's own spread;
@@ -88,6 +89,33 @@ def logistic_regression_row(steps=2000, S=16, lr=0.02, seed=0, warmup=500):
             "course_elbo": course_elbo, "pyro_elbo": pyro_elbo}
 
 
+def matrix_product_seconds(vae, batch, steps=400, warmup=100):
+    """Seconds per step of ``vae``'s matrix products alone, forward and backward, on one ``batch``.
+
+    The same shapes as a training step (encoder on ``x (B, D)``, decoder on ``z (B, L)``, gradients for every
+    weight), without biases, activations, sampling, likelihood or optimiser: arithmetic that the course and
+    Pyro must both do, so a floor under either one's time per step.
+    """
+    weights = [[layer.weight.detach().clone().requires_grad_(True) for layer in net if isinstance(layer, nn.Linear)]
+               for net in (vae.encoder.net, vae.decoder)]
+    inputs = (batch, torch.randn(len(batch), vae.L))
+
+    def step():
+        total = 0.0
+        for h, layers in zip(inputs, weights, strict=True):
+            for weight in layers:
+                h = h @ weight.T
+            total = total + h.sum()
+        total.backward()
+
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
 def vae_row(epochs=150, batch_size=128, lr=1e-3, seed=0, warmup=30):
     """``dict`` with seconds per step and final test ELBO (per image) for the course and for Pyro."""
     digits = load_digits(dtype=torch.float32)
@@ -139,4 +167,5 @@ def vae_row(epochs=150, batch_size=128, lr=1e-3, seed=0, warmup=30):
         pyro_elbo = pyro_vae.elbo(x_test, S=100).mean().item()
     return {"name": f"digits VAE ({epochs} epochs, {len(batches)} steps)", "kind": "digits VAE",
             "course_seconds": course_seconds, "pyro_seconds": pyro_seconds,
-            "course_elbo": course_elbo, "pyro_elbo": pyro_elbo}
+            "course_elbo": course_elbo, "pyro_elbo": pyro_elbo,
+            "floor_seconds": matrix_product_seconds(course_vae, batches[0])}

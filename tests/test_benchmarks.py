@@ -16,10 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_rows_report_times_and_elbos_for_both_implementations():
     for row in (logistic_regression_row(steps=5), vae_row(epochs=1)):
-        assert set(row) == {"name", "kind", "course_seconds", "pyro_seconds", "course_elbo", "pyro_elbo"}
+        assert set(row) - {"floor_seconds"} == {"name", "kind", "course_seconds", "pyro_seconds", "course_elbo",
+                                                "pyro_elbo"}
         assert row["kind"] in ELBO_TOLERANCE
         assert row["course_seconds"] > 0 and row["pyro_seconds"] > 0
         assert row["course_elbo"] < 0 and row["pyro_elbo"] < 0
+    assert row["floor_seconds"] > 0  # measured, not compared: no timed assertions
 
 
 def test_logistic_regression_row_reaches_the_same_elbo():

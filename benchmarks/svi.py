@@ -3,9 +3,10 @@ r"""Course code against Pyro, side by side on the same data, model, optimiser an
 Two rows, each timed in one process with the same thread count:
 
 - **Bayesian logistic regression, mean field** (lesson 03): Adam at a constant learning rate on the
-  reparameterized ELBO with ``S`` draws per step. Course: :func:`helpers.training.maximize` on
-  :func:`helpers.estimators.elbo`. Pyro: ``SVI`` with ``Trace_ELBO(num_particles=S, vectorize_particles=True)``
-  and the hand-written guide of :mod:`helpers.pyro_bridge`. Both start at mean 0, log-scale -2.
+  reparameterized ELBO with ``S`` draws per step. Course: lesson 03's loop (the loop of
+  :func:`helpers.training.maximize` at a constant rate) on :func:`helpers.estimators.elbo`. Pyro: ``SVI`` with
+  ``Trace_ELBO(num_particles=S, vectorize_particles=True)`` and the hand-written guide of
+  :mod:`helpers.pyro_bridge`. Both start at mean 0, log-scale -2.
 - **Digits VAE** (lesson 05): lesson 05's training, 150 epochs of mini-batches of 128, closed-form KL, and the
   same fused Adam on both sides (``torch.optim.Adam(..., fused=True)``; Pyro passes the option through
   ``pyro.optim.Adam``). Course: lesson 05's loop on :meth:`helpers.vae.VAE.elbo`. Pyro: ``SVI`` with
@@ -13,7 +14,10 @@ Two rows, each timed in one process with the same thread count:
   same batches.
 
 Time per step is the average over all steps, after both implementations have run a warm-up of their own
-(the first few hundred steps in a process are markedly slower, whoever runs them). The final ELBO of both
+(the first few hundred steps in a process are markedly slower, whoever runs them). The two are timed in
+alternating chunks of steps, each with its own random-number stream, so that a change in the machine's speed
+during the run (other work on a shared machine) falls on both alike: timed one after the other, the ratio of
+the logistic-regression row ranged from 0.30 to 0.47 between runs. The final ELBO of both
 is measured by the same course estimator (many draws), so "equal final ELBO" compares like with like.
 The two trainings draw the same random numbers, but float rounding makes them drift apart within a few
 dozen steps, after which they are two runs of the same training: their final ELBOs differ by about as much
@@ -43,6 +47,25 @@ __all__ = ["logistic_regression_row", "vae_row", "matrix_product_seconds", "ELBO
 # -97.9, -97.4, -97.0 (Pyro), differences -0.1 to +1.0 between the two at equal seed.
 ELBO_TOLERANCE = {"logistic regression": 0.1, "digits VAE": 2.0}
 
+def _alternate(course_step, pyro_step, steps, chunk=100):
+    """Seconds per step of ``course_step(i)`` and ``pyro_step(i)``, ``i = 0..steps-1``, timed in alternating chunks.
+
+    Each side keeps its own random-number stream, the one it would have drawn running alone from the current
+    state, so the alternation changes the timing and nothing else.
+    """
+    states = {"course": torch.get_rng_state(), "pyro": torch.get_rng_state()}
+    seconds = {"course": 0.0, "pyro": 0.0}
+    for first in range(0, steps, chunk):
+        for side, step in (("course", course_step), ("pyro", pyro_step)):
+            torch.set_rng_state(states[side])
+            start = time.perf_counter()
+            for i in range(first, min(first + chunk, steps)):
+                step(i)
+            seconds[side] += time.perf_counter() - start
+            states[side] = torch.get_rng_state()
+    return seconds["course"] / steps, seconds["pyro"] / steps
+
+
 def _pyro_svi(X, y, S, lr):
     return SVI(pyro_bridge.logistic_regression_model, pyro_bridge.mean_field_guide, pyro.optim.Adam({"lr": lr}),
                Trace_ELBO(num_particles=S, vectorize_particles=True, max_plate_nesting=1))
@@ -62,19 +85,20 @@ def logistic_regression_row(steps=2000, S=16, lr=0.02, seed=0, warmup=500):
     for _ in range(warmup):
         svi.step(X, y)
 
-    torch.manual_seed(seed)
     q = MeanFieldGaussian(D, log_scale=-2.0)
-    start = time.perf_counter()  # the lessons' loop, at a constant rate (final_lr_factor=1) like Pyro's Adam
-    maximize(lambda: elbo(blr.log_joint, q.distribution(), S), q.parameters(), steps, lr, final_lr_factor=1.0)
-    course_seconds = (time.perf_counter() - start) / steps
+    optimizer = torch.optim.Adam(q.parameters(), lr=lr)
+
+    def course_step(_):  # as maximize does it, at a constant rate like Pyro's Adam
+        optimizer.zero_grad()
+        value = elbo(blr.log_joint, q.distribution(), S)
+        (-value).backward()
+        optimizer.step()
+        return value.item()
 
     pyro.clear_param_store()
-    torch.manual_seed(seed)
     svi = _pyro_svi(X, y, S, lr)
-    start = time.perf_counter()
-    for _ in range(steps):
-        svi.step(X, y)
-    pyro_seconds = (time.perf_counter() - start) / steps
+    torch.manual_seed(seed)
+    course_seconds, pyro_seconds = _alternate(course_step, lambda _: svi.step(X, y), steps)
     q_pyro = MeanFieldGaussian(D)
     with torch.no_grad():
         q_pyro.mean.copy_(pyro.param("mean"))
@@ -141,24 +165,18 @@ def vae_row(epochs=150, batch_size=128, lr=1e-3, seed=0, warmup=30):
         scratch_svi.step(batch)
 
     optimizer = torch.optim.Adam(course_vae.parameters(), lr=lr, fused=True)
-    torch.manual_seed(seed)
-    start = time.perf_counter()
-    for batch in batches:  # lesson 05's loop
-        loss = -course_vae.elbo(batch).mean()
+
+    def course_step(i):  # lesson 05's loop
+        loss = -course_vae.elbo(batches[i]).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    course_seconds = (time.perf_counter() - start) / len(batches)
 
     pyro.clear_param_store()
     svi = SVI(lambda x: pyro_bridge.vae_model(pyro_vae, x), lambda x: pyro_bridge.vae_guide(pyro_vae, x),
               pyro.optim.Adam({"lr": lr, "fused": True}), TraceMeanField_ELBO())
     torch.manual_seed(seed)
-    start = time.perf_counter()
-    for batch in batches:
-        svi.step(batch)
-    pyro_seconds = (time.perf_counter() - start) / len(batches)
-    pyro.clear_param_store()
+    course_seconds, pyro_seconds = _alternate(course_step, lambda i: svi.step(batches[i]), len(batches))
 
     with torch.no_grad():
         torch.manual_seed(seed + 1)

@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import benchmarks.__main__ as cli
 from benchmarks.__main__ import main
-from benchmarks.svi import ELBO_TOLERANCE, logistic_regression_row, vae_row
+from benchmarks.svi import ELBO_TOLERANCE, _alternate, logistic_regression_row, vae_row
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +28,18 @@ def test_rows_report_times_and_elbos_for_both_implementations():
 def test_logistic_regression_row_reaches_the_same_elbo():
     row = logistic_regression_row(steps=600)
     assert abs(row["course_elbo"] - row["pyro_elbo"]) < 1.0, row  # the same optimiser on the same objective
+
+
+def test_alternating_timing_leaves_each_side_its_own_random_stream():
+    draws = {"course": [], "pyro": []}
+    torch.manual_seed(3)
+    seconds = _alternate(lambda _: draws["course"].append(torch.randn(2)),
+                         lambda _: draws["pyro"].append(torch.randn(2)), steps=25, chunk=4)
+    torch.manual_seed(3)
+    alone = [torch.randn(2) for _ in range(25)]  # what either side draws when it runs by itself
+    for side in draws:
+        torch.testing.assert_close(torch.stack(draws[side]), torch.stack(alone))
+    assert all(s > 0 for s in seconds)
 
 
 def _fake_row(kind, course_ms, pyro_ms, course_elbo, pyro_elbo):

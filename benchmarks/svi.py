@@ -47,6 +47,7 @@ __all__ = ["logistic_regression_row", "vae_row", "matrix_product_seconds", "ELBO
 # -97.9, -97.4, -97.0 (Pyro), differences -0.1 to +1.0 between the two at equal seed.
 ELBO_TOLERANCE = {"logistic regression": 0.1, "digits VAE": 2.0}
 
+
 def _alternate(course_step, pyro_step, steps, chunk=100):
     """Seconds per step of ``course_step(i)`` and ``pyro_step(i)``, ``i = 0..steps-1``, timed in alternating chunks.
 

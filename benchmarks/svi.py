@@ -3,8 +3,8 @@ r"""Course code against Pyro, side by side on the same data, model, optimiser an
 Two rows, each timed in one process with the same thread count:
 
 - **Bayesian logistic regression, mean field** (lesson 03): Adam at a constant learning rate on the
-  reparameterized ELBO with ``S`` draws per step. Course: lesson 03's loop (the loop of
-  :func:`helpers.training.maximize` at a constant rate) on :func:`helpers.estimators.elbo`. Pyro: ``SVI`` with
+  reparameterized ELBO with ``S`` draws per step. Course: the loop of :func:`helpers.training.maximize` on
+  :func:`helpers.estimators.elbo`, without its learning-rate schedule (Pyro's Adam has none). Pyro: ``SVI`` with
   ``Trace_ELBO(num_particles=S, vectorize_particles=True)`` and the hand-written guide of
   :mod:`helpers.pyro_bridge`. Both start at mean 0, log-scale -2.
 - **Digits VAE** (lesson 05): lesson 05's training, 150 epochs of mini-batches of 128, closed-form KL, and the
@@ -39,33 +39,33 @@ from helpers.logistic_regression import BayesianLogisticRegression
 from helpers.training import maximize
 from helpers.vae import VAE
 
-__all__ = ["logistic_regression_row", "vae_row", "matrix_product_seconds", "ELBO_TOLERANCE"]
+__all__ = ["logistic_regression_row", "vae_row", "matrix_products", "ELBO_TOLERANCE"]
 
 # How far apart "equal" final ELBOs may be, per row. Logistic regression: both follow the same path to the
-# same optimum, and the final estimate's Monte Carlo error is about 0.01. VAE: the training's own spread;
-# lesson 05's 150 epochs with seeds 0, 1, 2 ended at test ELBOs -97.8, -98.4, -96.2 (course) and
-# -97.9, -97.4, -97.0 (Pyro, then with its default Adam): course minus Pyro +0.1, -1.0, +0.8 at equal seed,
-# while one implementation's seeds spread over 2.2 nats.
+# same optimum, and the final estimate's Monte Carlo error is about 0.01. VAE: the training's own spread.
+# This row with seeds 0, 1, 2 ended at test ELBOs -97.83, -98.49, -96.16 (course) and -97.90, -97.00, -96.95
+# (Pyro): course minus Pyro +0.07, -1.49, +0.79 at equal seed, while the course's own seeds spread over 2.3.
 ELBO_TOLERANCE = {"logistic regression": 0.1, "digits VAE": 2.0}
 
 
-def _alternate(course_step, pyro_step, steps, chunk=100):
-    """Seconds per step of ``course_step(i)`` and ``pyro_step(i)``, ``i = 0..steps-1``, timed in alternating chunks.
+def _alternate(sides, steps, chunk=100):
+    """Seconds per step of each ``sides[name](i)``, ``i = 0..steps-1``, timed in alternating chunks.
 
-    Each side keeps its own random-number stream, the one it would have drawn running alone from the current
-    state, so the alternation changes the timing and nothing else.
+    Each side keeps its own state of torch's (CPU) random-number generator, the one it would have had running
+    alone from the current state, so the alternation changes the timing and nothing else. Returns a ``dict``
+    with the same keys as ``sides``.
     """
-    states = {"course": torch.get_rng_state(), "pyro": torch.get_rng_state()}
-    seconds = {"course": 0.0, "pyro": 0.0}
+    states = {name: torch.get_rng_state() for name in sides}
+    seconds = dict.fromkeys(sides, 0.0)
     for first in range(0, steps, chunk):
-        for side, step in (("course", course_step), ("pyro", pyro_step)):
-            torch.set_rng_state(states[side])
+        for name, step in sides.items():
+            torch.set_rng_state(states[name])
             start = time.perf_counter()
             for i in range(first, min(first + chunk, steps)):
                 step(i)
-            seconds[side] += time.perf_counter() - start
-            states[side] = torch.get_rng_state()
-    return seconds["course"] / steps, seconds["pyro"] / steps
+            seconds[name] += time.perf_counter() - start
+            states[name] = torch.get_rng_state()
+    return {name: total / steps for name, total in seconds.items()}
 
 
 def _pyro_svi(X, y, S, lr):
@@ -90,7 +90,7 @@ def logistic_regression_row(steps=2000, S=16, lr=0.02, seed=0, warmup=500):
     q = MeanFieldGaussian(D, log_scale=-2.0)
     optimizer = torch.optim.Adam(q.parameters(), lr=lr)
 
-    def course_step(_):  # as maximize does it, at a constant rate like Pyro's Adam
+    def course_step(_):  # maximize's step, at a constant rate like Pyro's Adam
         optimizer.zero_grad()
         value = elbo(blr.log_joint, q.distribution(), S)
         (-value).backward()
@@ -100,7 +100,7 @@ def logistic_regression_row(steps=2000, S=16, lr=0.02, seed=0, warmup=500):
     pyro.clear_param_store()
     svi = _pyro_svi(X, y, S, lr)
     torch.manual_seed(seed)
-    course_seconds, pyro_seconds = _alternate(course_step, lambda _: svi.step(X, y), steps)
+    seconds = _alternate({"course": course_step, "pyro": lambda _: svi.step(X, y)}, steps)
     q_pyro = MeanFieldGaussian(D)
     with torch.no_grad():
         q_pyro.mean.copy_(pyro.param("mean"))
@@ -111,35 +111,31 @@ def logistic_regression_row(steps=2000, S=16, lr=0.02, seed=0, warmup=500):
         pyro_elbo = elbo(blr.log_joint, q_pyro.distribution(), 20000).item()
     pyro.clear_param_store()
     return {"name": f"logistic regression, mean field ({steps} steps, S = {S})", "kind": "logistic regression",
-            "course_seconds": course_seconds, "pyro_seconds": pyro_seconds,
+            "course_seconds": seconds["course"], "pyro_seconds": seconds["pyro"],
             "course_elbo": course_elbo, "pyro_elbo": pyro_elbo}
 
 
-def matrix_product_seconds(vae, batch, steps=400, warmup=100):
-    """Seconds per step of ``vae``'s matrix products alone, forward and backward, on one ``batch``.
+def matrix_products(vae, batches):
+    """A step function ``step(i)`` doing only ``vae``'s matrix products for ``batches[i]``, forward and backward.
 
-    The same shapes as a training step (encoder on ``x (B, D)``, decoder on ``z (B, L)``, gradients for every
-    weight), without biases, activations, sampling, likelihood or optimiser: arithmetic that the course and
-    Pyro must both do, so a floor under either one's time per step.
+    The same products as a training step: the encoder's on ``x (B, D)``, the decoder's on ``z (B, L)``, and in
+    the backward pass the gradient of every weight and of ``z`` (the reparameterized draw passes its gradient on
+    to the encoder), but no biases, activations, sampling, likelihood or optimiser. It is arithmetic that the
+    course and Pyro must both do, so a floor under either one's time per step.
     """
     weights = [[layer.weight.detach().clone().requires_grad_(True) for layer in net if isinstance(layer, nn.Linear)]
                for net in (vae.encoder.net, vae.decoder)]
-    inputs = (batch, torch.randn(len(batch), vae.L))
 
-    def step():
+    def step(i):
+        z = torch.randn(len(batches[i]), vae.L, requires_grad=True)
         total = 0.0
-        for h, layers in zip(inputs, weights, strict=True):
+        for h, layers in zip((batches[i], z), weights, strict=True):
             for weight in layers:
                 h = h @ weight.T
             total = total + h.sum()
-        total.backward()
+        torch.autograd.grad(total, [w for layers in weights for w in layers] + [z])
 
-    for _ in range(warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps
+    return step
 
 
 def vae_row(epochs=150, batch_size=128, lr=1e-3, seed=0, warmup=30):
@@ -159,12 +155,14 @@ def vae_row(epochs=150, batch_size=128, lr=1e-3, seed=0, warmup=30):
     pyro.clear_param_store()
     scratch_svi = SVI(lambda x: pyro_bridge.vae_model(scratch, x), lambda x: pyro_bridge.vae_guide(scratch, x),
                       pyro.optim.Adam({"lr": lr, "fused": True}), TraceMeanField_ELBO())
-    for batch in batches[:warmup]:
+    floor_step = matrix_products(scratch, batches)
+    for i, batch in enumerate(batches[:warmup]):
         loss = -scratch.elbo(batch).mean()
         scratch_optimizer.zero_grad()
         loss.backward()
         scratch_optimizer.step()
         scratch_svi.step(batch)
+        floor_step(i)
 
     optimizer = torch.optim.Adam(course_vae.parameters(), lr=lr, fused=True)
 
@@ -178,7 +176,8 @@ def vae_row(epochs=150, batch_size=128, lr=1e-3, seed=0, warmup=30):
     svi = SVI(lambda x: pyro_bridge.vae_model(pyro_vae, x), lambda x: pyro_bridge.vae_guide(pyro_vae, x),
               pyro.optim.Adam({"lr": lr, "fused": True}), TraceMeanField_ELBO())
     torch.manual_seed(seed)
-    course_seconds, pyro_seconds = _alternate(course_step, lambda i: svi.step(batches[i]), len(batches))
+    seconds = _alternate({"course": course_step, "pyro": lambda i: svi.step(batches[i]), "floor": floor_step},
+                         len(batches))
 
     with torch.no_grad():
         torch.manual_seed(seed + 1)
@@ -186,6 +185,5 @@ def vae_row(epochs=150, batch_size=128, lr=1e-3, seed=0, warmup=30):
         torch.manual_seed(seed + 1)
         pyro_elbo = pyro_vae.elbo(x_test, S=100).mean().item()
     return {"name": f"digits VAE ({epochs} epochs, {len(batches)} steps)", "kind": "digits VAE",
-            "course_seconds": course_seconds, "pyro_seconds": pyro_seconds,
-            "course_elbo": course_elbo, "pyro_elbo": pyro_elbo,
-            "floor_seconds": matrix_product_seconds(course_vae, batches[0])}
+            "course_seconds": seconds["course"], "pyro_seconds": seconds["pyro"],
+            "course_elbo": course_elbo, "pyro_elbo": pyro_elbo, "floor_seconds": seconds["floor"]}

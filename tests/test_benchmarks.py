@@ -31,15 +31,15 @@ def test_logistic_regression_row_reaches_the_same_elbo():
 
 
 def test_alternating_timing_leaves_each_side_its_own_random_stream():
-    draws = {"course": [], "pyro": []}
+    draws = {"course": [], "pyro": [], "floor": []}
     torch.manual_seed(3)
-    seconds = _alternate(lambda _: draws["course"].append(torch.randn(2)),
-                         lambda _: draws["pyro"].append(torch.randn(2)), steps=25, chunk=4)
+    seconds = _alternate({name: (lambda _, name=name: draws[name].append(torch.randn(2))) for name in draws},
+                         steps=25, chunk=4)
     torch.manual_seed(3)
-    alone = [torch.randn(2) for _ in range(25)]  # what either side draws when it runs by itself
-    for side in draws:
-        torch.testing.assert_close(torch.stack(draws[side]), torch.stack(alone))
-    assert all(s > 0 for s in seconds)
+    alone = [torch.randn(2) for _ in range(25)]  # what each side draws when it runs by itself
+    for name in draws:
+        torch.testing.assert_close(torch.stack(draws[name]), torch.stack(alone))
+    assert set(seconds) == set(draws) and all(s > 0 for s in seconds.values())
 
 
 def _fake_row(kind, course_ms, pyro_ms, course_elbo, pyro_elbo):

@@ -54,7 +54,8 @@ def test_binomial_log_prob_against_torch_distributions_including_extreme_logits(
     torch.testing.assert_close(vae.binomial_log_prob(x, 16, many), Binomial(16, logits=many).log_prob(x))
 
 
-@pytest.mark.parametrize("bad", [[0.5, 1.0], [-1.0, 2.0], [3.0, 17.0]], ids=["fraction", "negative", "above n"])
+@pytest.mark.parametrize("bad", [[0.5, 1.0], [-1.0, 2.0], [3.0, 17.0], [float("nan"), 2.0]],
+                         ids=["fraction", "negative", "above n", "NaN"])
 def test_binomial_log_prob_names_counts_that_are_not_counts(bad):
     with pytest.raises(ValueError, match="whole counts between 0 and 16"):
         vae.binomial_log_prob(torch.tensor(bad), 16, torch.zeros(2))

@@ -55,8 +55,10 @@ def binomial_log_prob(x, n, logits):
     since :math:`\log\sigma(\ell) = \ell - \mathrm{softplus}(\ell)` and
     :math:`\log(1 - \sigma(\ell)) = -\mathrm{softplus}(\ell)`. Written in the logits, it is stable for any
     :math:`\ell` and costs one ``softplus``; it equals ``torch.distributions.Binomial(n, logits=logits).log_prob(x)``
-    (the tests check this) in about a third of the time, forward and backward (0.28 ms against 0.92 ms for a
-    batch of 128 digits on one CPU thread), which matters in a training loop that calls it every step.
+    (the tests check this; beyond :math:`\ell = 20` ``F.softplus`` returns :math:`\ell` itself, which leaves
+    out at most :math:`n\log(1 + e^{-20}) < 4\cdot 10^{-8}` nats) in about a third of the time, forward and
+    backward (0.28 ms against 0.92 ms for a batch of 128 digits on one CPU thread), which matters in a training
+    loop that calls it every step.
 
     ``x``: counts in ``{0, ..., n}``, broadcastable against ``logits (..., D)``. Raises ``ValueError`` otherwise
     (for example, pixels already divided by ``n``).

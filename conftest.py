@@ -1,7 +1,40 @@
-"""Root pytest configuration: notebook kernels (nbval's and ours) get the
-same environment that ``python -m helpers execute-solutions`` used to store
-the outputs they are compared with."""
+"""Root pytest configuration.
 
-from helpers.execution import apply_kernel_env
+- Notebook kernels (nbval's and ours) get the same environment that
+  ``python -m helpers execute-solutions`` used to store the outputs they are
+  compared with.
+- Under pytest-xdist, all the cells of one notebook form one unit of work, so
+  they run in order in one kernel on one worker; every other test is a unit of
+  its own, so the slow ones (a lesson run, a grading run) spread over the
+  workers, each with one torch thread. (``--dist loadgroup`` with marks would say the same, but pytest 9.2
+  ignores the node ids it rewrites: pytest-xdist issue 1386.)
+"""
+
+import os
+
+from helpers.tooling.execution import apply_kernel_env
 
 apply_kernel_env()
+
+
+def pytest_configure(config):
+    # Parallel workers replace torch's own threads: two workers with two threads each on two cores spend
+    # their time waiting for each other (a unit test ran 15 times slower). Notebooks pin one thread anyway.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NotebookScheduling(LoadScopeScheduling):
+        """``--dist loadscope`` with one scope per notebook and one per test; the largest scopes go first."""
+
+        def _split_scope(self, nodeid):
+            path = nodeid.split("::", 1)[0]
+            return path if path.endswith(".ipynb") else nodeid
+
+    return NotebookScheduling(config, log)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import nbformat
 
-from helpers.execution import execute_notebook
+from helpers.tooling.execution import execute_notebook
 
 __all__ = ["notebook_times"]
 

@@ -7,9 +7,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from helpers.__main__ import main
-from helpers.build_lessons import BuildError, learner_work, lesson_from_solution
-from helpers.notebook_io import render_notebook
+from helpers.tooling.build import BuildError, learner_work, lesson_from_solution
+from helpers.tooling.cli import main
+from helpers.tooling.notebook_io import render_notebook
 
 SOLUTION_CODE = '''# Exercise 3.2: add one, twice
 def add_two(a):
@@ -38,6 +38,7 @@ def solution_notebook():
         new_code_cell("add_two(1)", id="use", execution_count=3,
                       outputs=[new_output("execute_result", {"text/plain": "3"}, execution_count=3)]),
         new_markdown_cell(SOLUTION_MD, id="q33"),
+        new_code_cell("check_add_two(add_two)", id="ex32-check", execution_count=4),
     ])
     nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                    "language_info": {"name": "python", "version": "3.11.7"}, "widgets": {"state": {}}}
@@ -68,11 +69,13 @@ def test_stub_keeps_indentation_and_names_the_exercise():
 
 def test_outputs_cleared_ids_kept_metadata_normalised():
     lesson = lesson_from_solution(solution_notebook())
-    assert [c.id for c in lesson.cells] == ["title", "setup", "ex32", "use", "q33"]
+    assert [c.id for c in lesson.cells] == ["title", "setup", "ex32", "use", "q33", "ex32-check"]
     assert all(c.outputs == [] and c.execution_count is None for c in lesson.cells if c.cell_type == "code")
     assert lesson.metadata["language_info"] == {"name": "python"} and "widgets" not in lesson.metadata
     assert lesson.cells[2].metadata["course"]["exercise"] == "3.2"
     assert lesson.cells[4].metadata["course"]["exercise"] == "3.3"
+    assert lesson.cells[5].metadata["course"] == {"check": "3.2"}  # how the grader finds the check cell
+    assert all("course" not in c.metadata for c in (lesson.cells[0], lesson.cells[1], lesson.cells[3]))
     assert learner_work(lesson) == []
 
 
@@ -83,10 +86,12 @@ def test_output_is_byte_for_byte_deterministic():
 
 
 @pytest.mark.parametrize("source, words", [
-    ("# Exercise 1.1: x\n### BEGIN SOLUTION\npass", "never closed"),
-    ("# Exercise 1.1: x\npass\n### END SOLUTION", "without"),
-    ("# Exercise 1.1: x\n### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", "nested"),
+    ("# Exercise 1.1: x\ndef f():\n    ### BEGIN SOLUTION\n    pass", "never closed"),
+    ("# Exercise 1.1: x\ndef f():\n    pass\n    ### END SOLUTION", "without"),
+    ("# Exercise 1.1: x\ndef f():\n    ### BEGIN SOLUTION\n    ### BEGIN SOLUTION\n    ### END SOLUTION", "nested"),
     ("def f():\n    ### BEGIN SOLUTION\n    pass\n    ### END SOLUTION", "label line"),
+    ("# Exercise 1.1: x\n### BEGIN SOLUTION\na = 1\n### END SOLUTION", "inside a function"),
+    ("# Exercise 1.1: x\ndef f():\n    ### BEGIN SOLUTION\n    pass\n    ### END SOLUTION", "no check cell"),
     ("# Exercise 1.1: x\n### BEGIN SOLUTION\na = 1\n### END SOLUTION\n### BEGIN SOLUTION\nb = 2\n### END SOLUTION",
      "one solution region per code cell"),
 ])
@@ -94,6 +99,19 @@ def test_malformed_solutions_are_reported(source, words):
     nb = new_notebook(cells=[new_code_cell(source, id="bad")])
     with pytest.raises(BuildError, match=words):
         lesson_from_solution(nb, "solutions/x.ipynb")
+
+
+@pytest.mark.parametrize("source", ["check_add_two(add_two)", "checks.check_add_two(add_two)",
+                                    "result = check_add_two(add_two)", "print(check_add_two(add_two))",
+                                    "check_add_two(add_one)", "add_two(1); check_add_two(add_two)"])
+def test_a_check_cell_is_one_call_of_a_checker_on_the_exercise_function(source):
+    nb = solution_notebook()
+    nb.cells[-1].source = source
+    if source.startswith(("check_add_two(add_two)", "checks.")):
+        assert lesson_from_solution(nb).cells[-1].metadata["course"] == {"check": "3.2"}
+    else:
+        with pytest.raises(BuildError, match="Exercise 3.2 has no check cell"):
+            lesson_from_solution(nb)
 
 
 def test_build_then_check(course, capsys):

@@ -11,8 +11,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers.__main__ import main
-from helpers.execution import execute_notebook
+from helpers.exercise_format import NOT_ATTEMPTED, exercise_of, parse_check_line
+from helpers.tooling.cli import main
+from helpers.tooling.execution import execute_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "lessons").glob("*.ipynb"))
@@ -31,13 +32,13 @@ def test_lesson_runs_with_only_stub_errors(path):
                 errors.append((cell.id, out.ename, out.evalue))
             if out.output_type == "stream":
                 for line in out.text.splitlines():
-                    if re.match(r"Exercise \d+\.\d+ \(", line):
+                    parsed = parse_check_line(line)
+                    if parsed:
                         checks += 1
-                        not_attempted += "not attempted yet" in line
+                        not_attempted += parsed[1] == NOT_ATTEMPTED
     bad = [e for e in errors if e[1] != "NotImplementedError" or not STUB_ERROR.match(e[2])]
     assert not bad, f"errors other than the exercise stubs: {bad}"
-    exercises = {c.metadata["course"]["exercise"] for c in nb.cells
-                 if c.cell_type == "code" and "course" in c.metadata}
+    exercises = {exercise_of(c) for c in nb.cells if c.cell_type == "code" and exercise_of(c)}
     assert {e[2].split(":")[0].split()[1] for e in errors} <= exercises
     assert checks >= len(exercises) and not_attempted == checks, "every check cell must read 'not attempted yet'"
 

@@ -4,14 +4,15 @@ passing, the two environment files agreeing, CI doing what the README says."""
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import nbformat
 import pytest
-import tomllib
 import yaml
 
-from helpers.build_lessons import BEGIN, build_lessons
+from helpers.exercise_format import BEGIN, check_of, exercise_of
+from helpers.tooling.build import build_lessons
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
@@ -38,6 +39,26 @@ def test_stored_solution_outputs_pass_every_check(path):
     assert all(": passed - " in line for line in checks), checks
     assert not exercises  # solutions carry no lesson metadata
     assert not any(o.output_type == "error" for c in code for o in c.outputs)
+
+
+LESSONS = sorted((ROOT / "lessons").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_every_check_cell_calls_the_checker_of_its_exercise(path):
+    import ast
+
+    import helpers.checks
+
+    nb = nbformat.read(path, 4)
+    numbers = [exercise_of(c) for c in nb.cells if c.cell_type == "code" and exercise_of(c)]
+    checked = {}
+    for cell in nb.cells:
+        if check_of(cell):
+            call = ast.parse(cell.source).body[0].value
+            name = call.func.id if isinstance(call.func, ast.Name) else call.func.attr
+            checked[check_of(cell)] = getattr(helpers.checks, name).exercise
+    assert checked == {n: n for n in numbers}, "each code exercise has one check cell, calling its own checker"
 
 
 def _pip_requirements():
@@ -89,10 +110,14 @@ def test_ci_runs_the_readme_commands():
     install, test = block
     ci = (ROOT / ".ci" / "run").read_text()
     setup, opens = (part.strip() for part in install.split("&& .venv/bin/jupyter lab"))
-    assert opens.endswith("lessons/"), "the first command opens JupyterLab on lessons/"
+    assert "--LabApp.default_url=/lab/tree/lessons" in opens and "lessons/" not in opens.split(), \
+        "JupyterLab opens at the top of the course (lessons/ and solutions/ both visible), landing on lessons/"
     assert setup in ci, f".ci/run must set up exactly as the README does: {setup}"
     assert test.strip() in ci
     assert "pip install torch==2.13.0" in setup and setup.index("torch==2.13.0") < setup.index('-e ".[dev]"')
+    nbgrader = _readme_block("### Grading with nbgrader").splitlines()[0]
+    assert nbgrader in ci and ci.index(nbgrader) > ci.index(test.strip()), "CI installs nbgrader as the README does"
+    assert "tests/nbgrader_roundtrip.py" in ci
 
 
 def test_lint():

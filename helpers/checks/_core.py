@@ -14,16 +14,14 @@ import functools
 import json
 import math
 import os
-import re
 
 import torch
 
+from ..exercise_format import ERROR, FAILED, NOT_ATTEMPTED, PASSED, RESULTS_ENV, check_line, is_stub_message
+
 __all__ = ["RESULTS", "RESULTS_ENV", "CheckResult", "checker", "fail", "call_learner", "results", "require"]
 
-RESULTS_ENV = "VI_COURSE_RESULTS"
 RESULTS = []  # dicts, in the order the checks ran in this kernel
-
-PASSED, FAILED, NOT_ATTEMPTED, ERROR = "passed", "failed", "not attempted", "error"
 
 
 class Mistake(Exception):
@@ -53,9 +51,6 @@ def call_learner(fn, *args, **kwargs):
         raise Mistake(f"your function raised {type(exc).__name__}" + (f": {text}" if text else "") + hint) from None
 
 
-_STUB_MESSAGE = re.compile(r"^(Exercise|Question) \d+\.\d+: ")
-
-
 def require(*functions):
     """Raise the exercise's own ``NotImplementedError`` if one of ``functions`` is still a stub.
 
@@ -71,7 +66,7 @@ def require(*functions):
         if code is None or "NotImplementedError" not in code.co_names:
             continue
         for const in code.co_consts:
-            if isinstance(const, str) and _STUB_MESSAGE.match(const):
+            if is_stub_message(const):
                 raise NotImplementedError(const)
 
 
@@ -90,13 +85,7 @@ def _record(exercise, task, status, message):
                 fh.write(json.dumps(entry) + "\n")
         except OSError:
             pass  # recording is best effort; the printed line is what the learner needs
-    headline = {
-        PASSED: "passed",
-        FAILED: "not yet right",
-        NOT_ATTEMPTED: "not attempted yet",
-        ERROR: "could not be checked",
-    }[status]
-    print(f"Exercise {exercise} ({task}): {headline} - {message}")
+    print(check_line(exercise, task, status, message))
     return CheckResult(exercise, task, status, message)
 
 
@@ -120,6 +109,12 @@ class CheckResult:
 
     def _ipython_display_(self):
         pass
+
+    def raise_if_failed(self):
+        """Raise ``AssertionError`` with the check line unless the exercise passed (for nbgrader's test cells)."""
+        if not self:
+            raise AssertionError(check_line(self.exercise, self.task, self.status, self.message))
+        return self
 
 
 def checker(exercise, task, seed=1234):

@@ -14,6 +14,10 @@ kernel that died), every exercise without a verdict is run again on its own,
 so one runaway answer cannot cost the others their grade.
 
 Grading executes the learner's code: it is not a sandbox.
+
+Exercise cells, stubs, check cells and statuses are recognised as
+:mod:`helpers.exercise_format` defines them (cell metadata written by the
+lesson builder), never by their text.
 """
 
 import ast
@@ -30,13 +34,22 @@ from pathlib import Path
 
 import nbformat
 
-from .build_lessons import STUB_PREFIX, exercise_label
-from .checks import RESULTS_ENV
+from ..exercise_format import (
+    ERROR,
+    NOT_ATTEMPTED,
+    PASSED,
+    RESULTS_ENV,
+    STATUSES,
+    TIMEOUT,
+    check_of,
+    exercise_of,
+    find_label,
+    find_stub,
+)
 from .notebook_io import read_notebook, write_notebook
 
 __all__ = ["UsageError", "Grade", "find_submissions", "rebuild", "grade_notebook", "grade", "STATUSES"]
 
-STATUSES = ("passed", "failed", "not attempted", "error", "timeout")
 _DIED = 3  # worker exit status: the kernel died
 
 
@@ -97,12 +110,12 @@ def find_submissions(paths, lessons_dir):
 def _exercises(lesson):
     out = []
     for index, cell in enumerate(lesson.cells):
-        meta = cell.metadata.get("course")
-        if cell.cell_type != "code" or not isinstance(meta, dict):
+        number = exercise_of(cell)
+        if cell.cell_type != "code" or number is None:
             continue
         lines = cell.source.splitlines()
-        start = next(i for i, line in enumerate(lines) if line.strip() == STUB_PREFIX)
-        out.append(_Exercise(meta["exercise"], index, lines[:start], lines[start:start + 2], lines[start + 2:]))
+        start, stop = find_stub(lines)
+        out.append(_Exercise(number, index, lines[:start], lines[start:stop], lines[stop:]))
     return out
 
 
@@ -111,9 +124,10 @@ def _find_cell(submission, lesson_cell, number):
     if by_id:
         return by_id[0]
     for cell in submission.cells:  # fallback: the exercise number, in metadata or in the label line
-        meta = cell.metadata.get("course")
-        label = exercise_label(cell.source) if cell.cell_type == "code" else None
-        if (isinstance(meta, dict) and meta.get("exercise") == number) or (label and label[1] == number):
+        if cell.cell_type != "code":
+            continue
+        label = find_label(cell.source)
+        if exercise_of(cell) == number or (label and label.number == number):
             return cell
     return None
 
@@ -184,7 +198,7 @@ def _run(nb, timeout, threads=None):
         env = dict(os.environ, **{RESULTS_ENV: str(results)})
         if threads is not None:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-        proc = subprocess.Popen([sys.executable, "-m", "helpers.grading", str(tmp / "submission.ipynb")],
+        proc = subprocess.Popen([sys.executable, "-m", "helpers.tooling.grading", str(tmp / "submission.ipynb")],
                                 cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         try:
@@ -218,14 +232,13 @@ def _worker(path):
         sys.exit(_DIED)
 
 
-def _truncate_after_check(nb, cell_index):
-    """Keep the cells up to the first one after the exercise at ``cell_index`` that calls a checker.
+def _truncate_after_check(nb, number):
+    """Keep the cells up to the check cell of exercise ``number``.
 
-    Cells after the last check (figures, discussion) cannot change a grade.
+    Cells after it (figures, discussion, later exercises) cannot change its grade.
     """
-    for index in range(cell_index + 1, len(nb.cells)):
-        cell = nb.cells[index]
-        if cell.cell_type == "code" and "check_" in cell.source:
+    for index, cell in enumerate(nb.cells):
+        if check_of(cell) == number:
             nb.cells = nb.cells[: index + 1]
             break
     return nb
@@ -235,40 +248,59 @@ def grade_notebook(path, lesson_path, timeout=300, label=None, threads=None):
     """Grade one submission; a list of :class:`Grade`, one per code exercise."""
     lesson, submission = read_notebook(lesson_path), read_notebook(path)
     label = label or str(path)
-    cell_of = {ex.number: ex.cell_index for ex in _exercises(lesson)}
-    numbers = list(cell_of)
+    numbers = [ex.number for ex in _exercises(lesson)]
     nb, problems = rebuild(lesson, submission)
-    verdicts, ended = (_run(_truncate_after_check(nb, cell_of[numbers[-1]]), timeout, threads) if numbers
+    verdicts, ended = (_run(_truncate_after_check(nb, numbers[-1]), timeout, threads) if numbers
                        else ({}, "ok"))
     grades = {}
     for number in numbers:
         if number in problems:
-            grades[number] = ("error", problems[number])
+            grades[number] = (ERROR, problems[number])
         elif number in verdicts:
             grades[number] = _status(verdicts[number])
     if ended != "ok":
-        # run each exercise still without a verdict on its own, after the ones that passed
-        passed = {n for n, (status, _) in grades.items() if status == "passed"}
-        for number in numbers:
-            if number in grades:
-                continue
-            alone, _ = rebuild(lesson, submission, only=passed | {number})
-            verdicts, alone_ended = _run(_truncate_after_check(alone, cell_of[number]), timeout, threads)
-            if number in verdicts:
-                grades[number] = _status(verdicts[number])
-            elif alone_ended == "timeout":
-                grades[number] = ("timeout", f"did not finish within {timeout:g} s (an endless loop?)")
-            elif alone_ended == "died":
-                grades[number] = ("error", "the kernel died while checking this exercise (os._exit, a crash, "
-                                           "or memory exhausted)")
+        _grade_after_abnormal_end(lesson, submission, numbers, problems, grades, ended, timeout, threads)
     for number in numbers:
-        grades.setdefault(number, ("error", "no result: the check cell did not run to completion"))
+        grades.setdefault(number, (ERROR, "no result: the check cell did not run to completion"))
     return [Grade(label, lesson_path.stem, n, *grades[n]) for n in numbers]
+
+
+def _abnormal(ended, timeout):
+    if ended == "timeout":
+        return TIMEOUT, f"did not finish within {timeout:g} s (an endless loop?)"
+    return ERROR, "the kernel died while checking this exercise (os._exit, a crash, or memory exhausted)"
+
+
+def _grade_after_abnormal_end(lesson, submission, numbers, problems, grades, ended, timeout, threads):
+    """Grade the exercises left without a verdict when the whole notebook timed out or its kernel died.
+
+    The run stopped in the section of the first exercise without a verdict. If every
+    earlier exercise either passed or had no answer run, running that exercise again
+    on its own would replay exactly the same code, so it gets the run's ending at once;
+    otherwise (an earlier wrong answer might be to blame) it is rerun without them, like
+    every later exercise: each on its own, after the exercises that passed.
+    """
+    pending = [n for n in numbers if n not in grades]
+    if not pending:
+        return
+    first = pending[0]
+    earlier = numbers[: numbers.index(first)]
+    if all(n in problems or grades[n][0] in (PASSED, NOT_ATTEMPTED) for n in earlier):
+        grades[first] = _abnormal(ended, timeout)
+        pending = pending[1:]
+    passed = {n for n, (status, _) in grades.items() if status == PASSED}
+    for number in pending:
+        alone, _ = rebuild(lesson, submission, only=passed | {number})
+        verdicts, alone_ended = _run(_truncate_after_check(alone, number), timeout, threads)
+        if number in verdicts:
+            grades[number] = _status(verdicts[number])
+        elif alone_ended != "ok":
+            grades[number] = _abnormal(alone_ended, timeout)
 
 
 def _status(verdict):
     status, message = verdict
-    return (status if status in STATUSES else "error"), message
+    return (status if status in STATUSES else ERROR), message
 
 
 def grade(paths, lessons_dir, timeout=300, jobs=1):

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import nbformat
 
+from ..exercise_format import METADATA_KEY
+
 __all__ = ["read_notebook", "render_notebook", "write_notebook", "normalize_metadata", "KERNELSPEC"]
 
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-_CELL_KEYS = ("tags", "course")  # cell metadata worth keeping; the rest is editor noise
+_CELL_KEYS = ("tags", METADATA_KEY)  # cell metadata worth keeping; the rest is editor noise
 
 
 def read_notebook(path):
@@ -25,7 +27,7 @@ def read_notebook(path):
 
 
 def normalize_metadata(nb):
-    """Keep only what the course needs: kernelspec, language name, and cell tags."""
+    """Keep only what the course needs: kernelspec, language name, cell tags and the course's cell metadata."""
     nb.metadata = nbformat.from_dict({"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}})
     nb.nbformat, nb.nbformat_minor = 4, 5
     for cell in nb.cells:

@@ -1,6 +1,8 @@
 r"""Generate the learner notebooks in ``lessons/`` from ``solutions/``.
 
-Solution notebooks mark the learner's part with nbgrader's markers::
+Solution notebooks mark the learner's part with nbgrader's markers inside a
+function, under a label line (the format is defined in
+:mod:`helpers.exercise_format`)::
 
     # Exercise 1.2: KL divergence between two Gaussians
     def kl_normal(mu_q, sigma_q, mu_p, sigma_p):
@@ -12,47 +14,49 @@ Solution notebooks mark the learner's part with nbgrader's markers::
 Each marked region becomes a stub, indented like the ``BEGIN`` line, that
 raises ``NotImplementedError("Exercise 1.2: KL divergence between two
 Gaussians")``. In a markdown cell (a written question) the region becomes a
-prompt. Outputs and execution counts are cleared, cell ids kept, and every
-exercise cell records a checksum of its generated source, so that a lesson
-holding a learner's work is recognised and never overwritten without
-``--force``.
+prompt. Outputs and execution counts are cleared and cell ids kept. Every
+exercise cell records its number and a checksum of its generated source, so
+that a lesson holding a learner's work is recognised and never overwritten
+without ``--force``; every exercise's check cell (the first later cell that
+calls a ``check_*`` function on the exercise's function) records the number it
+checks, which is how the grader and the nbgrader export find it.
 """
 
+import ast
 import hashlib
 import json
-import re
 from pathlib import Path
 
 import nbformat
 
+from ..exercise_format import (
+    BEGIN,
+    END,
+    METADATA_KEY,
+    answer_prompt,
+    check_call_target,
+    check_meta,
+    exercise_meta,
+    exercise_of,
+    find_label,
+    stub_lines,
+)
 from .notebook_io import normalize_metadata, read_notebook, render_notebook
 
-__all__ = ["BuildError", "lesson_from_solution", "learner_work", "build_lessons", "exercise_label", "STUB_PREFIX"]
-
-BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
-STUB_PREFIX = "# YOUR CODE HERE"  # first line of every code stub; the grader finds answers by it
-_LABEL = re.compile(r"\b(Exercise|Question)\s+(\d+\.\d+)\b\s*\**\s*[:.-]?\s*\**\s*(.*)")
+__all__ = ["BuildError", "lesson_from_solution", "learner_work", "build_lessons", "replace_regions",
+           "exercise_function", "checksum"]
 
 
 class BuildError(ValueError):
-    """A solution notebook that cannot be turned into a lesson (unbalanced markers, no label)."""
+    """A solution notebook that cannot be turned into a lesson (unbalanced markers, no label, no check cell)."""
 
 
 def checksum(source):
     return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
 
 
-def exercise_label(source):
-    """``(kind, number, task)`` from the first ``Exercise N.M: task`` line of a cell, or None."""
-    for line in source.splitlines():
-        match = _LABEL.search(line)
-        if match:
-            kind, number, task = match.groups()
-            return kind, number, task.strip().rstrip("*").strip()
-    return None
-
-
-def _replace_regions(source, stub_lines, where):
+def replace_regions(source, stub, where):
+    """``(source with each marked region replaced by the lines of stub, number of regions)``."""
     out, inside, found = [], False, 0
     for lineno, line in enumerate(source.splitlines(), 1):
         stripped = line.strip()
@@ -61,7 +65,7 @@ def _replace_regions(source, stub_lines, where):
                 raise BuildError(f"{where}: nested '{BEGIN}' at line {lineno}")
             inside, found = True, found + 1
             indent = line[: len(line) - len(line.lstrip())]
-            out.extend(indent + s for s in stub_lines)
+            out.extend(indent + s for s in stub)
         elif stripped == END:
             if not inside:
                 raise BuildError(f"{where}: '{END}' without '{BEGIN}' at line {lineno}")
@@ -73,33 +77,60 @@ def _replace_regions(source, stub_lines, where):
     return "\n".join(out), found
 
 
+def exercise_function(source):
+    """The name of the function whose body holds the solution region of a code cell, or None."""
+    begin = next((i for i, line in enumerate(source.splitlines(), 1) if line.strip() == BEGIN), None)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and begin is not None and node.lineno < begin <= node.end_lineno:
+            return node.name
+    return None
+
+
 def lesson_from_solution(solution, name="notebook"):
     """The learner notebook for a solution notebook (a new object; the input is not changed)."""
     nb = nbformat.from_dict(json.loads(json.dumps(solution)))  # deep copy
+    functions = {}  # exercise number -> (cell index, function name), code exercises only
     for index, cell in enumerate(nb.cells):
         where = f"{name}, cell {index} (id {cell.get('id', '?')})"
-        cell.metadata.pop("course", None)
+        cell.metadata.pop(METADATA_KEY, None)
         if BEGIN not in cell.source and END not in cell.source:
             _clear(cell)
             continue
-        label = exercise_label(cell.source)
+        label = find_label(cell.source)
         if label is None:
             raise BuildError(f"{where}: a solution region needs a label line such as "
                              "'# Exercise 1.2: <short task>' (code) or '**Question 1.4**' (markdown)")
-        kind, number, task = label
         if cell.cell_type == "code":
-            if not task:
-                raise BuildError(f"{where}: '{kind} {number}' needs a short task after the colon")
-            message = json.dumps(f"{kind} {number}: {task}")
-            stub = [STUB_PREFIX, f"raise NotImplementedError({message})"]
+            if not label.task:
+                raise BuildError(f"{where}: '{label.kind} {label.number}' needs a short task after the colon")
+            function = exercise_function(cell.source)
+            stub = stub_lines(label.number, label.task, label.kind)
         else:
-            stub = [f"*Your answer to {kind.lower()} {number} here.*"]
-        cell.source, regions = _replace_regions(cell.source, stub, where)
-        if cell.cell_type == "code" and regions > 1:
-            raise BuildError(f"{where}: one solution region per code cell (one exercise, one answer); "
-                             f"found {regions}")
+            stub = [answer_prompt(label.number, label.kind)]
+        cell.source, regions = replace_regions(cell.source, stub, where)
+        if cell.cell_type == "code":
+            if regions > 1:
+                raise BuildError(f"{where}: one solution region per code cell (one exercise, one answer); "
+                                 f"found {regions}")
+            if function is None:
+                raise BuildError(f"{where}: the solution region of {label.kind} {label.number} must sit inside a "
+                                 "function (exercises are functions, so later cells can call them)")
+            if label.number in functions:
+                raise BuildError(f"{where}: {label.kind} {label.number} appears twice")
+            functions[label.number] = (index, function)
         _clear(cell)
-        cell.metadata["course"] = {"exercise": number, "checksum": checksum(cell.source)}
+        cell.metadata[METADATA_KEY] = exercise_meta(label.number, checksum(cell.source))
+    for number, (index, function) in functions.items():
+        check = next((c for c in nb.cells[index + 1:]
+                      if c.cell_type == "code" and check_call_target(c.source) == function), None)
+        if check is None:
+            raise BuildError(f"{name}: Exercise {number} has no check cell; add a code cell below it that calls "
+                             f"its checker, e.g. `check_...({function})`")
+        check.metadata[METADATA_KEY] = check_meta(number)
     return normalize_metadata(nb)
 
 
@@ -115,9 +146,8 @@ def learner_work(lesson):
     code = [c for c in lesson.cells if c.cell_type == "code"]
     if any(c.get("outputs") for c in code) or any(c.get("execution_count") for c in code):
         reasons.append("it has executed outputs")
-    edited = [c.metadata["course"].get("exercise", "?") for c in lesson.cells
-              if isinstance(c.metadata.get("course"), dict)
-              and checksum(c.source) != c.metadata["course"].get("checksum")]
+    edited = [exercise_of(c) for c in lesson.cells
+              if exercise_of(c) and checksum(c.source) != c.metadata[METADATA_KEY].get("checksum")]
     if edited:
         reasons.append("exercise " + ", ".join(edited) + (" is" if len(edited) == 1 else " are") + " edited")
     return reasons

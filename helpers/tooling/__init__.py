@@ -1,0 +1,12 @@
+"""Instructor tooling, apart from the mathematics the lessons import.
+
+- :mod:`.build`: generate ``lessons/`` from ``solutions/`` (``python -m helpers build-lessons``);
+- :mod:`.execution`: run notebooks in fresh kernels, store solution outputs (``execute-solutions``);
+- :mod:`.grading`: grade learners' notebooks (``grade``);
+- :mod:`.nbgrader`: export an nbgrader course (``export-nbgrader``);
+- :mod:`.notebook_io`: deterministic notebook reading and writing;
+- :mod:`.cli`: the command line behind ``python -m helpers``.
+
+The exercise format they share (labels, stubs, check lines, statuses, cell
+metadata) is defined once, in :mod:`helpers.exercise_format`.
+"""

@@ -1,0 +1,47 @@
+"""The exercise format: one definition, read back by every tool that uses it."""
+
+import pytest
+
+from helpers import exercise_format as fmt
+from helpers.checks._core import CheckResult, checker, fail
+
+
+def test_label_stub_and_check_line_round_trip():
+    label = fmt.find_label("x = 1\n# Exercise 3.2: add one, twice\ndef f(): ...")
+    assert tuple(label) == ("Exercise", "3.2", "add one, twice")
+    assert fmt.find_label("**Question 1.4.** Why?").number == "1.4" and fmt.find_label("no label") is None
+    stub = fmt.stub_lines(label.number, label.task)
+    assert stub == ["# YOUR CODE HERE", 'raise NotImplementedError("Exercise 3.2: add one, twice")']
+    assert fmt.find_stub(["def f():", "    " + stub[0], "    " + stub[1], "    return 1"]) == (1, 3)
+    assert fmt.find_stub(["def f():", "    return 1"]) is None
+    assert fmt.is_stub_message(fmt.stub_message("3.2", "add one")) and not fmt.is_stub_message("Exercise 3.2:")
+    for status in fmt.CHECK_STATUSES:
+        line = fmt.check_line("3.2", "add (one), twice", status, "the message - with a dash")
+        assert fmt.parse_check_line(line) == ("3.2", status, "the message - with a dash")
+    assert fmt.parse_check_line("Exercise 3.2 is fine") is None
+
+
+@pytest.mark.parametrize("source, target", [
+    ("check_x(fn)", "fn"), ("checks.check_x(fn)", "fn"), ("check_x(fn, 3)", "fn"), ("check_x(fn)  # why", "fn"),
+    ("x = check_x(fn)", None), ("print(check_x(fn))", None), ("check_x(f(1))", None), ("check_x()", None),
+    ("run(fn)", None), ("check_x(fn)\ncheck_y(fn)", None), ("check_x(fn", None),
+])
+def test_a_check_cell_is_one_checker_call(source, target):
+    assert fmt.check_call_target(source) == target
+
+
+def test_checkers_print_the_format_s_line_and_nbgrader_can_make_it_fail(capsys):
+    @checker("9.1", "demo")
+    def check_demo(fn):
+        if fn(2) != 4:
+            fail("fn(2) should be 4")
+        return "fine"
+
+    good, bad = check_demo(lambda x: 2 * x), check_demo(lambda x: x)
+    lines = capsys.readouterr().out.splitlines()
+    assert [fmt.parse_check_line(line)[1] for line in lines] == [fmt.PASSED, fmt.FAILED]
+    assert good.raise_if_failed() is good
+    with pytest.raises(AssertionError, match=r"^Exercise 9\.1 \(demo\): not yet right - fn\(2\) should be 4$"):
+        bad.raise_if_failed()
+    with pytest.raises(AssertionError, match="not attempted yet"):
+        CheckResult("9.1", "demo", fmt.NOT_ATTEMPTED, "replace the stub").raise_if_failed()

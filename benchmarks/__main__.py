@@ -1,8 +1,10 @@
-"""``python -m benchmarks``: course code against Pyro, then every solution notebook's run time.
+"""``python -m benchmarks``: course code against Pyro, every solution notebook's run time, the test command's.
 
 The course code must be at least 2.5 times as fast as Pyro per step (ratio <= 0.4) at an equal final ELBO
 (within ``svi.ELBO_TOLERANCE``); each notebook must run in at most 60 s, and all of them in at most 5 minutes
-(DESIGN.md). The exit status is 0 when every criterion holds, 1 otherwise; the last lines name those that fail.
+(the budgets in CONTRIBUTING.md); with ``--tests``, the README's test command must finish in at most 5 minutes.
+The exit status is 0 when every criterion holds, 1 otherwise; the last lines
+name those that fail.
 """
 
 import argparse
@@ -13,9 +15,10 @@ import torch
 
 from .notebooks import notebook_times
 from .svi import ELBO_TOLERANCE, logistic_regression_row, vae_row
+from .tests import time_test_command
 
 ROOT = Path(__file__).resolve().parents[1]
-RATIO_LIMIT, NOTEBOOK_LIMIT, COURSE_LIMIT = 0.4, 60.0, 300.0
+RATIO_LIMIT, NOTEBOOK_LIMIT, COURSE_LIMIT, TESTS_LIMIT = 0.4, 60.0, 300.0, 300.0
 
 
 def main(argv=None):
@@ -26,6 +29,8 @@ def main(argv=None):
     parser.add_argument("--vae-epochs", type=int, default=150, help="default 150, lesson 05's training")
     parser.add_argument("--skip-svi", action="store_true", help="only the notebook table")
     parser.add_argument("--skip-notebooks", action="store_true", help="only the course-against-Pyro table")
+    parser.add_argument("--tests", action="store_true", help="also time the README's test command (about 5 minutes; "
+                        "run it on an otherwise idle machine)")
     args = parser.parse_args(argv)
     if args.threads < 1 or args.blr_steps < 1 or args.vae_epochs < 1:
         parser.error("--threads, --blr-steps and --vae-epochs must be positive")
@@ -61,6 +66,17 @@ def main(argv=None):
                      for name, seconds, good in rows if not good or seconds > NOTEBOOK_LIMIT]
         if total > COURSE_LIMIT:
             failures.append(f"all notebooks: {total:.1f} s > {COURSE_LIMIT:.0f} s")
+
+    if args.tests:
+        print("\nThe README's test command (python -m pytest), from the repository root:")
+        seconds, status, slowest, summary = time_test_command(ROOT)
+        print(f"  {summary}; {seconds:.0f} s wall (budget {TESTS_LIMIT:.0f} s at idle). The slowest ten:")
+        for line in slowest:
+            print(f"    {line}")
+        if status != 0:
+            failures.append(f"the test command exited {status}")
+        if seconds > TESTS_LIMIT:
+            failures.append(f"the test command: {seconds:.0f} s > {TESTS_LIMIT:.0f} s")
     for failure in failures:
         print(f"not met: {failure}")
     return 1 if failures else 0

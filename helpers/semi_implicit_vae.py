@@ -25,16 +25,10 @@ import torch
 from torch import nn
 
 from .encoders import GaussianEncoder
+from .gaussian import log_normal_diag
 from .vae import VAE, log_mean_exp
 
-__all__ = ["SemiImplicitEncoder", "SemiImplicitVAE", "semi_implicit_elbo_terms", "log_normal_diag"]
-
-_LOG_2PI = math.log(2 * math.pi)
-
-
-def log_normal_diag(z, mean, log_scale):
-    r""":math:`\log\mathcal N(z;\ \mu,\ \mathrm{diag}\,e^{2\log\sigma})`, summed over the last axis (broadcasting)."""
-    return (-0.5 * ((z - mean) / log_scale.exp()) ** 2 - log_scale - 0.5 * _LOG_2PI).sum(-1)
+__all__ = ["SemiImplicitEncoder", "SemiImplicitVAE", "semi_implicit_elbo_terms"]
 
 
 def semi_implicit_elbo_terms(x, z, psi, log_scale, log_joint):

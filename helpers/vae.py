@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encoders import GaussianEncoder
+from .gaussian import LOG_2PI
 
 __all__ = ["VAE", "reparameterize", "kl_standard_normal", "log_mean_exp", "binomial_log_prob"]
 
@@ -101,7 +102,7 @@ class VAE(nn.Module):
 
     def log_joint(self, x, z):
         r""":math:`\log p_\theta(x, z)`, ``(..., B)``."""
-        log_prior = -0.5 * (z**2).sum(-1) - 0.5 * self.L * math.log(2 * math.pi)
+        log_prior = -0.5 * (z**2).sum(-1) - 0.5 * self.L * LOG_2PI
         return self.log_likelihood(x, z) + log_prior
 
     def elbo(self, x, S=1):
@@ -123,7 +124,7 @@ class VAE(nn.Module):
             k = min(chunk, K - start)
             eps = torch.randn(k, *mean.shape, dtype=mean.dtype, device=mean.device)
             z = mean + scale * eps
-            log_q = (-0.5 * eps**2 - log_scale - 0.5 * math.log(2 * math.pi)).sum(-1)
+            log_q = (-0.5 * eps**2 - log_scale - 0.5 * LOG_2PI).sum(-1)
             parts.append(self.log_joint(x, z) - log_q)
         return log_mean_exp(torch.cat(parts), dim=0)
 

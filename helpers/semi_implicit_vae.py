@@ -72,10 +72,8 @@ class SemiImplicitEncoder(nn.Module):
 
     def forward(self, x):
         """``x (B, D)`` -> ``(h (B, H), mean (B, L), log_scale (B, L))``: the trunk's features and the heads."""
-        net = self.gaussian.net
-        h = net[:-1]((x - self.gaussian.shift) / self.gaussian.scale)
-        out = net[-1](h)
-        return h, out[..., : self.L], out[..., self.L :]
+        h = self.gaussian.features(x)
+        return (h, *self.gaussian.heads(h))
 
     def sample_psi(self, h, mean, n):
         r"""``n`` draws of :math:`\psi` for each data point, ``(n, B, L)``, reparameterized."""
@@ -89,7 +87,7 @@ class SemiImplicitVAE(VAE):
     def __init__(self, D=64, L=8, hidden=(256, 256), n_trials=16, noise_dim=8, noise_hidden=128):
         super().__init__(D, L, hidden, n_trials)
         self.encoder = SemiImplicitEncoder(D, L, hidden, noise_dim, noise_hidden)
-        self.encoder.gaussian.scale.fill_(float(n_trials))  # counts 0..n -> [0, 1], as in VAE
+        self.encoder.gaussian.set_input_scaling(scale=float(n_trials))  # counts 0..n -> [0, 1], as in VAE
 
     def surrogate_elbo(self, x, K):
         """The SIVI surrogate per data point with ``K`` extra draws of psi; ``(B,)``, differentiable."""

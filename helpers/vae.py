@@ -87,7 +87,7 @@ class VAE(nn.Module):
     def __init__(self, D=64, L=8, hidden=(256, 256), n_trials=16):
         super().__init__()
         self.encoder = GaussianEncoder(D, L, hidden)
-        self.encoder.scale.fill_(float(n_trials))  # counts 0..n -> [0, 1]: a fixed, data-free scaling
+        self.encoder.set_input_scaling(scale=float(n_trials))  # counts 0..n -> [0, 1]: a fixed, data-free scaling
         widths = (L, *hidden)
         layers = []
         for a, b in zip(widths[:-1], widths[1:], strict=True):

@@ -89,12 +89,17 @@ class SemiImplicitVAE(VAE):
         self.encoder = SemiImplicitEncoder(D, L, hidden, noise_dim, noise_hidden)
         self.encoder.gaussian.set_input_scaling(scale=float(n_trials))  # counts 0..n -> [0, 1], as in VAE
 
-    def surrogate_elbo(self, x, K):
-        """The SIVI surrogate per data point with ``K`` extra draws of psi; ``(B,)``, differentiable."""
+    def surrogate_elbo(self, x, K, elbo_terms=semi_implicit_elbo_terms):
+        """The SIVI surrogate per data point with ``K`` extra draws of psi; ``(B,)``, differentiable.
+
+        Draws ``psi (K + 1, B, L)`` from the encoder and one ``z (B, L)`` from ``psi[0]``, then returns
+        ``elbo_terms(x, z, psi, log_scale, log_joint)``: :func:`semi_implicit_elbo_terms` by default;
+        lesson 07 passes its exercise 7.1, so that training runs on the learner's surrogate.
+        """
         h, mean, log_scale = self.encoder(x)
         psi = self.encoder.sample_psi(h, mean, K + 1)  # psi[0] generates z
         z = psi[0] + log_scale.exp() * torch.randn_like(mean)
-        return semi_implicit_elbo_terms(x, z, psi, log_scale, self.log_joint)
+        return elbo_terms(x, z, psi, log_scale, self.log_joint)
 
     def elbo(self, x, S=1, K=100):
         """Mean over ``S`` draws of the surrogate with ``K`` extra draws: a lower bound on the ELBO; ``(B,)``."""

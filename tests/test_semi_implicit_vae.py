@@ -56,6 +56,22 @@ def test_at_initialisation_the_encoder_is_the_gaussian_one():
     assert a.shape == (2,)
 
 
+def test_surrogate_elbo_runs_on_the_elbo_terms_it_is_given():
+    si, _, x = _pair()
+    seen = []
+
+    def recording(x, z, psi, log_scale, log_joint):  # a learner's exercise 7.1, say
+        seen.append((z.shape, psi.shape, log_scale.shape))
+        return semi_implicit_elbo_terms(x, z, psi, log_scale, log_joint)
+
+    torch.manual_seed(5)
+    default = si.surrogate_elbo(x, K=4)
+    torch.manual_seed(5)
+    given = si.surrogate_elbo(x, K=4, elbo_terms=recording)
+    assert torch.equal(given, default)  # the same draws, the same surrogate: the same numbers
+    assert seen == [((2, 2), (5, 2, 2), (2, 2))]  # z (B, L), psi (K + 1, B, L), log_scale (B, L)
+
+
 def _log_evidence_by_quadrature(model, x):
     grid = torch.linspace(-8, 8, 801, dtype=F64)
     z = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 1, 2)  # (G, 1, 2)

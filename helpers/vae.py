@@ -124,7 +124,7 @@ class VAE(nn.Module):
             k = min(chunk, K - start)
             eps = torch.randn(k, *mean.shape, dtype=mean.dtype, device=mean.device)
             z = mean + scale * eps
-            log_q = (-0.5 * eps**2 - log_scale - 0.5 * LOG_2PI).sum(-1)
+            log_q = (-0.5 * eps**2 - log_scale - 0.5 * LOG_2PI).sum(-1)  # log N(z; mean, scale^2), in terms of eps
             parts.append(self.log_joint(x, z) - log_q)
         return log_mean_exp(torch.cat(parts), dim=0)
 

@@ -9,11 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .gaussian import normal_entropy
+from .gaussian import LOG_2PI, log_normal_diag, normal_entropy
 
 __all__ = ["NormalNormal"]
-
-_LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass(frozen=True)
@@ -58,12 +56,13 @@ class NormalNormal:
 
     def log_prior(self, z):
         r""":math:`\log p(z)`, shape of ``z``."""
-        return _normal_log_pdf(z, self.prior_mean, self.prior_std)
+        z = torch.as_tensor(z)
+        return log_normal_diag(z.unsqueeze(-1), self.prior_mean, _log(self.prior_std))  # one coordinate
 
     def log_likelihood(self, x, z):
         r""":math:`\log p(x\mid z) = \sum_i \log\mathcal N(x_i; z, \sigma^2)`, shape of ``z``."""
-        z = torch.as_tensor(z)
-        return _normal_log_pdf(x, z.unsqueeze(-1), self.noise_std).sum(-1)
+        x, z = torch.as_tensor(x), torch.as_tensor(z)
+        return log_normal_diag(x, z.unsqueeze(-1), _log(self.noise_std))  # (..., N) summed over the N data points
 
     def log_joint(self, x, z):
         r""":math:`\log p_\theta(x, z) = \log p(x\mid z) + \log p(z)`, shape of ``z``."""
@@ -98,7 +97,7 @@ class NormalNormal:
         logdet = (N - 1) * math.log(s2) + math.log(s2 + N * t2)
         # r^T (s2 I + t2 11^T)^{-1} r = (r.r - t2 (sum r)^2 / (s2 + N t2)) / s2
         quad = ((r * r).sum() - t2 * r.sum() ** 2 / (s2 + N * t2)) / s2
-        return -0.5 * (N * _LOG_2PI + logdet + quad)
+        return -0.5 * (N * LOG_2PI + logdet + quad)
 
     def expected_log_likelihood(self, m, s, x):
         r""":math:`\mathbb E_q[\log p(x\mid z)]` for :math:`q = \mathcal N(m, s^2)`, shape of ``m``.
@@ -133,9 +132,9 @@ class NormalNormal:
         return self.expected_log_likelihood(m, s, x) + self.expected_log_prior(m, s) + normal_entropy(s)
 
 
-def _normal_log_pdf(x, mean, std):
-    x = torch.as_tensor(x)
-    return -0.5 * _LOG_2PI - math.log(std) - 0.5 * ((x - mean) / std) ** 2
+def _log(std):
+    # a 0-d float64 tensor: like a Python number, it leaves the dtype of the data and z alone
+    return torch.tensor(math.log(std), dtype=torch.float64)
 
 
 def _as_data(x):

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from .gaussian import LOG_2PI
+
 __all__ = ["GaussianDecoderModel"]
 
 
@@ -34,11 +36,11 @@ class GaussianDecoderModel:
     def log_likelihood(self, x, z):
         r""":math:`\log\mathcal N(x; f(z), \sigma^2 I)`; ``x (..., D)``, ``z (..., L)`` broadcast to ``(...)``."""
         r = x - self.decode(z)
-        return -0.5 * (r**2).sum(-1) / self.sigma**2 - self.D * (math.log(self.sigma) + 0.5 * math.log(2 * math.pi))
+        return -0.5 * (r**2).sum(-1) / self.sigma**2 - self.D * (math.log(self.sigma) + 0.5 * LOG_2PI)
 
     def log_prior(self, z):
         r""":math:`\log\mathcal N(z; 0, I)`, ``(..., L) -> (...)``."""
-        return -0.5 * (z**2).sum(-1) - 0.5 * self.L * math.log(2 * math.pi)
+        return -0.5 * (z**2).sum(-1) - 0.5 * self.L * LOG_2PI
 
     def log_joint(self, x, z):
         r""":math:`\log p(x, z)`, broadcasting ``x (..., D)`` against ``z (..., L)``."""

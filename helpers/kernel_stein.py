@@ -59,14 +59,31 @@ def ksd_u_statistic(z, diff, bandwidth):
     return (gram.sum() - gram.diagonal().sum()) / (S * (S - 1))
 
 
-def ksivi_loss(log_target, q, S, bandwidth=None):
+def ksivi_loss(log_target, q, S, bandwidth=None, ksd=ksd_u_statistic):
     r"""KSIVI's objective: the U-statistic of :math:`\mathrm{KSD}^2` with the conditional score; minimise it.
 
-    ``log_target``: ``(S, L) -> (S,)``, normalised or not; ``q``: a
-    :class:`helpers.semi_implicit.SemiImplicitGaussian`. ``bandwidth``: ``None`` for the median heuristic.
+    .. math::
+        \frac{1}{S(S-1)}\sum_{i\ne j} k(z_i, z_j)\,d_i^\top d_j,\qquad
+        d_i = \nabla_z\log p(z_i) + \frac{z_i - \psi_i}{\sigma^2},\qquad (z_i, \psi_i)\sim q,
+
+    reparameterized, so its gradient reaches the family's parameters through :math:`z_i`, the target's
+    score (kept in the graph) and :math:`\sigma` (Cheng et al. 2024, section 3).
+
+    Parameters
+    ----------
+    log_target : callable ``(S, L) -> (S,)``, normalised or not (only its score is used).
+    q : :class:`helpers.semi_implicit.SemiImplicitGaussian`.
+    S : int, at least 2. The number of draws.
+    bandwidth : positive number, or ``None`` for :func:`median_bandwidth` of the draws.
+    ksd : callable ``(z (S, L), diff (S, L), bandwidth) -> 0-d``, the U-statistic; :func:`ksd_u_statistic`
+        by default. Lesson 07 passes its exercise 7.3 here, so the loss runs on the learner's statistic.
+
+    Returns
+    -------
+    0-d tensor, to be minimised.
     """
     z, psi = q.rsample(S)
     (score_p,) = torch.autograd.grad(log_target(z).sum(), z, create_graph=True)  # (S, L), differentiable in z
     score_conditional = -(z - psi) / q.sigma**2  # grad_z log N(z; psi, diag sigma^2)
     h = median_bandwidth(z) if bandwidth is None else bandwidth
-    return ksd_u_statistic(z, score_p - score_conditional, h)
+    return ksd(z, score_p - score_conditional, h)

@@ -16,9 +16,9 @@ import math
 
 import torch
 
-__all__ = ["sample_mixture", "update_responsibilities", "update_components", "mixture_elbo"]
+from .gaussian import LOG_2PI
 
-_LOG_2PI = math.log(2 * math.pi)
+__all__ = ["sample_mixture", "update_responsibilities", "update_components", "mixture_elbo"]
 
 
 def sample_mixture(N, K, D=2, prior_std=5.0, seed=0):
@@ -72,8 +72,8 @@ def mixture_elbo(x, phi, m, s2, prior_std):
     K = m.shape[0]
     e_prior = (-0.5 * D * math.log(2 * math.pi * prior_std**2) - ((m**2).sum(-1) + D * s2) / (2 * prior_std**2)).sum()
     sq = ((x.unsqueeze(1) - m.unsqueeze(0)) ** 2).sum(-1) + D * s2  # (N, K): E||x_i - mu_k||^2
-    e_lik = (phi * (-0.5 * D * _LOG_2PI - 0.5 * sq)).sum()
+    e_lik = (phi * (-0.5 * D * LOG_2PI - 0.5 * sq)).sum()
     e_assign = -N * math.log(K)
     h_c = -torch.special.xlogy(phi, phi).sum()
-    h_mu = (0.5 * D * (1 + _LOG_2PI + torch.log(s2))).sum()
+    h_mu = (0.5 * D * (1 + LOG_2PI + torch.log(s2))).sum()
     return e_prior + e_lik + e_assign + h_c + h_mu

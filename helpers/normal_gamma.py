@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["NormalGamma"]
+from .gaussian import LOG_2PI
 
-_LOG_2PI = math.log(2 * math.pi)
+__all__ = ["NormalGamma"]
 
 
 def _t(v, like=None):
@@ -104,7 +104,7 @@ class NormalGamma:
         x = _data(x)
         _, lam, a, b = self.posterior(x)
         return (torch.lgamma(a) - math.lgamma(self.a0) + self.a0 * math.log(self.b0) - a * torch.log(b)
-                + 0.5 * torch.log(self.lambda0 / lam) - 0.5 * x.numel() * _LOG_2PI)
+                + 0.5 * torch.log(self.lambda0 / lam) - 0.5 * x.numel() * LOG_2PI)
 
     def posterior_mean_variance(self, x):
         r"""Exact marginal posterior variance of :math:`\mu`.
@@ -159,11 +159,11 @@ class NormalGamma:
         mu_N, lambda_N, a_N, b_N = (torch.as_tensor(v) for v in (mu_N, lambda_N, a_N, b_N))
         E_tau, E_log_tau = a_N / b_N, torch.digamma(a_N) - torch.log(b_N)
         var_mu = 1 / lambda_N
-        e_lik = 0.5 * N * (E_log_tau - _LOG_2PI) - 0.5 * E_tau * (((x - mu_N) ** 2).sum() + N * var_mu)
-        e_mu = 0.5 * (math.log(self.lambda0) + E_log_tau - _LOG_2PI) - 0.5 * self.lambda0 * E_tau * (
+        e_lik = 0.5 * N * (E_log_tau - LOG_2PI) - 0.5 * E_tau * (((x - mu_N) ** 2).sum() + N * var_mu)
+        e_mu = 0.5 * (math.log(self.lambda0) + E_log_tau - LOG_2PI) - 0.5 * self.lambda0 * E_tau * (
             (mu_N - self.mu0) ** 2 + var_mu)
         e_tau = self.a0 * math.log(self.b0) - math.lgamma(self.a0) + (self.a0 - 1) * E_log_tau - self.b0 * E_tau
-        h_mu = 0.5 * (1 + _LOG_2PI - torch.log(lambda_N))
+        h_mu = 0.5 * (1 + LOG_2PI - torch.log(lambda_N))
         h_tau = a_N - torch.log(b_N) + torch.lgamma(a_N) + (1 - a_N) * torch.digamma(a_N)
         return e_lik + e_mu + e_tau + h_mu + h_tau
 

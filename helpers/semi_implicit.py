@@ -26,11 +26,11 @@ import math
 import torch
 from torch import nn
 
+from .gaussian import log_normal_diag
+
 __all__ = [
     "SemiImplicitGaussian", "sivi_bound", "sivi_upper_bound", "sivi_sandwich", "log_density_estimate", "dsivi_bound",
 ]
-
-_LOG_2PI = math.log(2 * math.pi)
 
 
 class SemiImplicitGaussian(nn.Module):
@@ -101,7 +101,7 @@ class SemiImplicitGaussian(nn.Module):
 
     def log_conditional(self, z, psi):
         r""":math:`\log\mathcal N(z; \psi, \mathrm{diag}\,\sigma^2)`; ``z (..., L)`` broadcasts against ``psi``."""
-        return (-0.5 * ((z - psi) / self.sigma) ** 2 - self.log_sigma - 0.5 * _LOG_2PI).sum(-1)
+        return log_normal_diag(z, psi, self.log_sigma)
 
 
 def _chunks(n, size):

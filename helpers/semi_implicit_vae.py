@@ -25,16 +25,10 @@ import torch
 from torch import nn
 
 from .encoders import GaussianEncoder
+from .gaussian import log_normal_diag
 from .vae import VAE, log_mean_exp
 
-__all__ = ["SemiImplicitEncoder", "SemiImplicitVAE", "semi_implicit_elbo_terms", "log_normal_diag"]
-
-_LOG_2PI = math.log(2 * math.pi)
-
-
-def log_normal_diag(z, mean, log_scale):
-    r""":math:`\log\mathcal N(z;\ \mu,\ \mathrm{diag}\,e^{2\log\sigma})`, summed over the last axis (broadcasting)."""
-    return (-0.5 * ((z - mean) / log_scale.exp()) ** 2 - log_scale - 0.5 * _LOG_2PI).sum(-1)
+__all__ = ["SemiImplicitEncoder", "SemiImplicitVAE", "semi_implicit_elbo_terms"]
 
 
 def semi_implicit_elbo_terms(x, z, psi, log_scale, log_joint):
@@ -78,10 +72,8 @@ class SemiImplicitEncoder(nn.Module):
 
     def forward(self, x):
         """``x (B, D)`` -> ``(h (B, H), mean (B, L), log_scale (B, L))``: the trunk's features and the heads."""
-        net = self.gaussian.net
-        h = net[:-1]((x - self.gaussian.shift) / self.gaussian.scale)
-        out = net[-1](h)
-        return h, out[..., : self.L], out[..., self.L :]
+        h = self.gaussian.features(x)
+        return (h, *self.gaussian.heads(h))
 
     def sample_psi(self, h, mean, n):
         r"""``n`` draws of :math:`\psi` for each data point, ``(n, B, L)``, reparameterized."""
@@ -95,14 +87,19 @@ class SemiImplicitVAE(VAE):
     def __init__(self, D=64, L=8, hidden=(256, 256), n_trials=16, noise_dim=8, noise_hidden=128):
         super().__init__(D, L, hidden, n_trials)
         self.encoder = SemiImplicitEncoder(D, L, hidden, noise_dim, noise_hidden)
-        self.encoder.gaussian.scale.fill_(float(n_trials))  # counts 0..n -> [0, 1], as in VAE
+        self.encoder.gaussian.set_input_scaling(scale=float(n_trials))  # counts 0..n -> [0, 1], as in VAE
 
-    def surrogate_elbo(self, x, K):
-        """The SIVI surrogate per data point with ``K`` extra draws of psi; ``(B,)``, differentiable."""
+    def surrogate_elbo(self, x, K, elbo_terms=semi_implicit_elbo_terms):
+        """The SIVI surrogate per data point with ``K`` extra draws of psi; ``(B,)``, differentiable.
+
+        Draws ``psi (K + 1, B, L)`` from the encoder and one ``z (B, L)`` from ``psi[0]``, then returns
+        ``elbo_terms(x, z, psi, log_scale, log_joint)``: :func:`semi_implicit_elbo_terms` by default;
+        lesson 07 passes its exercise 7.1, so that training runs on the learner's surrogate.
+        """
         h, mean, log_scale = self.encoder(x)
         psi = self.encoder.sample_psi(h, mean, K + 1)  # psi[0] generates z
         z = psi[0] + log_scale.exp() * torch.randn_like(mean)
-        return semi_implicit_elbo_terms(x, z, psi, log_scale, self.log_joint)
+        return elbo_terms(x, z, psi, log_scale, self.log_joint)
 
     def elbo(self, x, S=1, K=100):
         """Mean over ``S`` draws of the surrogate with ``K`` extra draws: a lower bound on the ELBO; ``(B,)``."""

@@ -20,19 +20,16 @@ import math
 
 import torch
 
+from .gaussian import LOG_2PI, log_normal_diag
+
 __all__ = ["TARGETS", "banana", "gaussian_mixture", "x_shape"]
-
-_LOG_2PI = math.log(2 * math.pi)
-
-
-def _normal(x, mean, std):
-    return -0.5 * ((x - mean) / std) ** 2 - math.log(std) - 0.5 * _LOG_2PI
 
 
 def banana(z):
     r""":math:`\log\mathcal N(z_1; 0, 4) + \log\mathcal N(z_2; z_1^2/4, 1)`; ``(..., 2) -> (...)``."""
-    z1, z2 = z[..., 0], z[..., 1]
-    return _normal(z1, 0.0, 2.0) + _normal(z2, 0.25 * z1**2, 1.0)
+    z1, z2 = z[..., :1], z[..., 1:]  # (..., 1) each: p(z) = p(z_1) p(z_2 | z_1), one factor per coordinate
+    log_2, log_1 = (torch.tensor(math.log(std), dtype=z.dtype, device=z.device) for std in (2.0, 1.0))
+    return log_normal_diag(z1, 0.0, log_2) + log_normal_diag(z2, 0.25 * z1**2, log_1)
 
 
 def _log_half_sum(a, b):
@@ -43,15 +40,15 @@ def _log_half_sum(a, b):
 
 def gaussian_mixture(z):
     r"""Equal mixture of :math:`\mathcal N((\pm 2, 0), I)`, in log space; ``(..., 2) -> (...)``."""
-    left = _normal(z[..., 0], -2.0, 1.0) + _normal(z[..., 1], 0.0, 1.0)
-    right = _normal(z[..., 0], 2.0, 1.0) + _normal(z[..., 1], 0.0, 1.0)
-    return _log_half_sum(left, right)
+    unit = torch.zeros(2, dtype=z.dtype, device=z.device)  # log standard deviations: identity covariances
+    mean = torch.tensor([2.0, 0.0], dtype=z.dtype, device=z.device)
+    return _log_half_sum(log_normal_diag(z, -mean, unit), log_normal_diag(z, mean, unit))
 
 
 def _zero_mean_2d_gaussian(z, var, cov):
     det = var**2 - cov**2
     quad = (var * z[..., 0] ** 2 + var * z[..., 1] ** 2 - 2 * cov * z[..., 0] * z[..., 1]) / det
-    return -0.5 * quad - 0.5 * math.log(det) - _LOG_2PI
+    return -0.5 * quad - 0.5 * math.log(det) - LOG_2PI  # 2-D: twice half of log 2 pi
 
 
 def x_shape(z):

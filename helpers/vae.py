@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encoders import GaussianEncoder
+from .gaussian import LOG_2PI
 
 __all__ = ["VAE", "reparameterize", "kl_standard_normal", "log_mean_exp", "binomial_log_prob"]
 
@@ -86,7 +87,7 @@ class VAE(nn.Module):
     def __init__(self, D=64, L=8, hidden=(256, 256), n_trials=16):
         super().__init__()
         self.encoder = GaussianEncoder(D, L, hidden)
-        self.encoder.scale.fill_(float(n_trials))  # counts 0..n -> [0, 1]: a fixed, data-free scaling
+        self.encoder.set_input_scaling(scale=float(n_trials))  # counts 0..n -> [0, 1]: a fixed, data-free scaling
         widths = (L, *hidden)
         layers = []
         for a, b in zip(widths[:-1], widths[1:], strict=True):
@@ -101,7 +102,7 @@ class VAE(nn.Module):
 
     def log_joint(self, x, z):
         r""":math:`\log p_\theta(x, z)`, ``(..., B)``."""
-        log_prior = -0.5 * (z**2).sum(-1) - 0.5 * self.L * math.log(2 * math.pi)
+        log_prior = -0.5 * (z**2).sum(-1) - 0.5 * self.L * LOG_2PI
         return self.log_likelihood(x, z) + log_prior
 
     def elbo(self, x, S=1):
@@ -123,7 +124,7 @@ class VAE(nn.Module):
             k = min(chunk, K - start)
             eps = torch.randn(k, *mean.shape, dtype=mean.dtype, device=mean.device)
             z = mean + scale * eps
-            log_q = (-0.5 * eps**2 - log_scale - 0.5 * math.log(2 * math.pi)).sum(-1)
+            log_q = (-0.5 * eps**2 - log_scale - 0.5 * LOG_2PI).sum(-1)  # log N(z; mean, scale^2), in terms of eps
             parts.append(self.log_joint(x, z) - log_q)
         return log_mean_exp(torch.cat(parts), dim=0)
 

@@ -62,6 +62,25 @@ def test_encoder_shapes_and_linear_case():
         GaussianEncoder(0, 2)
 
 
+def test_encoder_features_heads_and_input_scaling():
+    torch.manual_seed(0)
+    encoder = GaussianEncoder(5, 3, hidden=(4, 6)).to(F64)
+    torch.nn.init.normal_(encoder.net[-1].weight, std=0.5)  # away from the zero start, so the heads differ
+    x = torch.randn(7, 5, dtype=F64)
+    assert encoder.set_input_scaling(shift=0.5, scale=16.0) is encoder  # a number for every input
+    assert torch.equal(encoder.shift, torch.full((5,), 0.5, dtype=F64))
+    assert torch.equal(encoder.scale, torch.full((5,), 16.0, dtype=F64))
+    h = encoder.features(x)
+    assert h.shape == (7, 6)
+    torch.testing.assert_close(h, encoder.net[:-1]((x - 0.5) / 16.0), rtol=0, atol=0)  # after the scaling
+    assert all(torch.equal(a, b) for a, b in zip(encoder.heads(h), encoder(x), strict=True))
+    encoder.standardise_inputs(x)  # per-input tensors
+    torch.testing.assert_close(encoder.scale, x.std(0))
+    torch.testing.assert_close(encoder.features(x).mean(), encoder.net[:-1]((x - x.mean(0)) / x.std(0)).mean())
+    linear = GaussianEncoder(5, 3, hidden=())
+    assert torch.equal(linear.features(x.float()), x.float())  # no trunk: the features are the scaled inputs
+
+
 def test_nonlinear_model_log_joint_against_torch():
     model = NonlinearGaussianModel(dtype=F64)
     x, z = torch.randn(4, 10, dtype=F64), torch.randn(4, 2, dtype=F64)

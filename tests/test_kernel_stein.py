@@ -74,3 +74,23 @@ def test_ksivi_loss_reaches_the_mixing_network():
     loss = ksivi_loss(lambda z: -0.5 * (z**2).sum(-1), q, 16)
     loss.backward()
     assert loss.dim() == 0 and all(p.grad is not None for p in q.parameters())
+
+
+def test_ksivi_loss_runs_on_the_statistic_it_is_given():
+    q = SemiImplicitGaussian.mlp(learn_sigma=True)
+    seen = []
+
+    def recording(z, diff, bandwidth):  # a learner's U-statistic, say
+        seen.append((z.shape, diff.shape, float(bandwidth)))
+        return ksd_u_statistic(z, diff, bandwidth)
+
+    torch.manual_seed(3)
+    default = ksivi_loss(lambda z: -0.5 * (z**2).sum(-1), q, 16)
+    torch.manual_seed(3)
+    given = ksivi_loss(lambda z: -0.5 * (z**2).sum(-1), q, 16, ksd=recording)
+    assert torch.equal(given, default)  # the same draws, the same statistic: the same number
+    (z_shape, diff_shape, h), = seen
+    assert z_shape == diff_shape == (16, 2) and h > 0
+    torch.manual_seed(3)
+    assert ksivi_loss(lambda z: -0.5 * (z**2).sum(-1), q, 16, bandwidth=0.5, ksd=recording).requires_grad
+    assert seen[-1][2] == 0.5

@@ -5,11 +5,14 @@ r"""Checkers for the semi-implicit exercises (lessons 06 and 07).
 nature and can be written in several correct ways (the ``K`` extra draws
 shared by all ``z`` or drawn for each; :math:`\psi_0` drawn with them or
 apart), so the checker compares *expectations*: the average of many calls
-on a family whose marginal is known must match the reference bound of
-:mod:`helpers.semi_implicit` within Monte Carlo error, at ``K = 1`` and
-``K = 8``. The averages of the plausible mistakes (no :math:`\psi_0`, a
-division by ``K``, an average of log densities, ...) are computed the same
-way and named when the answer matches one of them.
+on a family whose marginal is known must match the reference bound,
+:func:`helpers.semi_implicit.sivi_bound`, within Monte Carlo error, at ``K = 2``
+and ``K = 8``. The averages of the plausible mistakes (no :math:`\psi_0`, which
+is :func:`helpers.semi_implicit.sivi_upper_bound`, a division by ``K``, an average
+of log densities, ...) are computed the same way and named when the answer
+matches one of them. 7.1 and 7.3 compare with
+:func:`helpers.semi_implicit_vae.semi_implicit_elbo_terms` and
+:func:`helpers.kernel_stein.ksd_u_statistic`.
 """
 
 import math
@@ -17,7 +20,11 @@ import math
 import torch
 from torch.distributions import MultivariateNormal, Normal
 
-from ..semi_implicit import SemiImplicitGaussian
+from ..gaussian import LOG_2PI, log_normal_diag
+from ..kernel_stein import ksd_u_statistic as reference_ksd
+from ..kernel_stein import rbf_kernel
+from ..semi_implicit import SemiImplicitGaussian, sivi_bound, sivi_upper_bound
+from ..semi_implicit_vae import semi_implicit_elbo_terms as reference_elbo_terms
 from ._core import as_tensor_result, call_learner, checker, close, diagnose, expect_finite, expect_shape, fail, fmt
 
 __all__ = [
@@ -43,12 +50,12 @@ def check_linear_marginal(log_marginal):
     expect_shape(out, (z.shape[0],), " (one log density per row of z)")
     expect_finite(out)
 
-    def log_normal(var, normaliser_dims=3):
-        quad = ((z - mean) ** 2).sum(-1) / var
-        return -0.5 * quad - 0.5 * normaliser_dims * math.log(2 * math.pi * var)
+    def log_normal(var):  # log N(z; mean, var I): the right form with the variance ``var``
+        return log_normal_diag(z, mean, torch.tensor(0.5 * math.log(var), dtype=_F64))
 
     v = tau**2 + sigma**2
     reference = Normal(mean, math.sqrt(v)).log_prob(z).sum(-1)
+    quad = ((z - mean) ** 2).sum(-1) / v
     diagnose(out, reference, {
         "that is the density itself; return its logarithm, log q(z)": reference.exp(),
         "averaged over the coordinates; the log density of z is the sum over its L coordinates":
@@ -61,10 +68,11 @@ def check_linear_marginal(log_marginal):
         "Var z = tau^2 + sigma^2": log_normal(tau**2),
         "tau^2 + sigma^2 is the variance, not the standard deviation": log_normal(v**2),
         "the variances add, they do not multiply: Var z = tau^2 + sigma^2": log_normal(tau**2 * sigma**2),
-        "the normalising constant -1/2 log(2 pi v) appears once per coordinate (L times)": log_normal(v, 1),
-        "missing the normalising constant -L/2 log(2 pi (tau^2 + sigma^2))": -0.5 * ((z - mean) ** 2).sum(-1) / v,
+        "the normalising constant -1/2 log(2 pi v) appears once per coordinate (L times)":
+            log_normal(v) + (LOG_2PI + math.log(v)),  # once instead of L = 3 times
+        "missing the normalising constant -L/2 log(2 pi (tau^2 + sigma^2))": -0.5 * quad,
         "the density's exponent is -|z - m|^2 / (2 v): a factor 1/2 is missing or doubled":
-            -((z - mean) ** 2).sum(-1) / v - 1.5 * math.log(2 * math.pi * v),
+            log_normal(v) - 0.5 * quad,
     }, rtol=1e-5, atol=1e-6)
     batch = torch.randn(2, 4, 3, dtype=_F64)
     out = as_tensor_result(call_learner(log_marginal, batch, mean, tau, sigma))
@@ -91,22 +99,25 @@ def _family():
 
 
 def _variant(kind, q, S, K):
-    """One estimate of the correct bound (``kind="correct"``) or of a plausible mistake."""
+    """One estimate of the reference bound (``kind="correct"``) or of a plausible mistake."""
+    if kind == "correct":
+        return sivi_bound(_log_target, q, S, K)
+    if kind in ("one too few", "one too many"):  # the bound itself, with one extra draw too few or too many
+        return sivi_bound(_log_target, q, S, K - 1 if kind == "one too few" else K + 1)
+    if kind == "no psi0":  # psi_0 left out: the upper bound
+        return sivi_upper_bound(_log_target, q, S, K)
+    if kind == "sign":
+        return -sivi_bound(_log_target, q, S, K)
     z, psi0 = q.rsample(S)
-    n_extra = {"one too few": K - 1, "one too many": K + 1}.get(kind, K)
-    psi = q.sample_psi(n_extra)
+    psi = q.sample_psi(K)
     own = q.log_conditional(z, psi0).unsqueeze(1)  # (S, 1)
-    others = q.log_conditional(z.unsqueeze(1), psi.unsqueeze(0))  # (S, n_extra)
+    others = q.log_conditional(z.unsqueeze(1), psi.unsqueeze(0))  # (S, K)
     both = torch.cat([own, others], 1)
     log_p = _log_target(z)
 
     def bound(log_terms, log_n):
         return (log_p - (torch.logsumexp(log_terms, 1) - log_n)).mean()
 
-    if kind in ("correct", "one too few", "one too many"):
-        return bound(both, math.log(n_extra + 1))
-    if kind == "no psi0":
-        return bound(others, math.log(K))
     if kind == "fresh psi0":  # the 'own' term from a new draw, not the psi that generated z
         extra = q.log_conditional(z, q.sample_psi(S)).unsqueeze(1)
         return bound(torch.cat([extra, others], 1), math.log(K + 1))
@@ -122,8 +133,6 @@ def _variant(kind, q, S, K):
         return bound(own, math.log(K + 1))
     if kind == "no target":
         return -(torch.logsumexp(both, 1) - math.log(K + 1)).mean()
-    if kind == "sign":
-        return -bound(both, math.log(K + 1))
     raise ValueError(kind)
 
 
@@ -243,8 +252,6 @@ def _amortized_problem():
 
 @checker("7.1", "the amortized SIVI surrogate")
 def check_semi_implicit_elbo_terms(semi_implicit_elbo_terms):
-    from ..semi_implicit_vae import log_normal_diag
-
     x, z, psi, log_scale, log_joint = _amortized_problem()
     out = as_tensor_result(call_learner(semi_implicit_elbo_terms, x, z, psi, log_scale, log_joint))
     if out.dim() == 0:
@@ -252,14 +259,13 @@ def check_semi_implicit_elbo_terms(semi_implicit_elbo_terms):
     expect_shape(out, (3,), " (one value per data point)")
     expect_finite(out)
     log_q = log_normal_diag(z, psi, log_scale)  # (K + 1, B)
-    K1 = psi.shape[0]
+    K1, L = psi.shape[0], z.shape[-1]
     lj = log_joint(x, z)
 
-    def surrogate(log_terms, n):
+    def surrogate(log_terms, n):  # a mistake's surrogate: log p(x, z) - log (1/n) sum of the terms' densities
         return lj - (torch.logsumexp(log_terms, 0) - math.log(n))
 
-    per_coordinate = -0.5 * ((z - psi) / log_scale.exp()) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)
-    diagnose(out, surrogate(log_q, K1), {
+    diagnose(out, reference_elbo_terms(x, z, psi, log_scale, log_joint), {
         "psi[0], the draw that generated z, is missing from the average (that gives an upper bound on the ELBO); "
         "average over all K + 1 rows of psi": surrogate(log_q[1:], K1 - 1),
         "there are K + 1 terms (psi.shape[0]), so subtract log(K + 1), not log K": surrogate(log_q, K1 - 1),
@@ -274,7 +280,7 @@ def check_semi_implicit_elbo_terms(semi_implicit_elbo_terms):
         "exp(log_scale) is the standard deviation, not the variance": surrogate(
             log_normal_diag(z, psi, 0.5 * log_scale), K1),
         "the Gaussian's log density is summed over the L coordinates before averaging over draws, not averaged":
-            surrogate(per_coordinate.mean(-1), K1),
+            surrogate(log_q / L, K1),
         "exp(log_scale) is the standard deviation itself, not exp(2 log_scale)": surrogate(
             log_normal_diag(z, psi, 2 * log_scale), K1),
         "psi[0], the draw that generated z, is missing from the sum (you still divide by K + 1): "
@@ -287,7 +293,7 @@ def check_semi_implicit_elbo_terms(semi_implicit_elbo_terms):
              "or torch.no_grad(), or training cannot follow it")
     g_psi, g_ls = torch.autograd.grad(out.sum(), (psi_g, log_scale_g), allow_unused=True)
     psi_r, ls_r = psi.clone().requires_grad_(True), log_scale.clone().requires_grad_(True)
-    r_psi, r_ls = torch.autograd.grad(surrogate(log_normal_diag(z, psi_r, ls_r), K1).sum(), (psi_r, ls_r))
+    r_psi, r_ls = torch.autograd.grad(reference_elbo_terms(x, z, psi_r, ls_r, log_joint).sum(), (psi_r, ls_r))
     if g_psi is None or g_ls is None or not (close(g_psi, r_psi, 1e-5, 1e-7) and close(g_ls, r_ls, 1e-5, 1e-7)):
         fail("the value is right but its gradient with respect to psi or log_scale is not: part of the computation "
              "is detached from the graph")
@@ -303,8 +309,6 @@ def check_semi_implicit_elbo_terms(semi_implicit_elbo_terms):
 
 @checker("7.3", "the kernel Stein discrepancy as a U-statistic")
 def check_ksd_u_statistic(ksd_u_statistic):
-    from ..kernel_stein import rbf_kernel
-
     torch.manual_seed(0)
     S = 6
     z, diff, h = torch.randn(S, 2, dtype=_F64), torch.randn(S, 2, dtype=_F64), 0.7
@@ -316,7 +320,7 @@ def check_ksd_u_statistic(ksd_u_statistic):
     gram = rbf_kernel(z, h) * (diff @ diff.T)
     off = gram.sum() - gram.diagonal().sum()
     sq = torch.cdist(z, z) ** 2
-    diagnose(out, off / (S * (S - 1)), {
+    diagnose(out, reference_ksd(z, diff, h), {
         "the diagonal i = j is included: there the conditional score's noise is squared instead of averaged "
         "away, which biases the estimate upwards; sum over i != j only": gram.mean(),
         "the diagonal is included (divide by S(S - 1) the sum over i != j only): its terms are biased":
@@ -341,8 +345,9 @@ def check_ksd_u_statistic(ksd_u_statistic):
     g, g_diff = torch.autograd.grad(out, (z_grad, diff_grad), allow_unused=True)
     if g is None:
         fail("no gradient flows to z: build the kernel from z with torch operations (no .detach())")
-    if g_diff is None or not close(g_diff, 2 * (rbf_kernel(z, h) - torch.eye(S, dtype=_F64)) @ diff / (S * (S - 1)),
-                                   1e-5, 1e-8):
+    diff_r = diff.clone().requires_grad_(True)
+    (r_diff,) = torch.autograd.grad(reference_ksd(z, diff_r, h), diff_r)
+    if g_diff is None or not close(g_diff, r_diff, 1e-5, 1e-8):
         fail("no (or a wrong) gradient flows to diff: training needs it, since diff holds the scores of the draws; "
              "do not detach it")
     if not torch.isfinite(g).all():

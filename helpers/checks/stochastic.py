@@ -1,8 +1,9 @@
 r"""Checkers for the stochastic-VI exercises (lesson 03).
 
 3.1 and 3.2 are surrogate objectives: the checker differentiates the
-learner's scalar with autograd and compares the *gradient* with the reference
-estimators of :mod:`helpers.gradient_estimators`, on fixed draws. Correct
+learner's scalar with autograd and compares the *gradient* with that of the
+reference estimators of :mod:`helpers.gradient_estimators`, on fixed draws
+(the plausible mistakes are the reference with one piece changed). Correct
 estimators that differ draw by draw (the exact entropy, sticking the landing,
 a baseline) are accepted when they are unbiased: the average over many draws
 must match the exact ELBO gradient of a Gaussian target within Monte Carlo error.
@@ -15,6 +16,8 @@ import math
 import torch
 from torch.distributions import MultivariateNormal, Normal
 
+from .. import gradient_estimators as estimators  # the reference answers of 3.1 and 3.2
+from ..gaussian import LOG_2PI, log_normal_diag, normal_entropy
 from ..linear_gaussian import LinearGaussianModel
 from ..logistic_regression import BayesianLogisticRegression
 from ._core import (
@@ -50,10 +53,8 @@ def _exact_elbo(m, log_s):
     s2 = (2 * log_s).exp()
     prec = torch.linalg.inv(_TARGET_COV)
     d = m - _TARGET_MEAN
-    expected = -0.5 * (2 * math.log(2 * math.pi) + torch.logdet(_TARGET_COV) + (prec.diagonal() * s2).sum()
-                       + d @ prec @ d) + _LOG_Z
-    entropy = (0.5 * math.log(2 * math.pi * math.e) + log_s).sum()
-    return expected + entropy
+    expected = -0.5 * (2 * LOG_2PI + torch.logdet(_TARGET_COV) + (prec.diagonal() * s2).sum() + d @ prec @ d) + _LOG_Z
+    return expected + normal_entropy(log_s.exp()).sum()
 
 
 def _params():
@@ -111,10 +112,15 @@ def _same_twice(fn, m, log_s, inp, what, name):
     return first
 
 
-def _score_grad(m, log_s, z, weight_fn, extra=0.0, scale=1.0):
-    log_q = Normal(m, log_s.exp()).log_prob(z).sum(-1)
-    surrogate = scale * ((weight_fn(z, log_q) * log_q).mean() + extra * log_q.mean())
-    return flat(*torch.autograd.grad(surrogate, (m, log_s)))
+def _grad(value, m, log_s):
+    """The gradient of a reference (or of a mistake) with respect to (m, log_s), flattened."""
+    return flat(*torch.autograd.grad(value, (m, log_s)))
+
+
+def _score_mistake(m, log_s, z, weight_fn):
+    """The score-function surrogate with the weight ``weight_fn(z, log_q)`` in place of the detached f(z)."""
+    log_q = log_normal_diag(z, m, log_s)  # (S,)
+    return _grad((weight_fn(z, log_q) * log_q).mean(), m, log_s)
 
 
 def _classify(grad, accepted, mistakes, context):
@@ -134,16 +140,14 @@ def check_score_function(score_function_surrogate):
     what = "build log q(z) from m and log_s with torch operations (Normal(m, log_s.exp()).log_prob(z))"
     grad = _same_twice(score_function_surrogate, m, log_s, z, what, "z")
 
-    def f_detached(z, log_q):
-        return (_log_joint(z) - log_q).detach()
-
-    ref = _score_grad(m, log_s, z, f_detached)
-    accepted = [ref, _score_grad(m, log_s, z, f_detached, extra=-1.0)]  # with the zero-mean term -E[grad log q]
+    ref = _grad(estimators.score_function_surrogate(_log_joint, m, log_s, z), m, log_s)
+    zero_mean_term = _grad(-log_normal_diag(z, m, log_s).mean(), m, log_s)  # -E[grad log q], zero in expectation
+    accepted = [ref, ref + zero_mean_term]
     mistakes = {
         "the weight f(z) = log p(x, z) - log q(z) must not carry gradient: .detach() it, so that only "
-        "the log q(z) multiplying it is differentiated": _score_grad(m, log_s, z, lambda z, lq: _log_joint(z) - lq),
+        "the log q(z) multiplying it is differentiated": _score_mistake(m, log_s, z, lambda z, lq: _log_joint(z) - lq),
         "the weight misses -log q(z): f(z) = log p(x, z) - log q(z); without it the estimator ignores "
-        "the entropy": _score_grad(m, log_s, z, lambda z, lq: _log_joint(z).detach()),
+        "the entropy": _score_mistake(m, log_s, z, lambda z, lq: _log_joint(z).detach()),
         "sign error: return the surrogate whose gradient is +grad ELBO (training uses loss = -surrogate)": -ref,
         "summed over the S draws; average them (.mean()), so the estimate does not grow with S": ref * z.shape[0],
     }
@@ -157,12 +161,13 @@ def check_score_function(score_function_surrogate):
     return "a different form from the reference, and unbiased: it matches the exact ELBO gradient on average."
 
 
-def _reparam_grad(m, log_s, eps, z_of=None, log_q_of=None, scale=1.0):
+def _reparam_variant(m, log_s, eps, z_of=None, log_q_of=None):
+    """Gradient and value of the reparameterized ELBO with ``z`` or ``log q`` built another way (right or wrong)."""
     s = log_s.exp()
     z = m + s * eps if z_of is None else z_of(m, s, log_s, eps)
-    log_q = Normal(m, s).log_prob(z).sum(-1) if log_q_of is None else log_q_of(m, s, z)
-    value = scale * (_log_joint(z) - log_q).mean()
-    return flat(*torch.autograd.grad(value, (m, log_s))), value.detach()
+    log_q = log_normal_diag(z, m, log_s) if log_q_of is None else log_q_of(m, log_s, z)
+    value = (_log_joint(z) - log_q).mean()
+    return _grad(value, m, log_s), value.detach()
 
 
 @checker("3.2", "reparameterization gradient estimator")
@@ -173,25 +178,26 @@ def check_reparameterization(reparameterization_surrogate):
     grad = _same_twice(reparameterization_surrogate, m, log_s, eps, what, "eps")
     value = as_tensor_result(call_learner(reparameterization_surrogate, _log_joint, m, log_s, eps)).detach()
 
-    ref, ref_value = _reparam_grad(m, log_s, eps)
-    entropy, entropy_value = _reparam_grad(  # E[log p] by Monte Carlo, the entropy in closed form
-        m, log_s, eps, log_q_of=lambda m, s, z: -Normal(m, s).entropy().sum().expand(z.shape[0]))
-    sticking, _ = _reparam_grad(  # "sticking the landing": log q with its parameters held fixed
-        m, log_s, eps, log_q_of=lambda m, s, z: Normal(m.detach(), s.detach()).log_prob(z).sum(-1))
+    reference = estimators.reparameterization_surrogate(_log_joint, m, log_s, eps)
+    ref, ref_value = _grad(reference, m, log_s), reference.detach()
+    entropy, entropy_value = _reparam_variant(  # E[log p] by Monte Carlo, the entropy in closed form
+        m, log_s, eps, log_q_of=lambda m, ls, z: -normal_entropy(ls.exp()).sum().expand(z.shape[0]))
+    sticking, _ = _reparam_variant(  # "sticking the landing": log q with its parameters held fixed
+        m, log_s, eps, log_q_of=lambda m, ls, z: log_normal_diag(z, m.detach(), ls.detach()))
     mistakes = {
         "no gradient flows through the sample: build z = m + exp(log_s) * eps without .detach() "
         "(the pathwise gradient is the point of this estimator)":
-            _reparam_grad(m, log_s, eps, z_of=lambda m, s, ls, e: (m + s * e).detach())[0],
+            _reparam_variant(m, log_s, eps, z_of=lambda m, s, ls, e: (m + s * e).detach())[0],
         "the scale is s = exp(log_s): z = m + exp(log_s) * eps, not m + log_s * eps":
-            _reparam_grad(m, log_s, eps, z_of=lambda m, s, ls, e: m + ls * e)[0],
+            _reparam_variant(m, log_s, eps, z_of=lambda m, s, ls, e: m + ls * e)[0],
         "z = m + s * eps uses the standard deviation s, not the variance s^2":
-            _reparam_grad(m, log_s, eps, z_of=lambda m, s, ls, e: m + s**2 * e)[0],
+            _reparam_variant(m, log_s, eps, z_of=lambda m, s, ls, e: m + s**2 * e)[0],
         "log q(z) uses the variance as the scale: Normal(m, s), with s = exp(log_s) the standard deviation":
-            _reparam_grad(m, log_s, eps, log_q_of=lambda m, s, z: Normal(m, s**2).log_prob(z).sum(-1))[0],
+            _reparam_variant(m, log_s, eps, log_q_of=lambda m, ls, z: log_normal_diag(z, m, 2 * ls))[0],
         "the -log q(z) term carries no gradient: the ELBO is E[log p(x, z) - log q(z)] with "
         "log q(z) = log N(eps; 0, I) - sum(log_s), and the change of variables' -sum(log_s) is what depends on "
         "the parameters":
-            _reparam_grad(m, log_s, eps, log_q_of=lambda m, s, z: torch.zeros(z.shape[0], dtype=z.dtype))[0],
+            _reparam_variant(m, log_s, eps, log_q_of=lambda m, ls, z: torch.zeros(z.shape[0], dtype=z.dtype))[0],
         "sign error: return the ELBO estimate itself (training uses loss = -elbo)": -ref,
         "summed over the S draws; average them (.mean())": ref * eps.shape[0],
     }

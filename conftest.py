@@ -6,8 +6,10 @@
 - Under pytest-xdist, all the cells of one notebook form one unit of work, so
   they run in order in one kernel on one worker; every other test is a unit of
   its own, so the slow ones (a lesson run, a grading run) spread over the
-  workers, each with one torch thread. (``--dist loadgroup`` with marks would say the same, but pytest 9.2
-  ignores the node ids it rewrites: pytest-xdist issue 1386.)
+  workers, each with one torch thread. The notebooks go first (the largest
+  units), then the tests that run kernels, then the short unit tests.
+  (``--dist loadgroup`` with marks would say the same, but pytest 9.2 ignores
+  the node ids it rewrites: pytest-xdist issue 1386.)
 """
 
 import os
@@ -25,6 +27,15 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
+
+
+# Tests that run whole Jupyter kernels (a lesson top to bottom, a grading run): each takes 5 to 20 s. Handed
+# out right after the notebooks, so that the many short unit tests fill the gaps at the end.
+_KERNEL_TESTS = ("tests/test_notebooks.py::", "tests/test_grading.py::")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: not item.nodeid.startswith(_KERNEL_TESTS))  # stable: otherwise in order
 
 
 def pytest_xdist_make_scheduler(config, log):

@@ -11,11 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from .notebooks import notebook_times
-from .svi import ELBO_TOLERANCE, logistic_regression_row, vae_row
-from .tests import time_test_command
+# torch, Pyro and nbformat are imported in main(), after the options are read: --help and a usage error
+# answer at once instead of after 6 s of imports.
 
 ROOT = Path(__file__).resolve().parents[1]
 RATIO_LIMIT, NOTEBOOK_LIMIT, COURSE_LIMIT, TESTS_LIMIT = 0.4, 60.0, 300.0, 300.0
@@ -23,36 +20,51 @@ RATIO_LIMIT, NOTEBOOK_LIMIT, COURSE_LIMIT, TESTS_LIMIT = 0.4, 60.0, 300.0, 300.0
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for the SVI rows (default 1, "
-                        "as in the notebooks)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads for the SVI rows (default 1, as in the notebooks)"
+    )
     parser.add_argument("--blr-steps", type=int, default=2000)
     parser.add_argument("--vae-epochs", type=int, default=150, help="default 150, lesson 05's training")
     parser.add_argument("--skip-svi", action="store_true", help="only the notebook table")
     parser.add_argument("--skip-notebooks", action="store_true", help="only the course-against-Pyro table")
-    parser.add_argument("--tests", action="store_true", help="also time the README's test command (about 5 minutes; "
-                        "run it on an otherwise idle machine)")
+    parser.add_argument(
+        "--tests",
+        action="store_true",
+        help="also time the README's test command (about 5 minutes; run it on an otherwise idle machine)",
+    )
     args = parser.parse_args(argv)
     if args.threads < 1 or args.blr_steps < 1 or args.vae_epochs < 1:
         parser.error("--threads, --blr-steps and --vae-epochs must be positive")
     failures = []
+    import torch
+
+    from . import svi
+    from .notebooks import notebook_times
+    from .tests import time_test_command
 
     if not args.skip_svi:
         torch.set_num_threads(args.threads)
-        print(f"Course code against Pyro ({args.threads} thread{'s' if args.threads > 1 else ''}; time per "
-              "optimisation step; final ELBO by the course's estimator for both)")
+        print(
+            f"Course code against Pyro ({args.threads} thread{'s' if args.threads > 1 else ''}; time per "
+            "optimisation step; final ELBO by the course's estimator for both)"
+        )
         header = f"  {'':<54}{'course':>10}{'Pyro':>10}{'ELBO course':>13}{'ELBO Pyro':>11}"
         print(header)
-        for row in (logistic_regression_row(steps=args.blr_steps), vae_row(epochs=args.vae_epochs)):
+        for row in (svi.logistic_regression_row(steps=args.blr_steps), svi.vae_row(epochs=args.vae_epochs)):
             ratio = row["course_seconds"] / row["pyro_seconds"]
-            print(f"  {row['name']:<54}{1e3 * row['course_seconds']:8.2f}ms{1e3 * row['pyro_seconds']:8.2f}ms"
-                  f"{row['course_elbo']:13.2f}{row['pyro_elbo']:11.2f}   ratio {ratio:.2f}")
+            print(
+                f"  {row['name']:<54}{1e3 * row['course_seconds']:8.2f}ms{1e3 * row['pyro_seconds']:8.2f}ms"
+                f"{row['course_elbo']:13.2f}{row['pyro_elbo']:11.2f}   ratio {ratio:.2f}"
+            )
             if "floor_seconds" in row:
-                print(f"  {'':<4}of which the networks' matrix products alone, forward and backward: "
-                      f"{1e3 * row['floor_seconds']:.2f} ms (a ratio of {RATIO_LIMIT} needs the course at "
-                      f"{1e3 * RATIO_LIMIT * row['pyro_seconds']:.2f} ms)")
+                print(
+                    f"  {'':<4}of which the networks' matrix products alone, forward and backward: "
+                    f"{1e3 * row['floor_seconds']:.2f} ms (a ratio of {RATIO_LIMIT} needs the course at "
+                    f"{1e3 * RATIO_LIMIT * row['pyro_seconds']:.2f} ms)"
+                )
             if ratio > RATIO_LIMIT:
                 failures.append(f"{row['kind']}: ratio {ratio:.2f} > {RATIO_LIMIT}")
-            gap, tolerance = abs(row["course_elbo"] - row["pyro_elbo"]), ELBO_TOLERANCE[row["kind"]]
+            gap, tolerance = abs(row["course_elbo"] - row["pyro_elbo"]), svi.ELBO_TOLERANCE[row["kind"]]
             if gap > tolerance:
                 failures.append(f"{row['kind']}: final ELBOs {gap:.2f} apart (> {tolerance}, not equal)")
         print(f"  (ratio = course time / Pyro time; the target is <= {RATIO_LIMIT}, course at least 2.5x as fast)")
@@ -62,8 +74,11 @@ def main(argv=None):
         rows = notebook_times(ROOT)
         total = sum(seconds for _, seconds, _ in rows)
         print(f"  {'all':<32}{total:6.1f} s   (budgets: {NOTEBOOK_LIMIT:.0f} s each, {COURSE_LIMIT:.0f} s in all)")
-        failures += [f"{name}: {'failed' if not good else f'{seconds:.1f} s > {NOTEBOOK_LIMIT:.0f} s'}"
-                     for name, seconds, good in rows if not good or seconds > NOTEBOOK_LIMIT]
+        failures += [
+            f"{name}: {'failed' if not good else f'{seconds:.1f} s > {NOTEBOOK_LIMIT:.0f} s'}"
+            for name, seconds, good in rows
+            if not good or seconds > NOTEBOOK_LIMIT
+        ]
         if total > COURSE_LIMIT:
             failures.append(f"all notebooks: {total:.1f} s > {COURSE_LIMIT:.0f} s")
 

@@ -69,8 +69,12 @@ def _alternate(sides, steps, chunk=100):
 
 
 def _pyro_svi(X, y, S, lr):
-    return SVI(pyro_bridge.logistic_regression_model, pyro_bridge.mean_field_guide, pyro.optim.Adam({"lr": lr}),
-               Trace_ELBO(num_particles=S, vectorize_particles=True, max_plate_nesting=1))
+    return SVI(
+        pyro_bridge.logistic_regression_model,
+        pyro_bridge.mean_field_guide,
+        pyro.optim.Adam({"lr": lr}),
+        Trace_ELBO(num_particles=S, vectorize_particles=True, max_plate_nesting=1),
+    )
 
 
 def logistic_regression_row(steps=2000, S=16, lr=0.02, seed=0, warmup=500):
@@ -110,9 +114,14 @@ def logistic_regression_row(steps=2000, S=16, lr=0.02, seed=0, warmup=500):
         torch.manual_seed(seed + 1)
         pyro_elbo = elbo(blr.log_joint, q_pyro.distribution(), 20000).item()
     pyro.clear_param_store()
-    return {"name": f"logistic regression, mean field ({steps} steps, S = {S})", "kind": "logistic regression",
-            "course_seconds": seconds["course"], "pyro_seconds": seconds["pyro"],
-            "course_elbo": course_elbo, "pyro_elbo": pyro_elbo}
+    return {
+        "name": f"logistic regression, mean field ({steps} steps, S = {S})",
+        "kind": "logistic regression",
+        "course_seconds": seconds["course"],
+        "pyro_seconds": seconds["pyro"],
+        "course_elbo": course_elbo,
+        "pyro_elbo": pyro_elbo,
+    }
 
 
 def matrix_products(vae, batches):
@@ -123,8 +132,10 @@ def matrix_products(vae, batches):
     to the encoder), but no biases, activations, sampling, likelihood or optimiser. It is arithmetic that the
     course and Pyro must both do, so a floor under either one's time per step.
     """
-    weights = [[layer.weight.detach().clone().requires_grad_(True) for layer in net if isinstance(layer, nn.Linear)]
-               for net in (vae.encoder.net, vae.decoder)]
+    weights = [
+        [layer.weight.detach().clone().requires_grad_(True) for layer in net if isinstance(layer, nn.Linear)]
+        for net in (vae.encoder.net, vae.decoder)
+    ]
 
     def step(i):
         z = torch.randn(len(batches[i]), vae.L, requires_grad=True)
@@ -153,8 +164,12 @@ def vae_row(epochs=150, batch_size=128, lr=1e-3, seed=0, warmup=30):
     scratch = VAE(D=64, L=8, hidden=(256, 256))  # warm-up, thrown away
     scratch_optimizer = torch.optim.Adam(scratch.parameters(), lr=lr, fused=True)
     pyro.clear_param_store()
-    scratch_svi = SVI(lambda x: pyro_bridge.vae_model(scratch, x), lambda x: pyro_bridge.vae_guide(scratch, x),
-                      pyro.optim.Adam({"lr": lr, "fused": True}), TraceMeanField_ELBO())
+    scratch_svi = SVI(
+        lambda x: pyro_bridge.vae_model(scratch, x),
+        lambda x: pyro_bridge.vae_guide(scratch, x),
+        pyro.optim.Adam({"lr": lr, "fused": True}),
+        TraceMeanField_ELBO(),
+    )
     floor_step = matrix_products(scratch, batches)
     for i, batch in enumerate(batches[:warmup]):
         loss = -scratch.elbo(batch).mean()
@@ -173,17 +188,28 @@ def vae_row(epochs=150, batch_size=128, lr=1e-3, seed=0, warmup=30):
         optimizer.step()
 
     pyro.clear_param_store()
-    svi = SVI(lambda x: pyro_bridge.vae_model(pyro_vae, x), lambda x: pyro_bridge.vae_guide(pyro_vae, x),
-              pyro.optim.Adam({"lr": lr, "fused": True}), TraceMeanField_ELBO())
+    svi = SVI(
+        lambda x: pyro_bridge.vae_model(pyro_vae, x),
+        lambda x: pyro_bridge.vae_guide(pyro_vae, x),
+        pyro.optim.Adam({"lr": lr, "fused": True}),
+        TraceMeanField_ELBO(),
+    )
     torch.manual_seed(seed)
-    seconds = _alternate({"course": course_step, "pyro": lambda i: svi.step(batches[i]), "floor": floor_step},
-                         len(batches))
+    seconds = _alternate(
+        {"course": course_step, "pyro": lambda i: svi.step(batches[i]), "floor": floor_step}, len(batches)
+    )
 
     with torch.no_grad():
         torch.manual_seed(seed + 1)
         course_elbo = course_vae.elbo(x_test, S=100).mean().item()
         torch.manual_seed(seed + 1)
         pyro_elbo = pyro_vae.elbo(x_test, S=100).mean().item()
-    return {"name": f"digits VAE ({epochs} epochs, {len(batches)} steps)", "kind": "digits VAE",
-            "course_seconds": seconds["course"], "pyro_seconds": seconds["pyro"],
-            "course_elbo": course_elbo, "pyro_elbo": pyro_elbo, "floor_seconds": seconds["floor"]}
+    return {
+        "name": f"digits VAE ({epochs} epochs, {len(batches)} steps)",
+        "kind": "digits VAE",
+        "course_seconds": seconds["course"],
+        "pyro_seconds": seconds["pyro"],
+        "course_elbo": course_elbo,
+        "pyro_elbo": pyro_elbo,
+        "floor_seconds": seconds["floor"],
+    }

@@ -16,8 +16,9 @@ __all__ = ["time_test_command"]
 def time_test_command(root):
     """``(seconds, exit_status, slowest)``; ``slowest`` holds pytest's ``--durations`` lines."""
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "--durations=10"], cwd=root,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--durations=10"], cwd=root, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - start
     slowest = [line.strip() for line in result.stdout.splitlines() if re.match(r"^\s*\d+\.\d+s (call|setup)", line)]
     summary = [line for line in result.stdout.splitlines() if re.search(r"\d+ (passed|failed)", line)]

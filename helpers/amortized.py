@@ -73,6 +73,7 @@ def fit_per_datapoint(x, log_joint, L, steps, lr=0.05, S=8, final_lr_factor=0.02
     log_scale = log_scale.detach().clone().requires_grad_(True)
     if steps == 0:
         return mean.detach(), log_scale.detach()
+
     def bound():  # the sum of the per-point ELBOs: each q_i gets the gradient of its own term only
         eps = torch.randn(S, B, L, generator=generator, dtype=x.dtype, device=x.device)
         return gaussian_elbo_terms(x, mean, log_scale, log_joint, eps).sum()
@@ -83,5 +84,6 @@ def fit_per_datapoint(x, log_joint, L, steps, lr=0.05, S=8, final_lr_factor=0.02
 
 def refine(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
     """Semi-amortized VI: ``steps`` Adam steps per data point, at a constant rate, from the encoder's output."""
-    return fit_per_datapoint(x, log_joint, mean.shape[-1], steps, lr=lr, S=S, final_lr_factor=1.0,
-                             init=(mean, log_scale))
+    return fit_per_datapoint(
+        x, log_joint, mean.shape[-1], steps, lr=lr, S=S, final_lr_factor=1.0, init=(mean, log_scale)
+    )

@@ -117,7 +117,8 @@ class NormalNormal:
         """
         m, s = torch.as_tensor(m), torch.as_tensor(s)
         return -0.5 * math.log(2 * math.pi * self.prior_std**2) - ((m - self.prior_mean) ** 2 + s**2) / (
-            2 * self.prior_std**2)
+            2 * self.prior_std**2
+        )
 
     def gaussian_elbo(self, m, s, x):
         r"""ELBO of :math:`q = \mathcal N(m, s^2)` in closed form.

@@ -24,12 +24,15 @@ _SHA256 = {
 def _verified_path(name):
     path = DATA_DIR / name
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; it ships with the course repository "
-                                "(restore it with `git checkout -- helpers/data`).")
+        raise FileNotFoundError(
+            f"{path} is missing; it ships with the course repository (restore it with `git checkout -- helpers/data`)."
+        )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != _SHA256[name]:
-        raise ValueError(f"{path} has SHA-256 {digest}, expected {_SHA256[name]}: the file was changed. "
-                         "Restore it with `git checkout -- helpers/data`.")
+        raise ValueError(
+            f"{path} has SHA-256 {digest}, expected {_SHA256[name]}: the file was changed. "
+            "Restore it with `git checkout -- helpers/data`."
+        )
     return path
 
 
@@ -44,8 +47,18 @@ class Split:
     feature_names: tuple
 
 
-_BC_FEATURES = ("radius", "texture", "perimeter", "area", "smoothness", "compactness", "concavity",
-                "concave points", "symmetry", "fractal dimension")
+_BC_FEATURES = (
+    "radius",
+    "texture",
+    "perimeter",
+    "area",
+    "smoothness",
+    "compactness",
+    "concavity",
+    "concave points",
+    "symmetry",
+    "fractal dimension",
+)
 
 
 def load_breast_cancer(dtype=None, intercept=True):

@@ -21,7 +21,9 @@ later code cell whose statement calls a ``check_*`` function on the exercise's
 function. The grader finds both by that metadata, never by their text.
 
 A checker prints one **check line** (:func:`check_line`) whose headline says
-the **status** (:data:`STATUSES`). A written question is a markdown cell with a
+the **status** (:data:`STATUSES`), and appends the verdict to the file named by
+the environment variable :data:`RESULTS_ENV` (:func:`report`), where the grader
+reads it. A written question is a markdown cell with a
 ``Question N.M`` label and the same markers; its region becomes a prompt.
 
 This module imports nothing heavy (no torch), so the tooling can use it.
@@ -29,15 +31,40 @@ This module imports nothing heavy (no torch), so the tooling can use it.
 
 import ast
 import json
+import os
 import re
 from typing import NamedTuple
 
 __all__ = [
-    "BEGIN", "END", "STUB_FIRST_LINE", "METADATA_KEY", "RESULTS_ENV",
-    "PASSED", "FAILED", "NOT_ATTEMPTED", "ERROR", "TIMEOUT", "CHECK_STATUSES", "STATUSES", "HEADLINES",
-    "Label", "find_label", "stub_message", "stub_lines", "answer_prompt", "find_stub", "is_stub_message",
-    "check_line", "parse_check_line", "CHECK_LINE", "check_call_target",
-    "exercise_meta", "check_meta", "exercise_of", "check_of",
+    "BEGIN",
+    "END",
+    "STUB_FIRST_LINE",
+    "METADATA_KEY",
+    "RESULTS_ENV",
+    "PASSED",
+    "FAILED",
+    "NOT_ATTEMPTED",
+    "ERROR",
+    "TIMEOUT",
+    "CHECK_STATUSES",
+    "STATUSES",
+    "HEADLINES",
+    "Label",
+    "find_label",
+    "stub_message",
+    "stub_lines",
+    "answer_prompt",
+    "find_stub",
+    "is_stub_message",
+    "check_line",
+    "report",
+    "parse_check_line",
+    "CHECK_LINE",
+    "check_call_target",
+    "exercise_meta",
+    "check_meta",
+    "exercise_of",
+    "check_of",
 ]
 
 # ------------------------------------------------------------------ markers and labels
@@ -104,16 +131,40 @@ def find_stub(lines):
 PASSED, FAILED, NOT_ATTEMPTED, ERROR, TIMEOUT = "passed", "failed", "not attempted", "error", "timeout"
 CHECK_STATUSES = (PASSED, FAILED, NOT_ATTEMPTED, ERROR)  # what a checker can report
 STATUSES = CHECK_STATUSES + (TIMEOUT,)  # what a grade can be (the grader adds timeouts)
-HEADLINES = {PASSED: "passed", FAILED: "not yet right", NOT_ATTEMPTED: "not attempted yet",
-             ERROR: "could not be checked"}
+HEADLINES = {
+    PASSED: "passed",
+    FAILED: "not yet right",
+    NOT_ATTEMPTED: "not attempted yet",
+    ERROR: "could not be checked",
+}
 
-CHECK_LINE = re.compile(r"^Exercise (?P<number>\d+\.\d+) \((?P<task>.*?)\): "
-                        r"(?P<headline>passed|not yet right|not attempted yet|could not be checked) - (?P<message>.*)$")
+CHECK_LINE = re.compile(
+    r"^Exercise (?P<number>\d+\.\d+) \((?P<task>.*?)\): "
+    r"(?P<headline>passed|not yet right|not attempted yet|could not be checked) - (?P<message>.*)$"
+)
 
 
 def check_line(number, task, status, message):
     """The one line a checker prints: ``Exercise 1.2 (task): not yet right - <diagnosis>``."""
     return f"Exercise {number} ({task}): {HEADLINES[status]} - {message}"
+
+
+def report(number, task, status, message):
+    """Print the check line and append the verdict to the results file named by :data:`RESULTS_ENV`, if any.
+
+    Returns the verdict as a dict (``exercise``, ``task``, ``status``, ``message``), the JSON object the
+    grader reads back.
+    """
+    entry = {"exercise": number, "task": task, "status": status, "message": message}
+    path = os.environ.get(RESULTS_ENV)
+    if path:
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(entry) + "\n")
+        except OSError:
+            pass  # recording is best effort; the printed line is what the learner needs
+    print(check_line(number, task, status, message))
+    return entry
 
 
 def parse_check_line(line):

@@ -20,7 +20,6 @@ References
 Tipping, M. E. & Bishop, C. M. Probabilistic principal component analysis. JRSS B 61 (1999).
 """
 
-
 import torch
 from torch.distributions import MultivariateNormal
 

@@ -45,8 +45,7 @@ class BayesianLogisticRegression:
 
     def log_prior(self, w):
         r""":math:`\log \mathcal N(w; 0, \sigma_0^2 I)` for ``w`` of shape ``(..., D)``; returns ``(...)``."""
-        return -0.5 * (w**2).sum(-1) / self.prior_std**2 - self.D * (math.log(self.prior_std)
-                                                                      + 0.5 * LOG_2PI)
+        return -0.5 * (w**2).sum(-1) / self.prior_std**2 - self.D * (math.log(self.prior_std) + 0.5 * LOG_2PI)
 
     def log_likelihood(self, w):
         r""":math:`\sum_n y_n \log s(a_n) + (1 - y_n)\log(1 - s(a_n))`, :math:`a = Xw`; ``(..., D) -> (...)``."""

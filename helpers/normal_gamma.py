@@ -95,16 +95,23 @@ class NormalGamma:
         r""":math:`\log p(\mu, \tau \mid x)` (Normal-Gamma density), broadcasting over ``mu`` and ``tau``."""
         m, lam, a, b = self.posterior(x)
         mu, tau = torch.as_tensor(mu), torch.as_tensor(tau)
-        return (torch.distributions.Gamma(a, b).log_prob(tau)
-                + torch.distributions.Normal(m, torch.rsqrt(lam * tau)).log_prob(mu))
+        return torch.distributions.Gamma(a, b).log_prob(tau) + torch.distributions.Normal(
+            m, torch.rsqrt(lam * tau)
+        ).log_prob(mu)
 
     def log_evidence(self, x):
         r""":math:`\log p(x) = \log\Gamma(a') - \log\Gamma(a_0) + a_0\log b_0 - a'\log b'
         + \tfrac12\log\frac{\lambda_0}{\lambda'} - \frac N2\log 2\pi`."""
         x = _data(x)
         _, lam, a, b = self.posterior(x)
-        return (torch.lgamma(a) - math.lgamma(self.a0) + self.a0 * math.log(self.b0) - a * torch.log(b)
-                + 0.5 * torch.log(self.lambda0 / lam) - 0.5 * x.numel() * LOG_2PI)
+        return (
+            torch.lgamma(a)
+            - math.lgamma(self.a0)
+            + self.a0 * math.log(self.b0)
+            - a * torch.log(b)
+            + 0.5 * torch.log(self.lambda0 / lam)
+            - 0.5 * x.numel() * LOG_2PI
+        )
 
     def posterior_mean_variance(self, x):
         r"""Exact marginal posterior variance of :math:`\mu`.
@@ -161,7 +168,8 @@ class NormalGamma:
         var_mu = 1 / lambda_N
         e_lik = 0.5 * N * (E_log_tau - LOG_2PI) - 0.5 * E_tau * (((x - mu_N) ** 2).sum() + N * var_mu)
         e_mu = 0.5 * (math.log(self.lambda0) + E_log_tau - LOG_2PI) - 0.5 * self.lambda0 * E_tau * (
-            (mu_N - self.mu0) ** 2 + var_mu)
+            (mu_N - self.mu0) ** 2 + var_mu
+        )
         e_tau = self.a0 * math.log(self.b0) - math.lgamma(self.a0) + (self.a0 - 1) * E_log_tau - self.b0 * E_tau
         h_mu = 0.5 * (1 + LOG_2PI - torch.log(lambda_N))
         h_tau = a_N - torch.log(b_N) + torch.lgamma(a_N) + (1 - a_N) * torch.digamma(a_N)

@@ -19,8 +19,9 @@ def _np(t):
     return np.asarray(t.detach().cpu() if hasattr(t, "detach") else t, dtype=float)
 
 
-def plot_landscape(x, y, values, ax=None, levels=30, marker=None, marker_label=None,
-                   xlabel=None, ylabel=None, colorbar_label=None):
+def plot_landscape(
+    x, y, values, ax=None, levels=30, marker=None, marker_label=None, xlabel=None, ylabel=None, colorbar_label=None
+):
     """Filled contours of ``values`` over a grid, optionally marking one point.
 
     Parameters
@@ -42,8 +43,15 @@ def plot_landscape(x, y, values, ax=None, levels=30, marker=None, marker_label=N
     if colorbar_label is not None:
         ax.figure.colorbar(cs, ax=ax, label=colorbar_label)
     if marker is not None:
-        ax.plot(*(float(v) for v in marker), marker="*", color="white", markeredgecolor="k",
-                markersize=14, linestyle="none", label=marker_label)
+        ax.plot(
+            *(float(v) for v in marker),
+            marker="*",
+            color="white",
+            markeredgecolor="k",
+            markersize=14,
+            linestyle="none",
+            label=marker_label,
+        )
         if marker_label:
             ax.legend(loc="upper right", frameon=True)
     ax.set_xlabel(xlabel or "")
@@ -77,8 +85,18 @@ def plot_target_and_fits(z, target, fits, ax=None, target_label="target"):
     return ax
 
 
-def plot_density_contours(log_prob, ax=None, xlim=(-5, 5), ylim=(-5, 5), n=121, levels=(0.05, 0.25, 0.5, 0.75),
-                          filled=False, color="k", label=None, **kwargs):
+def plot_density_contours(
+    log_prob,
+    ax=None,
+    xlim=(-5, 5),
+    ylim=(-5, 5),
+    n=121,
+    levels=(0.05, 0.25, 0.5, 0.75),
+    filled=False,
+    color="k",
+    label=None,
+    **kwargs,
+):
     """Contours of a 2-D density at fractions ``levels`` of its largest value on an ``n`` x ``n`` grid.
 
     Parameters

@@ -27,8 +27,15 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-__all__ = ["normal_normal_model", "normal_guide", "logistic_regression_model", "mean_field_guide",
-           "full_rank_guide", "vae_model", "vae_guide"]
+__all__ = [
+    "normal_normal_model",
+    "normal_guide",
+    "logistic_regression_model",
+    "mean_field_guide",
+    "full_rank_guide",
+    "vae_model",
+    "vae_guide",
+]
 
 
 def normal_normal_model(x, prior_mean=0.0, prior_std=1.0, noise_std=1.0):

@@ -29,7 +29,12 @@ from torch import nn
 from .gaussian import log_normal_diag
 
 __all__ = [
-    "SemiImplicitGaussian", "sivi_bound", "sivi_upper_bound", "sivi_sandwich", "log_density_estimate", "dsivi_bound",
+    "SemiImplicitGaussian",
+    "sivi_bound",
+    "sivi_upper_bound",
+    "sivi_sandwich",
+    "log_density_estimate",
+    "dsivi_bound",
 ]
 
 

@@ -64,8 +64,9 @@ class SemiImplicitEncoder(nn.Module):
     def __init__(self, D, L, hidden=(256, 256), noise_dim=8, noise_hidden=128):
         super().__init__()
         self.gaussian = GaussianEncoder(D, L, hidden)
-        self.noise_net = nn.Sequential(nn.Linear(hidden[-1] + noise_dim, noise_hidden), nn.ReLU(),
-                                       nn.Linear(noise_hidden, L))
+        self.noise_net = nn.Sequential(
+            nn.Linear(hidden[-1] + noise_dim, noise_hidden), nn.ReLU(), nn.Linear(noise_hidden, L)
+        )
         nn.init.zeros_(self.noise_net[-1].weight)
         nn.init.zeros_(self.noise_net[-1].bias)
         self.L, self.noise_dim = L, noise_dim

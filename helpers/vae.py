@@ -66,9 +66,11 @@ def binomial_log_prob(x, n, logits):
     """
     counts = x.long()
     if not torch.equal(counts.clamp(0, n).to(x.dtype), x):  # fractions, negatives, counts above n, NaN all fail
-        raise ValueError(f"x must hold whole counts between 0 and {n} (the Binomial's number of trials); got "
-                         f"values from {x.min().item():g} to {x.max().item():g}. Pass the raw counts, not pixels "
-                         "scaled to [0, 1].")
+        raise ValueError(
+            f"x must hold whole counts between 0 and {n} (the Binomial's number of trials); got "
+            f"values from {x.min().item():g} to {x.max().item():g}. Pass the raw counts, not pixels "
+            "scaled to [0, 1]."
+        )
     k = torch.arange(n + 1, dtype=logits.dtype, device=logits.device)
     log_choose = math.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)  # log C(n, k) for k = 0..n
     return log_choose[counts] + x * logits - n * F.softplus(logits)  # a table lookup: x is data, no gradient

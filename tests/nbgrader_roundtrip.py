@@ -29,8 +29,15 @@ from helpers.exercise_format import BEGIN, END
 
 ROOT = Path(__file__).resolve().parents[1]
 # One plausible wrong answer per lesson, as (exercise number, body lines); other lessons return None.
-WRONG = {"01_elbo": ("1.2", ["return torch.log(sigma_q / sigma_p) + (sigma_p**2 + (mu_p - mu_q)**2) "
-                             "/ (2 * sigma_q**2) - 0.5  # KL(p || q): swapped"])}
+WRONG = {
+    "01_elbo": (
+        "1.2",
+        [
+            "return torch.log(sigma_q / sigma_p) + (sigma_p**2 + (mu_p - mu_q)**2) "
+            "/ (2 * sigma_q**2) - 0.5  # KL(p || q): swapped"
+        ],
+    )
+}
 
 
 def _run(*args, cwd):
@@ -58,7 +65,7 @@ def _with_answers(release, source, wrong=None):
         if wrong and gid == f"exercise-{wrong[0].replace('.', '-')}":
             start, stop = text.index(BEGIN), text.index(END)
             indent = text[:start].rsplit("\n", 1)[-1]
-            text = text[:start] + ("\n" + indent).join(wrong[1]) + text[stop + len(END):]
+            text = text[:start] + ("\n" + indent).join(wrong[1]) + text[stop + len(END) :]
         cell.source = "\n".join(line for line in text.splitlines() if line.strip() not in (BEGIN, END))
     return nb
 
@@ -68,16 +75,25 @@ def round_trip(lesson, course):
     _run("nbgrader", "generate_assignment", lesson, "--force", cwd=course)
     release = nbformat.read(course / "release" / lesson / f"{lesson}.ipynb", 4)
     source = nbformat.read(course / "source" / lesson / f"{lesson}.ipynb", 4)
-    stubs = [line.strip() for c in release.cells if c.cell_type == "code" for line in c.source.splitlines()
-             if "NotImplementedError" in line]
-    assert stubs and all(re.fullmatch(r'raise NotImplementedError\("Exercise \d+\.\d+: .+"\)', s) for s in stubs), \
+    stubs = [
+        line.strip()
+        for c in release.cells
+        if c.cell_type == "code"
+        for line in c.source.splitlines()
+        if "NotImplementedError" in line
+    ]
+    assert stubs and all(re.fullmatch(r'raise NotImplementedError\("Exercise \d+\.\d+: .+"\)', s) for s in stubs), (
         f"the released stubs are not the course's own: {stubs}"
+    )
     wrong = WRONG.get(lesson)
     if wrong is None:
         first = next(_grade_id(c) for c in source.cells if (_grade_id(c) or "").startswith("exercise-"))
         wrong = (first.split("-", 1)[1].replace("-", "."), ["return None"])
-    submissions = {"untouched": release, "solved": _with_answers(release, source),
-                   "one_wrong": _with_answers(release, source, wrong)}
+    submissions = {
+        "untouched": release,
+        "solved": _with_answers(release, source),
+        "one_wrong": _with_answers(release, source, wrong),
+    }
     for student, nb in submissions.items():
         folder = course / "submitted" / student / lesson
         folder.mkdir(parents=True, exist_ok=True)
@@ -91,8 +107,11 @@ def round_trip(lesson, course):
         for student in submissions:
             nb = gb.find_submission_notebook(lesson, lesson, student)
             auto = [g for g in nb.grades if g.auto_score is not None]
-            scores[student] = (sum(g.auto_score for g in auto), sum(g.max_score for g in auto),
-                               sum(g.max_score for g in nb.grades if g.auto_score is None))
+            scores[student] = (
+                sum(g.auto_score for g in auto),
+                sum(g.max_score for g in auto),
+                sum(g.max_score for g in nb.grades if g.auto_score is None),
+            )
     return scores, wrong[0]
 
 
@@ -111,10 +130,12 @@ def main(argv=None):
             for student, (score, maximum, manual) in scores.items():
                 good = score == expected[student]
                 ok &= good
-                print(f"{lesson}  {student:<10} {score:g} / {maximum:g} automatic points"
-                      f"{f' (+{manual:g} to grade by hand: written answers)' if manual else ''}"
-                      f"{'' if good else f'  UNEXPECTED, expected {expected[student]:g}'}"
-                      f"{f'  (exercise {wrong} wrong)' if student == 'one_wrong' else ''}")
+                print(
+                    f"{lesson}  {student:<10} {score:g} / {maximum:g} automatic points"
+                    f"{f' (+{manual:g} to grade by hand: written answers)' if manual else ''}"
+                    f"{'' if good else f'  UNEXPECTED, expected {expected[student]:g}'}"
+                    f"{f'  (exercise {wrong} wrong)' if student == 'one_wrong' else ''}"
+                )
     finally:
         if args.keep is None:
             shutil.rmtree(course, ignore_errors=True)

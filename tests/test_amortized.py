@@ -26,8 +26,12 @@ def test_elbo_terms_are_unbiased_for_log_p_minus_kl(ppca):
     mu, cov = ppca.posterior(x)
     kl = kl_divergence(Normal(mean, log_scale.exp()), Normal(mu, cov.diagonal().sqrt())).sum(-1)
     exact = ppca.log_evidence(x) - kl
-    draws = torch.stack([amortized.gaussian_elbo_terms(x, mean, log_scale, ppca.log_joint,
-                                                       torch.randn(1, 3, 2, dtype=F64)) for _ in range(4000)])
+    draws = torch.stack(
+        [
+            amortized.gaussian_elbo_terms(x, mean, log_scale, ppca.log_joint, torch.randn(1, 3, 2, dtype=F64))
+            for _ in range(4000)
+        ]
+    )
     se = draws.std(0) / math.sqrt(4000)
     assert ((draws.mean(0) - exact).abs() < 4 * se).all()
 

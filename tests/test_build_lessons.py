@@ -31,17 +31,26 @@ Because.
 
 
 def solution_notebook():
-    nb = new_notebook(cells=[
-        new_markdown_cell("# Title", id="title"),
-        new_code_cell("import math", id="setup", execution_count=1),
-        new_code_cell(SOLUTION_CODE, id="ex32", execution_count=2),
-        new_code_cell("add_two(1)", id="use", execution_count=3,
-                      outputs=[new_output("execute_result", {"text/plain": "3"}, execution_count=3)]),
-        new_markdown_cell(SOLUTION_MD, id="q33"),
-        new_code_cell("check_add_two(add_two)", id="ex32-check", execution_count=4),
-    ])
-    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                   "language_info": {"name": "python", "version": "3.11.7"}, "widgets": {"state": {}}}
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell("# Title", id="title"),
+            new_code_cell("import math", id="setup", execution_count=1),
+            new_code_cell(SOLUTION_CODE, id="ex32", execution_count=2),
+            new_code_cell(
+                "add_two(1)",
+                id="use",
+                execution_count=3,
+                outputs=[new_output("execute_result", {"text/plain": "3"}, execution_count=3)],
+            ),
+            new_markdown_cell(SOLUTION_MD, id="q33"),
+            new_code_cell("check_add_two(add_two)", id="ex32-check", execution_count=4),
+        ]
+    )
+    nb.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python", "version": "3.11.7"},
+        "widgets": {"state": {}},
+    }
     return nb
 
 
@@ -85,25 +94,41 @@ def test_output_is_byte_for_byte_deterministic():
     assert a == b and a.endswith("\n")
 
 
-@pytest.mark.parametrize("source, words", [
-    ("# Exercise 1.1: x\ndef f():\n    ### BEGIN SOLUTION\n    pass", "never closed"),
-    ("# Exercise 1.1: x\ndef f():\n    pass\n    ### END SOLUTION", "without"),
-    ("# Exercise 1.1: x\ndef f():\n    ### BEGIN SOLUTION\n    ### BEGIN SOLUTION\n    ### END SOLUTION", "nested"),
-    ("def f():\n    ### BEGIN SOLUTION\n    pass\n    ### END SOLUTION", "label line"),
-    ("# Exercise 1.1: x\n### BEGIN SOLUTION\na = 1\n### END SOLUTION", "inside a function"),
-    ("# Exercise 1.1: x\ndef f():\n    ### BEGIN SOLUTION\n    pass\n    ### END SOLUTION", "no check cell"),
-    ("# Exercise 1.1: x\n### BEGIN SOLUTION\na = 1\n### END SOLUTION\n### BEGIN SOLUTION\nb = 2\n### END SOLUTION",
-     "one solution region per code cell"),
-])
+@pytest.mark.parametrize(
+    "source, words",
+    [
+        ("# Exercise 1.1: x\ndef f():\n    ### BEGIN SOLUTION\n    pass", "never closed"),
+        ("# Exercise 1.1: x\ndef f():\n    pass\n    ### END SOLUTION", "without"),
+        ("# Exercise 1.1: x\ndef f():\n    ### BEGIN SOLUTION\n    ### BEGIN SOLUTION\n    ### END SOLUTION", "nested"),
+        ("def f():\n    ### BEGIN SOLUTION\n    pass\n    ### END SOLUTION", "label line"),
+        ("# Exercise 1.1: x\n### BEGIN SOLUTION\na = 1\n### END SOLUTION", "inside a function"),
+        ("# Exercise 1.1: x\ndef f():\n    ### BEGIN SOLUTION\n    pass\n    ### END SOLUTION", "no check cell"),
+        (
+            (
+                "# Exercise 1.1: x\n### BEGIN SOLUTION\na = 1\n### "
+                "END SOLUTION\n### BEGIN SOLUTION\nb = 2\n### END SOLUTION"
+            ),
+            "one solution region per code cell",
+        ),
+    ],
+)
 def test_malformed_solutions_are_reported(source, words):
     nb = new_notebook(cells=[new_code_cell(source, id="bad")])
     with pytest.raises(BuildError, match=words):
         lesson_from_solution(nb, "solutions/x.ipynb")
 
 
-@pytest.mark.parametrize("source", ["check_add_two(add_two)", "checks.check_add_two(add_two)",
-                                    "result = check_add_two(add_two)", "print(check_add_two(add_two))",
-                                    "check_add_two(add_one)", "add_two(1); check_add_two(add_two)"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "check_add_two(add_two)",
+        "checks.check_add_two(add_two)",
+        "result = check_add_two(add_two)",
+        "print(check_add_two(add_two))",
+        "check_add_two(add_one)",
+        "add_two(1); check_add_two(add_two)",
+    ],
+)
 def test_a_check_cell_is_one_call_of_a_checker_on_the_exercise_function(source):
     nb = solution_notebook()
     nb.cells[-1].source = source
@@ -139,8 +164,10 @@ def test_check_names_every_stale_lesson_and_writes_nothing(course, capsys):
     assert build(course) == 0  # a stale lesson without learner work is simply regenerated
 
 
-@pytest.mark.parametrize("edit, reason", [("outputs", "executed outputs"), ("exercise", "exercise 3.2 is edited"),
-                                          ("answer", "exercise 3.3 is edited")])
+@pytest.mark.parametrize(
+    "edit, reason",
+    [("outputs", "executed outputs"), ("exercise", "exercise 3.2 is edited"), ("answer", "exercise 3.3 is edited")],
+)
 def test_learner_work_is_never_overwritten_without_force(course, capsys, edit, reason):
     build(course)
     path = course / "lessons" / "03_demo.ipynb"
@@ -186,7 +213,7 @@ def test_require_raises_the_stub_message_only_for_stubs():
     from helpers.checks import require
 
     namespace = {}
-    exec(compile('def done(x):\n    return x\n', "<done>", "exec"), namespace)  # no source: assumed finished
+    exec(compile("def done(x):\n    return x\n", "<done>", "exec"), namespace)  # no source: assumed finished
     require(namespace["done"], len)
 
     def stub(x):

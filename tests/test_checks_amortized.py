@@ -38,8 +38,10 @@ def elbo_sticking_the_landing(x, encoder, log_joint, eps):
     return (log_joint(x, z) - Normal(mean.detach(), log_scale.exp().detach()).log_prob(z).sum(-1)).mean(0)
 
 
-@pytest.mark.parametrize("fn", [amortized.amortized_elbo, elbo_exact_entropy, elbo_independent,
-                                elbo_standard_normal, elbo_sticking_the_landing])
+@pytest.mark.parametrize(
+    "fn",
+    [amortized.amortized_elbo, elbo_exact_entropy, elbo_independent, elbo_standard_normal, elbo_sticking_the_landing],
+)
 def test_amortized_elbo_accepts(fn, capsys):
     accepts(check_amortized_elbo, fn, capsys)
 
@@ -53,6 +55,7 @@ def test_amortized_elbo_names_mistakes(capsys):
             z = mean + log_scale.exp() * eps if z_of is None else z_of(mean, log_scale, eps)
             log_q = Normal(mean, log_scale.exp()).log_prob(z).sum(-1) if use_log_q else 0.0
             return reduce(log_joint(x, z) - log_q)
+
         return fn
 
     rejects(check_amortized_elbo, variant(reduce=lambda t: t.mean()), capsys, "one ELBO per data point")
@@ -64,8 +67,12 @@ def test_amortized_elbo_names_mistakes(capsys):
     rejects(check_amortized_elbo, variant(reduce=lambda t: t.sum(0)), capsys, "summed over the S draws")
     rejects(check_amortized_elbo, variant(detach=True), capsys, "no gradient reaches the encoder")
     # right value, wrong gradient: the draw does not depend on the parameters
-    rejects(check_amortized_elbo, variant(z_of=lambda m, ls, e: (m + ls.exp() * e).detach()), capsys,
-            "gradients with respect to the encoder are not")
+    rejects(
+        check_amortized_elbo,
+        variant(z_of=lambda m, ls, e: (m + ls.exp() * e).detach()),
+        capsys,
+        "gradients with respect to the encoder are not",
+    )
 
 
 # ------------------------------------------------------------ exercise 4.2
@@ -96,14 +103,25 @@ def test_linear_encoder_accepts(fn, capsys):
 
 
 def test_linear_encoder_names_mistakes(capsys):
-    rejects(check_linear_encoder, lambda W, b, s: (torch.linalg.pinv(W), -torch.linalg.pinv(W) @ b), capsys,
-            "misses the prior's identity")
-    rejects(check_linear_encoder, lambda W, b, s: (linear_ref(W, b, s)[0], -linear_ref(W, b, s)[1]), capsys,
-            "c = -A b")
-    rejects(check_linear_encoder, lambda W, b, s: (linear_ref(W, b, s)[0], torch.zeros(W.shape[1], dtype=W.dtype)),
-            capsys, "c is not zero")
-    rejects(check_linear_encoder, lambda W, b, s: (linear_ref(W, b, s)[0].T, linear_ref(W, b, s)[1]), capsys,
-            "so its shape is")
+    rejects(
+        check_linear_encoder,
+        lambda W, b, s: (torch.linalg.pinv(W), -torch.linalg.pinv(W) @ b),
+        capsys,
+        "misses the prior's identity",
+    )
+    rejects(check_linear_encoder, lambda W, b, s: (linear_ref(W, b, s)[0], -linear_ref(W, b, s)[1]), capsys, "c = -A b")
+    rejects(
+        check_linear_encoder,
+        lambda W, b, s: (linear_ref(W, b, s)[0], torch.zeros(W.shape[1], dtype=W.dtype)),
+        capsys,
+        "c is not zero",
+    )
+    rejects(
+        check_linear_encoder,
+        lambda W, b, s: (linear_ref(W, b, s)[0].T, linear_ref(W, b, s)[1]),
+        capsys,
+        "so its shape is",
+    )
     rejects(check_linear_encoder, lambda W, b, s: (W.T / s**2, -(W.T / s**2) @ b), capsys, "misses the posterior")
     rejects(check_linear_encoder, lambda W, b, s: linear_ref(W, b, s)[0], capsys, "return the tuple (A, c)")
 
@@ -132,8 +150,9 @@ def test_refine_accepts(fn, capsys):
 
 def test_refine_names_mistakes(capsys):
     def sign_flipped(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
-        return amortized.fit_per_datapoint(x, lambda x, z: -log_joint(x, z), mean.shape[-1], steps, lr=lr,
-                                           final_lr_factor=1.0, init=(mean, log_scale))
+        return amortized.fit_per_datapoint(
+            x, lambda x, z: -log_joint(x, z), mean.shape[-1], steps, lr=lr, final_lr_factor=1.0, init=(mean, log_scale)
+        )
 
     def in_place(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
         m, ls = amortized.refine(x, mean, log_scale, log_joint, steps, lr, S)

@@ -36,14 +36,25 @@ def test_q_mu_accepts(fn, capsys):
 
 
 def test_q_mu_names_mistakes(capsys):
-    rejects(check_update_q_mu, lambda x, E, model: (model.update_q_mu(x, E)[0], torch.tensor(model.lambda0 + len(x))),
-            capsys, "must include E[tau]")
-    rejects(check_update_q_mu, lambda x, E, model: (x.mean(), model.update_q_mu(x, E)[1]), capsys,
-            "ignores the prior")
-    rejects(check_update_q_mu, lambda x, E, model: (model.update_q_mu(x, E)[0], 1 / model.update_q_mu(x, E)[1]),
-            capsys, "variance 1/lambda_N")
-    rejects(check_update_q_mu, lambda x, E, model: (model.update_q_mu(x, E)[0], len(x) * E), capsys,
-            "misses the prior's lambda0")
+    rejects(
+        check_update_q_mu,
+        lambda x, E, model: (model.update_q_mu(x, E)[0], torch.tensor(model.lambda0 + len(x))),
+        capsys,
+        "must include E[tau]",
+    )
+    rejects(check_update_q_mu, lambda x, E, model: (x.mean(), model.update_q_mu(x, E)[1]), capsys, "ignores the prior")
+    rejects(
+        check_update_q_mu,
+        lambda x, E, model: (model.update_q_mu(x, E)[0], 1 / model.update_q_mu(x, E)[1]),
+        capsys,
+        "variance 1/lambda_N",
+    )
+    rejects(
+        check_update_q_mu,
+        lambda x, E, model: (model.update_q_mu(x, E)[0], len(x) * E),
+        capsys,
+        "misses the prior's lambda0",
+    )
     rejects(check_update_q_mu, lambda x, E, model: model.update_q_mu(x, E)[0], capsys, "return the tuple")
 
 
@@ -79,15 +90,24 @@ def test_q_tau_names_mistakes(capsys):
         def fn(x, mu_N, lambda_N, model):
             a, b = model.update_q_tau(x, mu_N, lambda_N)
             return a + da, (b if db is None else db(b, x, mu_N, lambda_N, model))
+
         return fn
 
     rejects(check_update_q_tau, shift(da=-0.5), capsys, "another 1/2")
-    rejects(check_update_q_tau, shift(db=lambda b, x, m, l, model: b - 0.5 * (len(x) + model.lambda0) / l), capsys,
-            "misses the spread of q(mu)")
+    rejects(
+        check_update_q_tau,
+        shift(db=lambda b, x, m, l, model: b - 0.5 * (len(x) + model.lambda0) / l),
+        capsys,
+        "misses the spread of q(mu)",
+    )
     rejects(check_update_q_tau, shift(db=lambda b, x, m, l, model: b - model.b0), capsys, "prior rate b0")
     rejects(check_update_q_tau, shift(db=lambda b, x, m, l, model: 2 * b - model.b0), capsys, "factor 1/2")
-    rejects(check_update_q_tau, shift(db=lambda b, x, m, l, model: b - 0.5 * model.lambda0 * ((m - model.mu0) ** 2
-            + 1 / l)), capsys, "prior term lambda0")
+    rejects(
+        check_update_q_tau,
+        shift(db=lambda b, x, m, l, model: b - 0.5 * model.lambda0 * ((m - model.mu0) ** 2 + 1 / l)),
+        capsys,
+        "prior term lambda0",
+    )
 
 
 # ------------------------------------------------------------ exercise 2.3
@@ -119,14 +139,27 @@ def test_responsibilities_names_mistakes(capsys):
     def logits(x, m, s2):
         return x @ m.T - 0.5 * ((m**2).sum(-1) + x.shape[1] * s2)
 
-    rejects(check_responsibilities, lambda x, m, s2: torch.softmax(x @ m.T - 0.5 * (m**2).sum(-1), -1), capsys,
-            "missing the variance term")
-    rejects(check_responsibilities, lambda x, m, s2: torch.softmax(logits(x, m, s2), 0), capsys,
-            "normalised over the data points")
+    rejects(
+        check_responsibilities,
+        lambda x, m, s2: torch.softmax(x @ m.T - 0.5 * (m**2).sum(-1), -1),
+        capsys,
+        "missing the variance term",
+    )
+    rejects(
+        check_responsibilities,
+        lambda x, m, s2: torch.softmax(logits(x, m, s2), 0),
+        capsys,
+        "normalised over the data points",
+    )
     rejects(check_responsibilities, lambda x, m, s2: logits(x, m, s2).exp(), capsys, "not normalised")
     rejects(check_responsibilities, lambda x, m, s2: torch.softmax(-logits(x, m, s2), -1), capsys, "sign error")
-    rejects(check_responsibilities, lambda x, m, s2: logits(x, m, s2).exp() / logits(x, m, s2).exp().sum(-1,
-            keepdim=True), capsys, "far from the means", "log space")
+    rejects(
+        check_responsibilities,
+        lambda x, m, s2: logits(x, m, s2).exp() / logits(x, m, s2).exp().sum(-1, keepdim=True),
+        capsys,
+        "far from the means",
+        "log space",
+    )
     rejects(check_responsibilities, lambda x, m, s2: torch.softmax(logits(x, m, s2), -1).T, capsys, "wrong shape")
 
 
@@ -162,16 +195,26 @@ def test_components_names_mistakes(capsys):
         return s2[:, None] * (phi.T @ x), s2
 
     rejects(check_component_update, no_prior, capsys, "missing the prior precision")
-    rejects(check_component_update, lambda x, phi, sd: (comp_ref(x, phi, sd)[0], comp_ref(x, phi, sd)[1].sqrt()),
-            capsys, "standard deviation")
-    rejects(check_component_update, lambda x, phi, sd: (phi.T @ x, comp_ref(x, phi, sd)[1]), capsys,
-            "multiplied by s_k^2")
-    rejects(check_component_update, lambda x, phi, sd: (comp_ref(x, phi, sd)[1][:, None] * x.sum(0),
-            comp_ref(x, phi, sd)[1]), capsys, "weight each x_i")
+    rejects(
+        check_component_update,
+        lambda x, phi, sd: (comp_ref(x, phi, sd)[0], comp_ref(x, phi, sd)[1].sqrt()),
+        capsys,
+        "standard deviation",
+    )
+    rejects(
+        check_component_update, lambda x, phi, sd: (phi.T @ x, comp_ref(x, phi, sd)[1]), capsys, "multiplied by s_k^2"
+    )
+    rejects(
+        check_component_update,
+        lambda x, phi, sd: (comp_ref(x, phi, sd)[1][:, None] * x.sum(0), comp_ref(x, phi, sd)[1]),
+        capsys,
+        "weight each x_i",
+    )
 
 
-@pytest.mark.parametrize("checker", [check_update_q_mu, check_update_q_tau, check_responsibilities,
-                                     check_component_update])
+@pytest.mark.parametrize(
+    "checker", [check_update_q_mu, check_update_q_tau, check_responsibilities, check_component_update]
+)
 def test_stub_reads_not_attempted(checker, capsys):
     def stub(*args):
         raise NotImplementedError(f"Exercise {checker.exercise}: ...")
@@ -184,16 +227,40 @@ def test_review_mistakes_are_named(capsys):
     def ref_mu(x, E, model):
         return model.update_q_mu(x, E)
 
-    rejects(check_update_q_mu, lambda x, E, model: (ref_mu(x, E, model)[0], model.lambda0 + len(x) * E), capsys,
-            "lambda0 tau")
-    rejects(check_update_q_mu, lambda x, E, model: (ref_mu(x, E, model)[0], ref_mu(x, E, model)[1] + 0.3), capsys,
-            "for lambda_N")  # a plain mismatch names the output
-    rejects(check_update_q_tau, lambda x, m, l, model: (float(model.a0 + (len(x) + 1) / 2),
-            model.update_q_tau(x, m, l)[1]), capsys, "a_N is a float", "return tensors")
-    rejects(check_update_q_tau, lambda x, m, l, model: (model.update_q_tau(x, m, l)[0],
-            model.update_q_tau(x, m, l)[1] - 0.5 * (model.lambda0 - 1) / l), capsys, "needs the factor lambda0")
-    rejects(check_update_q_tau, lambda x, m, l, model: (model.update_q_tau(x, m, l)[0],
-            1 / model.update_q_tau(x, m, l)[1]), capsys, "rate b_N")
+    rejects(
+        check_update_q_mu,
+        lambda x, E, model: (ref_mu(x, E, model)[0], model.lambda0 + len(x) * E),
+        capsys,
+        "lambda0 tau",
+    )
+    rejects(
+        check_update_q_mu,
+        lambda x, E, model: (ref_mu(x, E, model)[0], ref_mu(x, E, model)[1] + 0.3),
+        capsys,
+        "for lambda_N",
+    )  # a plain mismatch names the output
+    rejects(
+        check_update_q_tau,
+        lambda x, m, l, model: (float(model.a0 + (len(x) + 1) / 2), model.update_q_tau(x, m, l)[1]),
+        capsys,
+        "a_N is a float",
+        "return tensors",
+    )
+    rejects(
+        check_update_q_tau,
+        lambda x, m, l, model: (
+            model.update_q_tau(x, m, l)[0],
+            model.update_q_tau(x, m, l)[1] - 0.5 * (model.lambda0 - 1) / l,
+        ),
+        capsys,
+        "needs the factor lambda0",
+    )
+    rejects(
+        check_update_q_tau,
+        lambda x, m, l, model: (model.update_q_tau(x, m, l)[0], 1 / model.update_q_tau(x, m, l)[1]),
+        capsys,
+        "rate b_N",
+    )
 
     def drop_D(x, m, s2):
         return torch.softmax(x @ m.T - 0.5 * ((m**2).sum(-1) + s2), -1)

@@ -22,6 +22,7 @@ LOG2PI = math.log(2 * math.pi)
 
 # ------------------------------------------------------------ exercise 1.1
 
+
 def elbo_reference(m, s, x, model):
     return model.gaussian_elbo(m, s, x)
 
@@ -44,37 +45,62 @@ def elbo_from_identity(m, s, x, model):
 def elbo_sufficient_stats(m, s, x, model):
     N, sx, sxx = x.numel(), x.sum(), (x**2).sum()
     sq = sxx - 2 * m * sx + N * m**2
-    return (-0.5 * N * (LOG2PI + 2 * math.log(model.noise_std)) - (sq + N * s * s) / (2 * model.noise_std**2)
-            - 0.5 * (LOG2PI + 2 * math.log(model.prior_std)) - ((m - model.prior_mean) ** 2 + s * s)
-            / (2 * model.prior_std**2) + 0.5 * (1 + LOG2PI) + torch.log(s))
+    return (
+        -0.5 * N * (LOG2PI + 2 * math.log(model.noise_std))
+        - (sq + N * s * s) / (2 * model.noise_std**2)
+        - 0.5 * (LOG2PI + 2 * math.log(model.prior_std))
+        - ((m - model.prior_mean) ** 2 + s * s) / (2 * model.prior_std**2)
+        + 0.5 * (1 + LOG2PI)
+        + torch.log(s)
+    )
 
 
-@pytest.mark.parametrize("fn", [elbo_reference, elbo_with_distributions, elbo_from_identity,
-                                elbo_sufficient_stats])
+@pytest.mark.parametrize("fn", [elbo_reference, elbo_with_distributions, elbo_from_identity, elbo_sufficient_stats])
 def test_gaussian_elbo_accepts_correct_answers(fn, capsys):
     accepts(check_gaussian_elbo, fn, capsys)
 
 
 def test_gaussian_elbo_names_mistakes(capsys):
-    rejects(check_gaussian_elbo, lambda m, s, x, model: model.gaussian_elbo(m, s, x) - Normal(m, s).entropy(),
-            capsys, "missing the entropy")
-    rejects(check_gaussian_elbo, lambda m, s, x, model: -model.gaussian_elbo(m, s, x), capsys,
-            "negative ELBO")
-    rejects(check_gaussian_elbo, lambda m, s, x, model: model.gaussian_elbo(m, s.sqrt(), x), capsys,
-            "used as a variance")
-    rejects(check_gaussian_elbo,
-            lambda m, s, x, model: model.gaussian_elbo(m, s, x) + x.numel() * s**2 / (2 * model.noise_std**2),
-            capsys, "likelihood term misses the spread")
-    rejects(check_gaussian_elbo,
-            lambda m, s, x, model: model.gaussian_elbo(m, s, x) - 2 * Normal(m, s).entropy(),
-            capsys, "entropy has the wrong sign")
-    rejects(check_gaussian_elbo, lambda m, s, x, model: model.gaussian_elbo(m, s, x).sum(), capsys,
-            "wrong shape", "grid", "unsqueeze")
-    rejects(check_gaussian_elbo, lambda m, s, x, model: model.gaussian_elbo(m, s, x) + 0.1, capsys,
-            "does not match the reference")
+    rejects(
+        check_gaussian_elbo,
+        lambda m, s, x, model: model.gaussian_elbo(m, s, x) - Normal(m, s).entropy(),
+        capsys,
+        "missing the entropy",
+    )
+    rejects(check_gaussian_elbo, lambda m, s, x, model: -model.gaussian_elbo(m, s, x), capsys, "negative ELBO")
+    rejects(
+        check_gaussian_elbo, lambda m, s, x, model: model.gaussian_elbo(m, s.sqrt(), x), capsys, "used as a variance"
+    )
+    rejects(
+        check_gaussian_elbo,
+        lambda m, s, x, model: model.gaussian_elbo(m, s, x) + x.numel() * s**2 / (2 * model.noise_std**2),
+        capsys,
+        "likelihood term misses the spread",
+    )
+    rejects(
+        check_gaussian_elbo,
+        lambda m, s, x, model: model.gaussian_elbo(m, s, x) - 2 * Normal(m, s).entropy(),
+        capsys,
+        "entropy has the wrong sign",
+    )
+    rejects(
+        check_gaussian_elbo,
+        lambda m, s, x, model: model.gaussian_elbo(m, s, x).sum(),
+        capsys,
+        "wrong shape",
+        "grid",
+        "unsqueeze",
+    )
+    rejects(
+        check_gaussian_elbo,
+        lambda m, s, x, model: model.gaussian_elbo(m, s, x) + 0.1,
+        capsys,
+        "does not match the reference",
+    )
 
 
 # ------------------------------------------------------------ exercise 1.2
+
 
 def kl_reference(mq, sq, mp, sp):
     return torch.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5
@@ -97,19 +123,34 @@ def test_kl_accepts_correct_answers(fn, capsys):
 
 def test_kl_names_mistakes(capsys):
     rejects(check_kl_normal, lambda mq, sq, mp, sp: kl_reference(mp, sp, mq, sq), capsys, "swapped")
-    rejects(check_kl_normal, lambda mq, sq, mp, sp: torch.log(sp**2 / sq**2) + (sq**2 + (mq - mp) ** 2)
-            / (2 * sp**2) - 0.5, capsys, "factor 1/2")
-    rejects(check_kl_normal, lambda mq, sq, mp, sp: kl_reference(mq, sq, mp, sp) + 0.5, capsys,
-            "missing the constant")
-    rejects(check_kl_normal, lambda mq, sq, mp, sp: torch.log(sp / sq) + sq**2 / (2 * sp**2) - 0.5
-            + 0 * mq + 0 * mp, capsys, "missing the mean term")
+    rejects(
+        check_kl_normal,
+        lambda mq, sq, mp, sp: torch.log(sp**2 / sq**2) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5,
+        capsys,
+        "factor 1/2",
+    )
+    rejects(check_kl_normal, lambda mq, sq, mp, sp: kl_reference(mq, sq, mp, sp) + 0.5, capsys, "missing the constant")
+    rejects(
+        check_kl_normal,
+        lambda mq, sq, mp, sp: torch.log(sp / sq) + sq**2 / (2 * sp**2) - 0.5 + 0 * mq + 0 * mp,
+        capsys,
+        "missing the mean term",
+    )
     rejects(check_kl_normal, lambda mq, sq, mp, sp: -kl_reference(mq, sq, mp, sp), capsys, "sign error")
     # NaN on the edge case q = p (0/0 from a ratio of differences)
-    rejects(check_kl_normal, lambda mq, sq, mp, sp: kl_reference(mq, sq, mp, sp)
-            * ((mq - mp) ** 2 + (sq - sp) ** 2) / ((mq - mp) ** 2 + (sq - sp) ** 2), capsys, "NaN", "q = p")
+    rejects(
+        check_kl_normal,
+        lambda mq, sq, mp, sp: (
+            kl_reference(mq, sq, mp, sp) * ((mq - mp) ** 2 + (sq - sp) ** 2) / ((mq - mp) ** 2 + (sq - sp) ** 2)
+        ),
+        capsys,
+        "NaN",
+        "q = p",
+    )
 
 
 # ------------------------------------------------------------ exercise 1.3
+
 
 def samples_rsample(m, s, x, model, S):
     q = Normal(m, s)
@@ -122,8 +163,9 @@ def samples_manual(m, s, x, model, S):
     z = m + s * eps
     log_q = -0.5 * LOG2PI - torch.log(s) - 0.5 * eps**2
     log_prior = -0.5 * LOG2PI - math.log(model.prior_std) - 0.5 * ((z - model.prior_mean) / model.prior_std) ** 2
-    log_lik = (-0.5 * LOG2PI - math.log(model.noise_std)
-               - 0.5 * ((x[None, :] - z[:, None]) / model.noise_std) ** 2).sum(1)
+    log_lik = (
+        -0.5 * LOG2PI - math.log(model.noise_std) - 0.5 * ((x[None, :] - z[:, None]) / model.noise_std) ** 2
+    ).sum(1)
     return log_lik + log_prior - log_q
 
 
@@ -161,11 +203,16 @@ def test_elbo_samples_names_mistakes(capsys):
     rejects(check_elbo_samples, lambda *a: samples_rsample(*a).mean(), capsys, "single number", "shape (S,)")
     rejects(check_elbo_samples, lambda *a: samples_rsample(*a).detach(), capsys, "no gradient")
     rejects(check_kl_normal, lambda mq, sq, mp, sp: math.log(sp / sq) + 0 * mq, capsys, "use torch.log")
-    rejects(check_elbo_samples, lambda *a: samples_rsample(*a).squeeze() if a[-1] == 1 else samples_rsample(*a),
-            capsys, "S = 1")
+    rejects(
+        check_elbo_samples,
+        lambda *a: samples_rsample(*a).squeeze() if a[-1] == 1 else samples_rsample(*a),
+        capsys,
+        "S = 1",
+    )
 
 
 # ------------------------------------------------------------ common behaviour
+
 
 @pytest.mark.parametrize("checker", [check_gaussian_elbo, check_kl_normal, check_elbo_samples])
 def test_stub_reads_not_attempted(checker, capsys):
@@ -177,8 +224,18 @@ def test_stub_reads_not_attempted(checker, capsys):
     assert out.startswith(f"Exercise {checker.exercise} (") and "not attempted yet" in out
 
 
-@pytest.mark.parametrize("bad", [lambda *a: None, lambda *a: "text", lambda *a: (1, 2), lambda *a: 1 / 0,
-                                 lambda *a: torch.ones(2, 2, 2), lambda: 0, 42])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda *a: None,
+        lambda *a: "text",
+        lambda *a: (1, 2),
+        lambda *a: 1 / 0,
+        lambda *a: torch.ones(2, 2, 2),
+        lambda: 0,
+        42,
+    ],
+)
 @pytest.mark.parametrize("checker", [check_gaussian_elbo, check_kl_normal, check_elbo_samples])
 def test_checkers_never_raise(checker, bad, capsys):
     result, out = run(checker, bad, capsys)
@@ -238,11 +295,27 @@ def test_elbo_samples_accepts_sticking_the_landing(capsys):
 
 
 def test_more_named_mistakes(capsys):
-    rejects(check_gaussian_elbo, lambda m, s, x, model: model.gaussian_elbo(m, s, x)
-            + (x.numel() - 1) * s**2 / (2 * model.noise_std**2), capsys, "summed over the N data points")
-    rejects(check_gaussian_elbo, lambda m, s, x, model: model.gaussian_elbo(m, s, x) - 0.5 * torch.log(s),
-            capsys, "with s squared")
-    rejects(check_kl_normal, lambda mq, sq, mp, sp: -torch.log(sp / sq) + (sq**2 + (mq - mp) ** 2)
-            / (2 * sp**2) - 0.5, capsys, "log term has the wrong sign")
-    rejects(check_kl_normal, lambda mq, sq, mp, sp: torch.log(sp / sq) + (sq**2 + (mq - mp) ** 2)
-            / sp**2 - 0.5, capsys, "including the 2")
+    rejects(
+        check_gaussian_elbo,
+        lambda m, s, x, model: model.gaussian_elbo(m, s, x) + (x.numel() - 1) * s**2 / (2 * model.noise_std**2),
+        capsys,
+        "summed over the N data points",
+    )
+    rejects(
+        check_gaussian_elbo,
+        lambda m, s, x, model: model.gaussian_elbo(m, s, x) - 0.5 * torch.log(s),
+        capsys,
+        "with s squared",
+    )
+    rejects(
+        check_kl_normal,
+        lambda mq, sq, mp, sp: -torch.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5,
+        capsys,
+        "log term has the wrong sign",
+    )
+    rejects(
+        check_kl_normal,
+        lambda mq, sq, mp, sp: torch.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / sp**2 - 0.5,
+        capsys,
+        "including the 2",
+    )

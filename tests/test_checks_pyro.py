@@ -11,8 +11,12 @@ from helpers import pyro_bridge
 from helpers.checks import check_pyro_logistic_model, check_pyro_mean_field_guide
 
 
-def model_with(prior=lambda D, s, X: dist.Normal(X.new_zeros(D), s).to_event(1), logits=lambda w, X: (w * X).sum(-1),
-               obs=True, plate=True):
+def model_with(
+    prior=lambda D, s, X: dist.Normal(X.new_zeros(D), s).to_event(1),
+    logits=lambda w, X: (w * X).sum(-1),
+    obs=True,
+    plate=True,
+):
     def model(X, y, prior_std=1.0):
         w = pyro.sample("w", prior(X.shape[-1], prior_std, X))
         if plate:
@@ -20,27 +24,39 @@ def model_with(prior=lambda D, s, X: dist.Normal(X.new_zeros(D), s).to_event(1),
                 pyro.sample("y", dist.Bernoulli(logits=logits(w, X)), obs=y if obs else None)
         else:
             pyro.sample("y", dist.Bernoulli(logits=logits(w, X)).to_event(1), obs=y if obs else None)
+
     return model
 
 
-@pytest.mark.parametrize("model", [
-    pyro_bridge.logistic_regression_model,
-    model_with(prior=lambda D, s, X: dist.Normal(torch.tensor(0.0, dtype=X.dtype), s).expand([D]).to_event(1)),
-    model_with(logits=lambda w, X: torch.einsum("...d,nd->...n", w.squeeze(-2) if w.dim() > 1 else w, X)
-               if w.dim() < 3 else torch.einsum("pod,nd->pn", w, X)),
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        pyro_bridge.logistic_regression_model,
+        model_with(prior=lambda D, s, X: dist.Normal(torch.tensor(0.0, dtype=X.dtype), s).expand([D]).to_event(1)),
+        model_with(
+            logits=lambda w, X: (
+                torch.einsum("...d,nd->...n", w.squeeze(-2) if w.dim() > 1 else w, X)
+                if w.dim() < 3
+                else torch.einsum("pod,nd->pn", w, X)
+            )
+        ),
+    ],
+)
 def test_pyro_model_accepts(model, capsys):
     accepts(check_pyro_logistic_model, model, capsys)
 
 
-@pytest.mark.parametrize("model, words", [
-    (model_with(obs=False), "obs=y"),
-    (model_with(prior=lambda D, s, X: dist.Normal(X.new_zeros(D), s)), ".to_event(1)"),
-    (model_with(plate=False), "pyro.plate"),
-    (model_with(prior=lambda D, s, X: dist.Normal(X.new_zeros(D), 1.0).to_event(1)), "prior_std"),
-    (model_with(logits=lambda w, X: -(w * X).sum(-1)), "wrong sign"),
-    (model_with(logits=lambda w, X: (w.unsqueeze(-2) @ X.T).squeeze(-2)), "broadcast"),
-])
+@pytest.mark.parametrize(
+    "model, words",
+    [
+        (model_with(obs=False), "obs=y"),
+        (model_with(prior=lambda D, s, X: dist.Normal(X.new_zeros(D), s)), ".to_event(1)"),
+        (model_with(plate=False), "pyro.plate"),
+        (model_with(prior=lambda D, s, X: dist.Normal(X.new_zeros(D), 1.0).to_event(1)), "prior_std"),
+        (model_with(logits=lambda w, X: -(w * X).sum(-1)), "wrong sign"),
+        (model_with(logits=lambda w, X: (w.unsqueeze(-2) @ X.T).squeeze(-2)), "broadcast"),
+    ],
+)
 def test_pyro_model_names_mistakes(model, words, capsys):
     rejects(check_pyro_logistic_model, model, capsys, words)
 
@@ -52,6 +68,7 @@ def guide_with(scale=lambda ls: ls.exp(), names=("mean", "log_scale"), start=-2.
         ls = pyro.param(names[1], X.new_full((D,), start))
         d = dist.Normal(m, scale(ls))
         pyro.sample("w", d.to_event(1) if event else d)
+
     return guide
 
 
@@ -60,13 +77,16 @@ def test_pyro_guide_accepts(guide, capsys):
     accepts(check_pyro_mean_field_guide, guide, capsys)
 
 
-@pytest.mark.parametrize("guide, words", [
-    (guide_with(scale=lambda ls: (2 * ls).exp()), "variance"),
-    (guide_with(scale=lambda ls: (0.5 * ls).exp()), "log sigma^2"),
-    (guide_with(names=("loc", "log_scale")), "'mean'"),
-    (guide_with(start=0.0), "lesson 03 did"),
-    (guide_with(event=False), ".to_event(1)"),
-])
+@pytest.mark.parametrize(
+    "guide, words",
+    [
+        (guide_with(scale=lambda ls: (2 * ls).exp()), "variance"),
+        (guide_with(scale=lambda ls: (0.5 * ls).exp()), "log sigma^2"),
+        (guide_with(names=("loc", "log_scale")), "'mean'"),
+        (guide_with(start=0.0), "lesson 03 did"),
+        (guide_with(event=False), ".to_event(1)"),
+    ],
+)
 def test_pyro_guide_names_mistakes(guide, words, capsys):
     rejects(check_pyro_mean_field_guide, guide, capsys, words)
 
@@ -76,8 +96,12 @@ def test_pyro_guide_names_mistakes(guide, words, capsys):
 
 def test_pyro_model_names_the_reviewed_mistakes(capsys):
     rejects(check_pyro_logistic_model, model_with(logits=lambda w, X: X @ w), capsys, "(P, 1, D)")
-    rejects(check_pyro_logistic_model, model_with(prior=lambda D, s, X: dist.Normal(X.new_zeros(D), s**2).to_event(1)),
-            capsys, "variance")
+    rejects(
+        check_pyro_logistic_model,
+        model_with(prior=lambda D, s, X: dist.Normal(X.new_zeros(D), s**2).to_event(1)),
+        capsys,
+        "variance",
+    )
 
     def other_plate(X, y, prior_std=1.0):
         w = pyro.sample("w", dist.Normal(X.new_zeros(X.shape[-1]), prior_std).to_event(1))

@@ -19,11 +19,14 @@ def _normal(z, m, var, dims=None):
     return -0.5 * ((z - m) ** 2).sum(-1) / var - 0.5 * dims * math.log(2 * math.pi * var)
 
 
-@pytest.mark.parametrize("fn", [
-    lambda z, m, t, s: Normal(m, math.sqrt(t**2 + s**2)).log_prob(z).sum(-1),
-    lambda z, m, t, s: MultivariateNormal(m, (t**2 + s**2) * torch.eye(m.shape[-1], dtype=m.dtype)).log_prob(z),
-    lambda z, m, t, s: _normal(z, m, t * t + s * s),
-])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda z, m, t, s: Normal(m, math.sqrt(t**2 + s**2)).log_prob(z).sum(-1),
+        lambda z, m, t, s: MultivariateNormal(m, (t**2 + s**2) * torch.eye(m.shape[-1], dtype=m.dtype)).log_prob(z),
+        lambda z, m, t, s: _normal(z, m, t * t + s * s),
+    ],
+)
 def test_linear_marginal_accepts(fn, capsys):
     accepts(check_linear_marginal, fn, capsys)
 
@@ -34,10 +37,18 @@ def test_linear_marginal_names_mistakes(capsys):
     rejects(check_linear_marginal, lambda z, m, t, s: _normal(z, m, t**2), capsys, "own noise is missing")
     rejects(check_linear_marginal, lambda z, m, t, s: _normal(z, m, t**2 * s**2), capsys, "do not multiply")
     rejects(check_linear_marginal, lambda z, m, t, s: _normal(z, m, t**2 + s**2, dims=1), capsys, "once per coord")
-    rejects(check_linear_marginal, lambda z, m, t, s: Normal(m, math.sqrt(t**2 + s**2)).log_prob(z), capsys,
-            "sum the log densities")
-    rejects(check_linear_marginal, lambda z, m, t, s: Normal(m, math.sqrt(t**2 + s**2)).log_prob(z).sum(1), capsys,
-            "sum over the last")
+    rejects(
+        check_linear_marginal,
+        lambda z, m, t, s: Normal(m, math.sqrt(t**2 + s**2)).log_prob(z),
+        capsys,
+        "sum the log densities",
+    )
+    rejects(
+        check_linear_marginal,
+        lambda z, m, t, s: Normal(m, math.sqrt(t**2 + s**2)).log_prob(z).sum(1),
+        capsys,
+        "sum over the last",
+    )
     rejects(check_linear_marginal, lambda z, m, t, s: _normal(z, m, (t**2 + s**2) ** 2), capsys, "not the standard")
 
 
@@ -75,22 +86,28 @@ def _wrong(combine):
     def bound(log_target, q, S, K):
         z, own, others = _parts(q, S, K)
         return combine(log_target(z), own, others, K)
+
     return bound
 
 
-@pytest.mark.parametrize("combine, words", [
-    (lambda lp, own, oth, K: (lp - (oth.logsumexp(1) - math.log(K))).mean(), "psi_0, the draw that generated z"),
-    (lambda lp, own, oth, K: (lp - (torch.cat([own, oth], 1).logsumexp(1) - math.log(K))).mean(), "not log K"),
-    (lambda lp, own, oth, K: (lp - torch.cat([own, oth], 1).logsumexp(1)).mean(), "log(K + 1)"),
-    (lambda lp, own, oth, K: (lp - torch.cat([own, oth], 1).mean(1)).mean(), "averages the log densities"),
-    (lambda lp, own, oth, K: (lp - own.squeeze(1)).mean(), "K extra draws are missing"),
-    (lambda lp, own, oth, K: -(torch.cat([own, oth], 1).logsumexp(1) - math.log(K + 1)).mean(), "log_target"),
-    (lambda lp, own, oth, K: ((torch.cat([own, oth], 1).logsumexp(1) - math.log(K + 1)) - lp).mean(), "sign"),
-    (lambda lp, own, oth, K: lp - (torch.cat([own, oth], 1).logsumexp(1) - math.log(K + 1)), "average over the S"),
-    (lambda lp, own, oth, K: (lp - torch.log(torch.cat([own, oth], 1).exp().mean(1))).mean(), "overflows"),
-    (lambda lp, own, oth, K: (lp - (torch.cat([own, oth], 1).logsumexp(1) - math.log(K + 1))).mean().detach(),
-     "no gradient"),
-])
+@pytest.mark.parametrize(
+    "combine, words",
+    [
+        (lambda lp, own, oth, K: (lp - (oth.logsumexp(1) - math.log(K))).mean(), "psi_0, the draw that generated z"),
+        (lambda lp, own, oth, K: (lp - (torch.cat([own, oth], 1).logsumexp(1) - math.log(K))).mean(), "not log K"),
+        (lambda lp, own, oth, K: (lp - torch.cat([own, oth], 1).logsumexp(1)).mean(), "log(K + 1)"),
+        (lambda lp, own, oth, K: (lp - torch.cat([own, oth], 1).mean(1)).mean(), "averages the log densities"),
+        (lambda lp, own, oth, K: (lp - own.squeeze(1)).mean(), "K extra draws are missing"),
+        (lambda lp, own, oth, K: -(torch.cat([own, oth], 1).logsumexp(1) - math.log(K + 1)).mean(), "log_target"),
+        (lambda lp, own, oth, K: ((torch.cat([own, oth], 1).logsumexp(1) - math.log(K + 1)) - lp).mean(), "sign"),
+        (lambda lp, own, oth, K: lp - (torch.cat([own, oth], 1).logsumexp(1) - math.log(K + 1)), "average over the S"),
+        (lambda lp, own, oth, K: (lp - torch.log(torch.cat([own, oth], 1).exp().mean(1))).mean(), "overflows"),
+        (
+            lambda lp, own, oth, K: (lp - (torch.cat([own, oth], 1).logsumexp(1) - math.log(K + 1))).mean().detach(),
+            "no gradient",
+        ),
+    ],
+)
 def test_sivi_bound_names_mistakes(combine, words, capsys):
     rejects(check_sivi_bound, _wrong(combine), capsys, words)
 
@@ -130,31 +147,49 @@ def _loop_version(x, z, psi, log_scale, log_joint):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("fn", [
-    semi_implicit_vae.semi_implicit_elbo_terms,
-    lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi, ls), dim=0) + math.log(psi.shape[0]),
-    _loop_version,
-])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        semi_implicit_vae.semi_implicit_elbo_terms,
+        lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi, ls), dim=0) + math.log(psi.shape[0]),
+        _loop_version,
+    ],
+)
 def test_semi_implicit_elbo_terms_accepts(fn, capsys):
     accepts(check_semi_implicit_elbo_terms, fn, capsys)
 
 
-@pytest.mark.parametrize("fn, words", [
-    (lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi[1:], ls), 0) + math.log(psi.shape[0] - 1),
-     "psi[0], the draw that generated z"),
-    (lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi, ls), 0) + math.log(psi.shape[0] - 1),
-     "not log K"),
-    (lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi, ls), 0), "1/(K + 1)"),
-    (lambda x, z, psi, ls, lj: lj(x, z) - _log_q(z, psi, ls).mean(0), "averages the log densities"),
-    (lambda x, z, psi, ls, lj: lj(x, z) - _log_q(z, psi, ls)[0], "only psi[0]"),
-    (lambda x, z, psi, ls, lj: -torch.logsumexp(_log_q(z, psi, ls), 0) + math.log(psi.shape[0]), "log_joint"),
-    (lambda x, z, psi, ls, lj: torch.logsumexp(_log_q(z, psi, ls), 0) - math.log(psi.shape[0]) - lj(x, z), "sign"),
-    (lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi, 0.5 * ls), 0) + math.log(psi.shape[0]),
-     "not the variance"),
-    (lambda x, z, psi, ls, lj: (lj(x, z) - torch.logsumexp(_log_q(z, psi, ls), 0) + math.log(psi.shape[0])).mean(),
-     "one surrogate per data point"),
-    (lambda x, z, psi, ls, lj: lj(x, z) - torch.log(_log_q(z, psi, ls).exp().mean(0)), "log space"),
-])
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (
+            lambda x, z, psi, ls, lj: (
+                lj(x, z) - torch.logsumexp(_log_q(z, psi[1:], ls), 0) + math.log(psi.shape[0] - 1)
+            ),
+            "psi[0], the draw that generated z",
+        ),
+        (
+            lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi, ls), 0) + math.log(psi.shape[0] - 1),
+            "not log K",
+        ),
+        (lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi, ls), 0), "1/(K + 1)"),
+        (lambda x, z, psi, ls, lj: lj(x, z) - _log_q(z, psi, ls).mean(0), "averages the log densities"),
+        (lambda x, z, psi, ls, lj: lj(x, z) - _log_q(z, psi, ls)[0], "only psi[0]"),
+        (lambda x, z, psi, ls, lj: -torch.logsumexp(_log_q(z, psi, ls), 0) + math.log(psi.shape[0]), "log_joint"),
+        (lambda x, z, psi, ls, lj: torch.logsumexp(_log_q(z, psi, ls), 0) - math.log(psi.shape[0]) - lj(x, z), "sign"),
+        (
+            lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi, 0.5 * ls), 0) + math.log(psi.shape[0]),
+            "not the variance",
+        ),
+        (
+            lambda x, z, psi, ls, lj: (
+                lj(x, z) - torch.logsumexp(_log_q(z, psi, ls), 0) + math.log(psi.shape[0])
+            ).mean(),
+            "one surrogate per data point",
+        ),
+        (lambda x, z, psi, ls, lj: lj(x, z) - torch.log(_log_q(z, psi, ls).exp().mean(0)), "log space"),
+    ],
+)
 def test_semi_implicit_elbo_terms_names_mistakes(fn, words, capsys):
     rejects(check_semi_implicit_elbo_terms, fn, capsys, words)
 
@@ -178,7 +213,7 @@ def _u_masked(z, diff, h):
 
 
 def _u_cdist(z, diff, h):  # cdist is fine for first derivatives
-    gram = torch.exp(-torch.cdist(z, z) ** 2 / (2 * h**2)) * (diff @ diff.T)
+    gram = torch.exp(-(torch.cdist(z, z) ** 2) / (2 * h**2)) * (diff @ diff.T)
     return (gram.sum() - gram.trace()) / (len(z) * (len(z) - 1))
 
 
@@ -191,19 +226,29 @@ def _gram(z, diff, h, scale=2):
     return torch.exp(-((z[:, None] - z[None]) ** 2).sum(-1) / (scale * h**2)) * (diff @ diff.T)
 
 
-@pytest.mark.parametrize("fn, words", [
-    (lambda z, d, h: _gram(z, d, h).mean(), "diagonal i = j is included"),
-    (lambda z, d, h: _gram(z, d, h).sum() / (len(z) * (len(z) - 1)), "diagonal is included"),
-    (lambda z, d, h: (_gram(z, d, h).sum() - _gram(z, d, h).diagonal().sum()) / len(z) ** 2, "S(S - 1)"),
-    (lambda z, d, h: (_gram(z, d, h, 1).sum() - _gram(z, d, h, 1).diagonal().sum()) / (len(z) * (len(z) - 1)),
-     "factor 2"),
-    (lambda z, d, h: -_u_masked(z, d, h), "sign"),
-    (lambda z, d, h: _gram(z, d, h), "(S, S) matrix"),
-    (lambda z, d, h: _u_masked(z.detach(), d, h), "no gradient"),
-    (lambda z, d, h: ((torch.exp(-torch.cdist(z, z) / (2 * h**2)) * (d @ d.T)).sum()
-                      - (d**2).sum()) / (len(z) * (len(z) - 1)), "not the distance itself"),
-    (lambda z, d, h: ((d @ d.T).sum() - (d**2).sum()) / (len(z) * (len(z) - 1)), "kernel weights are missing"),
-])
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (lambda z, d, h: _gram(z, d, h).mean(), "diagonal i = j is included"),
+        (lambda z, d, h: _gram(z, d, h).sum() / (len(z) * (len(z) - 1)), "diagonal is included"),
+        (lambda z, d, h: (_gram(z, d, h).sum() - _gram(z, d, h).diagonal().sum()) / len(z) ** 2, "S(S - 1)"),
+        (
+            lambda z, d, h: (_gram(z, d, h, 1).sum() - _gram(z, d, h, 1).diagonal().sum()) / (len(z) * (len(z) - 1)),
+            "factor 2",
+        ),
+        (lambda z, d, h: -_u_masked(z, d, h), "sign"),
+        (lambda z, d, h: _gram(z, d, h), "(S, S) matrix"),
+        (lambda z, d, h: _u_masked(z.detach(), d, h), "no gradient"),
+        (
+            lambda z, d, h: (
+                ((torch.exp(-torch.cdist(z, z) / (2 * h**2)) * (d @ d.T)).sum() - (d**2).sum())
+                / (len(z) * (len(z) - 1))
+            ),
+            "not the distance itself",
+        ),
+        (lambda z, d, h: ((d @ d.T).sum() - (d**2).sum()) / (len(z) * (len(z) - 1)), "kernel weights are missing"),
+    ],
+)
 def test_ksd_u_statistic_names_mistakes(fn, words, capsys):
     rejects(check_ksd_u_statistic, fn, capsys, words)
 
@@ -212,8 +257,11 @@ def test_ksd_u_statistic_names_mistakes(fn, words, capsys):
 
 
 def test_linear_marginal_accepts_float32_answers(capsys):
-    accepts(check_linear_marginal, lambda z, m, t, s: MultivariateNormal(
-        m.float(), (t**2 + s**2) * torch.eye(len(m))).log_prob(z.float()), capsys)
+    accepts(
+        check_linear_marginal,
+        lambda z, m, t, s: MultivariateNormal(m.float(), (t**2 + s**2) * torch.eye(len(m))).log_prob(z.float()),
+        capsys,
+    )
 
 
 def test_linear_marginal_names_density_and_mean(capsys):
@@ -236,6 +284,7 @@ def _gradient_breaker(where):
         lp = log_target(z.detach() if where == "target" else z)
         log_terms = torch.cat([q.log_conditional(z, psi0)[:, None], q.log_conditional(z[:, None], q.sample_psi(K))], 1)
         return (lp - (log_terms.logsumexp(1) - math.log(K + 1))).mean()
+
     return bound
 
 
@@ -258,9 +307,11 @@ def test_sivi_bound_names_finer_mistakes(capsys):
     def off_by_one(extra):
         def bound(log_target, q, S, K):
             z, psi0 = q.rsample(S)
-            log_terms = torch.cat([q.log_conditional(z, psi0)[:, None],
-                                   q.log_conditional(z[:, None], q.sample_psi(K + extra))], 1)
+            log_terms = torch.cat(
+                [q.log_conditional(z, psi0)[:, None], q.log_conditional(z[:, None], q.sample_psi(K + extra))], 1
+            )
             return (log_target(z) - (log_terms.logsumexp(1) - math.log(K + 1 + extra))).mean()
+
         return bound
 
     def float64_exp(log_target, q, S, K):
@@ -290,11 +341,20 @@ def test_semi_implicit_elbo_terms_rejects_detached_answers(capsys):
 
 
 def test_semi_implicit_elbo_terms_names_two_more_mistakes(capsys):
-    rejects(check_semi_implicit_elbo_terms, lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(
-        _log_q(z, psi[1:], ls), 0) + math.log(psi.shape[0]), capsys, "missing from the sum")
-    rejects(check_semi_implicit_elbo_terms, lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(
-        Normal(psi, (2 * ls).exp()).log_prob(z).sum(-1), 0) + math.log(psi.shape[0]), capsys,
-        "standard deviation itself")
+    rejects(
+        check_semi_implicit_elbo_terms,
+        lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi[1:], ls), 0) + math.log(psi.shape[0]),
+        capsys,
+        "missing from the sum",
+    )
+    rejects(
+        check_semi_implicit_elbo_terms,
+        lambda x, z, psi, ls, lj: (
+            lj(x, z) - torch.logsumexp(Normal(psi, (2 * ls).exp()).log_prob(z).sum(-1), 0) + math.log(psi.shape[0])
+        ),
+        capsys,
+        "standard deviation itself",
+    )
 
 
 def test_ksd_u_statistic_rejects_detached_diff_and_half_pairs(capsys):

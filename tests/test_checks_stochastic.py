@@ -51,8 +51,9 @@ def score_loop(log_joint, m, log_s, z):
     return torch.stack(terms).mean()
 
 
-@pytest.mark.parametrize("fn", [ref.score_function_surrogate, score_hand_written, score_with_zero_mean_term,
-                                score_leave_one_out, score_loop])
+@pytest.mark.parametrize(
+    "fn", [ref.score_function_surrogate, score_hand_written, score_with_zero_mean_term, score_leave_one_out, score_loop]
+)
 def test_score_function_accepts(fn, capsys):
     accepts(check_score_function, fn, capsys)
 
@@ -61,20 +62,41 @@ def test_score_function_names_mistakes(capsys):
     def log_q_of(m, log_s, z):
         return Normal(m, log_s.exp()).log_prob(z).sum(-1)
 
-    rejects(check_score_function, lambda lj, m, ls, z: (log_q_of(m, ls, z) * (lj(z) - log_q_of(m, ls, z))).mean(),
-            capsys, "must not carry gradient", ".detach()")
-    rejects(check_score_function, lambda lj, m, ls, z: (log_q_of(m, ls, z) * lj(z)).mean(), capsys,
-            "misses -log q(z)")
-    rejects(check_score_function, lambda lj, m, ls, z: -ref.score_function_surrogate(lj, m, ls, z), capsys,
-            "sign error")
-    rejects(check_score_function, lambda lj, m, ls, z: z.shape[0] * ref.score_function_surrogate(lj, m, ls, z),
-            capsys, "summed over the S draws")
-    rejects(check_score_function, lambda lj, m, ls, z: ref.score_function_surrogate(
-        lj, m, ls, (m + ls.exp() * torch.randn_like(z)).detach()), capsys, "use the draws you are given")
-    rejects(check_score_function, lambda lj, m, ls, z: log_q_of(m, ls, z) * (lj(z) - log_q_of(m, ls, z)).detach(),
-            capsys, "return a scalar")
-    rejects(check_score_function, lambda lj, m, ls, z: ref.score_function_surrogate(lj, m, ls, z).detach(), capsys,
-            "no gradient reaches m and log_s")
+    rejects(
+        check_score_function,
+        lambda lj, m, ls, z: (log_q_of(m, ls, z) * (lj(z) - log_q_of(m, ls, z))).mean(),
+        capsys,
+        "must not carry gradient",
+        ".detach()",
+    )
+    rejects(check_score_function, lambda lj, m, ls, z: (log_q_of(m, ls, z) * lj(z)).mean(), capsys, "misses -log q(z)")
+    rejects(
+        check_score_function, lambda lj, m, ls, z: -ref.score_function_surrogate(lj, m, ls, z), capsys, "sign error"
+    )
+    rejects(
+        check_score_function,
+        lambda lj, m, ls, z: z.shape[0] * ref.score_function_surrogate(lj, m, ls, z),
+        capsys,
+        "summed over the S draws",
+    )
+    rejects(
+        check_score_function,
+        lambda lj, m, ls, z: ref.score_function_surrogate(lj, m, ls, (m + ls.exp() * torch.randn_like(z)).detach()),
+        capsys,
+        "use the draws you are given",
+    )
+    rejects(
+        check_score_function,
+        lambda lj, m, ls, z: log_q_of(m, ls, z) * (lj(z) - log_q_of(m, ls, z)).detach(),
+        capsys,
+        "return a scalar",
+    )
+    rejects(
+        check_score_function,
+        lambda lj, m, ls, z: ref.score_function_surrogate(lj, m, ls, z).detach(),
+        capsys,
+        "no gradient reaches m and log_s",
+    )
     # wrong answers of other forms: the statistical test (small S, many calls) catches them
     rejects(check_score_function, lambda lj, m, ls, z: log_q_of(m, ls, z).sum(), capsys, "biased")
 
@@ -85,8 +107,13 @@ def test_score_function_names_mistakes(capsys):
 
     rejects(check_score_function, baseline_including_itself, capsys, "biased", "leave out the draw")
     # a biased estimator of another form: the statistical test names the coordinate
-    rejects(check_score_function, lambda lj, m, ls, z: ref.score_function_surrogate(lj, m, ls.detach(), z) + ls.sum(),
-            capsys, "biased", "d/dlog_s_1")
+    rejects(
+        check_score_function,
+        lambda lj, m, ls, z: ref.score_function_surrogate(lj, m, ls.detach(), z) + ls.sum(),
+        capsys,
+        "biased",
+        "d/dlog_s_1",
+    )
 
 
 # ------------------------------------------------------------ exercise 3.2
@@ -109,8 +136,10 @@ def reparam_standard_normal(log_joint, m, log_s, eps):
     return torch.mean(log_joint(z) - log_q)
 
 
-@pytest.mark.parametrize("fn", [ref.reparameterization_surrogate, reparam_exact_entropy,
-                                reparam_sticking_the_landing, reparam_standard_normal])
+@pytest.mark.parametrize(
+    "fn",
+    [ref.reparameterization_surrogate, reparam_exact_entropy, reparam_sticking_the_landing, reparam_standard_normal],
+)
 def test_reparameterization_accepts(fn, capsys):
     accepts(check_reparameterization, fn, capsys)
 
@@ -121,28 +150,53 @@ def test_reparameterization_names_mistakes(capsys):
             z = z_of(m, log_s, eps)
             log_q = Normal(m, log_s.exp()).log_prob(z).sum(-1) if use_log_q else 0.0
             return (log_joint(z) - log_q).mean()
+
         return fn
 
-    rejects(check_reparameterization, with_z(lambda m, ls, e: (m + ls.exp() * e).detach()), capsys,
-            "no gradient flows through the sample")
+    rejects(
+        check_reparameterization,
+        with_z(lambda m, ls, e: (m + ls.exp() * e).detach()),
+        capsys,
+        "no gradient flows through the sample",
+    )
     rejects(check_reparameterization, with_z(lambda m, ls, e: m + ls * e), capsys, "not m + log_s * eps")
     rejects(check_reparameterization, with_z(lambda m, ls, e: m + ls.exp() ** 2 * e), capsys, "not the variance")
-    rejects(check_reparameterization, with_z(lambda m, ls, e: m + ls.exp() * e, use_log_q=False), capsys,
-            "the -log q(z) term carries no gradient")
-    rejects(check_reparameterization, lambda lj, m, ls, e: -ref.reparameterization_surrogate(lj, m, ls, e), capsys,
-            "sign error")
+    rejects(
+        check_reparameterization,
+        with_z(lambda m, ls, e: m + ls.exp() * e, use_log_q=False),
+        capsys,
+        "the -log q(z) term carries no gradient",
+    )
+    rejects(
+        check_reparameterization,
+        lambda lj, m, ls, e: -ref.reparameterization_surrogate(lj, m, ls, e),
+        capsys,
+        "sign error",
+    )
 
     def forgot_log_det(lj, m, ls, e):
         return (lj(m + ls.exp() * e) - Normal(0.0, 1.0).log_prob(e).sum(-1)).mean()
 
     rejects(check_reparameterization, forgot_log_det, capsys, "-sum(log_s)")
-    rejects(check_reparameterization, lambda lj, m, ls, e: e.shape[0] * ref.reparameterization_surrogate(lj, m, ls, e),
-            capsys, "summed over the S draws")
-    rejects(check_reparameterization, lambda lj, m, ls, e: ref.reparameterization_surrogate(
-        lj, m, ls, torch.randn_like(e)), capsys, "use the draws you are given")
+    rejects(
+        check_reparameterization,
+        lambda lj, m, ls, e: e.shape[0] * ref.reparameterization_surrogate(lj, m, ls, e),
+        capsys,
+        "summed over the S draws",
+    )
+    rejects(
+        check_reparameterization,
+        lambda lj, m, ls, e: ref.reparameterization_surrogate(lj, m, ls, torch.randn_like(e)),
+        capsys,
+        "use the draws you are given",
+    )
     # the right gradient with a value that is not the ELBO estimate
-    rejects(check_reparameterization, lambda lj, m, ls, e: ref.reparameterization_surrogate(lj, m, ls, e) + 5.0,
-            capsys, "the gradient is right, but the value")
+    rejects(
+        check_reparameterization,
+        lambda lj, m, ls, e: ref.reparameterization_surrogate(lj, m, ls, e) + 5.0,
+        capsys,
+        "the gradient is right, but the value",
+    )
 
 
 # ------------------------------------------------------------ exercise 3.3
@@ -180,19 +234,43 @@ def test_logistic_log_joint_names_mistakes(capsys):
         return Normal(0.0, s).log_prob(w).sum(-1)
 
     rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, y).sum(-1), capsys, "missing the log prior")
-    rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, y).sum(-1) - 0.5 * (w**2).sum(-1) / s**2,
-            capsys, "normalising constant")
-    rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, y).sum(-1) + prior(w, math.sqrt(s)), capsys,
-            "prior_std^2")
-    rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, y).sum(-1) + prior(w, s**2), capsys,
-            "not Normal(0, prior_std**2)")
-    rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, 1 - y).sum(-1) + prior(w, s), capsys,
-            "labels swapped")
+    rejects(
+        check_logistic_log_joint,
+        lambda w, X, y, s: lik(w, X, y).sum(-1) - 0.5 * (w**2).sum(-1) / s**2,
+        capsys,
+        "normalising constant",
+    )
+    rejects(
+        check_logistic_log_joint,
+        lambda w, X, y, s: lik(w, X, y).sum(-1) + prior(w, math.sqrt(s)),
+        capsys,
+        "prior_std^2",
+    )
+    rejects(
+        check_logistic_log_joint,
+        lambda w, X, y, s: lik(w, X, y).sum(-1) + prior(w, s**2),
+        capsys,
+        "not Normal(0, prior_std**2)",
+    )
+    rejects(
+        check_logistic_log_joint, lambda w, X, y, s: lik(w, X, 1 - y).sum(-1) + prior(w, s), capsys, "labels swapped"
+    )
     rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, y).mean(-1) + prior(w, s), capsys, "averaged")
-    rejects(check_logistic_log_joint, lambda w, X, y, s: lik(w, X, y) + prior(w, s).unsqueeze(-1), capsys,
-            "sum the log-likelihood over the data points")
-    rejects(check_logistic_log_joint, lambda w, X, y, s: (y * torch.log(torch.sigmoid(w @ X.T)) + (1 - y) * torch.log(
-        1 - torch.sigmoid(w @ X.T))).sum(-1) + prior(w, s), capsys, "logsigmoid")
+    rejects(
+        check_logistic_log_joint,
+        lambda w, X, y, s: lik(w, X, y) + prior(w, s).unsqueeze(-1),
+        capsys,
+        "sum the log-likelihood over the data points",
+    )
+    rejects(
+        check_logistic_log_joint,
+        lambda w, X, y, s: (
+            (y * torch.log(torch.sigmoid(w @ X.T)) + (1 - y) * torch.log(1 - torch.sigmoid(w @ X.T))).sum(-1)
+            + prior(w, s)
+        ),
+        capsys,
+        "logsigmoid",
+    )
 
 
 # ------------------------------------------------------------ exercise 3.4
@@ -227,18 +305,35 @@ def test_ppca_posterior_names_mistakes(capsys):
         def fn(x, W, b, sigma):
             cov = torch.linalg.inv(make_precision(W, sigma))
             return ((x - b) if centre else x) @ W @ cov / sigma**2, cov
+
         return fn
 
     def eye(W):
         return torch.eye(W.shape[1], dtype=W.dtype)
 
     rejects(check_ppca_posterior, with_precision(lambda W, s: W.T @ W / s**2), capsys, "missing the prior's identity")
-    rejects(check_ppca_posterior, with_precision(lambda W, s: eye(W) + W.T @ W / s**2, centre=False), capsys,
-            "subtract the offset")
-    rejects(check_ppca_posterior, lambda x, W, b, s: (ppca_ref(x, W, b, s)[0], eye(W) + W.T @ W / s**2), capsys,
-            "returned the precision")
-    rejects(check_ppca_posterior, lambda x, W, b, s: (ppca_ref(x, W, b, s)[0].T, ppca_ref(x, W, b, s)[1]), capsys,
-            "one row per data point")
-    rejects(check_ppca_posterior, lambda x, W, b, s: ppca_ref(x, W, b, math.sqrt(s)), capsys,
-            "sigma is a standard deviation")
+    rejects(
+        check_ppca_posterior,
+        with_precision(lambda W, s: eye(W) + W.T @ W / s**2, centre=False),
+        capsys,
+        "subtract the offset",
+    )
+    rejects(
+        check_ppca_posterior,
+        lambda x, W, b, s: (ppca_ref(x, W, b, s)[0], eye(W) + W.T @ W / s**2),
+        capsys,
+        "returned the precision",
+    )
+    rejects(
+        check_ppca_posterior,
+        lambda x, W, b, s: (ppca_ref(x, W, b, s)[0].T, ppca_ref(x, W, b, s)[1]),
+        capsys,
+        "one row per data point",
+    )
+    rejects(
+        check_ppca_posterior,
+        lambda x, W, b, s: ppca_ref(x, W, b, math.sqrt(s)),
+        capsys,
+        "sigma is a standard deviation",
+    )
     rejects(check_ppca_posterior, lambda x, W, b, s: ppca_ref(x, W, b, s)[0], capsys, "return the tuple (mean, cov)")

@@ -14,8 +14,9 @@ from helpers.checks import check_kl_standard_normal, check_log_mean_exp, check_r
 # ------------------------------------------------------------ 5.1
 
 
-@pytest.mark.parametrize("fn", [vae.reparameterize, lambda m, ls, e: torch.exp(ls) * e + m,
-                                lambda m, ls, e: m + (0.5 * (2 * ls)).exp() * e])
+@pytest.mark.parametrize(
+    "fn", [vae.reparameterize, lambda m, ls, e: torch.exp(ls) * e + m, lambda m, ls, e: m + (0.5 * (2 * ls)).exp() * e]
+)
 def test_reparameterize_accepts(fn, capsys):
     accepts(check_reparameterize, fn, capsys)
 
@@ -32,11 +33,14 @@ def test_reparameterize_names_mistakes(capsys):
 # ------------------------------------------------------------ 5.2
 
 
-@pytest.mark.parametrize("fn", [
-    vae.kl_standard_normal,
-    lambda m, ls: kl_divergence(Normal(m, ls.exp()), Normal(0.0, 1.0)).sum(-1),
-    lambda m, ls: 0.5 * torch.sum(m.pow(2) + ls.exp().pow(2) - 1, dim=-1) - ls.sum(-1),
-])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        vae.kl_standard_normal,
+        lambda m, ls: kl_divergence(Normal(m, ls.exp()), Normal(0.0, 1.0)).sum(-1),
+        lambda m, ls: 0.5 * torch.sum(m.pow(2) + ls.exp().pow(2) - 1, dim=-1) - ls.sum(-1),
+    ],
+)
 def test_kl_accepts(fn, capsys):
     accepts(check_kl_standard_normal, fn, capsys)
 
@@ -46,15 +50,24 @@ def test_kl_names_mistakes(capsys):
         return 0.5 * (m**2 + (2 * ls).exp() - 1 - 2 * ls)
 
     rejects(check_kl_standard_normal, lambda m, ls: kl(m, ls).sum(-1) * 2, capsys, "factor 1/2")
-    rejects(check_kl_standard_normal, lambda m, ls: 0.5 * (m**2 + ls.exp() - 1 - 2 * ls).sum(-1), capsys,
-            "exp(2 log_scale)")
-    rejects(check_kl_standard_normal, lambda m, ls: 0.5 * (m**2 + (2 * ls).exp() - 1 - ls).sum(-1), capsys,
-            "log sigma^2 = 2 log_scale")
+    rejects(
+        check_kl_standard_normal, lambda m, ls: 0.5 * (m**2 + ls.exp() - 1 - 2 * ls).sum(-1), capsys, "exp(2 log_scale)"
+    )
+    rejects(
+        check_kl_standard_normal,
+        lambda m, ls: 0.5 * (m**2 + (2 * ls).exp() - 1 - ls).sum(-1),
+        capsys,
+        "log sigma^2 = 2 log_scale",
+    )
     rejects(check_kl_standard_normal, lambda m, ls: kl(m, ls), capsys, "sum over the latent dimensions")
     rejects(check_kl_standard_normal, lambda m, ls: -kl(m, ls).sum(-1), capsys, "never negative")
     rejects(check_kl_standard_normal, lambda m, ls: kl(m, ls).mean(-1), capsys, "averaged over the latent")
-    rejects(check_kl_standard_normal, lambda m, ls: kl_divergence(Normal(0.0, 1.0), Normal(m, ls.exp())).sum(-1),
-            capsys, "the other direction")
+    rejects(
+        check_kl_standard_normal,
+        lambda m, ls: kl_divergence(Normal(0.0, 1.0), Normal(m, ls.exp())).sum(-1),
+        capsys,
+        "the other direction",
+    )
 
 
 # ------------------------------------------------------------ 5.3
@@ -90,8 +103,12 @@ def test_vae_elbo_names_mistakes(capsys):
         return model.log_likelihood(x, vae.reparameterize(mean, log_scale, eps)).mean(0), mean, log_scale
 
     rejects(check_vae_elbo, lambda x, model, eps: rec(x, model, eps)[0], capsys, "missing the KL term")
-    rejects(check_vae_elbo, lambda x, model, eps: rec(x, model, eps)[0] + vae.kl_standard_normal(
-        *rec(x, model, eps)[1:]), capsys, "subtracted, not added")
+    rejects(
+        check_vae_elbo,
+        lambda x, model, eps: rec(x, model, eps)[0] + vae.kl_standard_normal(*rec(x, model, eps)[1:]),
+        capsys,
+        "subtracted, not added",
+    )
     rejects(check_vae_elbo, lambda x, model, eps: -elbo_ref(x, model, eps), capsys, "sign error")
     rejects(check_vae_elbo, lambda x, model, eps: elbo_ref(x, model, eps).mean(), capsys, "one ELBO per data point")
     rejects(check_vae_elbo, lambda x, model, eps: elbo_ref(x, model, eps).detach(), capsys, "no gradient")
@@ -107,9 +124,14 @@ def test_vae_elbo_names_mistakes(capsys):
 # ------------------------------------------------------------ 5.4
 
 
-@pytest.mark.parametrize("fn", [vae.log_mean_exp,
-                                lambda lw: torch.logsumexp(lw - math.log(lw.shape[0]), dim=0),
-                                lambda lw: lw.max(0).values + (lw - lw.max(0).values).exp().mean(0).log()])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        vae.log_mean_exp,
+        lambda lw: torch.logsumexp(lw - math.log(lw.shape[0]), dim=0),
+        lambda lw: lw.max(0).values + (lw - lw.max(0).values).exp().mean(0).log(),
+    ],
+)
 def test_log_mean_exp_accepts(fn, capsys):
     accepts(check_log_mean_exp, fn, capsys)
 
@@ -118,6 +140,5 @@ def test_log_mean_exp_names_mistakes(capsys):
     rejects(check_log_mean_exp, lambda lw: torch.logsumexp(lw, 0), capsys, "missing -log K")
     rejects(check_log_mean_exp, lambda lw: lw.mean(0), capsys, "the ELBO estimate")
     rejects(check_log_mean_exp, lambda lw: lw.exp().mean(0).log(), capsys, "underflows")
-    rejects(check_log_mean_exp, lambda lw: torch.logsumexp(lw, 1) - math.log(lw.shape[1]), capsys,
-            "wrong axis")
+    rejects(check_log_mean_exp, lambda lw: torch.logsumexp(lw, 1) - math.log(lw.shape[1]), capsys, "wrong axis")
     rejects(check_log_mean_exp, lambda lw: lw.max(0).values, capsys, "largest weight")

@@ -81,8 +81,9 @@ def test_sample_shapes_and_reproducibility():
     assert torch.equal(x1, x2) and torch.equal(z1, z2)
 
 
-@pytest.mark.parametrize("kwargs", [{"prior_std": 0.0}, {"noise_std": -1.0}, {"prior_std": float("nan")},
-                                    {"noise_std": "1"}])
+@pytest.mark.parametrize(
+    "kwargs", [{"prior_std": 0.0}, {"noise_std": -1.0}, {"prior_std": float("nan")}, {"noise_std": "1"}]
+)
 def test_bad_parameters_are_rejected(kwargs):
     with pytest.raises(ValueError, match="must be a positive finite number"):
         NormalNormal(**kwargs)
@@ -97,6 +98,8 @@ def test_expected_terms_match_monte_carlo(problem):
     model, x = problem
     m, s = torch.tensor(0.4, dtype=F64), torch.tensor(0.7, dtype=F64)
     z = m + s * torch.randn(400_000, generator=torch.Generator().manual_seed(1), dtype=F64)
-    for exact, draws in [(model.expected_log_likelihood(m, s, x), model.log_likelihood(x, z)),
-                         (model.expected_log_prior(m, s), model.log_prior(z))]:
+    for exact, draws in [
+        (model.expected_log_likelihood(m, s, x), model.log_likelihood(x, z)),
+        (model.expected_log_prior(m, s), model.log_prior(z)),
+    ]:
         assert abs(float(draws.mean() - exact)) < 4 * float(draws.std()) / math.sqrt(z.numel())

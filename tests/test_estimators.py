@@ -39,8 +39,10 @@ def test_iwae_bound_increases_towards_the_evidence(setting):
     model, x, m, s = setting
     q = Normal(m.detach(), s.detach())
     log_px = float(model.log_evidence(x))
-    means = [torch.stack([iwae_bound(lambda z: model.log_joint(x, z), q, S) for _ in range(400)]).mean()
-             for S in (1, 10, 100, 1000)]
+    means = [
+        torch.stack([iwae_bound(lambda z: model.log_joint(x, z), q, S) for _ in range(400)]).mean()
+        for S in (1, 10, 100, 1000)
+    ]
     assert all(float(a) < float(b) for a, b in zip(means, means[1:], strict=False))
     assert float(means[-1]) <= log_px + 1e-3 and abs(float(means[-1]) - log_px) < 0.01
     assert abs(float(means[0]) - float(model.gaussian_elbo(m, s, x).detach())) < 0.2

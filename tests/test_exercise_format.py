@@ -21,11 +21,22 @@ def test_label_stub_and_check_line_round_trip():
     assert fmt.parse_check_line("Exercise 3.2 is fine") is None
 
 
-@pytest.mark.parametrize("source, target", [
-    ("check_x(fn)", "fn"), ("checks.check_x(fn)", "fn"), ("check_x(fn, 3)", "fn"), ("check_x(fn)  # why", "fn"),
-    ("x = check_x(fn)", None), ("print(check_x(fn))", None), ("check_x(f(1))", None), ("check_x()", None),
-    ("run(fn)", None), ("check_x(fn)\ncheck_y(fn)", None), ("check_x(fn", None),
-])
+@pytest.mark.parametrize(
+    "source, target",
+    [
+        ("check_x(fn)", "fn"),
+        ("checks.check_x(fn)", "fn"),
+        ("check_x(fn, 3)", "fn"),
+        ("check_x(fn)  # why", "fn"),
+        ("x = check_x(fn)", None),
+        ("print(check_x(fn))", None),
+        ("check_x(f(1))", None),
+        ("check_x()", None),
+        ("run(fn)", None),
+        ("check_x(fn)\ncheck_y(fn)", None),
+        ("check_x(fn", None),
+    ],
+)
 def test_a_check_cell_is_one_checker_call(source, target):
     assert fmt.check_call_target(source) == target
 

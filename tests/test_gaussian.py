@@ -12,8 +12,12 @@ F64 = torch.float64
 
 def test_log_2pi_is_the_gaussian_normaliser():
     assert LOG_2PI == math.log(2 * math.pi)
-    torch.testing.assert_close(Normal(torch.tensor(0.0, dtype=F64), 1.0).log_prob(torch.tensor(0.0, dtype=F64)),
-                               torch.tensor(-0.5 * LOG_2PI, dtype=F64), rtol=0, atol=1e-15)
+    torch.testing.assert_close(
+        Normal(torch.tensor(0.0, dtype=F64), 1.0).log_prob(torch.tensor(0.0, dtype=F64)),
+        torch.tensor(-0.5 * LOG_2PI, dtype=F64),
+        rtol=0,
+        atol=1e-15,
+    )
 
 
 def test_log_normal_diag_matches_torch_with_broadcasting():
@@ -32,8 +36,11 @@ def test_log_normal_diag_matches_torch_with_broadcasting():
 
 def test_log_normal_diag_gradients_match_torch():
     g = torch.Generator().manual_seed(1)
-    args = [torch.randn(6, 2, generator=g, dtype=F64), torch.randn(3, 1, 2, generator=g, dtype=F64),
-            0.5 * torch.randn(2, generator=g, dtype=F64)]
+    args = [
+        torch.randn(6, 2, generator=g, dtype=F64),
+        torch.randn(3, 1, 2, generator=g, dtype=F64),
+        0.5 * torch.randn(2, generator=g, dtype=F64),
+    ]
     ours = [a.clone().requires_grad_(True) for a in args]
     theirs = [a.clone().requires_grad_(True) for a in args]
     weights = torch.randn(3, 6, generator=g, dtype=F64)  # a random direction, not only the sum
@@ -54,8 +61,12 @@ def test_log_normal_diag_is_finite_for_narrow_scales_in_float32():
     z = torch.zeros(2, 100)
     out = log_normal_diag(z, 1e-5, torch.full((100,), math.log(1e-4)))
     assert torch.isfinite(out).all()
-    torch.testing.assert_close(out.double(), Normal(torch.tensor(1e-5, dtype=F64), 1e-4).log_prob(
-        torch.zeros(2, 100, dtype=F64)).sum(-1), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        out.double(),
+        Normal(torch.tensor(1e-5, dtype=F64), 1e-4).log_prob(torch.zeros(2, 100, dtype=F64)).sum(-1),
+        rtol=1e-5,
+        atol=0,
+    )
 
 
 def test_entropy_matches_torch():
@@ -86,5 +97,6 @@ def test_kl_by_quadrature():
     z = torch.linspace(-30, 30, 200_001, dtype=F64)
     q, p = Normal(torch.tensor(0.7, dtype=F64), 0.4), Normal(torch.tensor(-1.0, dtype=F64), 2.5)
     integrand = q.log_prob(z).exp() * (q.log_prob(z) - p.log_prob(z))
-    torch.testing.assert_close(kl_normal(0.7, 0.4, -1.0, 2.5).double(), torch.trapezoid(integrand, z),
-                               rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(
+        kl_normal(0.7, 0.4, -1.0, 2.5).double(), torch.trapezoid(integrand, z), rtol=1e-7, atol=1e-9
+    )

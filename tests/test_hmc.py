@@ -26,8 +26,9 @@ def test_moments_of_a_correlated_gaussian():
     A = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.3, 0.0], [-0.5, 0.2, 0.4]], dtype=F64)
     cov = A @ A.T  # correlations near 0.95: hard without preconditioning
     init = torch.randn(8, 3, generator=g, dtype=F64)
-    samples, acc = hmc(gaussian_target(mean, cov), init, step_size=0.05, n_leapfrog=20, n_samples=1500,
-                       n_warmup=300, generator=g)
+    samples, acc = hmc(
+        gaussian_target(mean, cov), init, step_size=0.05, n_leapfrog=20, n_samples=1500, n_warmup=300, generator=g
+    )
     assert samples.shape == (1500, 8, 3) and 0.6 < acc <= 1.0
     flat = samples.reshape(-1, 3)
     # Monte Carlo error of the mean: sd / sqrt(effective draws); allow a generous effective size
@@ -42,8 +43,15 @@ def test_preconditioning_with_the_exact_cholesky_factor_mixes_in_one_step():
     mean = torch.tensor([3.0, -1.0], dtype=F64)
     cov = torch.tensor([[4.0, 1.9], [1.9, 1.0]], dtype=F64)
     L = torch.linalg.cholesky(cov)
-    samples, acc = hmc(gaussian_target(mean, cov), mean.expand(4, 2).clone(), step_size=0.8, n_leapfrog=3,
-                       n_samples=3000, scale_tril=L, generator=g)
+    samples, acc = hmc(
+        gaussian_target(mean, cov),
+        mean.expand(4, 2).clone(),
+        step_size=0.8,
+        n_leapfrog=3,
+        n_samples=3000,
+        scale_tril=L,
+        generator=g,
+    )
     flat = samples.reshape(-1, 2)
     assert acc > 0.8
     torch.testing.assert_close(flat.mean(0), mean, atol=0.1, rtol=0)

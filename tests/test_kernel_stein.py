@@ -47,8 +47,9 @@ def _statistics(mean, tau, sigma, target, reps=300, S=64):
             u_cond.append(ksd_u_statistic(z, d_cond, h))
             v_cond.append((rbf_kernel(z, h) * (d_cond @ d_cond.T)).mean())
             u_exact.append(ksd_u_statistic(z, score_p + (z - mean) / var, h))
-    as_mean = [(torch.stack(v).mean().item(), torch.stack(v).std().item() / math.sqrt(reps))
-               for v in (u_cond, v_cond, u_exact)]
+    as_mean = [
+        (torch.stack(v).mean().item(), torch.stack(v).std().item() / math.sqrt(reps)) for v in (u_cond, v_cond, u_exact)
+    ]
     return as_mean
 
 
@@ -89,7 +90,7 @@ def test_ksivi_loss_runs_on_the_statistic_it_is_given():
     torch.manual_seed(3)
     given = ksivi_loss(lambda z: -0.5 * (z**2).sum(-1), q, 16, ksd=recording)
     assert torch.equal(given, default)  # the same draws, the same statistic: the same number
-    (z_shape, diff_shape, h), = seen
+    ((z_shape, diff_shape, h),) = seen
     assert z_shape == diff_shape == (16, 2) and h > 0
     torch.manual_seed(3)
     assert ksivi_loss(lambda z: -0.5 * (z**2).sum(-1), q, 16, bandwidth=0.5, ksd=recording).requires_grad

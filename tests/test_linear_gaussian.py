@@ -12,8 +12,7 @@ F64 = torch.float64
 @pytest.fixture
 def model():
     g = torch.Generator().manual_seed(0)
-    return LinearGaussianModel(torch.randn(4, 2, generator=g, dtype=F64), torch.randn(4, generator=g, dtype=F64),
-                               0.6)
+    return LinearGaussianModel(torch.randn(4, 2, generator=g, dtype=F64), torch.randn(4, generator=g, dtype=F64), 0.6)
 
 
 def test_posterior_by_conditioning_the_joint_gaussian(model):

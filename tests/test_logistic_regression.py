@@ -15,8 +15,9 @@ F64 = torch.float64
 def model():
     g = torch.Generator().manual_seed(0)
     X = torch.cat([torch.ones(40, 1, dtype=F64), torch.randn(40, 3, generator=g, dtype=F64)], 1)
-    y = (torch.rand(40, generator=g, dtype=F64) < torch.sigmoid(X @ torch.tensor([0.3, 1.0, -2.0, 0.5],
-                                                                               dtype=F64))).to(F64)
+    y = (torch.rand(40, generator=g, dtype=F64) < torch.sigmoid(X @ torch.tensor([0.3, 1.0, -2.0, 0.5], dtype=F64))).to(
+        F64
+    )
     return BayesianLogisticRegression(X, y, prior_std=1.7)
 
 
@@ -48,7 +49,8 @@ def test_predictive_log_likelihood_and_accuracy(model):
     torch.testing.assert_close(BayesianLogisticRegression.log_predictive(w, model.X, model.y), expected)
     predicted = (torch.sigmoid(w @ model.X.T).mean(0) > 0.5).to(F64)
     assert float(BayesianLogisticRegression.accuracy(w, model.X, model.y)) == pytest.approx(
-        float((predicted == model.y).to(F64).mean()))
+        float((predicted == model.y).to(F64).mean())
+    )
 
 
 def test_stable_for_huge_logits(model):

@@ -30,10 +30,8 @@ def test_elbo_matches_monte_carlo():
     mu = m + s2.sqrt().unsqueeze(-1) * torch.randn(S, 3, 2, dtype=F64)  # (S, K, D)
     c = Categorical(probs=phi).sample((S,))  # (S, N)
     mu_c = torch.gather(mu, 1, c.unsqueeze(-1).expand(S, 40, 2))  # (S, N, D)
-    log_p = (Normal(0.0, 4.0).log_prob(mu).sum((-1, -2)) - 40 * math.log(3)
-             + Normal(mu_c, 1.0).log_prob(x).sum((-1, -2)))
-    log_q = (Normal(m, s2.sqrt().unsqueeze(-1)).log_prob(mu).sum((-1, -2))
-             + Categorical(probs=phi).log_prob(c).sum(-1))
+    log_p = Normal(0.0, 4.0).log_prob(mu).sum((-1, -2)) - 40 * math.log(3) + Normal(mu_c, 1.0).log_prob(x).sum((-1, -2))
+    log_q = Normal(m, s2.sqrt().unsqueeze(-1)).log_prob(mu).sum((-1, -2)) + Categorical(probs=phi).log_prob(c).sum(-1)
     terms = log_p - log_q
     elbo = mixture_elbo(x, phi, m, s2, 4.0)
     assert abs(float(terms.mean() - elbo)) < 4 * float(terms.std()) / math.sqrt(S)

@@ -45,8 +45,9 @@ def test_lesson_runs_with_only_stub_errors(path):
 
 def test_execute_solutions_stores_outputs_with_counts(tmp_path, capsys):
     (tmp_path / "solutions").mkdir()
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 6 * 7", id="a"),
-                                         nbformat.v4.new_code_cell("print(x)\nx", id="b")])
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("x = 6 * 7", id="a"), nbformat.v4.new_code_cell("print(x)\nx", id="b")]
+    )
     nbformat.write(nb, tmp_path / "solutions" / "00_demo.ipynb")
     assert main(["--root", str(tmp_path), "execute-solutions"]) == 0
     out = nbformat.read(tmp_path / "solutions" / "00_demo.ipynb", 4)

@@ -38,5 +38,5 @@ def test_landscape_and_fits_return_their_axes():
     x, y = np.linspace(0, 1, 4), np.linspace(0, 1, 3)
     assert plot_landscape(x, y, np.zeros((3, 4)) + x, ax=a, marker=(0.5, 0.5), marker_label="max") is a
     z = np.linspace(-1, 1, 5)
-    assert plot_target_and_fits(z, np.exp(-z**2), {"fit": np.exp(-z**2 / 2)}, ax=b) is b
+    assert plot_target_and_fits(z, np.exp(-(z**2)), {"fit": np.exp(-(z**2) / 2)}, ax=b) is b
     plt.close(fig)

@@ -65,9 +65,15 @@ def test_pyro_trace_elbo_matches_on_the_normal_normal_model():
     course, course_se = lw.mean().item(), lw.std().item() / math.sqrt(len(lw))
     pyro.param("q_mean", m)
     pyro.param("q_log_scale", log_s)
-    value, se = pyro_estimates(Trace_ELBO(num_particles=1000, vectorize_particles=True, max_plate_nesting=1),
-                               pyro_bridge.normal_normal_model, pyro_bridge.normal_guide, x, prior_mean=0.5,
-                               prior_std=2.0, noise_std=1.5)
+    value, se = pyro_estimates(
+        Trace_ELBO(num_particles=1000, vectorize_particles=True, max_plate_nesting=1),
+        pyro_bridge.normal_normal_model,
+        pyro_bridge.normal_guide,
+        x,
+        prior_mean=0.5,
+        prior_std=2.0,
+        noise_std=1.5,
+    )
     assert agree(course, course_se, value, se), (course, value)
     assert agree(exact, 0.0, value, se) and agree(exact, 0.0, course, course_se)
 
@@ -94,9 +100,14 @@ def _mean_field_estimates(pyro_prior_std):
     X, y, blr = _blr_problem()
     q = MeanFieldGaussian(4, mean=torch.tensor([0.4, -0.8, 1.5, 0.2]), log_scale=-1.0, dtype=F64)
     set_mean_field(q)
-    value, se = pyro_estimates(Trace_ELBO(num_particles=1000, vectorize_particles=True, max_plate_nesting=1),
-                               pyro_bridge.logistic_regression_model, pyro_bridge.mean_field_guide, X, y,
-                               prior_std=pyro_prior_std)
+    value, se = pyro_estimates(
+        Trace_ELBO(num_particles=1000, vectorize_particles=True, max_plate_nesting=1),
+        pyro_bridge.logistic_regression_model,
+        pyro_bridge.mean_field_guide,
+        X,
+        y,
+        prior_std=pyro_prior_std,
+    )
     return (*_course_estimate(blr.log_joint, q), value, se)
 
 
@@ -113,9 +124,14 @@ def test_pyro_trace_elbo_matches_on_logistic_regression_with_full_rank():
     course, course_se = _course_estimate(blr.log_joint, q)
     pyro.param("mean", q.mean.detach().clone())
     pyro.param("scale_tril", q.scale_tril().detach().clone(), constraint=torch.distributions.constraints.lower_cholesky)
-    value, se = pyro_estimates(Trace_ELBO(num_particles=1000, vectorize_particles=True, max_plate_nesting=1),
-                               pyro_bridge.logistic_regression_model, pyro_bridge.full_rank_guide, X, y,
-                               prior_std=1.5)
+    value, se = pyro_estimates(
+        Trace_ELBO(num_particles=1000, vectorize_particles=True, max_plate_nesting=1),
+        pyro_bridge.logistic_regression_model,
+        pyro_bridge.full_rank_guide,
+        X,
+        y,
+        prior_std=1.5,
+    )
     assert agree(course, course_se, value, se), (course, value)
 
 
@@ -140,8 +156,10 @@ def test_pyro_trace_elbos_match_the_vae_elbo():
     with torch.no_grad():
         draws = torch.stack([vae.elbo(x, S=1).sum() for _ in range(4000)])  # closed-form KL, one draw each
     course, course_se = draws.mean().item(), draws.std().item() / math.sqrt(len(draws))
-    for loss in (Trace_ELBO(num_particles=200, vectorize_particles=True, max_plate_nesting=1),
-                 TraceMeanField_ELBO(num_particles=200, vectorize_particles=True, max_plate_nesting=1)):
+    for loss in (
+        Trace_ELBO(num_particles=200, vectorize_particles=True, max_plate_nesting=1),
+        TraceMeanField_ELBO(num_particles=200, vectorize_particles=True, max_plate_nesting=1),
+    ):
         value, se = pyro_estimates(loss, pyro_bridge.vae_model, pyro_bridge.vae_guide, vae, x)
         assert agree(course, course_se, value, se), (type(loss).__name__, course, value)
 
@@ -153,8 +171,14 @@ def test_pyro_renyi_elbo_at_alpha_zero_matches_the_iwae_bound():
     with torch.no_grad():
         draws = torch.stack([vae.iwae_bound(x, 10).sum() for _ in range(800)])
     course, course_se = draws.mean().item(), draws.std().item() / math.sqrt(len(draws))
-    value, se = pyro_estimates(RenyiELBO(alpha=0, num_particles=10, vectorize_particles=True, max_plate_nesting=1),
-                               pyro_bridge.vae_model, pyro_bridge.vae_guide, vae, x, reps=800)
+    value, se = pyro_estimates(
+        RenyiELBO(alpha=0, num_particles=10, vectorize_particles=True, max_plate_nesting=1),
+        pyro_bridge.vae_model,
+        pyro_bridge.vae_guide,
+        vae,
+        x,
+        reps=800,
+    )
     assert agree(course, course_se, value, se), (course, value)
     elbo_value = torch.stack([vae.elbo(x).sum().detach() for _ in range(800)]).mean().item()
     assert value > elbo_value  # and the bound is above the ELBO, as IWAE with K = 10 must be
@@ -167,9 +191,15 @@ def test_course_iwae_estimator_matches_pyro_renyi_on_logistic_regression():
         draws = torch.stack([iwae_bound(blr.log_joint, q.distribution(), 20) for _ in range(2000)])
     course, course_se = draws.mean().item(), draws.std().item() / math.sqrt(len(draws))
     set_mean_field(q)
-    value, se = pyro_estimates(RenyiELBO(alpha=0, num_particles=20, vectorize_particles=True, max_plate_nesting=1),
-                               pyro_bridge.logistic_regression_model, pyro_bridge.mean_field_guide, X, y,
-                               prior_std=1.5, reps=2000)
+    value, se = pyro_estimates(
+        RenyiELBO(alpha=0, num_particles=20, vectorize_particles=True, max_plate_nesting=1),
+        pyro_bridge.logistic_regression_model,
+        pyro_bridge.mean_field_guide,
+        X,
+        y,
+        prior_std=1.5,
+        reps=2000,
+    )
     assert agree(course, course_se, value, se), (course, value)
     assert course > elbo(blr.log_joint, q.distribution(), 20000).item()
 

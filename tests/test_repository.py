@@ -28,12 +28,14 @@ def test_lessons_are_in_sync_with_solutions(capsys):
 def test_stored_solution_outputs_pass_every_check(path):
     nb = nbformat.read(path, 4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), \
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), (
         "regenerate outputs with `python -m helpers execute-solutions`"
+    )
     lines = [line for c in code for o in c.outputs if o.output_type == "stream" for line in o.text.splitlines()]
     checks = [line for line in lines if re.match(r"Exercise \d+\.\d+ \(", line)]
-    exercises = {c.metadata["course"]["exercise"] for c in
-                 nbformat.reads(nbformat.writes(nb), 4).cells if "course" in c.metadata}
+    exercises = {
+        c.metadata["course"]["exercise"] for c in nbformat.reads(nbformat.writes(nb), 4).cells if "course" in c.metadata
+    }
     n_code_exercises = sum(1 for c in code if BEGIN in c.source)
     assert len(checks) >= n_code_exercises, "every code exercise needs a check cell"
     assert all(": passed - " in line for line in checks), checks
@@ -90,7 +92,8 @@ def test_environment_files_agree():
     pip = {PIP_TO_CONDA.get(n, n): s for n, s in map(_split, _pip_requirements())}
     assert conda == pip, (
         f"only in environment.yml: {sorted(set(conda.items()) - set(pip.items()))}; "
-        f"only in pyproject.toml: {sorted(set(pip.items()) - set(conda.items()))}")
+        f"only in pyproject.toml: {sorted(set(pip.items()) - set(conda.items()))}"
+    )
 
 
 def test_no_exact_pins():
@@ -110,8 +113,9 @@ def test_ci_runs_the_readme_commands():
     install, test = block
     ci = (ROOT / ".ci" / "run").read_text()
     setup, opens = (part.strip() for part in install.split("&& .venv/bin/jupyter lab"))
-    assert "--LabApp.default_url=/lab/tree/lessons" in opens and "lessons/" not in opens.split(), \
+    assert "--LabApp.default_url=/lab/tree/lessons" in opens and "lessons/" not in opens.split(), (
         "JupyterLab opens at the top of the course (lessons/ and solutions/ both visible), landing on lessons/"
+    )
     assert setup in ci, f".ci/run must set up exactly as the README does: {setup}"
     assert test.strip() in ci
     assert "pip install torch==2.13.0" in setup and setup.index("torch==2.13.0") < setup.index('-e ".[dev]"')
@@ -120,7 +124,8 @@ def test_ci_runs_the_readme_commands():
     assert "tests/nbgrader_roundtrip.py" in ci
 
 
-def test_lint():
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "helpers", "tests", "benchmarks", "conftest.py"],
-                            cwd=ROOT, capture_output=True, text=True)
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["lint", "format"])
+def test_code_and_notebooks_pass_ruff(command):
+    # the whole repository: helpers, tests, benchmarks and the notebooks (ruff reads .ipynb)
+    result = subprocess.run([sys.executable, "-m", "ruff", *command, "."], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -15,13 +15,15 @@ def test_against_torch_distributions():
     z = torch.randn(50, 2, dtype=F64) * 2
     expected_banana = Normal(0.0, 2.0).log_prob(z[:, 0]) + Normal(0.25 * z[:, 0] ** 2, 1.0).log_prob(z[:, 1])
     torch.testing.assert_close(banana(z), expected_banana)
-    mixture = MixtureSameFamily(Categorical(torch.tensor([0.5, 0.5], dtype=F64)),
-                                MultivariateNormal(torch.tensor([[-2.0, 0.0], [2.0, 0.0]], dtype=F64),
-                                                   torch.eye(2, dtype=F64).expand(2, 2, 2)))
+    mixture = MixtureSameFamily(
+        Categorical(torch.tensor([0.5, 0.5], dtype=F64)),
+        MultivariateNormal(torch.tensor([[-2.0, 0.0], [2.0, 0.0]], dtype=F64), torch.eye(2, dtype=F64).expand(2, 2, 2)),
+    )
     torch.testing.assert_close(gaussian_mixture(z), mixture.log_prob(z))
     covs = torch.tensor([[[2.0, 1.8], [1.8, 2.0]], [[2.0, -1.8], [-1.8, 2.0]]], dtype=F64)
-    cross = MixtureSameFamily(Categorical(torch.tensor([0.5, 0.5], dtype=F64)),
-                              MultivariateNormal(torch.zeros(2, 2, dtype=F64), covs))
+    cross = MixtureSameFamily(
+        Categorical(torch.tensor([0.5, 0.5], dtype=F64)), MultivariateNormal(torch.zeros(2, 2, dtype=F64), covs)
+    )
     torch.testing.assert_close(x_shape(z), cross.log_prob(z))
 
 

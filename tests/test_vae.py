@@ -20,8 +20,9 @@ def small_vae(L=2):
 
 def test_kl_and_log_mean_exp_against_references():
     mean, log_scale = torch.randn(4, 3, dtype=F64), 0.5 * torch.randn(4, 3, dtype=F64)
-    torch.testing.assert_close(vae.kl_standard_normal(mean, log_scale),
-                               kl_divergence(Normal(mean, log_scale.exp()), Normal(0.0, 1.0)).sum(-1))
+    torch.testing.assert_close(
+        vae.kl_standard_normal(mean, log_scale), kl_divergence(Normal(mean, log_scale.exp()), Normal(0.0, 1.0)).sum(-1)
+    )
     log_w = torch.randn(7, 3, dtype=F64)
     torch.testing.assert_close(vae.log_mean_exp(log_w), log_w.exp().mean(0).log())
     assert torch.isfinite(vae.log_mean_exp(log_w - 5000.0)).all()
@@ -54,8 +55,9 @@ def test_binomial_log_prob_against_torch_distributions_including_extreme_logits(
     torch.testing.assert_close(vae.binomial_log_prob(x, 16, many), Binomial(16, logits=many).log_prob(x))
 
 
-@pytest.mark.parametrize("bad", [[0.5, 1.0], [-1.0, 2.0], [3.0, 17.0], [float("nan"), 2.0]],
-                         ids=["fraction", "negative", "above n", "NaN"])
+@pytest.mark.parametrize(
+    "bad", [[0.5, 1.0], [-1.0, 2.0], [3.0, 17.0], [float("nan"), 2.0]], ids=["fraction", "negative", "above n", "NaN"]
+)
 def test_binomial_log_prob_names_counts_that_are_not_counts(bad):
     with pytest.raises(ValueError, match="whole counts between 0 and 16"):
         vae.binomial_log_prob(torch.tensor(bad), 16, torch.zeros(2))

@@ -11,13 +11,11 @@ Every result is appended to :data:`RESULTS` and, when the environment variable
 """
 
 import functools
-import json
 import math
-import os
 
 import torch
 
-from ..exercise_format import ERROR, FAILED, NOT_ATTEMPTED, PASSED, RESULTS_ENV, check_line, is_stub_message
+from ..exercise_format import ERROR, FAILED, NOT_ATTEMPTED, PASSED, RESULTS_ENV, check_line, is_stub_message, report
 
 __all__ = ["RESULTS", "RESULTS_ENV", "CheckResult", "checker", "fail", "call_learner", "results", "require"]
 
@@ -76,16 +74,7 @@ def results():
 
 
 def _record(exercise, task, status, message):
-    entry = {"exercise": exercise, "task": task, "status": status, "message": message}
-    RESULTS.append(entry)
-    path = os.environ.get(RESULTS_ENV)
-    if path:
-        try:
-            with open(path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(entry) + "\n")
-        except OSError:
-            pass  # recording is best effort; the printed line is what the learner needs
-    print(check_line(exercise, task, status, message))
+    RESULTS.append(report(exercise, task, status, message))
     return CheckResult(exercise, task, status, message)
 
 
@@ -129,21 +118,29 @@ def checker(exercise, task, seed=1234):
         @functools.wraps(body)
         def check(fn):
             if not callable(fn):
-                return _record(exercise, task, FAILED,
-                               f"expected your function, got {type(fn).__name__}; pass the function itself")
+                return _record(
+                    exercise, task, FAILED, f"expected your function, got {type(fn).__name__}; pass the function itself"
+                )
             try:
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
                     message = body(fn)
             except _NotAttempted:
-                return _record(exercise, task, NOT_ATTEMPTED,
-                               "replace the `raise NotImplementedError(...)` line with your code, "
-                               "then rerun this cell.")
+                return _record(
+                    exercise,
+                    task,
+                    NOT_ATTEMPTED,
+                    "replace the `raise NotImplementedError(...)` line with your code, then rerun this cell.",
+                )
             except Mistake as exc:
                 return _record(exercise, task, FAILED, str(exc))
             except Exception as exc:  # a bug in the checker itself, never the learner's fault
-                return _record(exercise, task, ERROR,
-                               f"the checker itself failed ({type(exc).__name__}: {exc}); please report this.")
+                return _record(
+                    exercise,
+                    task,
+                    ERROR,
+                    f"the checker itself failed ({type(exc).__name__}: {exc}); please report this.",
+                )
             return _record(exercise, task, PASSED, message)
 
         check.exercise = exercise
@@ -154,6 +151,7 @@ def checker(exercise, task, seed=1234):
 
 
 # ---------------------------------------------------------------- comparisons
+
 
 def as_tensor_result(out, what="your function"):
     """The learner's return value as a tensor, or a diagnosis."""
@@ -198,8 +196,10 @@ def diagnose(out, reference, mistakes, context="", rtol=1e-6, atol=1e-8, labels=
     diff = (out.double() - reference.double()).abs()
     i = int(diff.flatten().argmax())
     which = f" for {labels[i]}" if labels else ""
-    fail(f"does not match the reference{which}{context}: expected {fmt(reference.flatten()[i])}, "
-         f"got {fmt(out.flatten()[i])}")
+    fail(
+        f"does not match the reference{which}{context}: expected {fmt(reference.flatten()[i])}, "
+        f"got {fmt(out.flatten()[i])}"
+    )
 
 
 def fmt(x):
@@ -218,8 +218,10 @@ def as_tensor_tuple(out, names, what="your function"):
         fail(f"{what} returned {len(out)} values; return the tuple {expected}")
     for value, name in zip(out, names, strict=True):
         if not isinstance(value, torch.Tensor):
-            fail(f"{name} is a {type(value).__name__}; return tensors (e.g. torch.tensor(...)), "
-                 "because later cells use tensor methods on them")
+            fail(
+                f"{name} is a {type(value).__name__}; return tensors (e.g. torch.tensor(...)), "
+                "because later cells use tensor methods on them"
+            )
     return tuple(out)
 
 

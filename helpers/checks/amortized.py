@@ -5,7 +5,6 @@ References: :mod:`helpers.amortized` and :class:`helpers.linear_gaussian.LinearG
 4.3, an optimiser, by what it must achieve on a model with a known posterior.
 """
 
-
 import math
 
 import torch
@@ -52,8 +51,10 @@ def _encoder_and_data():
 def _value_and_grads(fn_out, encoder):
     grads = torch.autograd.grad(fn_out.sum(), list(encoder.parameters()), allow_unused=True, retain_graph=True)
     if any(g is None for g in grads):
-        fail("no gradient reaches some of the encoder's weights: compute mean and log_scale with encoder(x) and "
-             "build z from them with torch operations (no .detach())")
+        fail(
+            "no gradient reaches some of the encoder's weights: compute mean and log_scale with encoder(x) and "
+            "build z from them with torch operations (no .detach())"
+        )
     return flat(*grads)
 
 
@@ -72,15 +73,18 @@ def check_amortized_elbo(amortized_elbo):
     out = as_tensor_result(call_learner(amortized_elbo, x, encoder, model.log_joint, eps))
     B = x.shape[0]
     if out.dim() == 0:
-        fail(f"returned one number; return one ELBO per data point, shape ({B},): average over the S draws "
-             "(dim 0) only")
+        fail(
+            f"returned one number; return one ELBO per data point, shape ({B},): average over the S draws (dim 0) only"
+        )
     if out.shape == (eps.shape[0], B):
         fail(f"returned shape {tuple(out.shape)}, one value per draw; average over the S draws (dim 0)")
     expect_shape(out, (B,), " (one ELBO per data point)")
     expect_finite(out)
     if not out.requires_grad:
-        fail("no gradient reaches the encoder: build z = mean + exp(log_scale) * eps from encoder(x), without "
-             ".detach() or torch.no_grad()")
+        fail(
+            "no gradient reaches the encoder: build z = mean + exp(log_scale) * eps from encoder(x), without "
+            ".detach() or torch.no_grad()"
+        )
     grads = _value_and_grads(out, encoder)
     value = out.detach()
 
@@ -90,35 +94,60 @@ def check_amortized_elbo(amortized_elbo):
     def sticking_the_landing(mean, scale, z):  # log q with its parameters held fixed: also correct
         return Normal(mean.detach(), scale.detach()).log_prob(z).sum(-1)
 
-    accepted = [amortized.amortized_elbo(x, encoder, model.log_joint, eps),  # the reference answer
-                _variant(model, encoder, x, eps, log_q_of=entropy_log_q),
-                _variant(model, encoder, x, eps, log_q_of=sticking_the_landing)]
+    accepted = [
+        amortized.amortized_elbo(x, encoder, model.log_joint, eps),  # the reference answer
+        _variant(model, encoder, x, eps, log_q_of=entropy_log_q),
+        _variant(model, encoder, x, eps, log_q_of=sticking_the_landing),
+    ]
     for ref in accepted:
         if torch.allclose(value, ref.detach(), rtol=1e-6, atol=1e-9) and torch.allclose(
-                grads, _value_and_grads(ref, encoder), rtol=1e-6, atol=1e-9):
+            grads, _value_and_grads(ref, encoder), rtol=1e-6, atol=1e-9
+        ):
             return "matches the reparameterised ELBO of every data point, and its gradients reach the encoder."
     ref = accepted[0]
-    diagnose(value, ref.detach(), {
-        "the scale is exp(log_scale): z = mean + exp(log_scale) * eps":
-            _variant(model, encoder, x, eps, z_of=lambda m, s, ls, e: m + ls * e).detach(),
-        "log q uses exp(log_scale) as the standard deviation, not log_scale": _variant(
-            model, encoder, x, eps, z_of=lambda m, s, ls, e: m + s * e,
-            log_q_of=lambda m, s, z: Normal(m, torch.abs(s.log())).log_prob(z).sum(-1)).detach(),
-        "missing the -log q(z | x) term: the ELBO is E_q[log p(x, z) - log q(z | x)]":
-            _variant(model, encoder, x, eps, log_q_of=lambda m, s, z: torch.zeros(z.shape[:-1], dtype=z.dtype))
-            .detach(),
-        "log_scale is the log of the standard deviation, not of the variance: scale = exp(log_scale)":
-            _variant(model, encoder, x, eps, z_of=lambda m, s, ls, e: m + (0.5 * ls).exp() * e,
-                     log_q_of=lambda m, s, z: Normal(m, s.sqrt()).log_prob(z).sum(-1)).detach(),
-        "z must be a draw, mean + exp(log_scale) * eps, not the mean itself":
-            _variant(model, encoder, x, eps, z_of=lambda m, s, ls, e: m.expand_as(e)).detach(),
-        "sign error: return the ELBO, log p - log q (training minimises loss = -elbo.mean())": -ref.detach(),
-        "summed over the S draws; average them": _variant(model, encoder, x, eps, reduce=lambda t: t.sum(0)).detach(),
-        "that is the importance-weighted bound (logsumexp over draws); the ELBO averages the log-weights":
-            _variant(model, encoder, x, eps, reduce=lambda t: torch.logsumexp(t, 0) - math.log(t.shape[0])).detach(),
-    }, context=" (4 data points, 3 fixed draws each; use the eps you are given, not q.rsample())")
-    fail("the value is right but its gradients with respect to the encoder are not: keep every step in torch, "
-         "and let the draw z depend on mean and log_scale")
+    diagnose(
+        value,
+        ref.detach(),
+        {
+            "the scale is exp(log_scale): z = mean + exp(log_scale) * eps": _variant(
+                model, encoder, x, eps, z_of=lambda m, s, ls, e: m + ls * e
+            ).detach(),
+            "log q uses exp(log_scale) as the standard deviation, not log_scale": _variant(
+                model,
+                encoder,
+                x,
+                eps,
+                z_of=lambda m, s, ls, e: m + s * e,
+                log_q_of=lambda m, s, z: Normal(m, torch.abs(s.log())).log_prob(z).sum(-1),
+            ).detach(),
+            "missing the -log q(z | x) term: the ELBO is E_q[log p(x, z) - log q(z | x)]": _variant(
+                model, encoder, x, eps, log_q_of=lambda m, s, z: torch.zeros(z.shape[:-1], dtype=z.dtype)
+            ).detach(),
+            "log_scale is the log of the standard deviation, not of the variance: scale = exp(log_scale)": _variant(
+                model,
+                encoder,
+                x,
+                eps,
+                z_of=lambda m, s, ls, e: m + (0.5 * ls).exp() * e,
+                log_q_of=lambda m, s, z: Normal(m, s.sqrt()).log_prob(z).sum(-1),
+            ).detach(),
+            "z must be a draw, mean + exp(log_scale) * eps, not the mean itself": _variant(
+                model, encoder, x, eps, z_of=lambda m, s, ls, e: m.expand_as(e)
+            ).detach(),
+            "sign error: return the ELBO, log p - log q (training minimises loss = -elbo.mean())": -ref.detach(),
+            "summed over the S draws; average them": _variant(
+                model, encoder, x, eps, reduce=lambda t: t.sum(0)
+            ).detach(),
+            "that is the importance-weighted bound (logsumexp over draws); the ELBO averages the log-weights": _variant(
+                model, encoder, x, eps, reduce=lambda t: torch.logsumexp(t, 0) - math.log(t.shape[0])
+            ).detach(),
+        },
+        context=" (4 data points, 3 fixed draws each; use the eps you are given, not q.rsample())",
+    )
+    fail(
+        "the value is right but its gradients with respect to the encoder are not: keep every step in torch, "
+        "and let the draw z depend on mean and log_scale"
+    )
 
 
 @checker("4.2", "the exact posterior mean as a linear encoder")
@@ -138,16 +167,22 @@ def check_linear_encoder(posterior_mean_map):
     x = torch.randn(3, D, dtype=_F64)
     torch.testing.assert_close(x @ ref_A.T + ref_c, model.posterior(x)[0])  # the reference itself, checked
     least_squares = torch.linalg.pinv(W)
-    diagnose(flat(A, c), flat(ref_A, ref_c), {
-        "A misses the prior's identity: A = (I + W^T W / sigma^2)^{-1} W^T / sigma^2; without I it is the "
-        "least-squares pseudo-inverse": flat(least_squares, -least_squares @ b),
-        "c must undo the offset: mean = A (x - b), so c = -A b": flat(ref_A, ref_A @ b),
-        "c is not zero: the mean is A (x - b), so c = -A b": flat(ref_A, torch.zeros(L, dtype=_F64)),
-        "sigma is a standard deviation: use sigma^2": flat(torch.linalg.inv(torch.eye(L, dtype=_F64) + W.T @ W / sigma)
-                                                           @ W.T / sigma, -(torch.linalg.inv(torch.eye(
-                                                               L, dtype=_F64) + W.T @ W / sigma) @ W.T / sigma) @ b),
-        "A misses the posterior covariance: A = Sigma W^T / sigma^2": flat(W.T / sigma**2, -(W.T / sigma**2) @ b),
-    }, labels=["A"] * A.numel() + ["c"] * c.numel())
+    diagnose(
+        flat(A, c),
+        flat(ref_A, ref_c),
+        {
+            "A misses the prior's identity: A = (I + W^T W / sigma^2)^{-1} W^T / sigma^2; without I it is the "
+            "least-squares pseudo-inverse": flat(least_squares, -least_squares @ b),
+            "c must undo the offset: mean = A (x - b), so c = -A b": flat(ref_A, ref_A @ b),
+            "c is not zero: the mean is A (x - b), so c = -A b": flat(ref_A, torch.zeros(L, dtype=_F64)),
+            "sigma is a standard deviation: use sigma^2": flat(
+                torch.linalg.inv(torch.eye(L, dtype=_F64) + W.T @ W / sigma) @ W.T / sigma,
+                -(torch.linalg.inv(torch.eye(L, dtype=_F64) + W.T @ W / sigma) @ W.T / sigma) @ b,
+            ),
+            "A misses the posterior covariance: A = Sigma W^T / sigma^2": flat(W.T / sigma**2, -(W.T / sigma**2) @ b),
+        },
+        labels=["A"] * A.numel() + ["c"] * c.numel(),
+    )
     return "A x + c is the exact posterior mean for every x."
 
 
@@ -164,12 +199,14 @@ def check_refine(refine):
     def kl(mean, log_scale):
         return kl_divergence(Normal(mean, log_scale.exp()), Normal(mu, sd)).sum(-1)  # (B,)
 
-    same = as_tensor_tuple(call_learner(refine, x, start_mean, start_log_scale, model.log_joint, 0),
-                           ("mean", "log_scale"))
+    same = as_tensor_tuple(
+        call_learner(refine, x, start_mean, start_log_scale, model.log_joint, 0), ("mean", "log_scale")
+    )
     if not (torch.equal(same[0].detach(), start_mean) and torch.equal(same[1].detach(), start_log_scale)):
         fail("with steps = 0 it must return the starting point unchanged")
-    mean, log_scale = as_tensor_tuple(call_learner(refine, x, start_mean, start_log_scale, model.log_joint, 100),
-                                      ("mean", "log_scale"))
+    mean, log_scale = as_tensor_tuple(
+        call_learner(refine, x, start_mean, start_log_scale, model.log_joint, 100), ("mean", "log_scale")
+    )
     if not (torch.equal(start_mean, kept_mean) and torch.equal(start_log_scale, kept_log_scale)):
         fail("it changed the tensors it was given in place; optimise copies: mean.detach().clone().requires_grad_()")
     expect_shape(mean, start_mean.shape, " (for mean)")
@@ -179,20 +216,28 @@ def check_refine(refine):
         fail("return detached tensors (.detach()), so later code cannot backpropagate into the refinement")
     before, after = kl(start_mean, start_log_scale).mean(), kl(mean, log_scale).mean()
     if torch.equal(mean, start_mean) and torch.equal(log_scale, start_log_scale):
-        fail("after 100 steps, mean and log_scale have not moved: step the optimiser on copies that require "
-             "gradients, and return those copies")
+        fail(
+            "after 100 steps, mean and log_scale have not moved: step the optimiser on copies that require "
+            "gradients, and return those copies"
+        )
     if torch.equal(log_scale, start_log_scale):
         fail("after 100 steps, log_scale has not moved: optimise it together with the mean")
     if torch.equal(mean, start_mean):
         fail("after 100 steps, the mean has not moved: optimise it together with log_scale")
     if after > before:
-        fail(f"the fit got worse (KL to the exact posterior {fmt(before)} -> {fmt(after)}): maximise the ELBO "
-             "(minimise loss = -elbo), and call optimizer.zero_grad() every step, or gradients accumulate")
+        fail(
+            f"the fit got worse (KL to the exact posterior {fmt(before)} -> {fmt(after)}): maximise the ELBO "
+            "(minimise loss = -elbo), and call optimizer.zero_grad() every step, or gradients accumulate"
+        )
     ref_mean, ref_log_scale = amortized.refine(x, start_mean, start_log_scale, model.log_joint, 100)
     if after > 0.1:  # the reference reaches 0.01-0.04 nats, depending on the draws
-        fail(f"100 steps from the prior took the mean KL to the exact posterior from {fmt(before)} only to "
-             f"{fmt(after)} (the reference reaches {fmt(kl(ref_mean, ref_log_scale).mean())}): use Adam with "
-             "lr = 0.05 on each data point's reparameterised ELBO, with fresh draws eps at every step, and "
-             "optimizer.zero_grad() before each backward()")
-    return (f"100 steps took the mean KL to the exact posterior from {before:.3f} to {after:.3f} nats; "
-            "steps = 0 leaves the start unchanged.")
+        fail(
+            f"100 steps from the prior took the mean KL to the exact posterior from {fmt(before)} only to "
+            f"{fmt(after)} (the reference reaches {fmt(kl(ref_mean, ref_log_scale).mean())}): use Adam with "
+            "lr = 0.05 on each data point's reparameterised ELBO, with fresh draws eps at every step, and "
+            "optimizer.zero_grad() before each backward()"
+        )
+    return (
+        f"100 steps took the mean KL to the exact posterior from {before:.3f} to {after:.3f} nats; "
+        "steps = 0 leaves the start unchanged."
+    )

@@ -33,16 +33,25 @@ def check_update_q_mu(update_q_mu):
             expect_shape(value, (), f" (for {name}: return 0-d tensors)")
             expect_finite(value)
         ref_mu, ref_lam = model.update_q_mu(x, E_tau)
-        diagnose(flat(mu_N, lam_N), flat(ref_mu, ref_lam), {
-            "lambda_N must include E[tau]: lambda_N = (lambda0 + N) E[tau]": flat(ref_mu, model.lambda0 + N),
-            "lambda_N misses the prior's lambda0: lambda_N = (lambda0 + N) E[tau]": flat(ref_mu, N * E_tau),
-            "mu_N ignores the prior: mu_N = (lambda0 mu0 + N xbar) / (lambda0 + N)": flat(xbar, ref_lam),
-            "returns the variance 1/lambda_N; return the precision lambda_N": flat(ref_mu, 1 / ref_lam),
-            "mu_N should not depend on E[tau]; it is (lambda0 mu0 + N xbar) / (lambda0 + N)":
-                flat((model.lambda0 * model.mu0 + N * xbar) / ((model.lambda0 + N) * E_tau), ref_lam),
-            "the prior precision is lambda0 tau, so E[tau] multiplies lambda0 too: lambda_N = (lambda0 + N) E[tau]":
-                flat(ref_mu, model.lambda0 + N * E_tau),
-        }, context=f" (at E[tau] = {float(E_tau):g})", labels=["mu_N", "lambda_N"])
+        diagnose(
+            flat(mu_N, lam_N),
+            flat(ref_mu, ref_lam),
+            {
+                "lambda_N must include E[tau]: lambda_N = (lambda0 + N) E[tau]": flat(ref_mu, model.lambda0 + N),
+                "lambda_N misses the prior's lambda0: lambda_N = (lambda0 + N) E[tau]": flat(ref_mu, N * E_tau),
+                "mu_N ignores the prior: mu_N = (lambda0 mu0 + N xbar) / (lambda0 + N)": flat(xbar, ref_lam),
+                "returns the variance 1/lambda_N; return the precision lambda_N": flat(ref_mu, 1 / ref_lam),
+                "mu_N should not depend on E[tau]; it is (lambda0 mu0 + N xbar) / (lambda0 + N)": flat(
+                    (model.lambda0 * model.mu0 + N * xbar) / ((model.lambda0 + N) * E_tau), ref_lam
+                ),
+                (
+                    "the prior precision is lambda0 tau, so E[tau] "
+                    "multiplies lambda0 too: lambda_N = (lambda0 + N) E[tau]"
+                ): flat(ref_mu, model.lambda0 + N * E_tau),
+            },
+            context=f" (at E[tau] = {float(E_tau):g})",
+            labels=["mu_N", "lambda_N"],
+        )
     return "matches the update of q(mu) for two values of E[tau]."
 
 
@@ -58,30 +67,41 @@ def check_update_q_tau(update_q_tau):
             expect_finite(value)
         ref_a, ref_b = model.update_q_tau(x, mu_N, lam_N)
         prior_term = 0.5 * model.lambda0 * ((mu_N - model.mu0) ** 2 + 1 / lam_N)
-        diagnose(flat(a_N, b_N), flat(ref_a, ref_b), {
-            "a_N = a0 + (N + 1)/2: the prior on mu contributes another 1/2": flat(model.a0 + N / 2, ref_b),
-            "b_N misses the spread of q(mu): E[(x_i - mu)^2] = (x_i - mu_N)^2 + 1/lambda_N, and likewise "
-            "for (mu - mu0)^2": flat(ref_a, ref_b - 0.5 * (N + model.lambda0) / lam_N),
-            "b_N misses the spread of q(mu) in the likelihood term: E[(x_i - mu)^2] = (x_i - mu_N)^2 + 1/lambda_N":
-                flat(ref_a, ref_b - 0.5 * N / lam_N),
-            "b_N misses the prior term lambda0 E[(mu - mu0)^2]": flat(ref_a, ref_b - prior_term),
-            "b_N misses the factor 1/2 in front of the expected squares": flat(ref_a, 2 * ref_b - model.b0),
-            "b_N misses the prior rate b0": flat(ref_a, ref_b - model.b0),
-            "the prior's term is lambda0 E[(mu - mu0)^2] = lambda0 ((mu_N - mu0)^2 + 1/lambda_N): "
-            "its 1/lambda_N needs the factor lambda0 too": flat(ref_a, ref_b - 0.5 * (model.lambda0 - 1) / lam_N),
-            "the prior's squared term needs its factor lambda0: lambda0 E[(mu - mu0)^2]":
-                flat(ref_a, ref_b - 0.5 * (model.lambda0 - 1) * ((mu_N - model.mu0) ** 2 + 1 / lam_N)),
-            "returns 1/b_N; torch's Gamma(a, b) and this update use the rate b_N": flat(ref_a, 1 / ref_b),
-            "use mu_N, the mean of q(mu), in the expected squares (x_i - mu_N)^2, not the data mean xbar":
-                flat(ref_a, ref_b + 0.5 * (((x - xbar) ** 2).sum() - ((x - mu_N) ** 2).sum())),
-        }, context=f" (at mu_N = {float(mu_N):g}, lambda_N = {float(lam_N):g})", labels=["a_N", "b_N"])
+        diagnose(
+            flat(a_N, b_N),
+            flat(ref_a, ref_b),
+            {
+                "a_N = a0 + (N + 1)/2: the prior on mu contributes another 1/2": flat(model.a0 + N / 2, ref_b),
+                "b_N misses the spread of q(mu): E[(x_i - mu)^2] = (x_i - mu_N)^2 + 1/lambda_N, and likewise "
+                "for (mu - mu0)^2": flat(ref_a, ref_b - 0.5 * (N + model.lambda0) / lam_N),
+                (
+                    "b_N misses the spread of q(mu) in the likelihood "
+                    "term: E[(x_i - mu)^2] = (x_i - mu_N)^2 + 1/lambda_N"
+                ): flat(ref_a, ref_b - 0.5 * N / lam_N),
+                "b_N misses the prior term lambda0 E[(mu - mu0)^2]": flat(ref_a, ref_b - prior_term),
+                "b_N misses the factor 1/2 in front of the expected squares": flat(ref_a, 2 * ref_b - model.b0),
+                "b_N misses the prior rate b0": flat(ref_a, ref_b - model.b0),
+                "the prior's term is lambda0 E[(mu - mu0)^2] = lambda0 ((mu_N - mu0)^2 + 1/lambda_N): "
+                "its 1/lambda_N needs the factor lambda0 too": flat(ref_a, ref_b - 0.5 * (model.lambda0 - 1) / lam_N),
+                "the prior's squared term needs its factor lambda0: lambda0 E[(mu - mu0)^2]": flat(
+                    ref_a, ref_b - 0.5 * (model.lambda0 - 1) * ((mu_N - model.mu0) ** 2 + 1 / lam_N)
+                ),
+                "returns 1/b_N; torch's Gamma(a, b) and this update use the rate b_N": flat(ref_a, 1 / ref_b),
+                "use mu_N, the mean of q(mu), in the expected squares (x_i - mu_N)^2, not the data mean xbar": flat(
+                    ref_a, ref_b + 0.5 * (((x - xbar) ** 2).sum() - ((x - mu_N) ** 2).sum())
+                ),
+            },
+            context=f" (at mu_N = {float(mu_N):g}, lambda_N = {float(lam_N):g})",
+            labels=["a_N", "b_N"],
+        )
     return "matches the update of q(tau) for two settings of q(mu)."
 
 
 def _mixture_problem():
     # D = 3, so that sigma^D, D sigma and sigma^2 all differ
-    x = torch.tensor([[0.5, 1.0, -0.2], [-2.0, 0.3, 1.1], [3.1, -1.2, 0.4], [0.0, 0.0, 0.0], [1.5, 2.5, -1.0]],
-                     dtype=_F64)
+    x = torch.tensor(
+        [[0.5, 1.0, -0.2], [-2.0, 0.3, 1.1], [3.1, -1.2, 0.4], [0.0, 0.0, 0.0], [1.5, 2.5, -1.0]], dtype=_F64
+    )
     m = torch.tensor([[0.0, 1.0, 0.3], [2.5, -1.0, -0.5], [-1.5, 0.5, 1.0]], dtype=_F64)
     s2 = torch.tensor([0.1, 0.6, 2.0], dtype=_F64)  # unequal, so the D s_k^2 term matters
     return x, m, s2
@@ -96,20 +116,28 @@ def check_responsibilities(update_responsibilities):
     expect_finite(phi)
     ref = mixture.update_responsibilities(x, m, s2)
     logits = x @ m.T - 0.5 * ((m**2).sum(-1) + D * s2)
-    diagnose(phi, ref, {
-        "missing the variance term: E[||mu_k||^2] = ||m_k||^2 + D s_k^2":
-            torch.softmax(x @ m.T - 0.5 * (m**2).sum(-1), -1),
-        "normalised over the data points; each row (one data point) must sum to 1 over the K components":
-            torch.softmax(logits, 0),
-        "not normalised: each row must sum to 1 (use torch.softmax or subtract logsumexp)": logits.exp(),
-        "returns log phi; return the probabilities phi": torch.log_softmax(logits, -1),
-        "sign error: phi_ik is proportional to exp(x_i . m_k - E[||mu_k||^2] / 2)": torch.softmax(-logits, -1),
-        "missing the 1/2 in front of E[||mu_k||^2]": torch.softmax(x @ m.T - ((m**2).sum(-1) + D * s2), -1),
-        "E[||mu_k||^2] = ||m_k||^2 + D s_k^2: the variance counts once per dimension (the factor D)":
-            torch.softmax(x @ m.T - 0.5 * ((m**2).sum(-1) + s2), -1),
-        "s2 holds variances s_k^2; use it as it is, not its square root":
-            torch.softmax(x @ m.T - 0.5 * ((m**2).sum(-1) + D * s2.sqrt()), -1),
-    })
+    diagnose(
+        phi,
+        ref,
+        {
+            "missing the variance term: E[||mu_k||^2] = ||m_k||^2 + D s_k^2": torch.softmax(
+                x @ m.T - 0.5 * (m**2).sum(-1), -1
+            ),
+            (
+                "normalised over the data points; each row (one data point) must sum to 1 over the K components"
+            ): torch.softmax(logits, 0),
+            "not normalised: each row must sum to 1 (use torch.softmax or subtract logsumexp)": logits.exp(),
+            "returns log phi; return the probabilities phi": torch.log_softmax(logits, -1),
+            "sign error: phi_ik is proportional to exp(x_i . m_k - E[||mu_k||^2] / 2)": torch.softmax(-logits, -1),
+            "missing the 1/2 in front of E[||mu_k||^2]": torch.softmax(x @ m.T - ((m**2).sum(-1) + D * s2), -1),
+            "E[||mu_k||^2] = ||m_k||^2 + D s_k^2: the variance counts once per dimension (the factor D)": torch.softmax(
+                x @ m.T - 0.5 * ((m**2).sum(-1) + s2), -1
+            ),
+            "s2 holds variances s_k^2; use it as it is, not its square root": torch.softmax(
+                x @ m.T - 0.5 * ((m**2).sum(-1) + D * s2.sqrt()), -1
+            ),
+        },
+    )
     far = as_tensor_result(call_learner(update_responsibilities, x * 1e3, m, s2))
     expect_finite(far, " for data far from the means: normalise in log space (torch.softmax, or logsumexp)")
     diagnose(far, mixture.update_responsibilities(x * 1e3, m, s2), {}, context=" (for data far from the means)")
@@ -119,8 +147,9 @@ def check_responsibilities(update_responsibilities):
 @checker("2.4", "CAVI update of the component means")
 def check_component_update(update_components):
     x, _, _ = _mixture_problem()
-    phi = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4], [0.9, 0.05, 0.05]],
-                       dtype=_F64)
+    phi = torch.tensor(
+        [[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4], [0.9, 0.05, 0.05]], dtype=_F64
+    )
     prior_std = 3.0
     m, s2 = as_tensor_tuple(call_learner(update_components, x, phi, prior_std), ("m", "s2"))
     expect_shape(m, (phi.shape[1], x.shape[1]), " (for m: one row per component)")
@@ -129,19 +158,27 @@ def check_component_update(update_components):
     ref_m, ref_s2 = mixture.update_components(x, phi, prior_std)
     counts, weighted = phi.sum(0), phi.T @ x
     mle_s2 = 1 / counts
-    diagnose(flat(m, s2), flat(ref_m, ref_s2), {
-        "missing the prior precision: s_k^2 = 1 / (1/sigma^2 + sum_i phi_ik)":
-            flat(mle_s2.unsqueeze(-1) * weighted, mle_s2),
-        "the prior precision is 1/sigma^2, not 1/sigma": flat(
-            (1 / (1 / prior_std + counts)).unsqueeze(-1) * weighted, 1 / (1 / prior_std + counts)),
-        "returns s_k, the standard deviation; return the variance s_k^2": flat(ref_m, ref_s2.sqrt()),
-        "m_k must weight each x_i by phi_ik": flat(ref_s2.unsqueeze(-1) * x.sum(0), ref_s2),
-        "m_k must be multiplied by s_k^2: m_k = s_k^2 sum_i phi_ik x_i": flat(weighted, ref_s2),
-        "m_k = s_k^2 sum_i phi_ik x_i is shrunk towards the prior mean 0; sum(phi x) / sum(phi) is the "
-        "EM (maximum-likelihood) mean": flat(weighted / counts.unsqueeze(-1), ref_s2),
-        "returns the precision 1/s_k^2; return the variance s_k^2": flat(ref_m, 1 / ref_s2),
-        "the prior on mu_k has variance sigma^2 (isotropic), not sigma^D":
-            flat((1 / (prior_std**-x.shape[1] + counts)).unsqueeze(-1) * weighted,
-                 1 / (prior_std**-x.shape[1] + counts)),
-    }, labels=["m"] * ref_m.numel() + ["s2"] * ref_s2.numel())
+    diagnose(
+        flat(m, s2),
+        flat(ref_m, ref_s2),
+        {
+            "missing the prior precision: s_k^2 = 1 / (1/sigma^2 + sum_i phi_ik)": flat(
+                mle_s2.unsqueeze(-1) * weighted, mle_s2
+            ),
+            "the prior precision is 1/sigma^2, not 1/sigma": flat(
+                (1 / (1 / prior_std + counts)).unsqueeze(-1) * weighted, 1 / (1 / prior_std + counts)
+            ),
+            "returns s_k, the standard deviation; return the variance s_k^2": flat(ref_m, ref_s2.sqrt()),
+            "m_k must weight each x_i by phi_ik": flat(ref_s2.unsqueeze(-1) * x.sum(0), ref_s2),
+            "m_k must be multiplied by s_k^2: m_k = s_k^2 sum_i phi_ik x_i": flat(weighted, ref_s2),
+            "m_k = s_k^2 sum_i phi_ik x_i is shrunk towards the prior mean 0; sum(phi x) / sum(phi) is the "
+            "EM (maximum-likelihood) mean": flat(weighted / counts.unsqueeze(-1), ref_s2),
+            "returns the precision 1/s_k^2; return the variance s_k^2": flat(ref_m, 1 / ref_s2),
+            "the prior on mu_k has variance sigma^2 (isotropic), not sigma^D": flat(
+                (1 / (prior_std ** -x.shape[1] + counts)).unsqueeze(-1) * weighted,
+                1 / (prior_std ** -x.shape[1] + counts),
+            ),
+        },
+        labels=["m"] * ref_m.numel() + ["s2"] * ref_s2.numel(),
+    )
     return "matches the update of q(mu_k) for every component."

@@ -44,13 +44,18 @@ def _elbo_pieces(model, m, s, x):
 @checker("1.1", "closed-form ELBO of a Gaussian q")
 def check_gaussian_elbo(gaussian_elbo):
     model, x = _problem()
-    grid_m, grid_s = torch.meshgrid(torch.tensor([-0.5, 1.0, 2.5], dtype=_F64),
-                                    torch.tensor([0.1, 0.4], dtype=_F64), indexing="xy")
+    grid_m, grid_s = torch.meshgrid(
+        torch.tensor([-0.5, 1.0, 2.5], dtype=_F64), torch.tensor([0.1, 0.4], dtype=_F64), indexing="xy"
+    )
     cases = [
         ("for scalar m, s", torch.tensor(0.3, dtype=_F64), torch.tensor(0.4, dtype=_F64), x),
         (f"for m, s of shape {tuple(grid_m.shape)} (a grid)", grid_m, grid_s, x),
-        ("with a single data point and a narrow q (s = 1e-3)", torch.tensor(1.7, dtype=_F64),
-         torch.tensor(1e-3, dtype=_F64), x[:1]),
+        (
+            "with a single data point and a narrow q (s = 1e-3)",
+            torch.tensor(1.7, dtype=_F64),
+            torch.tensor(1e-3, dtype=_F64),
+            x[:1],
+        ),
     ]
     for context, m, s, data in cases:
         out = as_tensor_result(call_learner(gaussian_elbo, m, s, data, model))
@@ -62,25 +67,30 @@ def check_gaussian_elbo(gaussian_elbo):
         N = data.numel()
         var_lik = N * s**2 / (2 * model.noise_std**2)
         var_prior = s**2 / (2 * model.prior_std**2)
-        diagnose(out, ref, {
-            "missing the entropy term H[q] = 1/2 log(2 pi e) + log s": ref - H,
-            "the entropy has the wrong sign: ELBO = E_q[log p(x, z)] + H[q]": ref - 2 * H,
-            "returns the negative ELBO; return the bound itself (training code takes loss = -elbo)": -ref,
-            "the expectations miss the spread of q: E_q[(x_i - z)^2] = (x_i - m)^2 + s^2, "
-            "and likewise for (z - m0)^2": ref + var_lik + var_prior,
-            "the likelihood term misses the spread of q: E_q[(x_i - z)^2] = (x_i - m)^2 + s^2": ref + var_lik,
-            "the prior term misses the spread of q: E_q[(z - m0)^2] = (m - m0)^2 + s^2": ref + var_prior,
-            "missing the prior term E_q[log p(z)]": ref - elp,
-            "the s^2 term of the likelihood must be summed over the N data points (N s^2 / (2 sigma^2))":
-                ref + (N - 1) * s**2 / (2 * model.noise_std**2),
-            "the constant -1/2 log(2 pi sigma^2) must be summed over the N data points":
-                ref + 0.5 * (N - 1) * math.log(2 * math.pi * model.noise_std**2),
-            "the entropy is 1/2 log(2 pi e s^2) = 1/2 log(2 pi e) + log s, with s squared": ref - 0.5 * torch.log(s),
-            "the log-likelihood should be a sum over the N data points, not a mean": ell / N + elp + H,
-            "s is used as a variance; s is the standard deviation of q": model.gaussian_elbo(m, s.sqrt(), data),
-            "returns log p(x), which does not depend on q; the ELBO does":
-                model.log_evidence(data).expand(m.shape),
-        }, context=f" ({context})")
+        diagnose(
+            out,
+            ref,
+            {
+                "missing the entropy term H[q] = 1/2 log(2 pi e) + log s": ref - H,
+                "the entropy has the wrong sign: ELBO = E_q[log p(x, z)] + H[q]": ref - 2 * H,
+                "returns the negative ELBO; return the bound itself (training code takes loss = -elbo)": -ref,
+                "the expectations miss the spread of q: E_q[(x_i - z)^2] = (x_i - m)^2 + s^2, "
+                "and likewise for (z - m0)^2": ref + var_lik + var_prior,
+                "the likelihood term misses the spread of q: E_q[(x_i - z)^2] = (x_i - m)^2 + s^2": ref + var_lik,
+                "the prior term misses the spread of q: E_q[(z - m0)^2] = (m - m0)^2 + s^2": ref + var_prior,
+                "missing the prior term E_q[log p(z)]": ref - elp,
+                "the s^2 term of the likelihood must be summed over the N data points (N s^2 / (2 sigma^2))": ref
+                + (N - 1) * s**2 / (2 * model.noise_std**2),
+                "the constant -1/2 log(2 pi sigma^2) must be summed over the N data points": ref
+                + 0.5 * (N - 1) * math.log(2 * math.pi * model.noise_std**2),
+                "the entropy is 1/2 log(2 pi e s^2) = 1/2 log(2 pi e) + log s, with s squared": ref
+                - 0.5 * torch.log(s),
+                "the log-likelihood should be a sum over the N data points, not a mean": ell / N + elp + H,
+                "s is used as a variance; s is the standard deviation of q": model.gaussian_elbo(m, s.sqrt(), data),
+                "returns log p(x), which does not depend on q; the ELBO does": model.log_evidence(data).expand(m.shape),
+            },
+            context=f" ({context})",
+        )
     return "matches the closed form on scalars, on a grid and with N = 1."
 
 
@@ -88,10 +98,20 @@ def check_gaussian_elbo(gaussian_elbo):
 def check_kl_normal(kl_normal):
     t = lambda *v: torch.tensor(v, dtype=_F64)  # noqa: E731
     cases = [
-        ("on a batch of pairs", t(0.0, 1.0, -2.0, 0.5), t(1.0, 0.5, 2.0, 0.1), t(0.0, 0.0, 1.0, 0.3),
-         t(1.5, 1.0, 0.7, 3.0)),
-        ("with a scalar p broadcast against a batch of q", t(0.5, -1.0, 2.0), t(0.3, 1.5, 1.0),
-         torch.tensor(0.2, dtype=_F64), torch.tensor(1.3, dtype=_F64)),
+        (
+            "on a batch of pairs",
+            t(0.0, 1.0, -2.0, 0.5),
+            t(1.0, 0.5, 2.0, 0.1),
+            t(0.0, 0.0, 1.0, 0.3),
+            t(1.5, 1.0, 0.7, 3.0),
+        ),
+        (
+            "with a scalar p broadcast against a batch of q",
+            t(0.5, -1.0, 2.0),
+            t(0.3, 1.5, 1.0),
+            torch.tensor(0.2, dtype=_F64),
+            torch.tensor(1.3, dtype=_F64),
+        ),
     ]
     for context, mq, sq, mp, sp in cases:
         out = as_tensor_result(call_learner(kl_normal, mq, sq, mp, sp))
@@ -100,24 +120,32 @@ def check_kl_normal(kl_normal):
         expect_finite(out, f" ({context})")
         ref = kl_divergence(Normal(mq, sq), Normal(mp, sp))
         mean_term = (mq - mp) ** 2 / (2 * sp**2)
-        diagnose(out, ref, {
-            "computes KL(p || q): the arguments are swapped; KL(q || p) is an expectation under q":
-                kl_divergence(Normal(mp.expand(shape), sp.expand(shape)), Normal(mq, sq)),
-            "the log term needs a factor 1/2 when written with variances: "
-            "log(sigma_p / sigma_q) = 1/2 log(sigma_p^2 / sigma_q^2)": ref + torch.log(sp / sq),
-            "missing the constant -1/2": ref + 0.5,
-            "missing the mean term (mu_q - mu_p)^2 / (2 sigma_p^2)": ref - mean_term,
-            "sign error: KL(q || p) >= 0": -ref,
-            "the sigmas are used as variances; the arguments are standard deviations":
-                kl_divergence(Normal(mq, sq.sqrt()), Normal(mp, sp.sqrt())),
-            "your quadratic terms divide by 2 sigma_p; they must divide by 2 sigma_p^2":
-                -torch.log(sq / sp) + (sq**2 + (mq - mp) ** 2) / (2 * sp) - 0.5,
-            "the log term has the wrong sign: it is log(sigma_p / sigma_q)": ref - 2 * torch.log(sp / sq),
-            "the quadratic terms divide by 2 sigma_p^2, including the 2":
-                ref + (sq**2 + (mq - mp) ** 2) / (2 * sp**2),
-            "sigma_q must be squared in the quadratic term: (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2)":
-                ref - (sq**2 - sq) / (2 * sp**2),
-        }, context=f" ({context})")
+        diagnose(
+            out,
+            ref,
+            {
+                "computes KL(p || q): the arguments are swapped; KL(q || p) is an expectation under q": kl_divergence(
+                    Normal(mp.expand(shape), sp.expand(shape)), Normal(mq, sq)
+                ),
+                "the log term needs a factor 1/2 when written with variances: "
+                "log(sigma_p / sigma_q) = 1/2 log(sigma_p^2 / sigma_q^2)": ref + torch.log(sp / sq),
+                "missing the constant -1/2": ref + 0.5,
+                "missing the mean term (mu_q - mu_p)^2 / (2 sigma_p^2)": ref - mean_term,
+                "sign error: KL(q || p) >= 0": -ref,
+                "the sigmas are used as variances; the arguments are standard deviations": kl_divergence(
+                    Normal(mq, sq.sqrt()), Normal(mp, sp.sqrt())
+                ),
+                "your quadratic terms divide by 2 sigma_p; they must divide by 2 sigma_p^2": -torch.log(sq / sp)
+                + (sq**2 + (mq - mp) ** 2) / (2 * sp)
+                - 0.5,
+                "the log term has the wrong sign: it is log(sigma_p / sigma_q)": ref - 2 * torch.log(sp / sq),
+                "the quadratic terms divide by 2 sigma_p^2, including the 2": ref
+                + (sq**2 + (mq - mp) ** 2) / (2 * sp**2),
+                "sigma_q must be squared in the quadratic term: (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2)": ref
+                - (sq**2 - sq) / (2 * sp**2),
+            },
+            context=f" ({context})",
+        )
     # edge case: identical distributions give exactly zero, not NaN
     m, s = torch.tensor([0.0, 3.0], dtype=_F64), torch.tensor([1.0, 1e-4], dtype=_F64)
     out = as_tensor_result(call_learner(kl_normal, m, s, m.clone(), s.clone()))
@@ -138,8 +166,10 @@ def check_elbo_samples(elbo_samples):
 
     out = as_tensor_result(call_learner(elbo_samples, m, s, x, model, S))
     if out.dim() == 0:
-        fail("returned a single number; return the S terms log p(x, z_s) - log q(z_s), shape (S,), "
-             "and let the caller average them")
+        fail(
+            "returned a single number; return the S terms log p(x, z_s) - log q(z_s), shape (S,), "
+            "and let the caller average them"
+        )
     expect_shape(out, (S,))
     expect_finite(out)
     _check_at_posterior(elbo_samples)
@@ -157,25 +187,33 @@ def check_elbo_samples(elbo_samples):
         for message, value in _mistaken_means(model, m.detach(), s.detach(), x).items():
             if near(value):
                 fail(message)
-        fail(f"the average of the terms, {mean:.4f}, is {abs(mean - float(ref)) / se:.0f} standard errors "
-             f"away from the exact ELBO {float(ref):.4f}")
+        fail(
+            f"the average of the terms, {mean:.4f}, is {abs(mean - float(ref)) / se:.0f} standard errors "
+            f"away from the exact ELBO {float(ref):.4f}"
+        )
 
     # the reparameterisation: the gradient of the average must match the exact one
     if not out.requires_grad:
-        fail("no gradient reaches m and s: build z from them with torch operations "
-             "(z = m + s * eps or q.rsample()), without .detach() or NumPy")
+        fail(
+            "no gradient reaches m and s: build z from them with torch operations "
+            "(z = m + s * eps or q.rsample()), without .detach() or NumPy"
+        )
     grads = torch.autograd.grad(out.mean(), (m, s), allow_unused=True)
     exact = torch.autograd.grad(model.gaussian_elbo(m, s, x), (m, s))
     inv_s = 1 / float(s.detach())
     for name, g, g_exact in zip(("m", "s"), grads, exact, strict=True):
         if g is None or abs(float(g) - float(g_exact)) > 0.1 * abs(float(g_exact)) + 0.05:
             if name == "s" and g is not None and abs(float(g) - float(g_exact) + inv_s) < 0.1 * inv_s:
-                fail(f"the gradient with respect to s misses the entropy's 1/s ({fmt(g)} instead of about "
-                     f"{fmt(g_exact)}): -log q(z_s) must stay a torch function of s, evaluated at the "
-                     "reparameterised z_s (use torch.log(s), not math.log(s); log q = log N(eps; 0, 1) - log s)")
-            fail(f"the gradient with respect to {name} is wrong ({fmt(0.0 if g is None else g)} instead of about "
-                 f"{fmt(g_exact)}): the gradient does not flow through the sample; draw z with q.rsample() "
-                 "or m + s * torch.randn(S), not q.sample()")
+                fail(
+                    f"the gradient with respect to s misses the entropy's 1/s ({fmt(g)} instead of about "
+                    f"{fmt(g_exact)}): -log q(z_s) must stay a torch function of s, evaluated at the "
+                    "reparameterised z_s (use torch.log(s), not math.log(s); log q = log N(eps; 0, 1) - log s)"
+                )
+            fail(
+                f"the gradient with respect to {name} is wrong ({fmt(0.0 if g is None else g)} instead of about "
+                f"{fmt(g_exact)}): the gradient does not flow through the sample; draw z with q.rsample() "
+                "or m + s * torch.randn(S), not q.sample()"
+            )
 
     one = as_tensor_result(call_learner(elbo_samples, m, s, x, model, 1))
     expect_shape(one, (1,), " with S = 1 (avoid .squeeze())")
@@ -206,8 +244,10 @@ def _check_at_posterior(elbo_samples):
     for message, value in mistakes.items():
         if abs(mean - value) <= tol:
             fail(message)
-    fail(f"at q = the exact posterior every term log p(x, z_s) - log q(z_s) equals log p(x) = {log_px:.4f}, "
-         f"but yours average {mean:.4f}: evaluate both densities at the same sample z_s")
+    fail(
+        f"at q = the exact posterior every term log p(x, z_s) - log q(z_s) equals log p(x) = {log_px:.4f}, "
+        f"but yours average {mean:.4f}: evaluate both densities at the same sample z_s"
+    )
 
 
 def _mistaken_means(model, m, s, x):
@@ -219,13 +259,14 @@ def _mistaken_means(model, m, s, x):
         "missing the -log q(z_s) term: each term is log p(x, z_s) - log q(z_s)": ref - H,
         "log q(z_s) has the wrong sign: each term is log p(x, z_s) - log q(z_s)": ref - 2 * H,
         "returns the negative ELBO; return the bound itself (training code takes loss = -elbo)": -ref,
-        "torch.distributions.Normal takes the standard deviation s, not the variance s**2":
-            float(model.gaussian_elbo(m, s**2, x)),
-        "log q(z_s) is missing the -log s term: with z = m + s * eps, log q(z) = log N(eps; 0, 1) - log s":
-            ref - math.log(float(s)),
+        "torch.distributions.Normal takes the standard deviation s, not the variance s**2": float(
+            model.gaussian_elbo(m, s**2, x)
+        ),
+        "log q(z_s) is missing the -log s term: with z = m + s * eps, log q(z) = log N(eps; 0, 1) - log s": ref
+        - math.log(float(s)),
         "the log-likelihood should be a sum over the N data points, not a mean": ell / x.numel() + elp + H,
         "missing the prior term log p(z_s)": ref - elp,
         "the prior must be evaluated at the sample z_s, not at the mean m": ref + s2 / (2 * model.prior_std**2),
-        "the likelihood must be evaluated at the sample z_s, not at the mean m":
-            ref + x.numel() * s2 / (2 * model.noise_std**2),
+        "the likelihood must be evaluated at the sample z_s, not at the mean m": ref
+        + x.numel() * s2 / (2 * model.noise_std**2),
     }

@@ -28,7 +28,10 @@ from ..semi_implicit_vae import semi_implicit_elbo_terms as reference_elbo_terms
 from ._core import as_tensor_result, call_learner, checker, close, diagnose, expect_finite, expect_shape, fail, fmt
 
 __all__ = [
-    "check_linear_marginal", "check_sivi_bound", "check_semi_implicit_elbo_terms", "check_ksd_u_statistic",
+    "check_linear_marginal",
+    "check_sivi_bound",
+    "check_semi_implicit_elbo_terms",
+    "check_ksd_u_statistic",
 ]
 
 _F64 = torch.float64
@@ -41,12 +44,15 @@ _F64 = torch.float64
 def check_linear_marginal(log_marginal):
     mean = torch.tensor([0.3, -1.0, 2.0], dtype=_F64)
     tau, sigma = 0.7, 0.4
-    z = torch.tensor([[0.0, 0.0, 0.0], [1.0, -2.0, 2.5], [0.3, -1.0, 2.0], [-1.5, 0.5, 1.0], [2.0, 1.0, -1.0]],
-                     dtype=_F64)
+    z = torch.tensor(
+        [[0.0, 0.0, 0.0], [1.0, -2.0, 2.5], [0.3, -1.0, 2.0], [-1.5, 0.5, 1.0], [2.0, 1.0, -1.0]], dtype=_F64
+    )
     out = as_tensor_result(call_learner(log_marginal, z, mean, tau, sigma))
     if out.shape == z.shape:
-        fail(f"returned shape {tuple(out.shape)}, one value per coordinate; the density of z is the product over "
-             "coordinates, so sum the log densities over the last axis")
+        fail(
+            f"returned shape {tuple(out.shape)}, one value per coordinate; the density of z is the product over "
+            "coordinates, so sum the log densities over the last axis"
+        )
     expect_shape(out, (z.shape[0],), " (one log density per row of z)")
     expect_finite(out)
 
@@ -56,24 +62,34 @@ def check_linear_marginal(log_marginal):
     v = tau**2 + sigma**2
     reference = Normal(mean, math.sqrt(v)).log_prob(z).sum(-1)
     quad = ((z - mean) ** 2).sum(-1) / v
-    diagnose(out, reference, {
-        "that is the density itself; return its logarithm, log q(z)": reference.exp(),
-        "averaged over the coordinates; the log density of z is the sum over its L coordinates":
-            reference / z.shape[-1],
-        "the standard deviations do not add, the variances do: z = m + tau eps + sigma xi has variance tau^2 + sigma^2":
-            log_normal((tau + sigma) ** 2),
-        "the spread of the mixing variable is missing: psi varies with variance tau^2, so Var z = tau^2 + sigma^2":
-            log_normal(sigma**2),
-        "the conditional's own noise is missing: given psi, z still varies with variance sigma^2, so "
-        "Var z = tau^2 + sigma^2": log_normal(tau**2),
-        "tau^2 + sigma^2 is the variance, not the standard deviation": log_normal(v**2),
-        "the variances add, they do not multiply: Var z = tau^2 + sigma^2": log_normal(tau**2 * sigma**2),
-        "the normalising constant -1/2 log(2 pi v) appears once per coordinate (L times)":
-            log_normal(v) + (LOG_2PI + math.log(v)),  # once instead of L = 3 times
-        "missing the normalising constant -L/2 log(2 pi (tau^2 + sigma^2))": -0.5 * quad,
-        "the density's exponent is -|z - m|^2 / (2 v): a factor 1/2 is missing or doubled":
-            log_normal(v) - 0.5 * quad,
-    }, rtol=1e-5, atol=1e-6)
+    diagnose(
+        out,
+        reference,
+        {
+            "that is the density itself; return its logarithm, log q(z)": reference.exp(),
+            "averaged over the coordinates; the log density of z is the sum over its L coordinates": reference
+            / z.shape[-1],
+            (
+                "the standard deviations do not add, the variances do: "
+                "z = m + tau eps + sigma xi has variance tau^2 + sigma^2"
+            ): log_normal((tau + sigma) ** 2),
+            (
+                "the spread of the mixing variable is missing: psi "
+                "varies with variance tau^2, so Var z = tau^2 + sigma^2"
+            ): log_normal(sigma**2),
+            "the conditional's own noise is missing: given psi, z still varies with variance sigma^2, so "
+            "Var z = tau^2 + sigma^2": log_normal(tau**2),
+            "tau^2 + sigma^2 is the variance, not the standard deviation": log_normal(v**2),
+            "the variances add, they do not multiply: Var z = tau^2 + sigma^2": log_normal(tau**2 * sigma**2),
+            "the normalising constant -1/2 log(2 pi v) appears once per coordinate (L times)": log_normal(v)
+            + (LOG_2PI + math.log(v)),  # once instead of L = 3 times
+            "missing the normalising constant -L/2 log(2 pi (tau^2 + sigma^2))": -0.5 * quad,
+            "the density's exponent is -|z - m|^2 / (2 v): a factor 1/2 is missing or doubled": log_normal(v)
+            - 0.5 * quad,
+        },
+        rtol=1e-5,
+        atol=1e-6,
+    )
     batch = torch.randn(2, 4, 3, dtype=_F64)
     out = as_tensor_result(call_learner(log_marginal, batch, mean, tau, sigma))
     expect_shape(out, (2, 4), " for z of shape (2, 4, 3): keep the leading axes, sum over the last")
@@ -136,22 +152,24 @@ def _variant(kind, q, S, K):
     raise ValueError(kind)
 
 
-_OFF_BY_ONE = ("off by one: draw exactly K extra psi (q.sample_psi(K)) and add the own term of psi_0: "
-               "K + 1 terms in all, divided by K + 1")
+_OFF_BY_ONE = (
+    "off by one: draw exactly K extra psi (q.sample_psi(K)) and add the own term of psi_0: "
+    "K + 1 terms in all, divided by K + 1"
+)
 _MISTAKES = {
     "no psi0": "psi_0, the draw that generated z, is missing from the average: without it "
-               "E[log (1/K) sum_k q(z | psi_k)] <= log q(z), and the result is an upper bound on the ELBO. "
-               "Average over K + 1 draws, psi_0 included",
+    "E[log (1/K) sum_k q(z | psi_k)] <= log q(z), and the result is an upper bound on the ELBO. "
+    "Average over K + 1 draws, psi_0 included",
     "fresh psi0": "the first term must use psi_0, the draw that generated z (the second output of the same "
-                  "q.rsample call), not a new draw of psi; with a new draw the result is an upper bound on the ELBO",
+    "q.rsample call), not a new draw of psi; with a new draw the result is an upper bound on the ELBO",
     "divide by K": "there are K + 1 terms in the average (psi_0 and the K extra draws): subtract log(K + 1), not log K",
     "no division": "the average needs its 1/(K + 1): logsumexp gives the log of the sum; subtract log(K + 1)",
     "mean of logs": "that averages the log densities; SIVI averages the densities themselves, in log space: "
-                    "logsumexp(log q(z | psi_k)) - log(K + 1)",
+    "logsumexp(log q(z | psi_k)) - log(K + 1)",
     "own only": "the K extra draws are missing: with psi_0 alone the bound does not improve as K grows; "
-                "average q(z | psi_k) over psi_0 and the K extra draws",
+    "average q(z | psi_k) over psi_0 and the K extra draws",
     "own only, divided": "the K extra draws are missing from the sum: only psi_0's term is there, divided by K + 1; "
-                         "add the K terms q(z | psi_k) of the extra draws (in log space, with logsumexp)",
+    "add the K terms q(z | psi_k) of the extra draws (in log space, with logsumexp)",
     "one too few": _OFF_BY_ONE,
     "one too many": _OFF_BY_ONE,
     "no target": "log_target(z) is missing: the bound is E[log p(z) - log q~_K(z)]",
@@ -187,8 +205,10 @@ def check_sivi_bound(sivi_bound):
     expect_shape(out, (), " (the bound is one number: a 0-d tensor)")
     expect_finite(out)
     if not out.requires_grad:
-        fail("no gradient reaches the family's parameters: build the bound from q.rsample and q.sample_psi "
-             "without .detach() or torch.no_grad(), so that training can follow it")
+        fail(
+            "no gradient reaches the family's parameters: build the bound from q.rsample and q.sample_psi "
+            "without .detach() or torch.no_grad(), so that training can follow it"
+        )
 
     with torch.no_grad():
         learner, reference = {}, {}
@@ -202,24 +222,28 @@ def check_sivi_bound(sivi_bound):
         if max(z_score(learner[K], reference[K]) for K in _KS) > 4:
             best, best_z = None, 4.0
             for kind, message in _MISTAKES.items():
-                worst = max(z_score(learner[K], _expectation(lambda K=K, kind=kind: _variant(kind, q, _S, K)))
-                            for K in _KS)
+                worst = max(
+                    z_score(learner[K], _expectation(lambda K=K, kind=kind: _variant(kind, q, _S, K))) for K in _KS
+                )
                 if worst <= best_z:
                     best, best_z = message, worst
             if best is not None:
                 fail(best)
             K = max(_KS, key=lambda K: z_score(learner[K], reference[K]))
-            fail(f"at K = {K}, the average of {_REPS} calls with S = {_S} is {fmt(learner[K][0])} "
-                 f"(s.e. {learner[K][1]:.2g}); the bound's expectation is {fmt(reference[K][0])} "
-                 f"(s.e. {reference[K][1]:.2g})")
+            fail(
+                f"at K = {K}, the average of {_REPS} calls with S = {_S} is {fmt(learner[K][0])} "
+                f"(s.e. {learner[K][1]:.2g}); the bound's expectation is {fmt(reference[K][0])} "
+                f"(s.e. {reference[K][1]:.2g})"
+            )
 
         # log space: 100 coordinates and sigma = 1e-4 put log q(z | psi_0) near +780, beyond exp's range even in float64
         q_sharp = SemiImplicitGaussian.linear(torch.zeros(100, dtype=torch.float32), tau=1.0, sigma=1e-4)
-        out = as_tensor_result(call_learner(sivi_bound, lambda z: Normal(0.0, 1.0).log_prob(z).sum(-1), q_sharp,
-                                            8, 5))
+        out = as_tensor_result(call_learner(sivi_bound, lambda z: Normal(0.0, 1.0).log_prob(z).sum(-1), q_sharp, 8, 5))
         if not torch.isfinite(out).all():
-            fail(f"the result is {fmt(out)} for a sharp 100-dimensional conditional: exp(log q) overflows. "
-                 "Average in log space: torch.logsumexp(log_q, dim) - math.log(K + 1)")
+            fail(
+                f"the result is {fmt(out)} for a sharp 100-dimensional conditional: exp(log q) overflows. "
+                "Average in log space: torch.logsumexp(log_q, dim) - math.log(K + 1)"
+            )
 
     # Gradient: translating the family leaves the gap unchanged, so the bound's gradient with respect to the mean
     # (the mixing layer's bias) is that of E_q[log p(z)], exactly -Sigma_p^{-1} m for this Gaussian target.
@@ -227,10 +251,14 @@ def check_sivi_bound(sivi_bound):
     result = _mean_bias_gradient(lambda: call_learner(sivi_bound, _log_target, q, 500, 8), bias)
     exact = -torch.linalg.solve(_TARGET_COV, _MEAN)
     if result is None or ((result[0] - exact).abs() > 4 * result[1] + 0.01).any():
-        fail("the value is right but its gradient is not: z must stay differentiable all the way, from "
-             "q.rsample(S) through log_target(z) and the conditionals (no torch.no_grad(), no .detach())")
-    return ("an unbiased estimate of the (K + 1)-draw bound at K = 2 and K = 8, with the right gradient, "
-            "finite where exp would overflow.")
+        fail(
+            "the value is right but its gradient is not: z must stay differentiable all the way, from "
+            "q.rsample(S) through log_target(z) and the conditionals (no torch.no_grad(), no .detach())"
+        )
+    return (
+        "an unbiased estimate of the (K + 1)-draw bound at K = 2 and K = 8, with the right gradient, "
+        "finite where exp would overflow."
+    )
 
 
 # ---------------------------------------------------------------- 7.1
@@ -265,42 +293,56 @@ def check_semi_implicit_elbo_terms(semi_implicit_elbo_terms):
     def surrogate(log_terms, n):  # a mistake's surrogate: log p(x, z) - log (1/n) sum of the terms' densities
         return lj - (torch.logsumexp(log_terms, 0) - math.log(n))
 
-    diagnose(out, reference_elbo_terms(x, z, psi, log_scale, log_joint), {
-        "psi[0], the draw that generated z, is missing from the average (that gives an upper bound on the ELBO); "
-        "average over all K + 1 rows of psi": surrogate(log_q[1:], K1 - 1),
-        "there are K + 1 terms (psi.shape[0]), so subtract log(K + 1), not log K": surrogate(log_q, K1 - 1),
-        "the average needs its 1/(K + 1): subtract log(psi.shape[0]) after the logsumexp":
-            lj - torch.logsumexp(log_q, 0),
-        "that averages the log densities; average the densities, in log space (logsumexp over the draws)":
-            lj - log_q.mean(0),
-        "only psi[0] is used: the K extra draws must enter the average": lj - log_q[0],
-        "log_joint(x, z) is missing: the surrogate is log p(x, z) - log q~(z | x)": -(torch.logsumexp(log_q, 0)
-                                                                                       - math.log(K1)),
-        "sign error: the surrogate is log p(x, z) - log q~(z | x)": -surrogate(log_q, K1),
-        "exp(log_scale) is the standard deviation, not the variance": surrogate(
-            log_normal_diag(z, psi, 0.5 * log_scale), K1),
-        "the Gaussian's log density is summed over the L coordinates before averaging over draws, not averaged":
-            surrogate(log_q / L, K1),
-        "exp(log_scale) is the standard deviation itself, not exp(2 log_scale)": surrogate(
-            log_normal_diag(z, psi, 2 * log_scale), K1),
-        "psi[0], the draw that generated z, is missing from the sum (you still divide by K + 1): "
-        "sum over all K + 1 rows of psi": surrogate(log_q[1:], K1),
-    })
+    diagnose(
+        out,
+        reference_elbo_terms(x, z, psi, log_scale, log_joint),
+        {
+            "psi[0], the draw that generated z, is missing from the average (that gives an upper bound on the ELBO); "
+            "average over all K + 1 rows of psi": surrogate(log_q[1:], K1 - 1),
+            "there are K + 1 terms (psi.shape[0]), so subtract log(K + 1), not log K": surrogate(log_q, K1 - 1),
+            "the average needs its 1/(K + 1): subtract log(psi.shape[0]) after the logsumexp": lj
+            - torch.logsumexp(log_q, 0),
+            "that averages the log densities; average the densities, in log space (logsumexp over the draws)": lj
+            - log_q.mean(0),
+            "only psi[0] is used: the K extra draws must enter the average": lj - log_q[0],
+            "log_joint(x, z) is missing: the surrogate is log p(x, z) - log q~(z | x)": -(
+                torch.logsumexp(log_q, 0) - math.log(K1)
+            ),
+            "sign error: the surrogate is log p(x, z) - log q~(z | x)": -surrogate(log_q, K1),
+            "exp(log_scale) is the standard deviation, not the variance": surrogate(
+                log_normal_diag(z, psi, 0.5 * log_scale), K1
+            ),
+            (
+                "the Gaussian's log density is summed over the L coordinates before averaging over draws, not averaged"
+            ): surrogate(log_q / L, K1),
+            "exp(log_scale) is the standard deviation itself, not exp(2 log_scale)": surrogate(
+                log_normal_diag(z, psi, 2 * log_scale), K1
+            ),
+            "psi[0], the draw that generated z, is missing from the sum (you still divide by K + 1): "
+            "sum over all K + 1 rows of psi": surrogate(log_q[1:], K1),
+        },
+    )
     psi_g, log_scale_g = psi.clone().requires_grad_(True), log_scale.clone().requires_grad_(True)
     out = as_tensor_result(call_learner(semi_implicit_elbo_terms, x, z, psi_g, log_scale_g, log_joint))
     if not out.requires_grad:
-        fail("no gradient flows back to psi and log_scale: keep the computation in torch, without .detach() "
-             "or torch.no_grad(), or training cannot follow it")
+        fail(
+            "no gradient flows back to psi and log_scale: keep the computation in torch, without .detach() "
+            "or torch.no_grad(), or training cannot follow it"
+        )
     g_psi, g_ls = torch.autograd.grad(out.sum(), (psi_g, log_scale_g), allow_unused=True)
     psi_r, ls_r = psi.clone().requires_grad_(True), log_scale.clone().requires_grad_(True)
     r_psi, r_ls = torch.autograd.grad(reference_elbo_terms(x, z, psi_r, ls_r, log_joint).sum(), (psi_r, ls_r))
     if g_psi is None or g_ls is None or not (close(g_psi, r_psi, 1e-5, 1e-7) and close(g_ls, r_ls, 1e-5, 1e-7)):
-        fail("the value is right but its gradient with respect to psi or log_scale is not: part of the computation "
-             "is detached from the graph")
+        fail(
+            "the value is right but its gradient with respect to psi or log_scale is not: part of the computation "
+            "is detached from the graph"
+        )
     big = as_tensor_result(call_learner(semi_implicit_elbo_terms, x, z, psi, log_scale - 40.0, log_joint))
     if not torch.isfinite(big).all():
-        fail("not finite when the conditional is very narrow (log_scale - 40): exp under- or overflows; "
-             "average in log space with torch.logsumexp")
+        fail(
+            "not finite when the conditional is very narrow (log_scale - 40): exp under- or overflows; "
+            "average in log space with torch.logsumexp"
+        )
     return "log p(x, z) - log of the (K + 1)-draw average of q(z | psi_k), per data point, in log space."
 
 
@@ -320,24 +362,38 @@ def check_ksd_u_statistic(ksd_u_statistic):
     gram = rbf_kernel(z, h) * (diff @ diff.T)
     off = gram.sum() - gram.diagonal().sum()
     sq = torch.cdist(z, z) ** 2
-    diagnose(out, reference_ksd(z, diff, h), {
-        "the diagonal i = j is included: there the conditional score's noise is squared instead of averaged "
-        "away, which biases the estimate upwards; sum over i != j only": gram.mean(),
-        "the diagonal is included (divide by S(S - 1) the sum over i != j only): its terms are biased":
-            gram.sum() / (S * (S - 1)),
-        "there are S(S - 1) pairs i != j: divide by S(S - 1), not S^2": off / S**2,
-        "the kernel is exp(-|z_i - z_j|^2 / (2 h^2)): the factor 2 is missing":
-            ((torch.exp(-sq / h**2) * (diff @ diff.T)).sum() - (diff**2).sum()) / (S * (S - 1)),
-        "the kernel divides the squared distance by 2 h^2 (h is a length); you divided by 2 h": (
-            (torch.exp(-sq / (2 * h)) * (diff @ diff.T)).sum() - (diff**2).sum()) / (S * (S - 1)),
-        "the kernel uses the squared distance |z_i - z_j|^2, not the distance itself": (
-            (torch.exp(-sq.sqrt() / (2 * h**2)) * (diff @ diff.T)).sum() - (diff**2).sum()) / (S * (S - 1)),
-        "the kernel weights are missing: the terms are k(z_i, z_j) d_i . d_j": ((diff @ diff.T).sum()
-                                                                                 - (diff**2).sum()) / (S * (S - 1)),
-        "sign error: KSD^2 is a sum of k(z_i, z_j) d_i . d_j": -off / (S * (S - 1)),
-        "that sums each pair once (i < j) but divides by S(S - 1), the number of ordered pairs: sum over all i != j "
-        "(both (i, j) and (j, i)), or divide the sum over i < j by S(S - 1) / 2": off / 2 / (S * (S - 1)),
-    })
+    diagnose(
+        out,
+        reference_ksd(z, diff, h),
+        {
+            "the diagonal i = j is included: there the conditional score's noise is squared instead of averaged "
+            "away, which biases the estimate upwards; sum over i != j only": gram.mean(),
+            "the diagonal is included (divide by S(S - 1) the sum over i != j only): its terms are biased": gram.sum()
+            / (S * (S - 1)),
+            "there are S(S - 1) pairs i != j: divide by S(S - 1), not S^2": off / S**2,
+            "the kernel is exp(-|z_i - z_j|^2 / (2 h^2)): the factor 2 is missing": (
+                (torch.exp(-sq / h**2) * (diff @ diff.T)).sum() - (diff**2).sum()
+            )
+            / (S * (S - 1)),
+            "the kernel divides the squared distance by 2 h^2 (h is a length); you divided by 2 h": (
+                (torch.exp(-sq / (2 * h)) * (diff @ diff.T)).sum() - (diff**2).sum()
+            )
+            / (S * (S - 1)),
+            "the kernel uses the squared distance |z_i - z_j|^2, not the distance itself": (
+                (torch.exp(-sq.sqrt() / (2 * h**2)) * (diff @ diff.T)).sum() - (diff**2).sum()
+            )
+            / (S * (S - 1)),
+            "the kernel weights are missing: the terms are k(z_i, z_j) d_i . d_j": (
+                (diff @ diff.T).sum() - (diff**2).sum()
+            )
+            / (S * (S - 1)),
+            "sign error: KSD^2 is a sum of k(z_i, z_j) d_i . d_j": -off / (S * (S - 1)),
+            (
+                "that sums each pair once (i < j) but divides by S(S - 1), the number of ordered pairs: "
+                "sum over all i != j (both (i, j) and (j, i)), or divide the sum over i < j by S(S - 1) / 2"
+            ): off / 2 / (S * (S - 1)),
+        },
+    )
     z_grad, diff_grad = z.clone().requires_grad_(True), diff.clone().requires_grad_(True)
     out = as_tensor_result(call_learner(ksd_u_statistic, z_grad, diff_grad, h))
     if not out.requires_grad:
@@ -348,9 +404,13 @@ def check_ksd_u_statistic(ksd_u_statistic):
     diff_r = diff.clone().requires_grad_(True)
     (r_diff,) = torch.autograd.grad(reference_ksd(z, diff_r, h), diff_r)
     if g_diff is None or not close(g_diff, r_diff, 1e-5, 1e-8):
-        fail("no (or a wrong) gradient flows to diff: training needs it, since diff holds the scores of the draws; "
-             "do not detach it")
+        fail(
+            "no (or a wrong) gradient flows to diff: training needs it, since diff holds the scores of the draws; "
+            "do not detach it"
+        )
     if not torch.isfinite(g).all():
-        fail("the gradient with respect to z is not finite; compute the squared distances with torch operations, "
-             "e.g. ((z[:, None] - z[None]) ** 2).sum(-1)")
+        fail(
+            "the gradient with respect to z is not finite; compute the squared distances with torch operations, "
+            "e.g. ((z[:, None] - z[None]) ** 2).sum(-1)"
+        )
     return "an unbiased U-statistic over the pairs i != j, differentiable in z."

@@ -98,17 +98,21 @@ def _unbiased(fn, make_input, m, log_s, what, S=2, repeats=3000):
     if bad.any():
         i = int(bad.nonzero()[0])
         names = ["d/dm_1", "d/dm_2", "d/dlog_s_1", "d/dlog_s_2"]
-        fail(f"biased: averaged over {repeats} calls with S = {S} draws, {names[i]} is {fmt(mean[i])} "
-             f"(standard error {fmt(se[i])}), but the exact ELBO gradient is {fmt(exact[i])}. (A baseline must "
-             "leave out the draw it multiplies; average over draws, do not sum.)")
+        fail(
+            f"biased: averaged over {repeats} calls with S = {S} draws, {names[i]} is {fmt(mean[i])} "
+            f"(standard error {fmt(se[i])}), but the exact ELBO gradient is {fmt(exact[i])}. (A baseline must "
+            "leave out the draw it multiplies; average over draws, do not sum.)"
+        )
 
 
 def _same_twice(fn, m, log_s, inp, what, name):
     first = _gradient(call_learner(fn, _log_joint, m, log_s, inp), m, log_s, what)
     second = _gradient(call_learner(fn, _log_joint, m, log_s, inp), m, log_s, what)
     if not torch.equal(first, second):
-        fail(f"two calls with the same {name} gave different "
-             "gradients: use the draws you are given, do not draw new ones inside the function")
+        fail(
+            f"two calls with the same {name} gave different "
+            "gradients: use the draws you are given, do not draw new ones inside the function"
+        )
     return first
 
 
@@ -181,32 +185,43 @@ def check_reparameterization(reparameterization_surrogate):
     reference = estimators.reparameterization_surrogate(_log_joint, m, log_s, eps)
     ref, ref_value = _grad(reference, m, log_s), reference.detach()
     entropy, entropy_value = _reparam_variant(  # E[log p] by Monte Carlo, the entropy in closed form
-        m, log_s, eps, log_q_of=lambda m, ls, z: -normal_entropy(ls.exp()).sum().expand(z.shape[0]))
+        m, log_s, eps, log_q_of=lambda m, ls, z: -normal_entropy(ls.exp()).sum().expand(z.shape[0])
+    )
     sticking, _ = _reparam_variant(  # "sticking the landing": log q with its parameters held fixed
-        m, log_s, eps, log_q_of=lambda m, ls, z: log_normal_diag(z, m.detach(), ls.detach()))
+        m, log_s, eps, log_q_of=lambda m, ls, z: log_normal_diag(z, m.detach(), ls.detach())
+    )
     mistakes = {
         "no gradient flows through the sample: build z = m + exp(log_s) * eps without .detach() "
-        "(the pathwise gradient is the point of this estimator)":
-            _reparam_variant(m, log_s, eps, z_of=lambda m, s, ls, e: (m + s * e).detach())[0],
-        "the scale is s = exp(log_s): z = m + exp(log_s) * eps, not m + log_s * eps":
-            _reparam_variant(m, log_s, eps, z_of=lambda m, s, ls, e: m + ls * e)[0],
-        "z = m + s * eps uses the standard deviation s, not the variance s^2":
-            _reparam_variant(m, log_s, eps, z_of=lambda m, s, ls, e: m + s**2 * e)[0],
-        "log q(z) uses the variance as the scale: Normal(m, s), with s = exp(log_s) the standard deviation":
-            _reparam_variant(m, log_s, eps, log_q_of=lambda m, ls, z: log_normal_diag(z, m, 2 * ls))[0],
+        "(the pathwise gradient is the point of this estimator)": _reparam_variant(
+            m, log_s, eps, z_of=lambda m, s, ls, e: (m + s * e).detach()
+        )[0],
+        "the scale is s = exp(log_s): z = m + exp(log_s) * eps, not m + log_s * eps": _reparam_variant(
+            m, log_s, eps, z_of=lambda m, s, ls, e: m + ls * e
+        )[0],
+        "z = m + s * eps uses the standard deviation s, not the variance s^2": _reparam_variant(
+            m, log_s, eps, z_of=lambda m, s, ls, e: m + s**2 * e
+        )[0],
+        (
+            "log q(z) uses the variance as the scale: Normal(m, s), with s = exp(log_s) the standard deviation"
+        ): _reparam_variant(m, log_s, eps, log_q_of=lambda m, ls, z: log_normal_diag(z, m, 2 * ls))[0],
         "the -log q(z) term carries no gradient: the ELBO is E[log p(x, z) - log q(z)] with "
         "log q(z) = log N(eps; 0, I) - sum(log_s), and the change of variables' -sum(log_s) is what depends on "
-        "the parameters":
-            _reparam_variant(m, log_s, eps, log_q_of=lambda m, ls, z: torch.zeros(z.shape[0], dtype=z.dtype))[0],
+        "the parameters": _reparam_variant(
+            m, log_s, eps, log_q_of=lambda m, ls, z: torch.zeros(z.shape[0], dtype=z.dtype)
+        )[0],
         "sign error: return the ELBO estimate itself (training uses loss = -elbo)": -ref,
         "summed over the S draws; average them (.mean())": ref * eps.shape[0],
     }
     if not _classify(grad, [ref, entropy, sticking], mistakes, " (on 6 fixed draws eps)"):
         _unbiased(reparameterization_surrogate, lambda S: torch.randn(S, 2, dtype=_F64), m, log_s, what)
-    if not (math.isclose(float(value), float(ref_value), rel_tol=1e-6, abs_tol=1e-9)
-            or math.isclose(float(value), float(entropy_value), rel_tol=1e-6, abs_tol=1e-9)):
-        fail(f"the gradient is right, but the value {fmt(value)} is not the ELBO estimate {fmt(ref_value)} on "
-             "these draws: return the average of log p(x, z_s) - log q(z_s)")
+    if not (
+        math.isclose(float(value), float(ref_value), rel_tol=1e-6, abs_tol=1e-9)
+        or math.isclose(float(value), float(entropy_value), rel_tol=1e-6, abs_tol=1e-9)
+    ):
+        fail(
+            f"the gradient is right, but the value {fmt(value)} is not the ELBO estimate {fmt(ref_value)} on "
+            "these draws: return the average of log p(x, z_s) - log q(z_s)"
+        )
     return "its value estimates the ELBO and its gradient is the pathwise (reparameterization) estimate."
 
 
@@ -214,8 +229,18 @@ def check_reparameterization(reparameterization_surrogate):
 
 
 def _logistic_problem():
-    X = torch.tensor([[1.0, 0.3, -1.2], [1.0, -0.7, 0.4], [1.0, 1.5, 0.9], [1.0, -0.2, -0.3], [1.0, 0.8, -1.7],
-                      [1.0, -1.1, 1.3], [1.0, 0.1, 0.2]], dtype=_F64)
+    X = torch.tensor(
+        [
+            [1.0, 0.3, -1.2],
+            [1.0, -0.7, 0.4],
+            [1.0, 1.5, 0.9],
+            [1.0, -0.2, -0.3],
+            [1.0, 0.8, -1.7],
+            [1.0, -1.1, 1.3],
+            [1.0, 0.1, 0.2],
+        ],
+        dtype=_F64,
+    )
     y = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0], dtype=_F64)
     w = torch.tensor([[0.2, -0.5, 1.0], [-1.0, 0.7, 0.3], [0.0, 0.0, 0.0], [2.0, 1.5, -0.8]], dtype=_F64)
     return X, y, w, 1.5  # prior_std = 1.5, so std and variance differ
@@ -228,34 +253,53 @@ def check_logistic_log_joint(log_joint):
     out = as_tensor_result(call_learner(log_joint, w, X, y, prior_std))
     S, D = w.shape
     if out.shape == (S, X.shape[0]):
-        fail(f"returned shape {tuple(out.shape)}, one value per draw and data point: sum the log-likelihood "
-             "over the data points")
+        fail(
+            f"returned shape {tuple(out.shape)}, one value per draw and data point: sum the log-likelihood "
+            "over the data points"
+        )
     expect_shape(out, (S,), " (one log joint per row of w)")
     expect_finite(out)
     ref = model.log_joint(w)
     logits = w @ X.T
     log_lik = y * logits - torch.nn.functional.softplus(logits)
     log_prior = model.log_prior(w)
-    diagnose(out, ref, {
-        "missing the log prior log N(w; 0, prior_std^2 I)": log_lik.sum(-1),
-        "missing the log-likelihood: sum_n y_n log s(x_n.w) + (1 - y_n) log(1 - s(x_n.w))": log_prior,
-        "the log prior misses its normalising constant -D (log prior_std + log(2 pi) / 2): it does not change "
-        "the gradient, but the ELBO must be a bound on log p(y), so keep it": log_lik.sum(-1) - 0.5 * (
-            w**2).sum(-1) / prior_std**2,
-        "prior_std is a standard deviation: the prior is N(0, prior_std^2 I), so divide w^2 by prior_std^2":
-            log_lik.sum(-1) + Normal(0.0, math.sqrt(prior_std)).log_prob(w).sum(-1),
-        "prior_std is the standard deviation: Normal(0, prior_std), not Normal(0, prior_std**2)":
-            log_lik.sum(-1) + Normal(0.0, prior_std**2).log_prob(w).sum(-1),
-        "labels swapped: y = 1 goes with log s(x.w), y = 0 with log(1 - s(x.w))":
-            ((1 - y) * logits - torch.nn.functional.softplus(logits)).sum(-1) + log_prior,
-        "averaged the log-likelihood over the data points; the joint sums it": log_lik.mean(-1) + log_prior,
-        "sign error in the log-likelihood: log s(a) = -softplus(-a) is negative": -log_lik.sum(-1) + log_prior,
-    }, context=" (on 4 weight vectors, 7 data points)")
+    diagnose(
+        out,
+        ref,
+        {
+            "missing the log prior log N(w; 0, prior_std^2 I)": log_lik.sum(-1),
+            "missing the log-likelihood: sum_n y_n log s(x_n.w) + (1 - y_n) log(1 - s(x_n.w))": log_prior,
+            "the log prior misses its normalising constant -D (log prior_std + log(2 pi) / 2): it does not change "
+            "the gradient, but the ELBO must be a bound on log p(y), so keep it": log_lik.sum(-1)
+            - 0.5 * (w**2).sum(-1) / prior_std**2,
+            (
+                "prior_std is a standard deviation: the prior is N(0, prior_std^2 I), so divide w^2 by prior_std^2"
+            ): log_lik.sum(-1) + Normal(0.0, math.sqrt(prior_std)).log_prob(w).sum(-1),
+            "prior_std is the standard deviation: Normal(0, prior_std), not Normal(0, prior_std**2)": log_lik.sum(-1)
+            + Normal(0.0, prior_std**2).log_prob(w).sum(-1),
+            "labels swapped: y = 1 goes with log s(x.w), y = 0 with log(1 - s(x.w))": (
+                (1 - y) * logits - torch.nn.functional.softplus(logits)
+            ).sum(-1)
+            + log_prior,
+            "averaged the log-likelihood over the data points; the joint sums it": log_lik.mean(-1) + log_prior,
+            "sign error in the log-likelihood: log s(a) = -softplus(-a) is negative": -log_lik.sum(-1) + log_prior,
+        },
+        context=" (on 4 weight vectors, 7 data points)",
+    )
     far = as_tensor_result(call_learner(log_joint, 400 * w, X, y, prior_std))
-    expect_finite(far, " for large weights (logits in the hundreds): log(sigmoid(a)) underflows; use "
-                  "torch.nn.functional.logsigmoid(a), or y a - softplus(a)")
-    diagnose(far, model.log_joint(400 * w), {}, context=" for large weights (logits in the hundreds): clamping "
-             "probabilities changes the answer there; compute in log space with logsigmoid or softplus", rtol=1e-6)
+    expect_finite(
+        far,
+        " for large weights (logits in the hundreds): log(sigmoid(a)) underflows; use "
+        "torch.nn.functional.logsigmoid(a), or y a - softplus(a)",
+    )
+    diagnose(
+        far,
+        model.log_joint(400 * w),
+        {},
+        context=" for large weights (logits in the hundreds): clamping "
+        "probabilities changes the answer there; compute in log space with logsigmoid or softplus",
+        rtol=1e-6,
+    )
     return "matches the log joint, batched over draws of w, and stays finite for large logits."
 
 
@@ -283,16 +327,27 @@ def check_ppca_posterior(posterior):
         c = torch.linalg.inv(precision)
         return flat(centred @ W @ c / sigma**sigma_power, c)
 
-    diagnose(flat(mean, cov), flat(ref_mean, ref_cov), {
-        "missing the prior's identity: the posterior precision is I + W^T W / sigma^2 (without I it is "
-        "least squares)": with_precision(W.T @ W / sigma**2),
-        "sigma is a standard deviation: use sigma^2 in I + W^T W / sigma^2 and in the mean":
-            with_precision(eye + W.T @ W / sigma, sigma_power=1),
-        "the mean must subtract the offset: Sigma W^T (x - b) / sigma^2": with_precision(eye + W.T @ W / sigma**2, x),
-        "the offset is subtracted: x - b, not x + b": with_precision(eye + W.T @ W / sigma**2, x + b),
-        "returned the precision I + W^T W / sigma^2; return its inverse, the covariance":
-            flat(ref_mean, eye + W.T @ W / sigma**2),
-        "the mean misses the factor Sigma: mean = Sigma W^T (x - b) / sigma^2": flat((x - b) @ W / sigma**2, ref_cov),
-        "the mean misses the 1/sigma^2: mean = Sigma W^T (x - b) / sigma^2": flat(ref_mean * sigma**2, ref_cov),
-    }, labels=["mean"] * ref_mean.numel() + ["cov"] * ref_cov.numel())
+    diagnose(
+        flat(mean, cov),
+        flat(ref_mean, ref_cov),
+        {
+            "missing the prior's identity: the posterior precision is I + W^T W / sigma^2 (without I it is "
+            "least squares)": with_precision(W.T @ W / sigma**2),
+            "sigma is a standard deviation: use sigma^2 in I + W^T W / sigma^2 and in the mean": with_precision(
+                eye + W.T @ W / sigma, sigma_power=1
+            ),
+            "the mean must subtract the offset: Sigma W^T (x - b) / sigma^2": with_precision(
+                eye + W.T @ W / sigma**2, x
+            ),
+            "the offset is subtracted: x - b, not x + b": with_precision(eye + W.T @ W / sigma**2, x + b),
+            "returned the precision I + W^T W / sigma^2; return its inverse, the covariance": flat(
+                ref_mean, eye + W.T @ W / sigma**2
+            ),
+            "the mean misses the factor Sigma: mean = Sigma W^T (x - b) / sigma^2": flat(
+                (x - b) @ W / sigma**2, ref_cov
+            ),
+            "the mean misses the 1/sigma^2: mean = Sigma W^T (x - b) / sigma^2": flat(ref_mean * sigma**2, ref_cov),
+        },
+        labels=["mean"] * ref_mean.numel() + ["cov"] * ref_cov.numel(),
+    )
     return "matches the exact posterior mean of every data point and the shared covariance."

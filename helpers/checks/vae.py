@@ -31,15 +31,21 @@ def check_reparameterize(reparameterize):
     expect_shape(z, eps.shape, " (one draw per row of eps: broadcast (B, L) against (S, B, L))")
     expect_finite(z)
     s = log_scale.exp()
-    diagnose(z.detach(), (mean + s * eps).detach(), {
-        "the scale is exp(log_scale): z = mean + exp(log_scale) * eps": (mean + log_scale * eps).detach(),
-        "multiply eps by the standard deviation exp(log_scale), not the variance exp(2 log_scale)":
-            (mean + s**2 * eps).detach(),
-        "z = mean + exp(log_scale) * eps: the mean is added, not multiplied": (mean * s * eps).detach(),
-        "missing the mean: z = mean + exp(log_scale) * eps": (s * eps).detach(),
-        "log_scale is log sigma, not log sigma^2: the scale is exp(log_scale), not exp(log_scale / 2)":
-            (mean + (0.5 * log_scale).exp() * eps).detach(),
-    })
+    diagnose(
+        z.detach(),
+        (mean + s * eps).detach(),
+        {
+            "the scale is exp(log_scale): z = mean + exp(log_scale) * eps": (mean + log_scale * eps).detach(),
+            "multiply eps by the standard deviation exp(log_scale), not the variance exp(2 log_scale)": (
+                mean + s**2 * eps
+            ).detach(),
+            "z = mean + exp(log_scale) * eps: the mean is added, not multiplied": (mean * s * eps).detach(),
+            "missing the mean: z = mean + exp(log_scale) * eps": (s * eps).detach(),
+            "log_scale is log sigma, not log sigma^2: the scale is exp(log_scale), not exp(log_scale / 2)": (
+                mean + (0.5 * log_scale).exp() * eps
+            ).detach(),
+        },
+    )
     if not z.requires_grad:
         fail("no gradient reaches mean and log_scale: build z with torch operations, without .detach()")
     gm, gs = torch.autograd.grad(z.sum(), (mean, log_scale), allow_unused=True)
@@ -58,22 +64,29 @@ def check_kl_standard_normal(kl_standard_normal):
     expect_finite(out)
     s2 = (2 * log_scale).exp()
     ref = kl_divergence(Normal(mean, log_scale.exp()), Normal(0.0, 1.0)).sum(-1)
-    diagnose(out, ref, {
-        "missing the factor 1/2: KL = 1/2 sum(mu^2 + sigma^2 - 1 - log sigma^2)": 2 * ref,
-        "sigma^2 = exp(2 log_scale), not exp(log_scale)": 0.5 * (mean**2 + log_scale.exp() - 1 - 2 * log_scale).sum(-1),
-        "log sigma^2 = 2 log_scale, not log_scale": 0.5 * (mean**2 + s2 - 1 - log_scale).sum(-1),
-        "missing the -1 per dimension: KL = 1/2 sum(mu^2 + sigma^2 - 1 - log sigma^2)":
-            0.5 * (mean**2 + s2 - 2 * log_scale).sum(-1),
-        "missing mu^2: the KL grows as the mean moves away from 0": 0.5 * (s2 - 1 - 2 * log_scale).sum(-1),
-        "sign error: a KL is never negative": -ref,
-        "averaged over the latent dimensions; sum them": ref / mean.shape[1],
-        "log_scale is log sigma, not log sigma^2: sigma^2 = exp(2 log_scale) and log sigma^2 = 2 log_scale":
-            0.5 * (mean**2 + log_scale.exp() - 1 - log_scale).sum(-1),
-        "that is KL(prior || q), the other direction; the ELBO needs KL(q || prior)":
-            kl_divergence(Normal(0.0, 1.0), Normal(mean, log_scale.exp())).sum(-1),
-    })
-    zero = as_tensor_result(call_learner(kl_standard_normal, torch.zeros(1, 3, dtype=_F64),
-                                         torch.zeros(1, 3, dtype=_F64)))
+    diagnose(
+        out,
+        ref,
+        {
+            "missing the factor 1/2: KL = 1/2 sum(mu^2 + sigma^2 - 1 - log sigma^2)": 2 * ref,
+            "sigma^2 = exp(2 log_scale), not exp(log_scale)": 0.5
+            * (mean**2 + log_scale.exp() - 1 - 2 * log_scale).sum(-1),
+            "log sigma^2 = 2 log_scale, not log_scale": 0.5 * (mean**2 + s2 - 1 - log_scale).sum(-1),
+            "missing the -1 per dimension: KL = 1/2 sum(mu^2 + sigma^2 - 1 - log sigma^2)": 0.5
+            * (mean**2 + s2 - 2 * log_scale).sum(-1),
+            "missing mu^2: the KL grows as the mean moves away from 0": 0.5 * (s2 - 1 - 2 * log_scale).sum(-1),
+            "sign error: a KL is never negative": -ref,
+            "averaged over the latent dimensions; sum them": ref / mean.shape[1],
+            "log_scale is log sigma, not log sigma^2: sigma^2 = exp(2 log_scale) and log sigma^2 = 2 log_scale": 0.5
+            * (mean**2 + log_scale.exp() - 1 - log_scale).sum(-1),
+            "that is KL(prior || q), the other direction; the ELBO needs KL(q || prior)": kl_divergence(
+                Normal(0.0, 1.0), Normal(mean, log_scale.exp())
+            ).sum(-1),
+        },
+    )
+    zero = as_tensor_result(
+        call_learner(kl_standard_normal, torch.zeros(1, 3, dtype=_F64), torch.zeros(1, 3, dtype=_F64))
+    )
     if not torch.allclose(zero, torch.zeros(1, dtype=_F64), atol=1e-12):
         fail("KL(N(0, I) || N(0, I)) must be 0")
     return "matches torch.distributions.kl_divergence, and is 0 at the prior."
@@ -132,23 +145,32 @@ def check_vae_elbo(vae_elbo):
             try:
                 grads = _grads(out, model)
             except RuntimeError:
-                fail("some weights of the encoder or decoder get no gradient: use model.encoder(x), "
-                     "z = mean + exp(log_scale) * eps, and model.log_likelihood(x, z)")
+                fail(
+                    "some weights of the encoder or decoder get no gradient: use model.encoder(x), "
+                    "z = mean + exp(log_scale) * eps, and model.log_likelihood(x, z)"
+                )
             if not torch.allclose(grads, _grads(ref, model), rtol=1e-6, atol=1e-9):
                 fail("the value is right, but not its gradients: let z depend on mean and log_scale (no .detach())")
             return "matches the ELBO per data point, E_q[log p(x | z)] - KL(q || prior), and its gradients."
     ref = _elbo_variant(model, x, eps)
     rec = _elbo_variant(model, x, eps, kl="none")
     kl_value = (rec - ref).detach()
-    diagnose(out.detach(), ref.detach(), {
-        "missing the KL term: ELBO = E_q[log p(x | z)] - KL(q(z | x) || p(z))": rec.detach(),
-        "the KL is subtracted, not added: ELBO = E_q[log p(x | z)] - KL": (rec + kl_value).detach(),
-        "summed the reconstruction term over the S draws; average it": _elbo_variant(
-            model, x, eps, reduce_draws=lambda t: t.sum(0)).detach(),
-        "sign error: return the ELBO itself (training minimises loss = -elbo.mean())": -ref.detach(),
-        "log_scale is log sigma, not log sigma^2: z = mean + exp(log_scale) * eps": (
-            _elbo_log_variance(model, x, eps)),
-    }, context=" (3 digits-like images, 4 fixed draws each)")
+    diagnose(
+        out.detach(),
+        ref.detach(),
+        {
+            "missing the KL term: ELBO = E_q[log p(x | z)] - KL(q(z | x) || p(z))": rec.detach(),
+            "the KL is subtracted, not added: ELBO = E_q[log p(x | z)] - KL": (rec + kl_value).detach(),
+            "summed the reconstruction term over the S draws; average it": _elbo_variant(
+                model, x, eps, reduce_draws=lambda t: t.sum(0)
+            ).detach(),
+            "sign error: return the ELBO itself (training minimises loss = -elbo.mean())": -ref.detach(),
+            "log_scale is log sigma, not log sigma^2: z = mean + exp(log_scale) * eps": (
+                _elbo_log_variance(model, x, eps)
+            ),
+        },
+        context=" (3 digits-like images, 4 fixed draws each)",
+    )
     fail("does not match")  # unreachable: diagnose fails on any mismatch
 
 
@@ -161,12 +183,18 @@ def check_log_mean_exp(log_mean_exp):
         fail("averaged over the wrong axis: the K weights are along dim 0; return one value per data point")
     expect_shape(out, (log_w.shape[1],), " (one value per data point: average over dim 0)")
     ref = torch.logsumexp(log_w, 0) - math.log(K)
-    diagnose(out, ref, {
-        "missing -log K: the bound averages the K weights, log (1/K) sum_k w_k": torch.logsumexp(log_w, 0),
-        "that is the mean of the log-weights, the ELBO estimate; IWAE averages the weights themselves, "
-        "in log space: logsumexp(log_w, 0) - log K": log_w.mean(0),
-        "that is log of the largest weight; average all K weights: logsumexp(log_w, 0) - log K": log_w.max(0).values,
-    })
+    diagnose(
+        out,
+        ref,
+        {
+            "missing -log K: the bound averages the K weights, log (1/K) sum_k w_k": torch.logsumexp(log_w, 0),
+            "that is the mean of the log-weights, the ELBO estimate; IWAE averages the weights themselves, "
+            "in log space: logsumexp(log_w, 0) - log K": log_w.mean(0),
+            "that is log of the largest weight; average all K weights: logsumexp(log_w, 0) - log K": log_w.max(
+                0
+            ).values,
+        },
+    )
     far = as_tensor_result(call_learner(log_mean_exp, log_w - 2000.0))
     expect_finite(far, " for log-weights near -2000: exp underflows to 0; use torch.logsumexp")
     diagnose(far, ref - 2000.0, {}, context=" for log-weights near -2000")

@@ -10,3 +10,11 @@
 The exercise format they share (labels, stubs, check lines, statuses, cell
 metadata) is defined once, in :mod:`helpers.exercise_format`.
 """
+
+import sys
+
+# nbformat validates notebooks with jsonschema, which at import looks for rfc3987_syntax (installed here by
+# JupyterLab's jupyter-events) to check "iri" strings, and that package builds a grammar at import: 2.3 s at
+# every start of every command and grading worker. Notebook schemas have no "iri" fields, so the check is
+# never used; keep it from being imported.
+sys.modules.setdefault("rfc3987_syntax", None)

@@ -43,8 +43,15 @@ from ..exercise_format import (
 )
 from .notebook_io import normalize_metadata, read_notebook, render_notebook
 
-__all__ = ["BuildError", "lesson_from_solution", "learner_work", "build_lessons", "replace_regions",
-           "exercise_function", "checksum"]
+__all__ = [
+    "BuildError",
+    "lesson_from_solution",
+    "learner_work",
+    "build_lessons",
+    "replace_regions",
+    "exercise_function",
+    "checksum",
+]
 
 
 class BuildError(ValueError):
@@ -102,8 +109,10 @@ def lesson_from_solution(solution, name="notebook"):
             continue
         label = find_label(cell.source)
         if label is None:
-            raise BuildError(f"{where}: a solution region needs a label line such as "
-                             "'# Exercise 1.2: <short task>' (code) or '**Question 1.4**' (markdown)")
+            raise BuildError(
+                f"{where}: a solution region needs a label line such as "
+                "'# Exercise 1.2: <short task>' (code) or '**Question 1.4**' (markdown)"
+            )
         if cell.cell_type == "code":
             if not label.task:
                 raise BuildError(f"{where}: '{label.kind} {label.number}' needs a short task after the colon")
@@ -114,22 +123,29 @@ def lesson_from_solution(solution, name="notebook"):
         cell.source, regions = replace_regions(cell.source, stub, where)
         if cell.cell_type == "code":
             if regions > 1:
-                raise BuildError(f"{where}: one solution region per code cell (one exercise, one answer); "
-                                 f"found {regions}")
+                raise BuildError(
+                    f"{where}: one solution region per code cell (one exercise, one answer); found {regions}"
+                )
             if function is None:
-                raise BuildError(f"{where}: the solution region of {label.kind} {label.number} must sit inside a "
-                                 "function (exercises are functions, so later cells can call them)")
+                raise BuildError(
+                    f"{where}: the solution region of {label.kind} {label.number} must sit inside a "
+                    "function (exercises are functions, so later cells can call them)"
+                )
             if label.number in functions:
                 raise BuildError(f"{where}: {label.kind} {label.number} appears twice")
             functions[label.number] = (index, function)
         _clear(cell)
         cell.metadata[METADATA_KEY] = exercise_meta(label.number, checksum(cell.source))
     for number, (index, function) in functions.items():
-        check = next((c for c in nb.cells[index + 1:]
-                      if c.cell_type == "code" and check_call_target(c.source) == function), None)
+        check = next(
+            (c for c in nb.cells[index + 1 :] if c.cell_type == "code" and check_call_target(c.source) == function),
+            None,
+        )
         if check is None:
-            raise BuildError(f"{name}: Exercise {number} has no check cell; add a code cell below it that calls "
-                             f"its checker, e.g. `check_...({function})`")
+            raise BuildError(
+                f"{name}: Exercise {number} has no check cell; add a code cell below it that calls "
+                f"its checker, e.g. `check_...({function})`"
+            )
         check.metadata[METADATA_KEY] = check_meta(number)
     return normalize_metadata(nb)
 
@@ -146,8 +162,11 @@ def learner_work(lesson):
     code = [c for c in lesson.cells if c.cell_type == "code"]
     if any(c.get("outputs") for c in code) or any(c.get("execution_count") for c in code):
         reasons.append("it has executed outputs")
-    edited = [exercise_of(c) for c in lesson.cells
-              if exercise_of(c) and checksum(c.source) != c.metadata[METADATA_KEY].get("checksum")]
+    edited = [
+        exercise_of(c)
+        for c in lesson.cells
+        if exercise_of(c) and checksum(c.source) != c.metadata[METADATA_KEY].get("checksum")
+    ]
     if edited:
         reasons.append("exercise " + ", ".join(edited) + (" is" if len(edited) == 1 else " are") + " edited")
     return reasons
@@ -184,8 +203,10 @@ def build_lessons(root, check=False, force=False, echo=print):
             continue
         if check:
             state = "missing" if current is None else "stale"
-            echo(f"{rel}: {state} (does not match what solutions/{sol_path.name} generates); "
-                 "run `python -m helpers build-lessons`")
+            echo(
+                f"{rel}: {state} (does not match what solutions/{sol_path.name} generates); "
+                "run `python -m helpers build-lessons`"
+            )
             problems += 1
             continue
         if current is not None and not force:
@@ -194,8 +215,10 @@ def build_lessons(root, check=False, force=False, echo=print):
             except Exception:
                 reasons = ["it is not a readable notebook"]
             if reasons:
-                echo(f"{rel}: not overwritten, {' and '.join(reasons)} (a learner's work?). "
-                     "Move it aside, or rerun with --force to replace it.")
+                echo(
+                    f"{rel}: not overwritten, {' and '.join(reasons)} (a learner's work?). "
+                    "Move it aside, or rerun with --force to replace it."
+                )
                 problems += 1
                 continue
         target.write_text(text, encoding="utf-8")

@@ -21,8 +21,9 @@ DEFAULT_ROOT = Path(__file__).resolve().parents[2]
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m helpers", description="Tools for the VI course.")
-    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT,
-                        help="course repository (default: the one this package lives in)")
+    parser.add_argument(
+        "--root", type=Path, default=DEFAULT_ROOT, help="course repository (default: the one this package lives in)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     build = sub.add_parser("build-lessons", help="generate lessons/ from solutions/")
@@ -36,14 +37,23 @@ def main(argv=None):
     grade.add_argument("paths", nargs="+", metavar="PATH", help="notebooks, or folders searched recursively")
     grade.add_argument("--json", type=Path, metavar="FILE", help="write the grades as a JSON list")
     grade.add_argument("--csv", type=Path, metavar="FILE", help="write one CSV row per notebook and exercise")
-    grade.add_argument("--timeout", type=float, default=300, metavar="SECONDS",
-                       help="wall-clock limit for running one notebook (default 300)")
+    grade.add_argument(
+        "--timeout",
+        type=float,
+        default=300,
+        metavar="SECONDS",
+        help="wall-clock limit for running one notebook (default 300)",
+    )
     grade.add_argument("--jobs", type=int, default=1, metavar="N", help="notebooks graded at once (default 1)")
 
     export = sub.add_parser("export-nbgrader", help="write an nbgrader course directory built from solutions/")
     export.add_argument("dest", type=Path, metavar="DEST", help="the nbgrader course directory to write")
-    export.add_argument("--assignment", default=None, metavar="NAME",
-                        help="put every lesson in one assignment NAME (default: one assignment per lesson)")
+    export.add_argument(
+        "--assignment",
+        default=None,
+        metavar="NAME",
+        help="put every lesson in one assignment NAME (default: one assignment per lesson)",
+    )
     export.add_argument("--force", action="store_true", help="replace DEST/source if it exists")
 
     args = parser.parse_args(argv)

@@ -36,8 +36,11 @@ class _CurrentEnvSpecs(KernelSpecManager):
     """Resolve every kernel name to ipykernel in the running interpreter (like nbval's --nbval-current-env)."""
 
     def get_kernel_spec(self, kernel_name):
-        return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                          display_name="current environment", language="python")
+        return KernelSpec(
+            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            display_name="current environment",
+            language="python",
+        )
 
 
 def execute_notebook(nb, cwd, timeout=600, allow_errors=False):
@@ -49,9 +52,15 @@ def execute_notebook(nb, cwd, timeout=600, allow_errors=False):
     from nbclient import NotebookClient
 
     km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=_CurrentEnvSpecs())
-    client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=allow_errors,
-                            record_timing=False, store_widget_state=False,
-                            resources={"metadata": {"path": str(cwd)}})
+    client = NotebookClient(
+        nb,
+        km=km,
+        timeout=timeout,
+        allow_errors=allow_errors,
+        record_timing=False,
+        store_widget_state=False,
+        resources={"metadata": {"path": str(cwd)}},
+    )
     client.execute(env=apply_kernel_env(dict(os.environ)), cwd=str(cwd))
     return nb
 
@@ -65,8 +74,7 @@ def execute_solutions(root, names=(), echo=print):
     from nbclient.exceptions import CellExecutionError
 
     solutions_dir = Path(root) / "solutions"
-    paths = sorted(solutions_dir.glob("*.ipynb")) if not names else [
-        solutions_dir / Path(n).name for n in names]
+    paths = sorted(solutions_dir.glob("*.ipynb")) if not names else [solutions_dir / Path(n).name for n in names]
     missing = [p for p in paths if not p.exists()]
     if missing:
         echo("error: no such solution notebook: " + ", ".join(str(p) for p in missing))

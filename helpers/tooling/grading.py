@@ -77,6 +77,7 @@ class _Exercise:
 
 # ------------------------------------------------------------------ finding
 
+
 def find_submissions(paths, lessons_dir):
     """``[(path, lesson_path)]`` for the given files and folders, or :class:`UsageError`."""
     found = []
@@ -106,6 +107,7 @@ def find_submissions(paths, lessons_dir):
 
 
 # ---------------------------------------------------------------- rebuilding
+
 
 def _exercises(lesson):
     out = []
@@ -140,11 +142,12 @@ def _answer(ex, cell):
     while lines and not lines[-1].strip():
         lines.pop()
     n_pre, n_suf = len(ex.prefix), len(ex.suffix)
-    if lines[:n_pre] != ex.prefix or (n_suf and lines[len(lines) - n_suf:] != ex.suffix) \
-            or len(lines) < n_pre + n_suf:
-        return None, ("the exercise cell was changed outside the answer (its label, signature or docstring); "
-                      "copy the cell from the lesson again and put your code where the stub was")
-    region = lines[n_pre:len(lines) - n_suf]
+    if lines[:n_pre] != ex.prefix or (n_suf and lines[len(lines) - n_suf :] != ex.suffix) or len(lines) < n_pre + n_suf:
+        return None, (
+            "the exercise cell was changed outside the answer (its label, signature or docstring); "
+            "copy the cell from the lesson again and put your code where the stub was"
+        )
+    region = lines[n_pre : len(lines) - n_suf]
     if region == ex.stub:
         return None, None
     indent = ex.stub[0][: len(ex.stub[0]) - len(ex.stub[0].lstrip())]
@@ -183,6 +186,7 @@ def rebuild(lesson, submission, only=None):
 
 # ------------------------------------------------------------------ running
 
+
 def _run(nb, timeout, threads=None):
     """Execute ``nb`` in a worker process; return ``(verdicts, ended)``.
 
@@ -198,9 +202,14 @@ def _run(nb, timeout, threads=None):
         env = dict(os.environ, **{RESULTS_ENV: str(results)})
         if threads is not None:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-        proc = subprocess.Popen([sys.executable, "-m", "helpers.tooling.grading", str(tmp / "submission.ipynb")],
-                                cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "helpers.tooling.grading", str(tmp / "submission.ipynb")],
+            cwd=tmp,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             code = proc.wait(timeout=timeout)
             ended = "died" if code == _DIED else "ok"
@@ -245,21 +254,43 @@ def _truncate_after_check(nb, number):
 
 
 def grade_notebook(path, lesson_path, timeout=300, label=None, threads=None):
-    """Grade one submission; a list of :class:`Grade`, one per code exercise."""
+    """Grade one submission; a list of :class:`Grade`, one per code exercise.
+
+    The rebuilt notebook runs once, up to the last exercise's check cell. If the
+    run times out or its kernel dies, it stopped in the section of the first
+    exercise without a verdict, the *culprit*: that exercise gets the timeout (or
+    the crash), and the exercises after it run again, without the culprit's
+    answer and without the answers that failed. The culprit is run again on its
+    own first only when that could change its fate: when an earlier answer that
+    did not pass ran before it (it might be the one to blame).
+    """
     lesson, submission = read_notebook(lesson_path), read_notebook(path)
     label = label or str(path)
     numbers = [ex.number for ex in _exercises(lesson)]
-    nb, problems = rebuild(lesson, submission)
-    verdicts, ended = (_run(_truncate_after_check(nb, numbers[-1]), timeout, threads) if numbers
-                       else ({}, "ok"))
-    grades = {}
-    for number in numbers:
-        if number in problems:
-            grades[number] = (ERROR, problems[number])
-        elif number in verdicts:
-            grades[number] = _status(verdicts[number])
-    if ended != "ok":
-        _grade_after_abnormal_end(lesson, submission, numbers, problems, grades, ended, timeout, threads)
+    _, problems = rebuild(lesson, submission)
+    grades = {n: (ERROR, message) for n, message in problems.items()}
+    pending = [n for n in numbers if n not in problems]
+    included = set(pending)
+    while pending:
+        nb, _ = rebuild(lesson, submission, only=included)
+        verdicts, ended = _run(_truncate_after_check(nb, pending[-1]), timeout, threads)
+        grades.update({n: _status(verdicts[n]) for n in pending if n in verdicts})
+        pending = [n for n in pending if n not in grades]
+        if ended == "ok" or not pending:
+            break
+        culprit, pending = pending[0], pending[1:]
+        passed = {n for n, (status, _) in grades.items() if status == PASSED}
+        before = [n for n in numbers[: numbers.index(culprit)] if n in included]
+        if all(n in passed or grades[n][0] == NOT_ATTEMPTED for n in before):
+            grades[culprit] = _abnormal(ended, timeout)  # running it again would replay the same code
+        else:
+            alone, _ = rebuild(lesson, submission, only=passed | {culprit})
+            verdicts, alone_ended = _run(_truncate_after_check(alone, culprit), timeout, threads)
+            if culprit in verdicts:
+                grades[culprit] = _status(verdicts[culprit])
+            elif alone_ended != "ok":
+                grades[culprit] = _abnormal(alone_ended, timeout)
+        included = passed | set(pending)
     for number in numbers:
         grades.setdefault(number, (ERROR, "no result: the check cell did not run to completion"))
     return [Grade(label, lesson_path.stem, n, *grades[n]) for n in numbers]
@@ -269,33 +300,6 @@ def _abnormal(ended, timeout):
     if ended == "timeout":
         return TIMEOUT, f"did not finish within {timeout:g} s (an endless loop?)"
     return ERROR, "the kernel died while checking this exercise (os._exit, a crash, or memory exhausted)"
-
-
-def _grade_after_abnormal_end(lesson, submission, numbers, problems, grades, ended, timeout, threads):
-    """Grade the exercises left without a verdict when the whole notebook timed out or its kernel died.
-
-    The run stopped in the section of the first exercise without a verdict. If every
-    earlier exercise either passed or had no answer run, running that exercise again
-    on its own would replay exactly the same code, so it gets the run's ending at once;
-    otherwise (an earlier wrong answer might be to blame) it is rerun without them, like
-    every later exercise: each on its own, after the exercises that passed.
-    """
-    pending = [n for n in numbers if n not in grades]
-    if not pending:
-        return
-    first = pending[0]
-    earlier = numbers[: numbers.index(first)]
-    if all(n in problems or grades[n][0] in (PASSED, NOT_ATTEMPTED) for n in earlier):
-        grades[first] = _abnormal(ended, timeout)
-        pending = pending[1:]
-    passed = {n for n, (status, _) in grades.items() if status == PASSED}
-    for number in pending:
-        alone, _ = rebuild(lesson, submission, only=passed | {number})
-        verdicts, alone_ended = _run(_truncate_after_check(alone, number), timeout, threads)
-        if number in verdicts:
-            grades[number] = _status(verdicts[number])
-        elif alone_ended != "ok":
-            grades[number] = _abnormal(alone_ended, timeout)
 
 
 def _status(verdict):
@@ -314,9 +318,11 @@ def grade(paths, lessons_dir, timeout=300, jobs=1):
 
 # ------------------------------------------------------------------ reporting
 
+
 def format_table(grades):
     rows = [("notebook", "exercise", "status", "message")] + [
-        (g.notebook, g.exercise, g.status, g.message) for g in grades]
+        (g.notebook, g.exercise, g.status, g.message) for g in grades
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = []
     for i, row in enumerate(rows):

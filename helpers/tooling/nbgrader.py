@@ -71,8 +71,14 @@ def _grade_id(kind, number):
 
 
 def _meta(grade_id, solution, grade, locked, points=None):
-    meta = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": SCHEMA_VERSION,
-            "solution": solution, "task": False}
+    meta = {
+        "grade": grade,
+        "grade_id": grade_id,
+        "locked": locked,
+        "schema_version": SCHEMA_VERSION,
+        "solution": solution,
+        "task": False,
+    }
     if points is not None:
         meta["points"] = points
     return meta
@@ -127,8 +133,10 @@ def export_nbgrader(root, dest, assignment=None, force=False, echo=print):
         (folder / path.name).write_text(text, encoding="utf-8")
     (dest / "nbgrader_config.py").write_text(CONFIG, encoding="utf-8")
     names = sorted({assignment or p.stem for p in solutions})
-    echo(f"wrote {dest / 'nbgrader_config.py'} and {len(solutions)} notebook(s) in {source}: "
-         f"assignment(s) {', '.join(names)}")
+    echo(
+        f"wrote {dest / 'nbgrader_config.py'} and {len(solutions)} notebook(s) in {source}: "
+        f"assignment(s) {', '.join(names)}"
+    )
     echo(f"next: cd {dest} && nbgrader generate_assignment {names[0]}")
     return 0
 
@@ -149,8 +157,7 @@ def course_preprocessors():
             if label is None:
                 return super()._replace_solution_region(cell, language)
             code_stub, text_stub = self.code_stub, self.text_stub
-            self.code_stub = dict(code_stub, **{language: "\n".join(stub_lines(label.number, label.task,
-                                                                                 label.kind))})
+            self.code_stub = dict(code_stub, **{language: "\n".join(stub_lines(label.number, label.task, label.kind))})
             self.text_stub = answer_prompt(label.number, label.kind)
             try:
                 return super()._replace_solution_region(cell, language)

@@ -17,7 +17,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from helpers.exercise_format import STUB_FIRST_LINE, exercise_of
+from helpers.exercise_format import STUB_FIRST_LINE, exercise_of, find_stub
 from helpers.tooling.build import build_lessons
 from helpers.tooling.cli import main
 
@@ -90,8 +90,8 @@ def answered(answers, drop=(), extra_cells=(), order=None, lesson=LESSON):
         number = exercise_of(cell)
         if number in answers and cell.cell_type == "code":
             lines = cell.source.splitlines()
-            i = lines.index("    " + STUB_FIRST_LINE)
-            cell.source = "\n".join(lines[:i] + ["    " + a for a in answers[number]] + lines[i + 2 :])
+            start, stop = find_stub(lines)
+            cell.source = "\n".join(lines[:start] + ["    " + a for a in answers[number]] + lines[stop:])
     nb.cells = [c for c in nb.cells if c.id not in drop]
     for index, cell in extra_cells:
         nb.cells.insert(index, cell)

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
@@ -24,9 +25,10 @@ from helpers.tooling.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 LESSON = ROOT / "lessons" / "01_elbo.ipynb"
 SOLUTION = ROOT / "solutions" / "01_elbo.ipynb"
-# A well-behaved run of the tiny course takes 1 to 2 s at idle (a kernel start); an endless loop is endless
-# at any limit. 30 s leaves a margin of 15 or more, and of 4 even on a machine loaded four times over.
-TINY_TIMEOUT = 30
+# The limit is per cell, the kernel's start excluded. A cell of the tiny course takes well under 0.1 s at
+# idle (no torch); an endless loop is endless at any limit. 10 s leaves a margin of 100 or more, and of 25
+# even on a machine loaded four times over.
+TINY_TIMEOUT = 10
 
 TINY_SETUP = """from helpers.exercise_format import FAILED, NOT_ATTEMPTED, PASSED, report
 
@@ -178,13 +180,20 @@ def test_tampering_outside_the_answers_changes_nothing(capsys, tmp_path):
 TINY_CORRECT = {"0.1": ["return 2 * x"], "0.2": ["return x ** 2"], "0.3": ["return -x"]}
 
 
-def test_endless_loop_times_out_and_the_others_are_graded(capsys, tmp_path, tiny):
+def test_endless_loop_times_out_the_others_are_graded_and_nothing_survives(capsys, tmp_path, tiny):
     # The limit is wall-clock, so a loop that sleeps tests it without taking a core from the other tests.
+    # The answer also starts a child process: when grade returns, the kernel's whole process group is gone.
+    marker = f"vi-grade-leftover-{tmp_path.name}"
     nb = tiny_answered(
         tiny,
         {
             "0.1": TINY_CORRECT["0.1"],
-            "0.2": ["import time", "while True:", "    time.sleep(0.1)"],
+            "0.2": [
+                "import subprocess, sys, time",
+                f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', '{marker}'])",
+                "while True:",
+                "    time.sleep(0.1)",
+            ],
             "0.3": TINY_CORRECT["0.3"],
         },
     )
@@ -192,6 +201,8 @@ def test_endless_loop_times_out_and_the_others_are_graded(capsys, tmp_path, tiny
     status, out, _ = grade(capsys, sub, "--json", tmp_path / "g.json", root=tiny, timeout=TINY_TIMEOUT)
     grades = {g["exercise"]: g["status"] for g in json.loads((tmp_path / "g.json").read_text())}
     assert status == 1 and grades == {"0.1": "passed", "0.2": "timeout", "0.3": "passed"}, out
+    leftovers = [p.pid for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]
+    assert leftovers == [], f"processes started by the answer outlived the grade: {leftovers}"
 
 
 def test_dying_kernel_is_an_error_and_the_others_are_graded(capsys, tmp_path, tiny):

@@ -42,7 +42,7 @@ def main(argv=None):
         type=float,
         default=300,
         metavar="SECONDS",
-        help="wall-clock limit for running one notebook (default 300)",
+        help="wall-clock limit for one cell of a notebook, kernel start excluded (default 300)",
     )
     grade.add_argument("--jobs", type=int, default=1, metavar="N", help="notebooks graded at once (default 1)")
 

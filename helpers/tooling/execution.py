@@ -13,6 +13,7 @@ from pathlib import Path
 
 from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+from jupyter_client.utils import run_sync
 
 from .notebook_io import normalize_metadata, read_notebook, write_notebook
 
@@ -61,7 +62,13 @@ def execute_notebook(nb, cwd, timeout=600, allow_errors=False):
         store_widget_state=False,
         resources={"metadata": {"path": str(cwd)}},
     )
-    client.execute(env=apply_kernel_env(dict(os.environ)), cwd=str(cwd))
+    try:
+        client.execute(env=apply_kernel_env(dict(os.environ)), cwd=str(cwd))
+    finally:
+        # nbclient leaves a kernel it did not create running. Kill it, do not ask (a kernel stuck in a loop
+        # never answers a shutdown request): this signals its whole process group, children included.
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
     return nb
 
 

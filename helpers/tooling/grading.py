@@ -8,7 +8,9 @@ added, deleted or reordered cells elsewhere, a rewritten check cell or a
 patched checker outside the answer regions change nothing.
 
 Each rebuilt notebook runs in a fresh kernel, in a temporary directory, in a
-worker process with a wall-clock limit; the checkers record their verdicts as
+worker process, with a wall-clock limit on every cell (the kernel's start is
+not counted, so the limit does not depend on how long a machine takes to
+import the course); the checkers record their verdicts as
 JSON lines (``helpers.checks``). If a run ends abnormally (a timeout, a
 kernel that died), every exercise without a verdict is run again on its own,
 so one runaway answer cannot cost the others their grade.
@@ -51,6 +53,8 @@ from .notebook_io import read_notebook, write_notebook
 __all__ = ["UsageError", "Grade", "find_submissions", "rebuild", "grade_notebook", "grade", "STATUSES"]
 
 _DIED = 3  # worker exit status: the kernel died
+_CELL_TIMEOUT = 4  # worker exit status: a cell ran past the limit
+_STARTUP = 120  # seconds the worker may spend outside cells (kernel start, shutdown) before it is killed
 
 
 class UsageError(ValueError):
@@ -190,10 +194,11 @@ def rebuild(lesson, submission, only=None):
 def _run(nb, timeout, threads=None):
     """Execute ``nb`` in a worker process; return ``(verdicts, ended)``.
 
-    ``ended`` is "ok", "timeout" or "died". ``verdicts`` maps an exercise
-    number to the last recorded checker result. ``threads`` caps the
-    kernel's OpenMP threads: parallel jobs that each use every core slow each
-    other down far more than they gain (thread oversubscription).
+    ``timeout`` is the limit for one cell. ``ended`` is "ok", "timeout" or
+    "died". ``verdicts`` maps an exercise number to the last recorded checker
+    result. ``threads`` caps the kernel's OpenMP threads: parallel jobs that
+    each use every core slow each other down far more than they gain (thread
+    oversubscription).
     """
     with tempfile.TemporaryDirectory(prefix="vi-grade-") as tmp:
         tmp = Path(tmp)
@@ -203,16 +208,18 @@ def _run(nb, timeout, threads=None):
         if threads is not None:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "helpers.tooling.grading", str(tmp / "submission.ipynb")],
+            [sys.executable, "-m", "helpers.tooling.grading", str(tmp / "submission.ipynb"), repr(float(timeout))],
             cwd=tmp,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+        # The worker enforces the limit cell by cell; this outer limit only catches a worker that hangs.
+        cells = sum(cell.cell_type == "code" for cell in nb.cells)
         try:
-            code = proc.wait(timeout=timeout)
-            ended = "died" if code == _DIED else "ok"
+            code = proc.wait(timeout=timeout * (cells + 1) + _STARTUP)
+            ended = {_DIED: "died", _CELL_TIMEOUT: "timeout"}.get(code, "ok")
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # the worker and its kernel
             proc.wait()
@@ -228,17 +235,23 @@ def _run(nb, timeout, threads=None):
     return verdicts, ended
 
 
-def _worker(path):
-    """Entry point of the worker process: run one notebook, exit 3 if its kernel died."""
-    from nbclient.exceptions import DeadKernelError
+def _worker(path, timeout):
+    """Entry point of the worker process: run one notebook with ``timeout`` seconds per cell.
+
+    Exits 3 if its kernel died, 4 if a cell ran past the limit; in both cases
+    nbclient has shut the kernel down (killed it) before the worker exits.
+    """
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     from .execution import execute_notebook
 
     nb = read_notebook(path)
     try:
-        execute_notebook(nb, cwd=Path(path).parent, timeout=None, allow_errors=True)
+        execute_notebook(nb, cwd=Path(path).parent, timeout=timeout, allow_errors=True)
     except DeadKernelError:
         sys.exit(_DIED)
+    except CellTimeoutError:
+        sys.exit(_CELL_TIMEOUT)
 
 
 def _truncate_after_check(nb, number):
@@ -298,7 +311,7 @@ def grade_notebook(path, lesson_path, timeout=300, label=None, threads=None):
 
 def _abnormal(ended, timeout):
     if ended == "timeout":
-        return TIMEOUT, f"did not finish within {timeout:g} s (an endless loop?)"
+        return TIMEOUT, f"a cell did not finish within {timeout:g} s (an endless loop?)"
     return ERROR, "the kernel died while checking this exercise (os._exit, a crash, or memory exhausted)"
 
 
@@ -344,4 +357,4 @@ def write_csv(grades, path):
 
 
 if __name__ == "__main__":
-    _worker(sys.argv[1])
+    _worker(sys.argv[1], float(sys.argv[2]))

@@ -14,6 +14,7 @@ from helpers.checks import (
     check_elbo_samples,
     check_gaussian_elbo,
     check_kl_normal,
+    check_reverse_kl,
     results,
 )
 
@@ -319,3 +320,109 @@ def test_more_named_mistakes(capsys):
         capsys,
         "including the 2",
     )
+
+
+# ------------------------------------------------------------ exercise 1.4
+
+
+def reverse_kl_trapezoid(m, s, log_target, z_grid):
+    log_q = Normal(m, s).log_prob(z_grid)
+    return torch.trapezoid(log_q.exp() * (log_q - log_target(z_grid)), z_grid)
+
+
+def reverse_kl_rectangles(m, s, log_target, z_grid):
+    # a Riemann sum on the uniform grid: the integrand vanishes at both ends, so it equals the trapezoid rule
+    dz = z_grid[1] - z_grid[0]
+    log_q = Normal(m, s).log_prob(z_grid)
+    return (torch.exp(log_q) * (log_q - log_target(z_grid))).sum() * dz
+
+
+def reverse_kl_closed_entropy(m, s, log_target, z_grid):
+    # KL = -H[q] - E_q[log p]: the entropy in closed form, the cross-entropy by quadrature
+    q = Normal(m, s)
+    return -q.entropy() - torch.trapezoid(q.log_prob(z_grid).exp() * log_target(z_grid), z_grid)
+
+
+def reverse_kl_simpson(m, s, log_target, z_grid):
+    # Simpson's rule (an odd number of grid points)
+    log_q = Normal(m, s).log_prob(z_grid)
+    f = log_q.exp() * (log_q - log_target(z_grid))
+    h = z_grid[1] - z_grid[0]
+    return h / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
+
+
+@pytest.mark.parametrize(
+    "fn", [reverse_kl_trapezoid, reverse_kl_rectangles, reverse_kl_closed_entropy, reverse_kl_simpson]
+)
+def test_reverse_kl_accepts_correct_answers(fn, capsys):
+    accepts(check_reverse_kl, fn, capsys)
+
+
+def _q_and_p(m, s, log_target, z_grid):
+    log_q, log_p = Normal(m, s).log_prob(z_grid), log_target(z_grid)
+    return log_q, log_p
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (
+            lambda m, s, lt, z: torch.trapezoid(lt(z).exp() * (lt(z) - Normal(m, s).log_prob(z)), z),
+            "forward KL(p || q)",
+        ),
+        (lambda m, s, lt, z: -reverse_kl_trapezoid(m, s, lt, z), "sign error"),
+        (lambda m, s, lt, z: torch.trapezoid(Normal(m, s).log_prob(z) - lt(z), z), "weighted by q's density"),
+        (
+            lambda m, s, lt, z: torch.trapezoid(lt(z).exp() * (Normal(m, s).log_prob(z) - lt(z)), z),
+            "the weights are p's density",
+        ),
+        (
+            lambda m, s, lt, z: (Normal(m, s).log_prob(z).exp() * (Normal(m, s).log_prob(z) - lt(z))).sum(),
+            "missing the grid spacing",
+        ),
+        (
+            lambda m, s, lt, z: (Normal(m, s).log_prob(z).exp() * (Normal(m, s).log_prob(z) - lt(z))).mean(),
+            "a mean over the grid points",
+        ),
+        (
+            lambda m, s, lt, z: -torch.trapezoid(Normal(m, s).log_prob(z).exp() * lt(z), z),
+            "missing the entropy part",
+        ),
+        (lambda m, s, lt, z: reverse_kl_trapezoid(m, s.sqrt(), lt, z), "s is used as a variance"),
+        (
+            lambda m, s, lt, z: torch.tensor(reverse_kl_trapezoid(m, s, lt, z).item(), dtype=torch.float64),
+            "no gradient reaches m and s",
+        ),
+        (
+            lambda m, s, lt, z: reverse_kl_trapezoid(m, s, lt, z).unsqueeze(0),
+            "wrong shape",
+        ),
+    ],
+)
+def test_reverse_kl_names_mistakes(fn, words, capsys):
+    rejects(check_reverse_kl, fn, capsys, words)
+
+
+def test_reverse_kl_names_an_ignored_target(capsys):
+    weights, locs, scales = (torch.tensor(v, dtype=torch.float64) for v in ([0.3, 0.7], [-2.0, 1.5], [0.5, 0.8]))
+
+    def lesson_target(z):
+        return torch.logsumexp(torch.log(weights) + Normal(locs, scales).log_prob(z.unsqueeze(-1)), -1)
+
+    rejects(
+        check_reverse_kl,
+        lambda m, s, lt, z: reverse_kl_trapezoid(m, s, lesson_target, z),
+        capsys,
+        "ignores its log_target",
+    )
+
+
+def test_reverse_kl_reports_the_learners_in_place_error_as_theirs(capsys):
+    def in_place(m, s, log_target, z_grid):
+        log_q = Normal(m, s).log_prob(z_grid)
+        q = log_q.exp()
+        q.mul_(1.0)  # in place on a tensor autograd needs: the gradient fails
+        return torch.trapezoid(q * (log_q - log_target(z_grid)), z_grid)
+
+    result, out = run(check_reverse_kl, in_place, capsys)
+    assert result.status == "failed" and "could not be taken through your function" in out, out

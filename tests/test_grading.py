@@ -110,6 +110,10 @@ CORRECT = {
     "1.1": ["return model.gaussian_elbo(m, s, x)"],
     "1.2": ["return torch.log(sigma_p / sigma_q) + (sigma_q**2 + (mu_q - mu_p)**2) / (2 * sigma_p**2) - 0.5"],
     "1.3": ["q = Normal(m, s)", "z = q.rsample((S,))", "return model.log_joint(x, z) - q.log_prob(z)"],
+    "1.4": [
+        "log_q = Normal(m, s).log_prob(z_grid)",
+        "return torch.trapezoid(log_q.exp() * (log_q - log_target(z_grid)), z_grid)",
+    ],
 }
 
 
@@ -132,7 +136,7 @@ def test_pristine_lesson_is_not_attempted(capsys, tmp_path):
     status, out, _ = grade(capsys, LESSON, "--json", tmp_path / "g.json")
     assert status == 1
     grades = json.loads((tmp_path / "g.json").read_text())
-    assert [g["exercise"] for g in grades] == ["1.1", "1.2", "1.3"]
+    assert [g["exercise"] for g in grades] == ["1.1", "1.2", "1.3", "1.4"]
     assert {g["status"] for g in grades} == {"not attempted"}
     assert set(grades[0]) == {"notebook", "lesson", "exercise", "status", "message"}
     assert grades[0]["lesson"] == "01_elbo"
@@ -145,8 +149,8 @@ def test_solution_as_submission_passes(capsys, tmp_path):
     assert status == 0, out
     with open(tmp_path / "g.csv") as fh:
         table = list(csv.DictReader(fh))
-    assert [(r["exercise"], r["status"]) for r in table] == [("1.1", "passed"), ("1.2", "passed"), ("1.3", "passed")]
-    assert "3 of 3 exercises passed" in out
+    assert [(r["exercise"], r["status"]) for r in table] == [(n, "passed") for n in ("1.1", "1.2", "1.3", "1.4")]
+    assert "4 of 4 exercises passed" in out
 
 
 def test_tampering_outside_the_answers_changes_nothing(capsys, tmp_path):

@@ -24,7 +24,7 @@ from ._core import (
     fmt,
 )
 
-__all__ = ["check_gaussian_elbo", "check_kl_normal", "check_elbo_samples"]
+__all__ = ["check_gaussian_elbo", "check_kl_normal", "check_elbo_samples", "check_reverse_kl"]
 
 _F64 = torch.float64
 
@@ -270,3 +270,90 @@ def _mistaken_means(model, m, s, x):
         "the likelihood must be evaluated at the sample z_s, not at the mean m": ref
         + x.numel() * s2 / (2 * model.noise_std**2),
     }
+
+
+def _mixture_log_density(weights, locs, scales):
+    def log_density(z):  # (G,) -> (G,)
+        return torch.logsumexp(torch.log(weights) + Normal(locs, scales).log_prob(z.unsqueeze(-1)), -1)
+
+    return log_density
+
+
+@checker("1.4", "the reverse KL by quadrature")
+def check_reverse_kl(reverse_kl):
+    r"""Compare with :math:`\int q\,(\log q - \log p)\,dz` on two targets, and its gradient with the closed form's.
+
+    On a Gaussian target the quadrature must equal :func:`torch.distributions.kl_divergence` (the trapezoid
+    rule on a fine grid is exact to rounding for a Gaussian integrand), and so must its gradient with
+    respect to ``m`` and ``s``, which lesson 01 descends. On the lesson's bimodal target it is compared
+    with the reference quadrature. Everything is float64, as in the lesson.
+    """
+    z_grid = torch.linspace(-12.0, 12.0, 6001, dtype=_F64)
+    dz = float(z_grid[1] - z_grid[0])
+    gauss_m, gauss_s = torch.tensor(0.5, dtype=_F64), torch.tensor(1.3, dtype=_F64)
+    cases = [
+        ("on a Gaussian target N(0.5, 1.3^2), with q = N(-0.4, 0.7^2)", (-0.4, 0.7), Normal(gauss_m, gauss_s).log_prob),
+        (
+            "on the lesson's bimodal target, with q = N(1.0, 0.9^2)",
+            (1.0, 0.9),
+            _mixture_log_density(
+                torch.tensor([0.3, 0.7], dtype=_F64),
+                torch.tensor([-2.0, 1.5], dtype=_F64),
+                torch.tensor([0.5, 0.8], dtype=_F64),
+            ),
+        ),
+    ]
+    for index, (context, (m0, s0), log_target) in enumerate(cases):
+        m = torch.tensor(m0, dtype=_F64, requires_grad=True)
+        s = torch.tensor(s0, dtype=_F64, requires_grad=True)
+        out = as_tensor_result(call_learner(reverse_kl, m, s, log_target, z_grid))
+        expect_shape(out, (), f" ({context}; return one number, the integral)")
+        expect_finite(out, f" ({context})")
+        with torch.no_grad():
+            log_q, log_p = Normal(m, s).log_prob(z_grid), log_target(z_grid)
+            q, p = log_q.exp(), log_p.exp()
+            ref = torch.trapezoid(q * (log_q - log_p), z_grid)
+            entropy = normal_entropy(s)
+            mistakes = {
+                "computes the forward KL(p || q) = E_p[log p - log q]; variational inference uses the reverse "
+                "KL(q || p), an expectation under q": torch.trapezoid(p * (log_p - log_q), z_grid),
+                "sign error: KL(q || p) = E_q[log q - log p] >= 0": -ref,
+                "the integrand must be weighted by q's density: KL(q || p) = integral of q(z) (log q(z) - log p(z)) "
+                "dz": torch.trapezoid(log_q - log_p, z_grid),
+                "the weights are p's density; the reverse KL weights by q(z), the distribution it is an "
+                "expectation under": torch.trapezoid(p * (log_q - log_p), z_grid),
+                "missing the grid spacing: a sum of q (log q - log p) over the grid points is not an integral; "
+                "multiply by dz (or use the trapezoid rule)": ref / dz,
+                "a mean over the grid points is not an integral: it misses the grid's length (mean times "
+                "(z_max - z_min))": (q * (log_q - log_p)).mean(),
+                "missing the entropy part: KL(q || p) = E_q[log q] - E_q[log p], and E_q[log q] = -H[q]": ref + entropy,
+                "your function ignores its log_target argument (it used the lesson's bimodal target): "
+                "evaluate log p with the log_target it is given": (
+                    torch.trapezoid(q * (log_q - cases[1][2](z_grid)), z_grid)
+                    if index == 0
+                    else torch.tensor(float("nan"))
+                ),
+                "s is used as a variance; s is the standard deviation of q": torch.trapezoid(
+                    Normal(m, s.sqrt()).log_prob(z_grid).exp() * (Normal(m, s.sqrt()).log_prob(z_grid) - log_p),
+                    z_grid,
+                ),
+            }
+        diagnose(out, ref, mistakes, context=f" ({context})", rtol=1e-6, atol=1e-7)
+        if index == 0:  # the gradient lesson 01's descent uses, against the closed form
+            if not out.requires_grad:
+                fail(
+                    "no gradient reaches m and s: build q's density from them with torch operations "
+                    "(Normal(m, s).log_prob), without .item(), float() or NumPy"
+                )
+            try:
+                grads = torch.autograd.grad(out, (m, s), allow_unused=True)
+            except RuntimeError as exc:
+                fail(f"the gradient could not be taken through your function ({str(exc).splitlines()[0]})")
+            exact = torch.autograd.grad(kl_divergence(Normal(m, s), Normal(gauss_m, gauss_s)), (m, s))
+            for name, g, g_exact in zip(("m", "s"), grads, exact, strict=True):
+                if g is None or abs(float(g) - float(g_exact)) > 1e-6 * abs(float(g_exact)) + 1e-7:
+                    fail(
+                        f"the gradient with respect to {name} is {fmt(0.0 if g is None else g)}, the closed form's "
+                        f"is {fmt(g_exact)} ({context}): keep q's density a torch function of m and s"
+                    )
+    return "matches the closed-form KL and its gradient on a Gaussian target, and the quadrature on two modes."

@@ -56,6 +56,22 @@ class BayesianLogisticRegression:
         r""":math:`\log p(y, w \mid X)` for ``w`` of shape ``(..., D)``; returns ``(...)``."""
         return self.log_prior(w) + self.log_likelihood(w)
 
+    def subsampled_log_joint(self, w, batch):
+        r"""An unbiased estimate of the log joint from the data points ``batch`` only.
+
+        .. math::
+
+            \widehat{\log p}(y, w \mid X) = \log p(w) + \frac{N}{B}\sum_{n \in \mathcal B} \log p(y_n \mid x_n, w),
+
+        for a batch :math:`\mathcal B` of :math:`B` indices drawn uniformly without replacement: each
+        index is in it with probability :math:`B/N`, so the expectation over batches is the log
+        joint, and so is that of its gradient (Hoffman, Blei, Wang & Paisley 2013).
+        ``w``: ``(..., D)``; ``batch``: ``(B,)`` indices into the rows of ``X``. Returns ``(...)``.
+        """
+        logits = w @ self.X[batch].T  # (..., B)
+        log_lik = (self.y[batch] * logits - F.softplus(logits)).sum(-1)
+        return self.log_prior(w) + self.N / batch.shape[0] * log_lik
+
     def log_joint_and_grad(self, w):
         r"""The log joint and its gradient :math:`X^\top(y - s(Xw)) - w/\sigma_0^2`, in closed form.
 

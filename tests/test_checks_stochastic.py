@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from checker_assertions import accepts, rejects
+from checker_assertions import accepts, rejects, run
 from torch.distributions import Normal
 
 from helpers import gradient_estimators as ref
@@ -16,6 +16,7 @@ from helpers.checks import (
     check_ppca_posterior,
     check_reparameterization,
     check_score_function,
+    check_subsampled_log_joint,
 )
 from helpers.linear_gaussian import LinearGaussianModel
 from helpers.logistic_regression import BayesianLogisticRegression
@@ -337,3 +338,81 @@ def test_ppca_posterior_names_mistakes(capsys):
         "sigma is a standard deviation",
     )
     rejects(check_ppca_posterior, lambda x, W, b, s: ppca_ref(x, W, b, s)[0], capsys, "return the tuple (mean, cov)")
+
+
+# ------------------------------------------------------------ exercise 3.5
+
+
+def subsampled_reference(w, X, y, batch, prior_std):
+    N, M = X.shape[0], batch.shape[0]
+    a = w @ X[batch].T
+    log_lik = (y[batch] * a - torch.nn.functional.softplus(a)).sum(-1)
+    return Normal(0.0, prior_std).log_prob(w).sum(-1) + N / M * log_lik
+
+
+def subsampled_with_mean(w, X, y, batch, prior_std):
+    # N times the batch mean, the Bernoulli distribution, and a boolean mask instead of indices
+    mask = torch.zeros(X.shape[0], dtype=torch.bool)
+    mask[batch] = True
+    log_lik = torch.distributions.Bernoulli(logits=w @ X[mask].T).log_prob(y[mask])  # (S, M)
+    return Normal(0.0, prior_std).log_prob(w).sum(-1) + X.shape[0] * log_lik.mean(-1)
+
+
+def subsampled_by_weights(w, X, y, batch, prior_std):
+    # a weight N / M on each batch row, zero elsewhere, and logsigmoid
+    weights = torch.zeros(X.shape[0], dtype=w.dtype).index_fill(0, batch, X.shape[0] / len(batch))
+    a = w @ X.T
+    log_lik = y * F.logsigmoid(a) + (1 - y) * F.logsigmoid(-a)
+    log_prior = -0.5 * (w**2).sum(-1) / prior_std**2 - w.shape[-1] * (math.log(prior_std) + 0.5 * math.log(2 * math.pi))
+    return (log_lik * weights).sum(-1) + log_prior
+
+
+@pytest.mark.parametrize("fn", [subsampled_reference, subsampled_with_mean, subsampled_by_weights])
+def test_subsampled_log_joint_accepts_correct_answers(fn, capsys):
+    accepts(check_subsampled_log_joint, fn, capsys)
+
+
+def _prior(w, prior_std):
+    return Normal(0.0, prior_std).log_prob(w).sum(-1)
+
+
+def _batch_sum(w, X, y, batch):
+    a = w @ X[batch].T
+    return (y[batch] * a - F.softplus(a)).sum(-1)
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (lambda w, X, y, b, p: _prior(w, p) + _batch_sum(w, X, y, torch.arange(X.shape[0])), "ignores the batch"),
+        (lambda w, X, y, b, p: _prior(w, p) + _batch_sum(w, X, y, b), "needs the factor N / B"),
+        (lambda w, X, y, b, p: _prior(w, p) + len(b) / X.shape[0] * _batch_sum(w, X, y, b), "upside down"),
+        (
+            lambda w, X, y, b, p: X.shape[0] / len(b) * (_prior(w, p) + _batch_sum(w, X, y, b)),
+            "must not be rescaled",
+        ),
+        (
+            lambda w, X, y, b, p: len(b) / X.shape[0] * _prior(w, p) + X.shape[0] / len(b) * _batch_sum(w, X, y, b),
+            "the prior was divided",
+        ),
+        (lambda w, X, y, b, p: _prior(w, p) + _batch_sum(w, X, y, b) / len(b), "without the factor N"),
+        (lambda w, X, y, b, p: X.shape[0] / len(b) * _batch_sum(w, X, y, b), "missing the log prior"),
+        (
+            lambda w, X, y, b, p: torch.tensor(subsampled_reference(w, X, y, b, p).tolist(), dtype=w.dtype),
+            "no gradient reaches w",
+        ),
+        (lambda w, X, y, b, p: subsampled_reference(w, X, y, b, p).sum(), "wrong shape"),
+    ],
+)
+def test_subsampled_log_joint_names_mistakes(fn, words, capsys):
+    rejects(check_subsampled_log_joint, fn, capsys, words)
+
+
+def test_subsampled_log_joint_reports_the_learners_in_place_error_as_theirs(capsys):
+    def in_place(w, X, y, batch, prior_std):
+        p = torch.sigmoid(w @ X[batch].T)  # sigmoid's backward needs its output ...
+        p.mul_(1.0)  # ... which is then modified in place
+        return subsampled_reference(w, X, y, batch, prior_std) + 0 * p.sum(-1)
+
+    result, out = run(check_subsampled_log_joint, in_place, capsys)
+    assert result.status == "failed" and "could not be taken through your function" in out, out

@@ -71,3 +71,20 @@ def test_bad_input_is_explained():
 def test_prior_constant(model):
     w = torch.zeros(1, model.D, dtype=F64)
     assert float(model.log_prior(w)) == pytest.approx(-model.D * math.log(1.7 * math.sqrt(2 * math.pi)))
+
+
+def test_subsampled_log_joint_is_unbiased_exactly_over_a_partition(model):
+    torch.manual_seed(0)
+    w = torch.randn(3, model.D, dtype=torch.float64, requires_grad=True)
+    # against torch.distributions on one batch
+    batch = torch.tensor([4, 0, 7])
+    lik = Bernoulli(logits=w @ model.X[batch].T).log_prob(model.y[batch]).sum(-1)
+    prior = Normal(0.0, model.prior_std).log_prob(w).sum(-1)
+    torch.testing.assert_close(model.subsampled_log_joint(w, batch), prior + model.N / 3 * lik)
+    # the mean over the batches of a partition (equal sizes) is the full log joint, and so is its gradient
+    parts = torch.randperm(model.N).reshape(4, 10)  # N = 40: four batches of ten
+    mean = torch.stack([model.subsampled_log_joint(w, b) for b in parts]).mean(0)
+    torch.testing.assert_close(mean, model.log_joint(w))
+    (g,) = torch.autograd.grad(mean.sum(), w)
+    (g_full,) = torch.autograd.grad(model.log_joint(w).sum(), w)
+    torch.testing.assert_close(g, g_full)

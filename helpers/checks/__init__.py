@@ -15,7 +15,13 @@ from .semi_implicit import (
     check_semi_implicit_elbo_terms,
     check_sivi_bound,
 )
-from .stochastic import check_logistic_log_joint, check_ppca_posterior, check_reparameterization, check_score_function
+from .stochastic import (
+    check_logistic_log_joint,
+    check_ppca_posterior,
+    check_reparameterization,
+    check_score_function,
+    check_subsampled_log_joint,
+)
 from .vae import check_kl_standard_normal, check_log_mean_exp, check_reparameterize, check_vae_elbo
 
 __all__ = [
@@ -33,6 +39,7 @@ __all__ = [
     "check_score_function",
     "check_reparameterization",
     "check_logistic_log_joint",
+    "check_subsampled_log_joint",
     "check_ppca_posterior",
     "check_amortized_elbo",
     "check_linear_encoder",

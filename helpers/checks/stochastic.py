@@ -33,7 +33,13 @@ from ._core import (
     fmt,
 )
 
-__all__ = ["check_score_function", "check_reparameterization", "check_logistic_log_joint", "check_ppca_posterior"]
+__all__ = [
+    "check_score_function",
+    "check_reparameterization",
+    "check_logistic_log_joint",
+    "check_subsampled_log_joint",
+    "check_ppca_posterior",
+]
 
 _F64 = torch.float64
 
@@ -301,6 +307,73 @@ def check_logistic_log_joint(log_joint):
         rtol=1e-6,
     )
     return "matches the log joint, batched over draws of w, and stays finite for large logits."
+
+
+# ---------------------------------------------------------------- 3.5 subsampled log joint
+
+
+@checker("3.5", "the subsampled log joint")
+def check_subsampled_log_joint(subsampled_log_joint):
+    r"""Compare with :meth:`BayesianLogisticRegression.subsampled_log_joint` on two batch sizes, then test unbiasedness
+    exactly: averaged over the batches of a partition of the data, the estimates and their gradients in ``w`` must
+    equal the full log joint and its gradient (each index is in exactly one batch)."""
+    X, y, w, prior_std = _logistic_problem()
+    X, y = torch.cat([X, -X.flip(0)[:5]]), torch.cat([y, 1 - y.flip(0)[:5]])  # N = 12 data points
+    model = BayesianLogisticRegression(X, y, prior_std)
+    N = X.shape[0]
+    for batch in (torch.tensor([3, 10, 0]), torch.tensor([7, 1, 11, 4, 2, 8])):
+        B = batch.shape[0]
+        context = f" (a batch of B = {B} of N = {N} data points, 4 draws of w)"
+        out = as_tensor_result(call_learner(subsampled_log_joint, w, X, y, batch, prior_std))
+        expect_shape(out, (w.shape[0],), context + ", one value per row of w")
+        expect_finite(out, context)
+        ref = model.subsampled_log_joint(w, batch)
+        log_prior = model.log_prior(w)
+        log_lik_batch = ref - log_prior  # (N / B) sum over the batch
+        diagnose(
+            out,
+            ref,
+            {
+                "ignores the batch: this is the full log joint; use only the rows X[batch], y[batch]": model.log_joint(
+                    w
+                ),
+                "the batch's log-likelihood needs the factor N / B: a batch of B points holds, in expectation, "
+                "B / N of the full sum": log_prior + log_lik_batch * B / N,
+                "the factor is upside down: scale the batch's sum by N / B, not B / N": log_prior
+                + log_lik_batch * (B / N) ** 2,
+                "the log prior must not be rescaled: it is not a sum over data points, it appears once": log_prior
+                * N
+                / B
+                + log_lik_batch,
+                "the prior was divided by N / B; leave it as it is and scale only the log-likelihood": log_prior * B / N
+                + log_lik_batch,
+                "averaged the batch's log-likelihood without the factor N: (N / B) sum = N times the mean": (
+                    log_prior + log_lik_batch / N
+                ),
+                "missing the log prior log N(w; 0, prior_std^2 I)": log_lik_batch,
+            },
+            context=context,
+        )
+    # unbiasedness, exactly: the mean over the batches of a partition is the full log joint, gradients included
+    w_grad = w.clone().requires_grad_(True)
+    partition = torch.randperm(N).reshape(3, 4)
+    try:
+        with torch.enable_grad():
+            estimates = torch.stack(
+                [as_tensor_result(call_learner(subsampled_log_joint, w_grad, X, y, b, prior_std)) for b in partition]
+            )  # (3, S)
+            if not estimates.requires_grad:
+                fail(
+                    "no gradient reaches w: the training loop differentiates this estimate; compute it with torch "
+                    "operations on w (no .item(), float() or NumPy)"
+                )
+            (grad,) = torch.autograd.grad(estimates.mean(0).sum(), w_grad)
+    except RuntimeError as exc:
+        fail(f"the gradient could not be taken through your function ({str(exc).splitlines()[0]})")
+    (grad_ref,) = torch.autograd.grad(model.log_joint(w_grad).sum(), w_grad)
+    diagnose(estimates.mean(0).detach(), model.log_joint(w), {}, context=" averaged over the 3 batches of a partition")
+    diagnose(grad, grad_ref, {}, context=" (the gradient in w, averaged over the 3 batches of a partition)")
+    return "matches N / B times the batch's log-likelihood plus the prior; averaged over a partition, it is exact."
 
 
 # ---------------------------------------------------------------- 3.4 exact PPCA posterior

@@ -152,6 +152,25 @@ class NormalGamma:
         expected = ((x - mu_N) ** 2).sum() + self.lambda0 * (mu_N - self.mu0) ** 2 + (N + self.lambda0) / lambda_N
         return _t(self.a0 + (N + 1) / 2, x), self.b0 + 0.5 * expected
 
+    def cavi(self, x, a_N, b_N, sweeps, update_q_mu=None, update_q_tau=None):
+        r"""Coordinate ascent from :math:`q(\tau) = \mathrm{Gamma}(a_N, b_N)`: ``sweeps`` sweeps of the two updates.
+
+        Each sweep updates :math:`q(\mu)` given :math:`\mathbb E[\tau] = a_N/b_N`, then :math:`q(\tau)` given the
+        new :math:`q(\mu)`, then records :meth:`mean_field_elbo`, which therefore never decreases (Blei,
+        Kucukelbir & McAuliffe 2017, algorithm 1). ``update_q_mu``, ``update_q_tau``: functions with the
+        signatures of exercises 2.1 and 2.2 (``(x, E_tau, model)`` and ``(x, mu_N, lambda_N, model)``);
+        default: this model's own. Returns ``((mu_N, lambda_N, a_N, b_N), trace)``, ``trace`` a list of
+        ``sweeps`` floats. Reference answer of exercise 2.3 (lesson 02).
+        """
+        update_q_mu = update_q_mu or (lambda x_, E_tau, model: model.update_q_mu(x_, E_tau))
+        update_q_tau = update_q_tau or (lambda x_, mu, lam, model: model.update_q_tau(x_, mu, lam))
+        trace = []
+        for _ in range(sweeps):
+            mu_N, lambda_N = update_q_mu(x, a_N / b_N, self)
+            a_N, b_N = update_q_tau(x, mu_N, lambda_N, self)
+            trace.append(float(self.mean_field_elbo(x, mu_N, lambda_N, a_N, b_N)))
+        return (mu_N, lambda_N, a_N, b_N), trace
+
     def mean_field_elbo(self, x, mu_N, lambda_N, a_N, b_N):
         r"""ELBO of :math:`q(\mu)q(\tau) = \mathcal N(\mu_N, \lambda_N^{-1})\,\mathrm{Gamma}(a_N, b_N)`, closed form.
 

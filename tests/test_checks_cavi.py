@@ -6,7 +6,13 @@ import torch
 from checker_assertions import accepts, rejects, run
 
 from helpers import mixture
-from helpers.checks import check_component_update, check_responsibilities, check_update_q_mu, check_update_q_tau
+from helpers.checks import (
+    check_cavi,
+    check_component_update,
+    check_responsibilities,
+    check_update_q_mu,
+    check_update_q_tau,
+)
 
 # ------------------------------------------------------------ exercise 2.1
 
@@ -277,3 +283,113 @@ def test_review_mistakes_are_named(capsys):
 
     rejects(check_component_update, sigma_to_the_D, capsys, "not sigma^D")
     rejects(check_component_update, em_mean, capsys, "EM")
+
+
+# ------------------------------------------------------------ exercise 2.5
+
+
+def cavi_reference(x, model, update_q_mu, update_q_tau, a_N, b_N, sweeps):
+    trace = []
+    for _ in range(sweeps):
+        mu_N, lambda_N = update_q_mu(x, a_N / b_N, model)
+        a_N, b_N = update_q_tau(x, mu_N, lambda_N, model)
+        trace.append(model.mean_field_elbo(x, mu_N, lambda_N, a_N, b_N))
+    return (mu_N, lambda_N, a_N, b_N), trace
+
+
+def cavi_while_loop(x, model, update_q_mu, update_q_tau, a_N, b_N, sweeps):
+    # a while loop, a tuple for the factors, float ELBOs
+    q_tau, trace, sweep = (a_N, b_N), [], 0
+    while sweep < sweeps:
+        q_mu = update_q_mu(x, q_tau[0] / q_tau[1], model)
+        q_tau = update_q_tau(x, *q_mu, model)
+        trace.append(float(model.mean_field_elbo(x, *q_mu, *q_tau)))
+        sweep += 1
+    return (*q_mu, *q_tau), trace
+
+
+def cavi_with_expectation_named(x, model, update_q_mu, update_q_tau, a_N, b_N, sweeps):
+    # E[tau] kept as its own variable, the trace as a tensor
+    E_tau, values = a_N / b_N, []
+    for _ in range(sweeps):
+        mu_N, lambda_N = update_q_mu(x, E_tau, model)
+        a_N, b_N = update_q_tau(x, mu_N, lambda_N, model)
+        E_tau = a_N / b_N
+        values.append(model.mean_field_elbo(x, mu_N, lambda_N, a_N, b_N))
+    return (mu_N, lambda_N, a_N, b_N), torch.stack(values)
+
+
+@pytest.mark.parametrize("fn", [cavi_reference, cavi_while_loop, cavi_with_expectation_named])
+def test_cavi_accepts_correct_loops(fn, capsys):
+    accepts(check_cavi, fn, capsys)
+
+
+def _inverted(x, model, um, ut, a_N, b_N, sweeps):
+    return cavi_reference(x, model, lambda x_, e, m: um(x_, 1 / e, m), ut, a_N, b_N, sweeps)
+
+
+def _shape_only(x, model, um, ut, a_N, b_N, sweeps):
+    trace = []
+    for _ in range(sweeps):
+        mu_N, lambda_N = um(x, a_N, model)  # the shape, not the mean a_N / b_N
+        a_N, b_N = ut(x, mu_N, lambda_N, model)
+        trace.append(model.mean_field_elbo(x, mu_N, lambda_N, a_N, b_N))
+    return (mu_N, lambda_N, a_N, b_N), trace
+
+
+def _one_short(x, model, um, ut, a_N, b_N, sweeps):
+    return cavi_reference(x, model, um, ut, a_N, b_N, sweeps - 1)
+
+
+def _fixed_start(x, model, um, ut, a_N, b_N, sweeps):
+    return cavi_reference(
+        x, model, um, ut, torch.tensor(1.0, dtype=a_N.dtype), torch.tensor(20.0, dtype=a_N.dtype), sweeps
+    )
+
+
+def _own_updates(x, model, um, ut, a_N, b_N, sweeps):
+    return cavi_reference(
+        x,
+        model,
+        lambda x_, e, m: m.update_q_mu(x_, e),
+        lambda x_, mu, lam, m: m.update_q_tau(x_, mu, lam),
+        a_N,
+        b_N,
+        sweeps,
+    )
+
+
+def _trace_of_last_only(x, model, um, ut, a_N, b_N, sweeps):
+    params, trace = cavi_reference(x, model, um, ut, a_N, b_N, sweeps)
+    return params, trace[-1:]
+
+
+def _mu_twice(x, model, um, ut, a_N, b_N, sweeps):
+    trace = []
+    for _ in range(sweeps):
+        mu_N, lambda_N = um(x, a_N / b_N, model)
+        mu_N, lambda_N = um(x, a_N / b_N, model)
+        a_N, b_N = ut(x, mu_N, lambda_N, model)
+        trace.append(model.mean_field_elbo(x, mu_N, lambda_N, a_N, b_N))
+    return (mu_N, lambda_N, a_N, b_N), trace
+
+
+def _only_trace(x, model, um, ut, a_N, b_N, sweeps):
+    return cavi_reference(x, model, um, ut, a_N, b_N, sweeps)[1]
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (_inverted, "not b_N / a_N"),
+        (_shape_only, "not a_N alone"),
+        (_one_short, "instead of 6"),
+        (_fixed_start, "ignores its starting point"),
+        (_own_updates, "call the update functions passed in"),
+        (_trace_of_last_only, "one ELBO per sweep"),
+        (_mu_twice, "updates each factor once"),
+        (_only_trace, "return ((mu_N, lambda_N, a_N, b_N), trace)"),
+    ],
+)
+def test_cavi_names_mistakes(fn, words, capsys):
+    rejects(check_cavi, fn, capsys, words)

@@ -91,3 +91,20 @@ def test_sample_is_reproducible_and_leaves_the_global_stream_alone():
 def test_bad_parameters_are_rejected(kwargs):
     with pytest.raises(ValueError, match="positive finite"):
         NormalGamma(**kwargs)
+
+
+def test_cavi_loop_matches_the_updates_by_hand_and_reaches_the_fixed_point(problem):
+    model, x = problem
+    a0, b0 = torch.tensor(1.0, dtype=F64), torch.tensor(20.0, dtype=F64)
+    (mu_N, lambda_N, a_N, b_N), trace = model.cavi(x, a0, b0, sweeps=40)
+    assert len(trace) == 40 and all(
+        later >= earlier - 1e-12 for earlier, later in zip(trace[:-1], trace[1:], strict=True)
+    )
+    for got, want in zip((mu_N, lambda_N, a_N, b_N), model.mean_field_fixed_point(x), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=0)
+    # its first sweep is the two updates written out
+    mu1, lam1 = model.update_q_mu(x, a0 / b0)
+    a1, b1 = model.update_q_tau(x, mu1, lam1)
+    (_, _, a_one, b_one), trace_one = model.cavi(x, a0, b0, sweeps=1)
+    torch.testing.assert_close(b_one, b1)
+    assert trace_one == [float(model.mean_field_elbo(x, mu1, lam1, a1, b1))]

@@ -6,7 +6,7 @@ yet, or what is wrong) and returns whether it passed. It never raises.
 
 from ._core import RESULTS_ENV, require, results
 from .amortized import check_amortized_elbo, check_linear_encoder, check_refine
-from .cavi import check_component_update, check_responsibilities, check_update_q_mu, check_update_q_tau
+from .cavi import check_cavi, check_component_update, check_responsibilities, check_update_q_mu, check_update_q_tau
 from .elbo import check_elbo_samples, check_gaussian_elbo, check_kl_normal, check_reverse_kl
 from .pyro import check_pyro_logistic_model, check_pyro_mean_field_guide
 from .semi_implicit import (
@@ -34,6 +34,7 @@ __all__ = [
     "check_reverse_kl",
     "check_update_q_mu",
     "check_update_q_tau",
+    "check_cavi",
     "check_responsibilities",
     "check_component_update",
     "check_score_function",

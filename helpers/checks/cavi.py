@@ -10,9 +10,25 @@ import torch
 
 from .. import mixture
 from ..normal_gamma import NormalGamma
-from ._core import as_tensor_result, as_tensor_tuple, call_learner, checker, diagnose, expect_finite, expect_shape, flat
+from ._core import (
+    as_tensor_result,
+    as_tensor_tuple,
+    call_learner,
+    checker,
+    diagnose,
+    expect_finite,
+    expect_shape,
+    fail,
+    flat,
+)
 
-__all__ = ["check_update_q_mu", "check_update_q_tau", "check_responsibilities", "check_component_update"]
+__all__ = [
+    "check_update_q_mu",
+    "check_update_q_tau",
+    "check_cavi",
+    "check_responsibilities",
+    "check_component_update",
+]
 
 _F64 = torch.float64
 
@@ -97,6 +113,86 @@ def check_update_q_tau(update_q_tau):
     return "matches the update of q(tau) for two settings of q(mu)."
 
 
+@checker("2.3", "the CAVI loop")
+def check_cavi(cavi):
+    """Run the learner's loop with the reference updates (counted) from two starts; compare with
+    :meth:`NormalGamma.cavi`, and name the mistakes a loop makes: E[tau] inverted or missing, the updates in the
+    wrong order or not chained, a sweep too few or too many, the start or the given updates ignored."""
+    model, x = _normal_gamma_problem()
+    calls = {"mu": 0, "tau": 0}
+
+    def update_q_mu(x_, E_tau, model_):
+        calls["mu"] += 1
+        return model.update_q_mu(x_, E_tau)
+
+    def update_q_tau(x_, mu_N, lambda_N, model_):
+        calls["tau"] += 1
+        return model.update_q_tau(x_, mu_N, lambda_N)
+
+    sweeps = 6
+    for a0, b0 in ((1.0, 20.0), (3.0, 0.5)):
+        a0, b0 = torch.tensor(a0, dtype=_F64), torch.tensor(b0, dtype=_F64)
+        calls.update(mu=0, tau=0)
+        context = f" (from q(tau) = Gamma({float(a0):g}, {float(b0):g}), {sweeps} sweeps)"
+        out = call_learner(cavi, x, model, update_q_mu, update_q_tau, a0.clone(), b0.clone(), sweeps)
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            fail("return ((mu_N, lambda_N, a_N, b_N), trace): the final factors and the list of ELBOs")
+        params = as_tensor_tuple(out[0], ("mu_N", "lambda_N", "a_N", "b_N"), what="the first element")
+        try:
+            trace = torch.tensor([float(v) for v in out[1]], dtype=_F64)
+        except (TypeError, ValueError):
+            fail("the trace must be a list of ELBO values, one per sweep (floats or 0-d tensors)")
+        if calls["mu"] == 0 or calls["tau"] == 0:
+            fail(
+                "call the update functions passed in (update_q_mu, update_q_tau), not other ones: the check "
+                "passes its own to see what your loop does"
+            )
+        if calls["mu"] != calls["tau"]:
+            fail(
+                f"one sweep updates each factor once; your loop called update_q_mu {calls['mu']} times and "
+                f"update_q_tau {calls['tau']} times{context}"
+            )
+        if len(trace) != calls["mu"]:
+            fail(f"record one ELBO per sweep, after both updates: {len(trace)} values for {calls['mu']} sweeps")
+        if calls["mu"] != sweeps:
+            fail(f"ran {calls['mu']} sweeps instead of {sweeps}{context}: range(sweeps) runs exactly sweeps times")
+        ref_params, ref_trace = model.cavi(x, a0, b0, sweeps)
+        ref = flat(*ref_params, torch.tensor(ref_trace, dtype=_F64))
+
+        def variant(E_tau_of, order="mu first", start=(a0, b0)):
+            a_N, b_N = start
+            mu_N, lambda_N = model.update_q_mu(x, E_tau_of(a_N, b_N))
+            values = []
+            for sweep in range(sweeps):
+                if order == "mu first" or sweep == 0:
+                    mu_N, lambda_N = model.update_q_mu(x, E_tau_of(a_N, b_N))
+                    a_N, b_N = model.update_q_tau(x, mu_N, lambda_N)
+                else:  # tau from the previous q(mu), then mu from the old q(tau): not chained
+                    new_mu, new_lambda = model.update_q_mu(x, E_tau_of(a_N, b_N))
+                    a_N, b_N = model.update_q_tau(x, mu_N, lambda_N)
+                    mu_N, lambda_N = new_mu, new_lambda
+                values.append(float(model.mean_field_elbo(x, mu_N, lambda_N, a_N, b_N)))
+            return flat(mu_N, lambda_N, a_N, b_N, torch.tensor(values, dtype=_F64))
+
+        other_start = (torch.tensor(3.0, dtype=_F64), torch.tensor(0.5, dtype=_F64))
+        if float(a0) == 3.0:
+            other_start = (torch.tensor(1.0, dtype=_F64), torch.tensor(20.0, dtype=_F64))
+        diagnose(
+            flat(*params, trace),
+            ref,
+            {
+                "E[tau] under Gamma(a_N, b_N) (shape, rate) is a_N / b_N, not b_N / a_N": variant(lambda a, b: b / a),
+                "pass E[tau] = a_N / b_N to update_q_mu, not a_N alone": variant(lambda a, b: a),
+                "each update must use the latest value of the other factor: update q(tau) with the q(mu) of the "
+                "same sweep": variant(lambda a, b: a / b, order="stale"),
+                "the loop ignores its starting point a_N, b_N": variant(lambda a, b: a / b, start=other_start),
+            },
+            context=context,
+            labels=["mu_N", "lambda_N", "a_N", "b_N"] + [f"the ELBO of sweep {i + 1}" for i in range(sweeps)],
+        )
+    return "matches the reference loop from two starts: one ELBO per sweep, each factor updated from the latest other."
+
+
 def _mixture_problem():
     # D = 3, so that sigma^D, D sigma and sigma^2 all differ
     x = torch.tensor(
@@ -107,7 +203,7 @@ def _mixture_problem():
     return x, m, s2
 
 
-@checker("2.3", "CAVI update of the responsibilities")
+@checker("2.4", "CAVI update of the responsibilities")
 def check_responsibilities(update_responsibilities):
     x, m, s2 = _mixture_problem()
     N, K, D = x.shape[0], m.shape[0], x.shape[1]
@@ -144,7 +240,7 @@ def check_responsibilities(update_responsibilities):
     return "rows sum to 1, match the update, and stay finite far from the means."
 
 
-@checker("2.4", "CAVI update of the component means")
+@checker("2.5", "CAVI update of the component means")
 def check_component_update(update_components):
     x, _, _ = _mixture_problem()
     phi = torch.tensor(

@@ -7,7 +7,7 @@ Gaussian ``q`` per data point is given by ``mean`` and ``log_scale``, both ``(B,
 - :func:`amortized_elbo`: the per-data-point ELBO of an encoder's ``q_\phi(z\mid x)`` (lesson 04, exercise 4.1).
 - :func:`fit_per_datapoint`: one ``q_i`` per data point by Adam, as in lesson 03, batched; with
   ``init`` from an encoder and few steps it is *semi-amortized* refinement (Kim et al. 2018).
-- :func:`refine`: ``steps`` Adam steps from the encoder's output at a constant rate (exercise 4.3).
+- :func:`refine`: ``steps`` Adam steps from the encoder's output at a constant rate (exercise 4.4).
 
 References
 ----------

@@ -7,7 +7,7 @@ from checker_assertions import accepts, rejects
 from torch.distributions import Independent, Normal
 
 from helpers import amortized
-from helpers.checks import check_amortized_elbo, check_linear_encoder, check_refine
+from helpers.checks import check_amortized_elbo, check_inference_gaps, check_linear_encoder, check_refine
 
 # ------------------------------------------------------------ exercise 4.1
 
@@ -126,7 +126,7 @@ def test_linear_encoder_names_mistakes(capsys):
     rejects(check_linear_encoder, lambda W, b, s: linear_ref(W, b, s)[0], capsys, "return the tuple (A, c)")
 
 
-# ------------------------------------------------------------ exercise 4.3
+# ------------------------------------------------------------ exercise 4.4
 
 
 def refine_sgd_loop(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
@@ -194,3 +194,85 @@ def test_refine_names_mistakes(capsys):
         return m, log_scale.clone()
 
     rejects(check_refine, mean_only, capsys, "log_scale has not moved")
+
+
+# ------------------------------------------------------------ exercise 4.3
+
+
+def gaps_reference(x, log_joint, encoder_q, best_q, log_px, eps):
+    elbo_phi = amortized.gaussian_elbo_terms(x, *encoder_q, log_joint, eps)
+    elbo_star = amortized.gaussian_elbo_terms(x, *best_q, log_joint, eps)
+    return log_px - elbo_star, elbo_star - elbo_phi
+
+
+def _elbo(x, log_joint, q, eps):
+    mean, log_scale = q
+    dist = Independent(Normal(mean, log_scale.exp()), 1)
+    z = mean + log_scale.exp() * eps
+    return (log_joint(x, z) - dist.log_prob(z)).mean(0)
+
+
+def gaps_with_distributions(x, log_joint, encoder_q, best_q, log_px, eps):
+    elbo_phi, elbo_star = _elbo(x, log_joint, encoder_q, eps), _elbo(x, log_joint, best_q, eps)
+    return log_px - elbo_star, elbo_star - elbo_phi
+
+
+def gaps_in_one_batch(x, log_joint, encoder_q, best_q, log_px, eps):
+    # both q's stacked along a new axis and evaluated at once; the total gap split afterwards
+    means = torch.stack([encoder_q[0], best_q[0]])  # (2, B, L)
+    scales = torch.stack([encoder_q[1], best_q[1]]).exp()
+    z = means.unsqueeze(1) + scales.unsqueeze(1) * eps  # (2, S, B, L)
+    log_q = Normal(means.unsqueeze(1), scales.unsqueeze(1)).log_prob(z).sum(-1)
+    elbos = (torch.stack([log_joint(x, z[0]), log_joint(x, z[1])]) - log_q).mean(1)  # (2, B)
+    total = log_px - elbos[0]
+    amortization = elbos[1] - elbos[0]
+    return total - amortization, amortization
+
+
+@pytest.mark.parametrize("fn", [gaps_reference, gaps_with_distributions, gaps_in_one_batch])
+def test_inference_gaps_accepts_correct_answers(fn, capsys):
+    accepts(check_inference_gaps, fn, capsys)
+
+
+def _fresh_noise(x, log_joint, encoder_q, best_q, log_px, eps):
+    return gaps_reference(x, log_joint, encoder_q, best_q, log_px, torch.randn_like(eps))
+
+
+def _squared_scale(x, log_joint, encoder_q, best_q, log_px, eps):
+    def elbo(q):
+        mean, log_scale = q
+        scale = log_scale.exp() ** 2
+        z = mean + scale * eps
+        return (log_joint(x, z) - Normal(mean, scale).log_prob(z).sum(-1)).mean(0)
+
+    return log_px - elbo(best_q), elbo(best_q) - elbo(encoder_q)
+
+
+def _no_entropy(x, log_joint, encoder_q, best_q, log_px, eps):
+    def elbo(q):
+        return log_joint(x, q[0] + q[1].exp() * eps).mean(0)
+
+    return log_px - elbo(best_q), elbo(best_q) - elbo(encoder_q)
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (lambda *a: gaps_reference(*a)[::-1], "the two gaps are swapped"),
+        (lambda *a: tuple(-g for g in gaps_reference(*a)), "wrong sign"),
+        (
+            lambda x, lj, qe, qb, lp, eps: (
+                lp - amortized.gaussian_elbo_terms(x, *qe, lj, eps),
+                gaps_reference(x, lj, qe, qb, lp, eps)[1],
+            ),
+            "measured from the best Gaussian q*",
+        ),
+        (_no_entropy, "misses its -log q(z) term"),
+        (_squared_scale, "do not square it"),
+        (_fresh_noise, "draws its own noise"),
+        (lambda *a: tuple(g.mean() for g in gaps_reference(*a)), "one gap per data point"),
+        (lambda *a: gaps_reference(*a)[0], "return the tuple"),
+    ],
+)
+def test_inference_gaps_names_mistakes(fn, words, capsys):
+    rejects(check_inference_gaps, fn, capsys, words)

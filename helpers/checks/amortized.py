@@ -26,7 +26,7 @@ from ._core import (
     fmt,
 )
 
-__all__ = ["check_amortized_elbo", "check_linear_encoder", "check_refine"]
+__all__ = ["check_amortized_elbo", "check_linear_encoder", "check_inference_gaps", "check_refine"]
 
 _F64 = torch.float64
 
@@ -186,7 +186,77 @@ def check_linear_encoder(posterior_mean_map):
     return "A x + c is the exact posterior mean for every x."
 
 
-@checker("4.3", "semi-amortized refinement")
+@checker("4.3", "the approximation and amortization gaps")
+def check_inference_gaps(inference_gaps):
+    r"""Compare with :func:`helpers.amortized.gaussian_elbo_terms` on a linear-Gaussian model, whose
+    :math:`\log p(x)` is exact: an encoder's guess off the posterior, and a mean-field "best" :math:`q^*` (the
+    posterior means with the precision's diagonal), so that both gaps are positive. float64, as in lesson 04."""
+    model = _ppca()
+    _, x = model.sample(4, generator=torch.Generator().manual_seed(5))
+    mean_post, cov_post = model.posterior(x)
+    mean_star = mean_post.expand(x.shape[0], model.L).clone()
+    log_scale_star = (-0.5 * torch.linalg.inv(cov_post).diagonal().log()).expand_as(mean_star).clone()
+    mean_phi = mean_star + torch.tensor([[0.3, -0.2], [0.1, 0.4], [-0.5, 0.0], [0.2, 0.2]], dtype=_F64)
+    log_scale_phi = log_scale_star + torch.tensor([0.3, -0.1], dtype=_F64)
+    log_px = model.log_evidence(x)
+    eps = torch.randn(50, x.shape[0], model.L, dtype=_F64)
+    args = (x, model.log_joint, (mean_phi, log_scale_phi), (mean_star, log_scale_star), log_px)
+    out = call_learner(inference_gaps, *args, eps.clone())
+    approximation, amortization = as_tensor_tuple(out, ("approximation_gap", "amortization_gap"))
+    for value, name in ((approximation, "approximation_gap"), (amortization, "amortization_gap")):
+        if value.dim() == 0:
+            fail(f"{name} is one number; return one gap per data point, shape (B,) = ({x.shape[0]},)")
+        expect_shape(value, (x.shape[0],), f" (for {name}: one gap per data point)")
+        expect_finite(value, f" (for {name})")
+    again = as_tensor_tuple(call_learner(inference_gaps, *args, eps.clone()), ("approximation_gap", "amortization_gap"))
+    if not torch.equal(flat(*again), flat(approximation, amortization)):
+        fail(
+            "two calls with the same eps gave different gaps: your function draws its own noise; estimate both "
+            "ELBOs with the draws eps it is given (shared draws make the Monte Carlo noise of the difference small)"
+        )
+
+    def elbo_with(mean, log_scale, scale_of=torch.exp, with_entropy=True):
+        scale = scale_of(log_scale)
+        z = mean + scale * eps
+        log_q = Normal(mean, scale).log_prob(z).sum(-1) if with_entropy else 0.0
+        return (model.log_joint(x, z) - log_q).mean(0)
+
+    elbo_phi = amortized.gaussian_elbo_terms(x, mean_phi, log_scale_phi, model.log_joint, eps)
+    elbo_star = amortized.gaussian_elbo_terms(x, mean_star, log_scale_star, model.log_joint, eps)
+    ref = flat(log_px - elbo_star, elbo_star - elbo_phi)
+    plain_phi, plain_star = (
+        elbo_with(mean_phi, log_scale_phi, with_entropy=False),
+        elbo_with(mean_star, log_scale_star, with_entropy=False),
+    )
+    var_phi = elbo_with(mean_phi, log_scale_phi, scale_of=lambda v: v.exp() ** 2)
+    var_star = elbo_with(mean_star, log_scale_star, scale_of=lambda v: v.exp() ** 2)
+    diagnose(
+        flat(approximation, amortization),
+        ref,
+        {
+            "the two gaps are swapped: the approximation gap is log p(x) - ELBO(q*), a limit of the family; the "
+            "amortization gap is ELBO(q*) - ELBO(q_phi), a limit of the encoder": flat(
+                elbo_star - elbo_phi, log_px - elbo_star
+            ),
+            "the gaps have the wrong sign: each is a larger bound minus a smaller one, log p(x) >= ELBO(q*) >= "
+            "ELBO(q_phi)": -ref,
+            "the approximation gap is measured from the best Gaussian q*, not from the encoder: log p(x) - "
+            "ELBO(q_phi) is the sum of both gaps": flat(log_px - elbo_phi, elbo_star - elbo_phi),
+            "the ELBO misses its -log q(z) term: ELBO = E_q[log p(x, z) - log q(z)]": flat(
+                log_px - plain_star, plain_star - plain_phi
+            ),
+            "exp(log_scale) is already the standard deviation: do not square it": flat(
+                log_px - var_star, var_star - var_phi
+            ),
+        },
+        context=" (4 data points of a linear-Gaussian model, 50 shared draws)",
+        labels=[f"the approximation gap of point {i}" for i in range(4)]
+        + [f"the amortization gap of point {i}" for i in range(4)],
+    )
+    return "matches log p(x) - ELBO(q*) and ELBO(q*) - ELBO(q_phi) per data point, with the draws given."
+
+
+@checker("4.4", "semi-amortized refinement")
 def check_refine(refine):
     model = _ppca()
     _, x = model.sample(6, generator=torch.Generator().manual_seed(2))

@@ -114,20 +114,27 @@ class VAE(nn.Module):
         z = reparameterize(mean, log_scale, eps)
         return self.log_likelihood(x, z).mean(0) - kl_standard_normal(mean, log_scale)
 
+    def log_weights(self, x, eps):
+        r"""Importance log-weights with the encoder as proposal: :math:`\log p_\theta(x, z_k) - \log q_\phi(z_k\mid x)`.
+
+        :math:`z_k = \mu_\phi(x) + \sigma_\phi(x)\odot\varepsilon_k` for the given ``eps`` of shape ``(K, B, L)``;
+        returns ``(K, B)``. Reference answer of exercise 5.5 (lesson 05).
+        """
+        mean, log_scale = self.encoder(x)
+        z = mean + log_scale.exp() * eps
+        log_q = (-0.5 * eps**2 - log_scale - 0.5 * LOG_2PI).sum(-1)  # log N(z; mean, scale^2), in terms of eps
+        return self.log_joint(x, z) - log_q
+
     def iwae_bound(self, x, K, chunk=250):
         r"""Importance-weighted bound :math:`\mathcal L_K` per data point, with the encoder as proposal; ``(B,)``.
 
-        The ``K`` log-weights are computed in chunks (memory) and averaged in log space.
+        The ``K`` log-weights (:meth:`log_weights`) are computed in chunks (memory) and averaged in log space.
         """
-        mean, log_scale = self.encoder(x)
-        scale = log_scale.exp()
+        mean, _ = self.encoder(x)
         parts = []
         for start in range(0, K, chunk):
-            k = min(chunk, K - start)
-            eps = torch.randn(k, *mean.shape, dtype=mean.dtype, device=mean.device)
-            z = mean + scale * eps
-            log_q = (-0.5 * eps**2 - log_scale - 0.5 * LOG_2PI).sum(-1)  # log N(z; mean, scale^2), in terms of eps
-            parts.append(self.log_joint(x, z) - log_q)
+            eps = torch.randn(min(chunk, K - start), *mean.shape, dtype=mean.dtype, device=mean.device)
+            parts.append(self.log_weights(x, eps))
         return log_mean_exp(torch.cat(parts), dim=0)
 
     @torch.no_grad()

@@ -9,7 +9,13 @@ from checker_assertions import accepts, rejects
 from torch.distributions import Normal, kl_divergence
 
 from helpers import vae
-from helpers.checks import check_kl_standard_normal, check_log_mean_exp, check_reparameterize, check_vae_elbo
+from helpers.checks import (
+    check_kl_standard_normal,
+    check_log_mean_exp,
+    check_log_weights,
+    check_reparameterize,
+    check_vae_elbo,
+)
 
 # ------------------------------------------------------------ 5.1
 
@@ -142,3 +148,60 @@ def test_log_mean_exp_names_mistakes(capsys):
     rejects(check_log_mean_exp, lambda lw: lw.exp().mean(0).log(), capsys, "underflows")
     rejects(check_log_mean_exp, lambda lw: torch.logsumexp(lw, 1) - math.log(lw.shape[1]), capsys, "wrong axis")
     rejects(check_log_mean_exp, lambda lw: lw.max(0).values, capsys, "largest weight")
+
+
+# ------------------------------------------------------------ 5.5
+
+
+def log_weights_reference(model, x, eps):
+    mean, log_scale = model.encoder(x)
+    z = mean + log_scale.exp() * eps
+    return model.log_joint(x, z) - Normal(mean, log_scale.exp()).log_prob(z).sum(-1)
+
+
+def log_weights_by_parts(model, x, eps):
+    # likelihood, prior and proposal written out, the proposal in terms of eps
+    mean, log_scale = model.encoder(x)
+    z = mean + torch.exp(log_scale) * eps
+    prior = Normal(torch.zeros_like(z), torch.ones_like(z)).log_prob(z).sum(-1)
+    log_q = (Normal(0.0, 1.0).log_prob(eps) - log_scale).sum(-1)
+    return model.log_likelihood(x, z) + prior - log_q
+
+
+def log_weights_independent(model, x, eps):
+    mean, log_scale = model.encoder(x)
+    q = torch.distributions.Independent(Normal(mean, log_scale.exp()), 1)
+    z = mean + log_scale.exp() * eps
+    return model.log_joint(x, z) - q.log_prob(z)
+
+
+@pytest.mark.parametrize("fn", [log_weights_reference, log_weights_by_parts, log_weights_independent])
+def test_log_weights_accepts_correct_answers(fn, capsys):
+    accepts(check_log_weights, fn, capsys)
+
+
+def _lw(model, x, eps, prior=True, proposal=True, sign=1, variance=False, mean_over_l=False):
+    mean, log_scale = model.encoder(x)
+    scale = log_scale.exp() ** 2 if variance else log_scale.exp()
+    z = mean + scale * eps
+    log_p = model.log_joint(x, z) if prior else model.log_likelihood(x, z)
+    per_dim = Normal(mean, scale).log_prob(z)
+    log_q = (per_dim.mean(-1) if mean_over_l else per_dim.sum(-1)) if proposal else 0.0
+    return sign * (log_p - log_q)
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (lambda m, x, e: _lw(m, x, e, prior=False), "missing the prior"),
+        (lambda m, x, e: _lw(m, x, e, proposal=False), "missing the proposal"),
+        (lambda m, x, e: _lw(m, x, e, sign=-1), "upside down"),
+        (lambda m, x, e: _lw(m, x, e, variance=True), "not the variance"),
+        (lambda m, x, e: _lw(m, x, e, mean_over_l=True), "summed over the L latent dimensions"),
+        (lambda m, x, e: _lw(m, x, torch.randn_like(e)), "use the draws eps you are given"),
+        (lambda m, x, e: _lw(m, x, e).T, "one row per draw"),
+        (lambda m, x, e: _lw(m, x, e).mean(0), "wrong shape"),
+    ],
+)
+def test_log_weights_names_mistakes(fn, words, capsys):
+    rejects(check_log_weights, fn, capsys, words)

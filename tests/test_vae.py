@@ -94,3 +94,14 @@ def test_iwae_approaches_the_evidence_from_below():
 def test_sample_shape_and_range():
     images = small_vae().sample(4, generator=torch.Generator().manual_seed(1))
     assert images.shape == (4, 5) and images.min() >= 0 and images.max() <= 16
+
+
+def test_log_weights_against_torch_distributions():
+    model = small_vae()
+    x = torch.tensor([[0, 3, 16, 8, 1], [5, 0, 2, 16, 9]], dtype=torch.float64)
+    eps = torch.randn(7, 2, model.L, dtype=torch.float64)
+    mean, log_scale = model.encoder(x)
+    z = mean + log_scale.exp() * eps
+    prior = Normal(0.0, 1.0).log_prob(z).sum(-1)
+    q = Normal(mean, log_scale.exp()).log_prob(z).sum(-1)
+    torch.testing.assert_close(model.log_weights(x, eps), model.log_likelihood(x, z) + prior - q)

@@ -22,7 +22,7 @@ from .stochastic import (
     check_score_function,
     check_subsampled_log_joint,
 )
-from .vae import check_kl_standard_normal, check_log_mean_exp, check_reparameterize, check_vae_elbo
+from .vae import check_kl_standard_normal, check_log_mean_exp, check_log_weights, check_reparameterize, check_vae_elbo
 
 __all__ = [
     "RESULTS_ENV",
@@ -50,6 +50,7 @@ __all__ = [
     "check_kl_standard_normal",
     "check_vae_elbo",
     "check_log_mean_exp",
+    "check_log_weights",
     "check_linear_marginal",
     "check_sivi_bound",
     "check_semi_implicit_elbo_terms",

@@ -12,7 +12,13 @@ from torch.distributions import Normal, kl_divergence
 from .. import vae
 from ._core import as_tensor_result, call_learner, checker, diagnose, expect_finite, expect_shape, fail, flat
 
-__all__ = ["check_reparameterize", "check_kl_standard_normal", "check_vae_elbo", "check_log_mean_exp"]
+__all__ = [
+    "check_reparameterize",
+    "check_kl_standard_normal",
+    "check_vae_elbo",
+    "check_log_mean_exp",
+    "check_log_weights",
+]
 
 _F64 = torch.float64
 
@@ -201,3 +207,46 @@ def check_log_mean_exp(log_mean_exp):
     high = as_tensor_result(call_learner(log_mean_exp, log_w + 2000.0))
     expect_finite(high, " for log-weights near +2000: exp overflows; use torch.logsumexp")
     return "averages the weights in log space, stable for log-weights of any size."
+
+
+@checker("5.5", "the importance log-weights of the encoder")
+def check_log_weights(log_weights):
+    r"""Compare with :meth:`helpers.vae.VAE.log_weights` on a small float64 VAE (K = 4 draws, B = 3 images, so
+    the axes cannot be confused), and name the slips: a missing prior or proposal term, the ratio upside
+    down, a variance for a scale, ``log q`` not summed over the latent dimensions, fresh noise."""
+    model, x, eps = _vae_problem()
+    with torch.no_grad():
+        out = as_tensor_result(call_learner(log_weights, model, x, eps.clone()))
+        K, B, L = eps.shape
+        if out.shape == (B, K):
+            fail(f"returned shape {(B, K)}: one row per draw, (K, B) = ({K}, {B}), as eps is (K, B, L)")
+        expect_shape(out, (K, B), " (one log-weight per draw and image)")
+        expect_finite(out)
+        again = as_tensor_result(call_learner(log_weights, model, x, eps.clone()))
+        if not torch.equal(out, again):
+            fail("two calls with the same eps gave different log-weights: use the draws eps you are given")
+        ref = model.log_weights(x, eps)
+        mean, log_scale = model.encoder(x)
+        z = mean + log_scale.exp() * eps
+        log_lik = model.log_likelihood(x, z)
+        log_prior = Normal(0.0, 1.0).log_prob(z).sum(-1)
+        log_q = Normal(mean, log_scale.exp()).log_prob(z).sum(-1)
+        z_var = mean + log_scale.exp() ** 2 * eps
+        diagnose(
+            out,
+            ref,
+            {
+                "missing the prior: the weight is p(x, z) / q(z | x), and log p(x, z) = log p(x | z) + log p(z) "
+                "(model.log_joint)": log_lik - log_q,
+                "missing the proposal: subtract log q(z | x), the encoder's density at the same z": log_lik + log_prior,
+                "the ratio is upside down: log w = log p(x, z) - log q(z | x)": log_q - log_lik - log_prior,
+                "exp(log_scale) is the standard deviation, not the variance: z = mean + exp(log_scale) * eps": (
+                    model.log_joint(x, z_var) - Normal(mean, log_scale.exp() ** 2).log_prob(z_var).sum(-1)
+                ),
+                "log q(z | x) must be summed over the L latent dimensions (a diagonal Gaussian is a product)": (
+                    log_lik + log_prior - Normal(mean, log_scale.exp()).log_prob(z).mean(-1)
+                ),
+            },
+            context=" (K = 4 draws, B = 3 images)",
+        )
+    return "matches log p(x, z_k) - log q(z_k | x) for the draws given, one per draw and image."

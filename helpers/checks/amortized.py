@@ -215,21 +215,17 @@ def check_inference_gaps(inference_gaps):
             "ELBOs with the draws eps it is given (shared draws make the Monte Carlo noise of the difference small)"
         )
 
-    def elbo_with(mean, log_scale, scale_of=torch.exp, with_entropy=True):
-        scale = scale_of(log_scale)
-        z = mean + scale * eps
-        log_q = Normal(mean, scale).log_prob(z).sum(-1) if with_entropy else 0.0
-        return (model.log_joint(x, z) - log_q).mean(0)
+    def elbo_of(mean, log_scale):
+        return amortized.gaussian_elbo_terms(x, mean, log_scale, model.log_joint, eps)
 
-    elbo_phi = amortized.gaussian_elbo_terms(x, mean_phi, log_scale_phi, model.log_joint, eps)
-    elbo_star = amortized.gaussian_elbo_terms(x, mean_star, log_scale_star, model.log_joint, eps)
+    def expected_log_joint(mean, log_scale):  # the ELBO without its -log q term
+        return model.log_joint(x, mean + log_scale.exp() * eps).mean(0)
+
+    elbo_phi, elbo_star = elbo_of(mean_phi, log_scale_phi), elbo_of(mean_star, log_scale_star)
     ref = flat(log_px - elbo_star, elbo_star - elbo_phi)
-    plain_phi, plain_star = (
-        elbo_with(mean_phi, log_scale_phi, with_entropy=False),
-        elbo_with(mean_star, log_scale_star, with_entropy=False),
-    )
-    var_phi = elbo_with(mean_phi, log_scale_phi, scale_of=lambda v: v.exp() ** 2)
-    var_star = elbo_with(mean_star, log_scale_star, scale_of=lambda v: v.exp() ** 2)
+    plain_phi, plain_star = expected_log_joint(mean_phi, log_scale_phi), expected_log_joint(mean_star, log_scale_star)
+    # a squared scale exp(log_scale)^2 is the Gaussian with log-scale 2 log_scale
+    var_phi, var_star = elbo_of(mean_phi, 2 * log_scale_phi), elbo_of(mean_star, 2 * log_scale_star)
     diagnose(
         flat(approximation, amortization),
         ref,

@@ -17,7 +17,18 @@ import torch
 
 from ..exercise_format import ERROR, FAILED, NOT_ATTEMPTED, PASSED, RESULTS_ENV, check_line, is_stub_message, report
 
-__all__ = ["RESULTS", "RESULTS_ENV", "CheckResult", "checker", "fail", "call_learner", "results", "require"]
+__all__ = [
+    "RESULTS",
+    "RESULTS_ENV",
+    "CheckResult",
+    "checker",
+    "fail",
+    "call_learner",
+    "learner_grad",
+    "expect_gradient",
+    "results",
+    "require",
+]
 
 RESULTS = []  # dicts, in the order the checks ran in this kernel
 
@@ -35,18 +46,107 @@ def fail(message):
     raise Mistake(message)
 
 
+_INPLACE = (
+    "your function changes a tensor in place that autograd still needs for the gradient (an operation such as "
+    "`x += ...`, `x[i] = ...`, `x.clamp_(...)` or another method ending in `_`); write `x = x + ...` instead, "
+    "which makes a new tensor"
+)
+
+
+def _learner_error(exc, during=""):
+    """A diagnosis for an exception raised by the learner's code (or by autograd inside the learner's graph)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "modified by an inplace operation" in text or "leaf Variable that requires grad" in text:
+        return Mistake(_INPLACE + during)
+    if "does not require grad and does not have a grad_fn" in text:
+        return Mistake(
+            "no gradient flows through your result: later cells differentiate through this function, so compute "
+            "it with torch operations on the inputs (no .item(), float(), .detach(), NumPy or torch.tensor(...) "
+            "of computed values)" + during
+        )
+    hint = ""
+    if "only one element tensors can be converted" in text or "must be real number, not Tensor" in text:
+        hint = " (use torch.log, torch.exp, torch.sqrt on tensors, not math.log, math.exp, math.sqrt)"
+    what = "your function raised" if not during else "taking the gradient through your function raised"
+    return Mistake(f"{what} {type(exc).__name__}" + (f": {text}" if text else "") + hint)
+
+
+def _snapshot(values):
+    return [(i, v, v.detach().clone()) for i, v in enumerate(values) if isinstance(v, torch.Tensor)]
+
+
 def call_learner(fn, *args, **kwargs):
-    """Call the learner's function; turn a stub or a crash into a diagnosis, never a traceback."""
+    """Call the learner's function; turn a stub or a crash into a diagnosis, never a traceback.
+
+    The tensors it is given must come back unchanged: a function that modifies
+    its caller's tensor in place (``mean += ...``) is told so, because the
+    caller's later cells would silently use the changed values.
+    """
+    before = _snapshot(list(args) + list(kwargs.values()))
+    names = [f"argument {i + 1}" for i in range(len(args))] + [f"argument `{k}`" for k in kwargs]
     try:
-        return fn(*args, **kwargs)
+        out = fn(*args, **kwargs)
     except NotImplementedError as exc:
         raise _NotAttempted(str(exc)) from None
     except Exception as exc:  # the learner's code raised: say what, do not crash the notebook
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        hint = ""
-        if "only one element tensors can be converted" in text or "must be real number, not Tensor" in text:
-            hint = " (use torch.log, torch.exp, torch.sqrt on tensors, not math.log, math.exp, math.sqrt)"
-        raise Mistake(f"your function raised {type(exc).__name__}" + (f": {text}" if text else "") + hint) from None
+        raise _learner_error(exc) from None
+    for i, value, copy in before:
+        same = value.shape == copy.shape and torch.equal(value.detach(), copy)
+        if not same and not (torch.isnan(copy).any() and torch.equal(value.detach().isnan(), copy.isnan())):
+            fail(
+                f"your function changed its {names[i]} in place (shape {tuple(copy.shape)}): the caller still "
+                "needs it; work on a copy (x = x + ..., or x.clone()) instead of modifying what you are given"
+            )
+    return out
+
+
+def learner_grad(outputs, inputs, **kwargs):
+    """``torch.autograd.grad`` through a graph the learner's code built; its errors are the learner's.
+
+    An in-place operation on a tensor autograd needs, or a result cut off from
+    the inputs, raises inside the backward pass, after the learner's function
+    returned; it is reported as the learner's mistake, with what to do.
+    ``allow_unused`` defaults to true (a missing gradient is ``None``).
+    """
+    kwargs.setdefault("allow_unused", True)
+    try:
+        return torch.autograd.grad(outputs, inputs, **kwargs)
+    except RuntimeError as exc:
+        raise _learner_error(exc, during=" (while taking the gradient through it)") from None
+
+
+def expect_gradient(out, inputs, reference, names, context="", directions=3, rtol=1e-6, atol=1e-9):
+    r"""The learner's ``out`` must have the gradient of ``reference`` with respect to every tensor in ``inputs``.
+
+    Checked along ``directions`` random directions :math:`v` of the output
+    (vector-Jacobian products :math:`v^\top \partial\,\mathrm{out}/\partial\,\mathrm{input}`), so an
+    answer whose gradient is right only on average, or only along the sum, fails.
+    """
+    if not out.requires_grad:
+        fail(
+            f"no gradient reaches {' and '.join(names)}{context}: later cells differentiate through this function; "
+            "compute the result with torch operations on the inputs (no .item(), float(), .detach(), NumPy or "
+            "torch.tensor(...) of computed values)"
+        )
+    for k in range(directions):
+        v = torch.randn(out.shape, dtype=out.dtype) if k else torch.ones_like(out)
+        got = learner_grad((out * v).sum(), inputs, retain_graph=True)
+        want = torch.autograd.grad(
+            (reference * v.to(reference.dtype)).sum(), inputs, retain_graph=True, allow_unused=True
+        )
+        for name, g, r in zip(names, got, want, strict=True):
+            r = torch.zeros_like(inputs[names.index(name)]) if r is None else r
+            if g is None:
+                if torch.count_nonzero(r):
+                    fail(f"no gradient reaches {name}{context}: keep it in the computation with torch operations")
+                continue
+            if not close(g, r, rtol=rtol, atol=atol):
+                i = int((g.double() - r.double()).abs().flatten().argmax())
+                fail(
+                    f"the value is right but its gradient with respect to {name} is not{context}: "
+                    f"expected {fmt(r.flatten()[i])}, got {fmt(g.flatten()[i])} (something is detached, "
+                    "or computed outside torch)"
+                )
 
 
 def require(*functions):

@@ -34,6 +34,19 @@ def test_reparameterize_names_mistakes(capsys):
     rejects(check_reparameterize, lambda m, ls, e: (m + ls.exp() * e).detach(), capsys, "no gradient")
     rejects(check_reparameterize, lambda m, ls, e: m + ls.exp() * e[0], capsys, "wrong shape")
     rejects(check_reparameterize, lambda m, ls, e: m + (0.5 * ls).exp() * e, capsys, "not log sigma^2")
+    rejects(check_reparameterize, lambda m, ls, e: m + ls.exp() * torch.randn_like(e), capsys, "the noise eps you are")
+    rejects(check_reparameterize, lambda m, ls, e: m.detach() + ls.exp() * e, capsys, "no gradient reaches mean")
+    rejects(check_reparameterize, lambda m, ls, e: e.mul_(ls.exp()).add_(m), capsys, "changed its argument 3 in place")
+
+
+def test_reparameterize_reports_the_learners_in_place_error_as_theirs(capsys):
+    def in_place(m, ls, e):
+        s = ls.exp()  # exp's backward needs its output s ...
+        z = m + s * e
+        s.add_(0.0)  # ... which is then modified in place
+        return z
+
+    rejects(check_reparameterize, in_place, capsys, "changes a tensor in place", "x = x + ...")
 
 
 # ------------------------------------------------------------ 5.2
@@ -76,6 +89,33 @@ def test_kl_names_mistakes(capsys):
     )
 
 
+def kl_numpy(m, ls):  # the right numbers outside torch: training would get no gradient
+    import numpy as np
+
+    m, ls = m.detach().numpy(), ls.detach().numpy()
+    return torch.from_numpy(0.5 * (m**2 + np.exp(2 * ls) - 1 - 2 * ls).sum(-1))
+
+
+def kl_in_place(m, ls):
+    s2 = (2 * ls).exp()  # exp's backward needs its output ...
+    out = 0.5 * (m**2 + s2 - 1 - 2 * ls).sum(-1)
+    s2.mul_(1.0)  # ... which is then modified in place
+    return out
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (kl_numpy, "no gradient reaches mean and log_scale"),
+        (lambda m, ls: torch.tensor(vae.kl_standard_normal(m, ls).tolist(), dtype=m.dtype), "no gradient reaches"),
+        (lambda m, ls: vae.kl_standard_normal(m.detach(), ls), "no gradient reaches mean"),
+        (kl_in_place, "changes a tensor in place"),
+    ],
+)
+def test_kl_needs_a_gradient(fn, words, capsys):
+    rejects(check_kl_standard_normal, fn, capsys, words)
+
+
 # ------------------------------------------------------------ 5.3
 
 
@@ -98,7 +138,15 @@ def elbo_entropy_form(x, model, eps):
     return model.log_joint(x, z).mean(0) + Normal(mean, log_scale.exp()).entropy().sum(-1)
 
 
-@pytest.mark.parametrize("fn", [elbo_ref, elbo_monte_carlo_kl, elbo_entropy_form])
+def elbo_sticking_the_landing(x, model, eps):
+    # the Monte Carlo KL with log q's parameters held fixed (Roeder et al. 2017): same value, unbiased gradient
+    mean, log_scale = model.encoder(x)
+    z = mean + log_scale.exp() * eps
+    log_q = Normal(mean.detach(), log_scale.exp().detach()).log_prob(z).sum(-1)
+    return (model.log_joint(x, z) - log_q).mean(0)
+
+
+@pytest.mark.parametrize("fn", [elbo_ref, elbo_monte_carlo_kl, elbo_entropy_form, elbo_sticking_the_landing])
 def test_vae_elbo_accepts(fn, capsys):
     accepts(check_vae_elbo, fn, capsys)
 
@@ -125,6 +173,9 @@ def test_vae_elbo_names_mistakes(capsys):
         return model.log_likelihood(x, z).mean(0) - vae.kl_standard_normal(mean, log_scale)
 
     rejects(check_vae_elbo, detached_z, capsys, "not its gradients")
+    rejects(
+        check_vae_elbo, lambda x, model, eps: elbo_ref(x, model, torch.randn_like(eps)), capsys, "the noise eps you are"
+    )
 
 
 # ------------------------------------------------------------ 5.4
@@ -136,6 +187,8 @@ def test_vae_elbo_names_mistakes(capsys):
         vae.log_mean_exp,
         lambda lw: torch.logsumexp(lw - math.log(lw.shape[0]), dim=0),
         lambda lw: lw.max(0).values + (lw - lw.max(0).values).exp().mean(0).log(),
+        lambda lw: torch.logsumexp(lw, 0) - torch.log(torch.tensor(float(lw.shape[0]), dtype=lw.dtype)),
+        lambda lw: torch.logsumexp(lw, 0, keepdim=True).squeeze(0) - math.log(len(lw)),
     ],
 )
 def test_log_mean_exp_accepts(fn, capsys):
@@ -148,6 +201,18 @@ def test_log_mean_exp_names_mistakes(capsys):
     rejects(check_log_mean_exp, lambda lw: lw.exp().mean(0).log(), capsys, "underflows")
     rejects(check_log_mean_exp, lambda lw: torch.logsumexp(lw, 1) - math.log(lw.shape[1]), capsys, "wrong axis")
     rejects(check_log_mean_exp, lambda lw: lw.max(0).values, capsys, "largest weight")
+    rejects(check_log_mean_exp, lambda lw: torch.logsumexp(lw, 0) - math.log(len(lw) - 1), capsys, "log(K - 1)")
+    rejects(check_log_mean_exp, lambda lw: torch.logsumexp(lw, 0) - math.log(len(lw) + 1), capsys, "log(K + 1)")
+    rejects(check_log_mean_exp, lambda lw: torch.logsumexp(lw / len(lw), 0), capsys, "not logsumexp(log_w / K, 0)")
+    # shifting by the global maximum is exact in float64 but underflows in the lesson's float32
+    rejects(
+        check_log_mean_exp,
+        lambda lw: lw.max() + (lw - lw.max()).exp().mean(0).log(),
+        capsys,
+        "float32",
+        "not by one global maximum",
+    )
+    rejects(check_log_mean_exp, lambda lw: vae.log_mean_exp(lw.double()), capsys, "keep the input's dtype")
 
 
 # ------------------------------------------------------------ 5.5

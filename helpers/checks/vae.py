@@ -10,7 +10,18 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from .. import vae
-from ._core import as_tensor_result, call_learner, checker, diagnose, expect_finite, expect_shape, fail, flat
+from ._core import (
+    as_tensor_result,
+    call_learner,
+    checker,
+    diagnose,
+    expect_finite,
+    expect_gradient,
+    expect_shape,
+    fail,
+    flat,
+    learner_grad,
+)
 
 __all__ = [
     "check_reparameterize",
@@ -36,6 +47,9 @@ def check_reparameterize(reparameterize):
     z = as_tensor_result(call_learner(reparameterize, mean, log_scale, eps))
     expect_shape(z, eps.shape, " (one draw per row of eps: broadcast (B, L) against (S, B, L))")
     expect_finite(z)
+    again = as_tensor_result(call_learner(reparameterize, mean, log_scale, eps))
+    if not torch.equal(z.detach(), again.detach()):
+        fail("two calls with the same eps gave different z: use the noise eps you are given, do not draw new noise")
     s = log_scale.exp()
     diagnose(
         z.detach(),
@@ -52,18 +66,15 @@ def check_reparameterize(reparameterize):
             ).detach(),
         },
     )
-    if not z.requires_grad:
-        fail("no gradient reaches mean and log_scale: build z with torch operations, without .detach()")
-    gm, gs = torch.autograd.grad(z.sum(), (mean, log_scale), allow_unused=True)
-    if gm is None or gs is None or not torch.allclose(gs, (s * eps).sum(0).detach()):
-        fail("the gradient does not flow through both mean and log_scale; z = mean + log_scale.exp() * eps")
+    expect_gradient(z, (mean, log_scale), mean + s * eps, ("mean", "log_scale"), " (training differentiates z)")
     return "z = mean + exp(log_scale) * eps, with gradients to both parameters."
 
 
 @checker("5.2", "KL to the standard normal in closed form")
 def check_kl_standard_normal(kl_standard_normal):
-    mean, log_scale = (t.detach() for t in _gaussian_params())
-    out = as_tensor_result(call_learner(kl_standard_normal, mean, log_scale))
+    mean_grad, log_scale_grad = _gaussian_params()
+    mean, log_scale = mean_grad.detach(), log_scale_grad.detach()
+    out = as_tensor_result(call_learner(kl_standard_normal, mean_grad, log_scale_grad))
     if out.shape == mean.shape:
         fail(f"returned shape {tuple(out.shape)}, one KL per coordinate; sum over the latent dimensions (last axis)")
     expect_shape(out, (mean.shape[0],), " (one KL per data point)")
@@ -71,7 +82,7 @@ def check_kl_standard_normal(kl_standard_normal):
     s2 = (2 * log_scale).exp()
     ref = kl_divergence(Normal(mean, log_scale.exp()), Normal(0.0, 1.0)).sum(-1)
     diagnose(
-        out,
+        out.detach(),
         ref,
         {
             "missing the factor 1/2: KL = 1/2 sum(mu^2 + sigma^2 - 1 - log sigma^2)": 2 * ref,
@@ -89,6 +100,13 @@ def check_kl_standard_normal(kl_standard_normal):
                 Normal(0.0, 1.0), Normal(mean, log_scale.exp())
             ).sum(-1),
         },
+    )
+    expect_gradient(
+        out,
+        (mean_grad, log_scale_grad),
+        kl_divergence(Normal(mean_grad, log_scale_grad.exp()), Normal(0.0, 1.0)).sum(-1),
+        ("mean", "log_scale"),
+        " (training differentiates the KL)",
     )
     zero = as_tensor_result(
         call_learner(kl_standard_normal, torch.zeros(1, 3, dtype=_F64), torch.zeros(1, 3, dtype=_F64))
@@ -130,8 +148,24 @@ def _elbo_log_variance(model, x, eps):
     return (model.log_likelihood(x, z).mean(0) - kl).detach()
 
 
-def _grads(out, model):
-    return flat(*torch.autograd.grad(out.sum(), list(model.parameters()), allow_unused=False, retain_graph=True))
+def _grads(out, model, learner=False):
+    take = learner_grad if learner else torch.autograd.grad
+    grads = take(out.sum(), list(model.parameters()), allow_unused=True, retain_graph=True)
+    if any(g is None for g in grads):
+        fail(
+            "some weights of the encoder or decoder get no gradient: use model.encoder(x), "
+            "z = mean + exp(log_scale) * eps, and model.log_likelihood(x, z)"
+        )
+    return flat(*grads)
+
+
+def _elbo_sticking_the_landing(model, x, eps):
+    """The Monte Carlo KL with log q's parameters held fixed (Roeder et al. 2017): same value, a valid gradient."""
+    mean, log_scale = model.encoder(x)
+    z = mean + log_scale.exp() * eps
+    log_q = Normal(mean.detach(), log_scale.exp().detach()).log_prob(z).sum(-1)
+    log_prior = Normal(0.0, 1.0).log_prob(z).sum(-1)
+    return (model.log_likelihood(x, z) + log_prior - log_q).mean(0)
 
 
 @checker("5.3", "the batch ELBO of the VAE")
@@ -145,17 +179,17 @@ def check_vae_elbo(vae_elbo):
     expect_finite(out)
     if not out.requires_grad:
         fail("no gradient reaches the encoder and decoder: keep every step in torch, without .detach()")
+    again = as_tensor_result(call_learner(vae_elbo, x, model, eps))
+    if not torch.equal(out.detach(), again.detach()):
+        fail("two calls with the same eps gave different ELBOs: use the noise eps you are given, do not draw new noise")
     for kl in ("closed", "monte carlo", "entropy"):
         ref = _elbo_variant(model, x, eps, kl)
         if torch.allclose(out.detach(), ref.detach(), rtol=1e-6, atol=1e-9):
-            try:
-                grads = _grads(out, model)
-            except RuntimeError:
-                fail(
-                    "some weights of the encoder or decoder get no gradient: use model.encoder(x), "
-                    "z = mean + exp(log_scale) * eps, and model.log_likelihood(x, z)"
-                )
-            if not torch.allclose(grads, _grads(ref, model), rtol=1e-6, atol=1e-9):
+            grads = _grads(out, model, learner=True)
+            accepted = [_grads(ref, model)]
+            if kl == "monte carlo":  # sticking the landing: the same value, another unbiased gradient
+                accepted.append(_grads(_elbo_sticking_the_landing(model, x, eps), model))
+            if not any(torch.allclose(grads, a, rtol=1e-6, atol=1e-9) for a in accepted):
                 fail("the value is right, but not its gradients: let z depend on mean and log_scale (no .detach())")
             return "matches the ELBO per data point, E_q[log p(x | z)] - KL(q || prior), and its gradients."
     ref = _elbo_variant(model, x, eps)
@@ -199,6 +233,16 @@ def check_log_mean_exp(log_mean_exp):
             "that is log of the largest weight; average all K weights: logsumexp(log_w, 0) - log K": log_w.max(
                 0
             ).values,
+            "subtracts log(K - 1); the mean of K weights divides by K: logsumexp(log_w, 0) - log K": torch.logsumexp(
+                log_w, 0
+            )
+            - math.log(K - 1),
+            "subtracts log(K + 1); the mean of K weights divides by K: logsumexp(log_w, 0) - log K": torch.logsumexp(
+                log_w, 0
+            )
+            - math.log(K + 1),
+            "divides by K inside the log of the sum's exponent: log((1/K) sum_k w_k) = logsumexp(log_w, 0) - log K, "
+            "not logsumexp(log_w / K, 0)": torch.logsumexp(log_w / K, 0),
         },
     )
     far = as_tensor_result(call_learner(log_mean_exp, log_w - 2000.0))
@@ -206,6 +250,17 @@ def check_log_mean_exp(log_mean_exp):
     diagnose(far, ref - 2000.0, {}, context=" for log-weights near -2000")
     high = as_tensor_result(call_learner(log_mean_exp, log_w + 2000.0))
     expect_finite(high, " for log-weights near +2000: exp overflows; use torch.logsumexp")
+    # the lesson's dtype: float32, with data points whose log-weights differ by hundreds of nats
+    wide = torch.tensor([[-3.0, -250.0], [-1.0, -251.5], [-2.5, -249.0], [-4.0, -255.0]], dtype=torch.float32)
+    out32 = as_tensor_result(call_learner(log_mean_exp, wide))
+    expect_finite(
+        out32,
+        " in float32, the lesson's dtype, for two data points whose log-weights differ by 250 nats: shift each "
+        "column by its own maximum (keepdim along dim 0), not by one global maximum, or use torch.logsumexp",
+    )
+    if out32.dtype != torch.float32:
+        fail(f"returned {out32.dtype} for float32 log-weights: keep the input's dtype (the lesson runs in float32)")
+    diagnose(out32, torch.logsumexp(wide.double(), 0) - math.log(K), {}, " in float32", rtol=1e-6, atol=1e-4)
     return "averages the weights in log space, stable for log-weights of any size."
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from checker_assertions import accepts, rejects, run
+from checker_assertions import accepts, rejects
 from torch.distributions import Normal
 
 from helpers import gradient_estimators as ref

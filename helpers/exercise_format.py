@@ -46,6 +46,8 @@ __all__ = [
     "NOT_ATTEMPTED",
     "ERROR",
     "TIMEOUT",
+    "FLAGGED",
+    "UNVERIFIED",
     "CHECK_STATUSES",
     "STATUSES",
     "HEADLINES",
@@ -129,8 +131,11 @@ def find_stub(lines):
 # ------------------------------------------------------------------ statuses and the check line
 
 PASSED, FAILED, NOT_ATTEMPTED, ERROR, TIMEOUT = "passed", "failed", "not attempted", "error", "timeout"
+FLAGGED, UNVERIFIED = "flagged", "unverified"
 CHECK_STATUSES = (PASSED, FAILED, NOT_ATTEMPTED, ERROR)  # what a checker can report
-STATUSES = CHECK_STATUSES + (TIMEOUT,)  # what a grade can be (the grader adds timeouts)
+# What a grade can be: the grader adds timeouts, answers caught interfering with their check (flagged), and
+# checks it could not confirm outside the kernel (unverified).
+STATUSES = CHECK_STATUSES + (TIMEOUT, FLAGGED, UNVERIFIED)
 HEADLINES = {
     PASSED: "passed",
     FAILED: "not yet right",

@@ -6,25 +6,36 @@ build-lessons [--check] [--force]
     Generate lessons/ from solutions/ (``--check``: write nothing, exit 1 if stale).
 execute-solutions [NOTEBOOK ...]
     Run solution notebooks in a fresh kernel and store their outputs.
-grade PATH [PATH ...] [--json FILE] [--csv FILE] [--timeout SECONDS] [--jobs N]
-    Grade learners' notebooks (files or folders); exit 0 only if every exercise passed.
+grade PATH [PATH ...] [--json FILE] [--csv FILE] [--feedback DIR] [--timeout SECONDS] [--jobs N]
+      [--memory GB] [--no-sandbox]
+    Grade learners' notebooks (files or folders), contained; exit 0 only if every exercise passed.
 export-nbgrader DEST [--assignment NAME]
     Write an nbgrader course (``nbgrader_config.py`` and ``source/``) built from solutions/.
 """
 
 import argparse
+import math
+import os
 import sys
 from pathlib import Path
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, exit status 2."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m helpers", description="Tools for the VI course.")
+    parser = _Parser(prog="python -m helpers", description="Tools for the VI course.")
     parser.add_argument(
         "--root", type=Path, default=DEFAULT_ROOT, help="course repository (default: the one this package lives in)"
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     build = sub.add_parser("build-lessons", help="generate lessons/ from solutions/")
     build.add_argument("--check", action="store_true", help="write nothing; exit 1 naming every stale lesson")
@@ -45,6 +56,16 @@ def main(argv=None):
         help="wall-clock limit for one cell of a notebook, kernel start excluded (default 300)",
     )
     grade.add_argument("--jobs", type=int, default=1, metavar="N", help="notebooks graded at once (default 1)")
+    grade.add_argument("--feedback", type=Path, metavar="DIR", help="write one feedback file per student into DIR")
+    grade.add_argument(
+        "--memory", type=float, default=8, metavar="GB", help="memory limit of each contained process (default 8)"
+    )
+    grade.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="run learner code uncontained, with your permissions (only where bubblewrap cannot run)",
+    )
+    grade.add_argument("--checks", type=Path, action="append", default=[], metavar="FILE", help=argparse.SUPPRESS)
 
     export = sub.add_parser("export-nbgrader", help="write an nbgrader course directory built from solutions/")
     export.add_argument("dest", type=Path, metavar="DEST", help="the nbgrader course directory to write")
@@ -78,21 +99,109 @@ def main(argv=None):
     return 2  # unreachable: argparse rejects unknown commands
 
 
-def _grade(parser, root, args):
-    from .grading import UsageError, format_table, grade, write_csv, write_json
-
-    if args.timeout <= 0 or args.jobs < 1:
-        parser.error("--timeout must be positive and --jobs at least 1")
+def _output_problem(path, folder=False):
+    """Why ``path`` cannot be written (checked before any grading starts), or None."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if folder:
+        if path.exists() and not path.is_dir():
+            return f"{path} exists and is not a folder"
+        if path.is_dir():
+            return None if os.access(path, os.W_OK) else f"folder {path} is not writable"
+    elif path.is_dir():
+        return f"{path} is a folder, not a file"
+    if not parent.is_dir():
+        return f"folder {parent} does not exist (for {path})"
+    if not os.access(parent, os.W_OK):
+        return f"folder {parent} is not writable (for {path})"
     try:
-        grades = grade(args.paths, root / "lessons", timeout=args.timeout, jobs=args.jobs)
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return f"the name {os.fsencode(path)!r} is not valid UTF-8"
+    return None
+
+
+def _grade(parser, root, args):
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        parser.error("--timeout must be a positive number of seconds")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    if not (math.isfinite(args.memory) and args.memory >= 0.5):
+        parser.error("--memory must be at least 0.5 (GB)")
+    for path, folder in ((args.json, False), (args.csv, False), (args.feedback, True)):
+        problem = path is not None and _output_problem(path, folder)
+        if problem:
+            parser.error(problem)
+    for path in args.paths:
+        if not os.path.exists(path):
+            parser.error(f"no such file or folder: {path}")
+
+    from .grading import (  # nothing heavy: torch is imported by the kernels and the replay only
+        UsageError,
+        find_submissions,
+        format_summary,
+        format_table,
+        grade,
+        write_csv,
+        write_feedback,
+        write_json,
+    )
+    from .sandbox import INSTALL_HINT, Sandbox, SandboxUnavailable
+
+    try:
+        found = find_submissions(args.paths, root / "lessons")
     except UsageError as exc:
-        print(f"python -m helpers grade: error: {exc}", file=sys.stderr)
-        return 2
+        parser.error(str(exc))
+    gradable = [s for s in found.submissions if not s.problem]
+    if not gradable:
+        parser.error(found.submissions[0].problem if found.submissions else "no notebooks to grade")
+    sandbox = None
+    if args.no_sandbox:
+        print(
+            "WARNING: grading WITHOUT containment (--no-sandbox): learner code runs with your permissions, "
+            "can read and change your files, and a process it detaches can outlive the grade"
+        )
+    else:
+        try:
+            sandbox = Sandbox(extra_modules=args.checks, memory=int(args.memory * (1 << 30)))
+        except SandboxUnavailable as exc:
+            print(
+                f"python -m helpers grade: error: cannot contain learner code: {exc}. Grading runs learner code; "
+                f"{INSTALL_HINT}, or pass --no-sandbox to grade uncontained at your own risk",
+                file=sys.stderr,
+            )
+            return 2
+        print(
+            f"contained: bubblewrap, no network, no view of your files, {args.memory:g} GB per process; "
+            "verdicts replayed by the grader"
+        )
+    for label, why in found.skipped:
+        print(f"skipped {label}: {why}")
+    for sub in found.submissions:
+        if sub.note and not sub.problem:
+            print(f"note: {sub.label}: {sub.note} (student: {sub.student})")
+    try:
+        grades = grade(
+            args.paths,
+            root / "lessons",
+            timeout=args.timeout,
+            jobs=args.jobs,
+            sandbox=sandbox,
+            checks=args.checks,
+            found=found,
+        )
+    finally:
+        if sandbox is not None:
+            sandbox.close()
     print(format_table(grades))
-    if args.json:
-        write_json(grades, args.json)
-    if args.csv:
-        write_csv(grades, args.csv)
+    print()
+    print(format_summary(grades))
+    for path, write in ((args.json, write_json), (args.csv, write_csv), (args.feedback, write_feedback)):
+        if path is not None:
+            try:
+                write(grades, path)
+            except OSError as exc:
+                print(f"python -m helpers grade: error: could not write {path}: {exc.strerror}", file=sys.stderr)
+                return 2
     passed = sum(g.status == "passed" for g in grades)
     print(f"\n{passed} of {len(grades)} exercises passed")
     return 0 if grades and passed == len(grades) else 1

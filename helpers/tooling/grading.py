@@ -1,21 +1,27 @@
 """Grade learners' notebooks: ``python -m helpers grade PATH [PATH ...]``.
 
-Tamper-resistance by construction: a submission is never executed as it is.
-For each lesson the grader starts from the pristine notebook in ``lessons/``
-and copies in only the learner's answer regions (the lines that replaced a
-stub, matched by cell id, with a fallback on the exercise number). Edited,
-added, deleted or reordered cells elsewhere, a rewritten check cell or a
-patched checker outside the answer regions change nothing.
+Tamper-resistance by construction, in three layers:
 
-Each rebuilt notebook runs in a fresh kernel, in a temporary directory, in a
-worker process, with a wall-clock limit on every cell (the kernel's start is
-not counted, so the limit does not depend on how long a machine takes to
-import the course); the checkers record their verdicts as
-JSON lines (``helpers.checks``). If a run ends abnormally (a timeout, a
-kernel that died), every exercise without a verdict is run again on its own,
-so one runaway answer cannot cost the others their grade.
+1. **Only the answers are taken.** A submission is never executed as it is:
+   the grader starts from the pristine notebook in ``lessons/`` and copies in
+   only the learner's answer regions (the lines that replaced a stub, matched
+   by cell id, with a fallback on the exercise number). Edited, added, deleted
+   or reordered cells elsewhere change nothing.
+2. **The answers run contained** (:mod:`.sandbox`): each rebuilt notebook runs
+   in a fresh kernel under bubblewrap, which sees no submission, no course
+   file, no network, and whose every process is gone when its run ends. A
+   wall-clock limit applies to every cell.
+3. **The verdict is the grader's** (:mod:`.replay`): the kernel records what
+   the learner's code returned to each check; the grader replays the same
+   checker outside the kernel, answering its calls from that record. What
+   the kernel itself says (its printed lines, its results file) is only
+   compared with the replay: an answer that reported a pass the replay does
+   not confirm is *flagged*.
 
-Grading executes the learner's code: it is not a sandbox.
+If a run ends abnormally (a timeout, a kernel or worker that died), the
+exercises without a verdict are run again without the culprit, so one
+runaway answer cannot cost the others their grade. Any failure in grading
+one notebook becomes rows for that notebook, never a lost batch.
 
 Exercise cells, stubs, check cells and statuses are recognised as
 :mod:`helpers.exercise_format` defines them (cell metadata written by the
@@ -26,48 +32,78 @@ import ast
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import nbformat
 
 from ..exercise_format import (
     ERROR,
+    FLAGGED,
     NOT_ATTEMPTED,
     PASSED,
     RESULTS_ENV,
     STATUSES,
     TIMEOUT,
+    UNVERIFIED,
     check_of,
     exercise_of,
     find_label,
     find_stub,
 )
-from .notebook_io import read_notebook, write_notebook
 
-__all__ = ["UsageError", "Grade", "find_submissions", "rebuild", "grade_notebook", "grade", "STATUSES"]
+__all__ = [
+    "UsageError",
+    "Grade",
+    "Submission",
+    "find_submissions",
+    "match_lesson",
+    "rebuild",
+    "grade_notebook",
+    "grade",
+    "STATUSES",
+]
 
 _DIED = 3  # worker exit status: the kernel died
 _CELL_TIMEOUT = 4  # worker exit status: a cell ran past the limit
 _STARTUP = 120  # seconds the worker may spend outside cells (kernel start, shutdown) before it is killed
+_REPLAY_LIMIT = 300  # seconds for the grader's replay of one run's checks
+_RECORDS = "records"
 
 
 class UsageError(ValueError):
-    """A path that cannot be graded: missing, not a notebook, or matching no lesson."""
+    """Nothing that can be graded: a missing path, an explicit file that is not a notebook, no notebook at all."""
 
 
 @dataclass
 class Grade:
+    student: str
     notebook: str
     lesson: str
     exercise: str
     status: str
     message: str
+
+
+@dataclass
+class Submission:
+    path: Path
+    lesson: Path | None
+    student: str
+    label: str
+    problem: str | None = None  # why it cannot be graded (unreadable, matches no lesson)
+    note: str | None = None  # how its name was matched, when not exactly
+
+
+@dataclass
+class Found:
+    submissions: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)  # (label, why): debris that is not a submission
 
 
 @dataclass
@@ -82,32 +118,124 @@ class _Exercise:
 # ------------------------------------------------------------------ finding
 
 
+def _display(text):
+    """``text`` as printable UTF-8: undecodable bytes of a file name and lone surrogates become escapes."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _debris(path, top):
+    """Why ``path`` (under folder ``top``) is not a submission, or None."""
+    parts = path.relative_to(top).parts
+    name = path.name
+    if name.startswith("._"):
+        return "macOS resource fork (AppleDouble)"
+    if "__MACOSX" in parts:
+        return "macOS archive debris (__MACOSX)"
+    if ".ipynb_checkpoints" in parts or name.endswith("-checkpoint.ipynb"):
+        return "Jupyter checkpoint"
+    if any(p.startswith(".") for p in parts):
+        return "hidden file"
+    return None
+
+
+def _normal(name):
+    """A file stem reduced for matching: lower case, copies' ``(1)`` and ``- Copy`` gone, separators unified."""
+    stem = unicodedata.normalize("NFKC", name).lower()
+    stem = re.sub(r"\s*\(\d+\)\s*$", "", stem)
+    stem = re.sub(r"[\s_-]*(copy|kopie|copie)(\s*\d+)?$", "", stem)
+    return re.sub(r"[\s.\-]+", "_", stem).strip("_")
+
+
+def match_lesson(name, lessons):
+    """``(lesson, rest, note)`` for a notebook file name: the lesson it belongs to, or ``(None, None, why)``.
+
+    Exact names match; otherwise a name that holds one lesson's name once
+    spaces, case and copy suffixes are ignored (``01 elbo.ipynb``,
+    ``01_elbo (1).ipynb``, ``smith_01_elbo.ipynb``). ``rest`` is what the name
+    adds around the lesson's (a student's name, perhaps).
+    """
+    by_stem = {p.stem: p for p in lessons}
+    stem = Path(name).stem
+    if stem in by_stem:
+        return by_stem[stem], "", None
+    normal = _normal(stem)
+    hits = []
+    for lesson_stem, lesson in by_stem.items():
+        target = _normal(lesson_stem)
+        match = re.search(rf"(?:^|_){re.escape(target)}(?:_|$)", normal)
+        if match:
+            rest = (normal[: match.start()] + "_" + normal[match.end() :]).strip("_")
+            hits.append((lesson, rest))
+    if len(hits) == 1:
+        lesson, rest = hits[0]
+        return lesson, rest, f"matched to {lesson.name} by name"
+    known = ", ".join(sorted(by_stem))
+    if hits:
+        return None, None, f"its name matches several lessons ({', '.join(h[0].stem for h in hits)})"
+    return None, None, f"matches no lesson by file name (lessons: {known})"
+
+
 def find_submissions(paths, lessons_dir):
-    """``[(path, lesson_path)]`` for the given files and folders, or :class:`UsageError`."""
-    found = []
+    """The notebooks under ``paths`` (files or folders), each matched to its lesson; a :class:`Found`.
+
+    Debris (AppleDouble files, ``__MACOSX``, hidden files, checkpoints) is
+    skipped and listed; a notebook that is unreadable or matches no lesson is
+    a submission with a ``problem``, so it gets a row without stopping the
+    others. Raises :class:`UsageError` for a missing path or an explicit file
+    that is not a notebook.
+    """
+    from .notebook_io import read_notebook
+
+    lessons = sorted(Path(lessons_dir).glob("*.ipynb"))
+    found, seen = Found(), set()
     for raw in paths:
         path = Path(raw)
         if not path.exists():
-            raise UsageError(f"no such file or folder: {raw}")
+            raise UsageError(f"no such file or folder: {_display(raw)}")
         if path.is_dir():
-            notebooks = sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-            if not notebooks:
-                raise UsageError(f"no notebooks (*.ipynb) in folder {raw}")
+            candidates = []
+            for p in sorted(path.rglob("*")):
+                if not p.is_file():
+                    continue
+                why = _debris(p, path)
+                if why:
+                    found.skipped.append((_display(p), why))
+                elif p.suffix.lower() == ".ipynb":
+                    candidates.append((p, path))
+            if not candidates:
+                raise UsageError(f"no notebooks (*.ipynb) in folder {_display(raw)}")
         else:
-            notebooks = [path]
-        for nb_path in notebooks:
-            if nb_path.suffix != ".ipynb":
-                raise UsageError(f"not a notebook (expected a .ipynb file): {nb_path}")
-            try:
-                read_notebook(nb_path)
-            except ValueError:
-                raise UsageError(f"not a readable Jupyter notebook: {nb_path}") from None
-            lesson = lessons_dir / nb_path.name
-            if not lesson.exists():
-                known = ", ".join(sorted(p.name for p in lessons_dir.glob("*.ipynb")))
-                raise UsageError(f"{nb_path} matches no lesson by file name (lessons: {known})")
-            found.append((nb_path, lesson))
+            if path.suffix.lower() != ".ipynb":
+                raise UsageError(f"not a notebook (expected a .ipynb file): {_display(path)}")
+            candidates = [(path, None)]
+        for nb_path, top in candidates:
+            key = os.path.realpath(nb_path)
+            if key in seen:
+                continue  # a file given twice, or given with its folder, is graded once
+            seen.add(key)
+            lesson, rest, note = match_lesson(nb_path.name, lessons)
+            student = _student(nb_path, top, rest)
+            sub = Submission(nb_path, lesson, student, _display(nb_path), note=note if lesson else None)
+            if lesson is None:
+                sub.problem = note
+            else:
+                try:
+                    read_notebook(nb_path)
+                except ValueError as exc:
+                    sub.problem = _display(f"not a readable Jupyter notebook ({str(exc).split('(', 1)[-1]}")
+            found.submissions.append(sub)
     return found
+
+
+def _student(path, top, rest):
+    """Who handed ``path`` in: its first folder under the folder given, else what its name adds, else its folder."""
+    if top is not None:
+        parts = path.relative_to(top).parts
+        if len(parts) > 1:
+            return _display(parts[0])
+    if rest:
+        return _display(rest)
+    return _display(path.resolve().parent.name or path.stem)
 
 
 # ---------------------------------------------------------------- rebuilding
@@ -125,24 +253,38 @@ def _exercises(lesson):
     return out
 
 
+def _source(cell):
+    source = cell.get("source")
+    if isinstance(source, list) and all(isinstance(s, str) for s in source):
+        return "".join(source)
+    return source if isinstance(source, str) else None
+
+
 def _find_cell(submission, lesson_cell, number):
-    by_id = [c for c in submission.cells if c.get("id") == lesson_cell.get("id") and c.cell_type == "code"]
+    cells = [c for c in submission.cells if isinstance(c, dict) and c.get("cell_type") == "code"]
+    by_id = [c for c in cells if c.get("id") == lesson_cell.get("id")]
     if by_id:
         return by_id[0]
-    for cell in submission.cells:  # fallback: the exercise number, in metadata or in the label line
-        if cell.cell_type != "code":
-            continue
-        label = find_label(cell.source)
+    for cell in cells:  # fallback: the exercise number, in metadata or in the label line
+        source = _source(cell)
+        label = find_label(source) if source is not None else None
         if exercise_of(cell) == number or (label and label.number == number):
             return cell
     return None
 
 
-def _answer(ex, cell):
+def _top_level(source):
+    return ast.parse(source).body
+
+
+def _answer(ex, cell, lesson_source):
     """The learner's answer lines for ``ex`` in ``cell``; None if untouched; or an error message."""
     if cell is None:
         return None, None
-    lines = cell.source.splitlines()
+    source = _source(cell)
+    if source is None:
+        return None, "the exercise cell in your notebook is malformed (its source is not text); copy it from the lesson"
+    lines = source.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     n_pre, n_suf = len(ex.prefix), len(ex.suffix)
@@ -154,10 +296,41 @@ def _answer(ex, cell):
     region = lines[n_pre : len(lines) - n_suf]
     if region == ex.stub:
         return None, None
-    indent = ex.stub[0][: len(ex.stub[0]) - len(ex.stub[0].lstrip())]
-    if any(line.strip() and not line.startswith(indent) for line in region):
+    text = "\n".join(region)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return None, f"your answer holds a character that is not valid text (U+{ord(exc.object[exc.start]):04X})"
+    if "\x00" in text:
+        return None, "your answer holds a null character"
+    source = "\n".join(ex.prefix + region + ex.suffix)
+    try:
+        body = _top_level(source)
+    except SyntaxError as exc:
+        return None, f"your code does not parse: {exc.msg} (line {exc.lineno} of the cell)"
+    except (ValueError, MemoryError, RecursionError) as exc:
+        return None, f"your code cannot be read: {type(exc).__name__}"
+    code_lines = [i for i, line in enumerate(region) if line.strip() and not line.strip().startswith("#")]
+    if code_lines and not _inside_function(
+        body, _top_level(lesson_source), n_pre + 1 + code_lines[0], n_pre + 1 + code_lines[-1]
+    ):
         return None, "the answer must stay inside the function body (keep its indentation)"
     return region, None
+
+
+def _inside_function(body, pristine, first, last):
+    """The answer (lines ``first``..``last``) lies inside the function that held the stub, and adds no statement
+    at the top level: a continuation line at column 0 is fine, a dedented statement is not."""
+    if [type(n) for n in body] != [type(n) for n in pristine]:
+        return False
+    for node in body:
+        if (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.lineno < first
+            and node.end_lineno >= last
+        ):
+            return True
+    return False
 
 
 def rebuild(lesson, submission, only=None):
@@ -167,50 +340,101 @@ def rebuild(lesson, submission, only=None):
     to an ``error`` message (the stub stays in place for it). ``only``: copy
     in just these exercise numbers.
     """
+    import nbformat
+
     nb = nbformat.from_dict(json.loads(json.dumps(lesson)))
     problems = {}
     for ex in _exercises(lesson):
         if only is not None and ex.number not in only:
             continue
-        region, problem = _answer(ex, _find_cell(submission, lesson.cells[ex.cell_index], ex.number))
+        lesson_cell = lesson.cells[ex.cell_index]
+        region, problem = _answer(ex, _find_cell(submission, lesson_cell, ex.number), lesson_cell.source)
         if problem:
             problems[ex.number] = problem
             continue
         if region is None:
             continue
-        source = "\n".join(ex.prefix + region + ex.suffix)
-        try:
-            ast.parse(source)
-        except SyntaxError as exc:
-            problems[ex.number] = f"your code does not parse: {exc.msg} (line {exc.lineno} of the cell)"
-            continue
-        nb.cells[ex.cell_index].source = source
+        nb.cells[ex.cell_index].source = "\n".join(ex.prefix + region + ex.suffix)
     return nb, problems
 
 
 # ------------------------------------------------------------------ running
 
 
-def _run(nb, timeout, threads=None):
-    """Execute ``nb`` in a worker process; return ``(verdicts, ended)``.
+@dataclass
+class Settings:
+    """How to run: the per-cell ``timeout``, OpenMP ``threads``, the :class:`~.sandbox.Sandbox` (None:
+    uncontained) and extra checker modules (``checks``, file paths) for the replay."""
 
-    ``timeout`` is the limit for one cell. ``ended`` is "ok", "timeout" or
-    "died". ``verdicts`` maps an exercise number to the last recorded checker
-    result. ``threads`` caps the kernel's OpenMP threads: parallel jobs that
-    each use every core slow each other down far more than they gain (thread
-    oversubscription).
+    timeout: float = 300
+    threads: int | None = None
+    sandbox: object = None
+    checks: tuple = ()
+
+
+def _record_cell(folder):
+    from nbformat.v4 import new_code_cell
+
+    code = f"import helpers.tooling.replay as _vi_grade\n_vi_grade.install({str(folder)!r})\ndel _vi_grade"
+    return new_code_cell(code, id="vi-grade-recorder")
+
+
+def _kill_tree(proc):
+    """Kill a worker's process group and, uncontained, every process it started that is still its descendant."""
+    try:
+        import psutil
+
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except Exception:
+        children = []
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for child in children:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            child.kill()
+        except Exception:
+            pass
+
+
+def _run(nb, settings):
+    """Execute ``nb`` (contained unless ``settings.sandbox`` is None); ``(claims, replays, ended)``.
+
+    ``ended`` is "ok", "timeout" or "died". ``claims`` maps an exercise number
+    to the statuses the kernel's results file reports; ``replays`` is the
+    grader's own replay of each recorded check (:mod:`.replay`).
     """
+    from .notebook_io import write_notebook
+    from .sandbox import GRADE_DIR
+
+    timeout = settings.timeout
     with tempfile.TemporaryDirectory(prefix="vi-grade-") as tmp:
         tmp = Path(tmp)
+        (tmp / _RECORDS).mkdir()
+        inside = Path(GRADE_DIR) if settings.sandbox else tmp
+        nb.cells.insert(0, _record_cell(inside / _RECORDS))
         write_notebook(nb, tmp / "submission.ipynb")
-        results = tmp / "results.jsonl"
-        env = dict(os.environ, **{RESULTS_ENV: str(results)})
-        if threads is not None:
-            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+        (tmp / "results.jsonl").touch()
+        env = {RESULTS_ENV: str(inside / "results.jsonl")}
+        if settings.threads is not None:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(settings.threads)
+        argv = [sys.executable, "-m", "helpers.tooling.grading", str(inside / "submission.ipynb"), repr(float(timeout))]
+        if settings.sandbox:
+            uid = settings.sandbox.prepare(tmp)
+            command, cwd = settings.sandbox.command(tmp, argv, env, uid), "/"
+            full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        else:
+            command, cwd, full_env = argv, tmp, dict(os.environ, **env)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "helpers.tooling.grading", str(tmp / "submission.ipynb"), repr(float(timeout))],
-            cwd=tmp,
-            env=env,
+            command,
+            cwd=cwd,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -219,20 +443,46 @@ def _run(nb, timeout, threads=None):
         cells = sum(cell.cell_type == "code" for cell in nb.cells)
         try:
             code = proc.wait(timeout=timeout * (cells + 1) + _STARTUP)
-            ended = {_DIED: "died", _CELL_TIMEOUT: "timeout"}.get(code, "ok")
+            ended = "ok" if code == 0 else ("timeout" if code == _CELL_TIMEOUT else "died")
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the worker and its kernel
-            proc.wait()
             ended = "timeout"
-        verdicts = {}
-        if results.exists():
-            for line in results.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                    verdicts[str(entry["exercise"])] = (str(entry["status"]), str(entry["message"]))
-                except (ValueError, KeyError, TypeError):
-                    continue
-    return verdicts, ended
+        _kill_tree(proc)  # contained: the sandbox's PID namespace, and all in it, goes with it
+        proc.wait()
+        claims = _read_claims(tmp / "results.jsonl")
+        replays = _replay(tmp / _RECORDS, settings)
+    return claims, replays, ended
+
+
+def _read_claims(path):
+    claims = {}
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as fh:
+            text = fh.read(64 << 20).decode("utf-8", errors="replace")
+    except OSError:
+        return claims
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            claims.setdefault(str(entry["exercise"]), []).append(str(entry["status"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return claims
+
+
+def _replay(folder, settings):
+    """The grader's replay of the recorded checks, in a process of its own that runs no learner code."""
+    if not any(folder.glob("*.pt")):
+        return []
+    argv = [sys.executable, "-m", "helpers.tooling.replay", str(folder), *map(str, settings.checks)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.pop(RESULTS_ENV, None)
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=_REPLAY_LIMIT, env=env, check=False)
+        out = json.loads(done.stdout.decode("utf-8", errors="replace").strip().splitlines()[-1])
+        return out if isinstance(out, list) else []
+    except (subprocess.TimeoutExpired, ValueError, IndexError):
+        return [{"exercise": None, "status": FLAGGED, "message": "the grader's replay of its checks did not finish"}]
 
 
 def _worker(path, timeout):
@@ -244,6 +494,7 @@ def _worker(path, timeout):
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     from .execution import execute_notebook
+    from .notebook_io import read_notebook
 
     nb = read_notebook(path)
     try:
@@ -266,7 +517,56 @@ def _truncate_after_check(nb, number):
     return nb
 
 
-def grade_notebook(path, lesson_path, timeout=300, label=None, threads=None):
+def _verdicts(numbers, claims, replays):
+    """Each exercise's grade from the grader's replay, compared with what the kernel claimed.
+
+    The replay decides. A pass the kernel reported but the replay does not
+    confirm, a check recorded twice with different verdicts, or a malformed
+    record, is *flagged*, with what was seen.
+    """
+    out = {}
+    stray = [r for r in replays if r.get("exercise") not in numbers]
+    for n in numbers:
+        mine = [r for r in replays if r.get("exercise") == n]
+        claimed = claims.get(n, [])
+        kernel_passed = PASSED in claimed or any(r.get("claimed") == PASSED for r in mine)
+        if mine:
+            flagged = [r for r in mine if r.get("status") == FLAGGED]
+            verdicts = {(str(r.get("status")), str(r.get("message"))) for r in mine}
+            if flagged:
+                out[n] = (FLAGGED, f"its check's record does not match the checker: {flagged[0].get('message')}")
+            elif len({v[0] for v in verdicts}) > 1:
+                out[n] = (FLAGGED, "its check ran more than once, with different verdicts (a forged record?)")
+            else:
+                status, message = sorted(verdicts)[0]
+                status = status if status in STATUSES else ERROR
+                if status == UNVERIFIED and not kernel_passed:
+                    status, message = _claimed(claimed) or (ERROR, message)
+                elif kernel_passed and status not in (PASSED, UNVERIFIED):
+                    status, message = (
+                        FLAGGED,
+                        f"the notebook reported passed, but the grader's check of its answers says {status}: {message}",
+                    )
+                out[n] = (status, message)
+        elif claimed:
+            if kernel_passed or stray:
+                why = "a record that names no exercise of this lesson" if stray else "no record of its check"
+                out[n] = (FLAGGED, f"the notebook reported passed for this exercise, but left {why}")
+            else:
+                out[n] = _claimed(claimed)
+    return out
+
+
+def _claimed(claimed):
+    last = claimed[-1] if claimed else None
+    if last in (NOT_ATTEMPTED,):
+        return NOT_ATTEMPTED, "replace the `raise NotImplementedError(...)` line with your code, then rerun the check."
+    if last in STATUSES:
+        return last, "the notebook's own check reported this; the grader found no record of it to replay"
+    return None
+
+
+def grade_notebook(path, lesson_path, timeout=300, label=None, threads=None, settings=None, student=""):
     """Grade one submission; a list of :class:`Grade`, one per code exercise.
 
     The rebuilt notebook runs once, up to the last exercise's check cell. If the
@@ -277,17 +577,36 @@ def grade_notebook(path, lesson_path, timeout=300, label=None, threads=None):
     own first only when that could change its fate: when an earlier answer that
     did not pass ran before it (it might be the one to blame).
     """
-    lesson, submission = read_notebook(lesson_path), read_notebook(path)
-    label = label or str(path)
+    from .notebook_io import read_notebook
+
+    settings = settings or Settings(timeout=timeout, threads=threads)
+    label = label or _display(path)
+    lesson = read_notebook(lesson_path)
     numbers = [ex.number for ex in _exercises(lesson)]
+    try:
+        submission = read_notebook(path)
+        grades = _grade_runs(lesson, submission, numbers, settings)
+    except Exception as exc:  # one notebook's failure is its own rows, never the batch's
+        why = _display(f"{type(exc).__name__}: {exc}")[:300]
+        grades = {n: (ERROR, f"the grader could not grade this notebook ({why})") for n in numbers}
+    return [Grade(student, label, lesson_path.stem, n, *grades[n]) for n in numbers]
+
+
+def _grade_runs(lesson, submission, numbers, settings):
+    timeout = settings.timeout
     _, problems = rebuild(lesson, submission)
     grades = {n: (ERROR, message) for n, message in problems.items()}
     pending = [n for n in numbers if n not in problems]
     included = set(pending)
+
+    def run(only, last):
+        nb, _ = rebuild(lesson, submission, only=only)
+        claims, replays, ended = _run(_truncate_after_check(nb, last), settings)
+        return _verdicts(numbers, claims, replays), ended
+
     while pending:
-        nb, _ = rebuild(lesson, submission, only=included)
-        verdicts, ended = _run(_truncate_after_check(nb, pending[-1]), timeout, threads)
-        grades.update({n: _status(verdicts[n]) for n in pending if n in verdicts})
+        verdicts, ended = run(included, pending[-1])
+        grades.update({n: verdicts[n] for n in pending if n in verdicts})
         pending = [n for n in pending if n not in grades]
         if ended == "ok" or not pending:
             break
@@ -297,16 +616,15 @@ def grade_notebook(path, lesson_path, timeout=300, label=None, threads=None):
         if all(n in passed or grades[n][0] == NOT_ATTEMPTED for n in before):
             grades[culprit] = _abnormal(ended, timeout)  # running it again would replay the same code
         else:
-            alone, _ = rebuild(lesson, submission, only=passed | {culprit})
-            verdicts, alone_ended = _run(_truncate_after_check(alone, culprit), timeout, threads)
+            verdicts, alone_ended = run(passed | {culprit}, culprit)
             if culprit in verdicts:
-                grades[culprit] = _status(verdicts[culprit])
+                grades[culprit] = verdicts[culprit]
             elif alone_ended != "ok":
                 grades[culprit] = _abnormal(alone_ended, timeout)
         included = passed | set(pending)
     for number in numbers:
         grades.setdefault(number, (ERROR, "no result: the check cell did not run to completion"))
-    return [Grade(label, lesson_path.stem, n, *grades[n]) for n in numbers]
+    return grades
 
 
 def _abnormal(ended, timeout):
@@ -315,17 +633,25 @@ def _abnormal(ended, timeout):
     return ERROR, "the kernel died while checking this exercise (os._exit, a crash, or memory exhausted)"
 
 
-def _status(verdict):
-    status, message = verdict
-    return (status if status in STATUSES else ERROR), message
+def grade(paths, lessons_dir, timeout=300, jobs=1, sandbox=None, checks=(), found=None):
+    """Grade every notebook under ``paths`` (files or folders); a flat list of :class:`Grade`.
 
+    ``sandbox``: a :class:`~.sandbox.Sandbox`, or None to run uncontained.
+    A notebook that cannot be graded (unreadable, no lesson) gets one row with
+    exercise ``-`` and status ``error``.
+    """
+    found = found or find_submissions(paths, Path(lessons_dir))
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None  # share the cores between jobs
+    settings = Settings(timeout=timeout, threads=threads, sandbox=sandbox, checks=tuple(checks))
 
-def grade(paths, lessons_dir, timeout=300, jobs=1):
-    """Grade every notebook under ``paths`` (files or folders); a flat list of :class:`Grade`."""
-    submissions = find_submissions(paths, Path(lessons_dir))
+    def one(sub):
+        if sub.problem:
+            lesson = sub.lesson.stem if sub.lesson else ""
+            return [Grade(sub.student, sub.label, lesson, "-", ERROR, sub.problem)]
+        return grade_notebook(sub.path, sub.lesson, label=sub.label, settings=settings, student=sub.student)
+
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None  # share the cores between jobs
-        futures = [pool.submit(grade_notebook, path, lesson, timeout, threads=threads) for path, lesson in submissions]
+        futures = [pool.submit(one, sub) for sub in found.submissions]
         return [g for f in futures for g in f.result()]
 
 
@@ -333,27 +659,86 @@ def grade(paths, lessons_dir, timeout=300, jobs=1):
 
 
 def format_table(grades):
-    rows = [("notebook", "exercise", "status", "message")] + [
-        (g.notebook, g.exercise, g.status, g.message) for g in grades
+    rows = [("student", "notebook", "exercise", "status", "message")] + [
+        (g.student, g.notebook, g.exercise, g.status, g.message) for g in grades
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = []
     for i, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
         if i == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 7)
     return "\n".join(lines)
+
+
+def summary(grades):
+    """``[(student, passed, total)]`` in the order students first appear."""
+    out = {}
+    for g in grades:
+        passed, total = out.get(g.student, (0, 0))
+        out[g.student] = (passed + (g.status == PASSED), total + (g.exercise != "-"))
+    return [(s, p, t) for s, (p, t) in out.items()]
+
+
+def format_summary(grades):
+    rows = summary(grades)
+    width = max([len("student")] + [len(s) for s, _, _ in rows])
+    lines = [f"{'student'.ljust(width)}  passed"]
+    lines += [f"{s.ljust(width)}  {p} of {t}" for s, p, t in rows]
+    return "\n".join(lines)
+
+
+def feedback_text(student, grades):
+    """The written feedback for one student: each exercise's line, as the checker words it."""
+    lines = [f"Feedback for {student}", ""]
+    for notebook in dict.fromkeys(g.notebook for g in grades):
+        mine = [g for g in grades if g.notebook == notebook]
+        passed = sum(g.status == PASSED for g in mine)
+        lines.append(f"{notebook} ({mine[0].lesson or 'no lesson'}): {passed} of {len(mine)} exercises passed")
+        for g in mine:
+            if g.exercise == "-":
+                lines.append(f"  not graded: {g.message}")
+            else:
+                lines.append(f"  Exercise {g.exercise}: {g.status} - {g.message}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _safe_name(text):
+    name = re.sub(r"[^\w.-]+", "_", text).strip("._") or "student"
+    return name[:100]
+
+
+def write_feedback(grades, folder):
+    folder = Path(folder)
+    folder.mkdir(exist_ok=True)
+    written = {}
+    for student in dict.fromkeys(g.student for g in grades):
+        name = _safe_name(student)
+        while name in written:
+            name += "_"
+        written[name] = student
+        text = feedback_text(student, [g for g in grades if g.student == student])
+        (folder / f"{name}.txt").write_text(text, encoding="utf-8")
+    return written
 
 
 def write_json(grades, path):
     Path(path).write_text(json.dumps([asdict(g) for g in grades], indent=2) + "\n", encoding="utf-8")
 
 
+def _cell(text):
+    """A CSV cell a spreadsheet shows as text: never read as a formula."""
+    return "'" + text if text[:1] in ("=", "+", "@", "\t", "\r") else text
+
+
 def write_csv(grades, path):
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["notebook", "lesson", "exercise", "status", "message"])
+    # utf-8-sig: a spreadsheet opens it as UTF-8 without asking
+    with open(path, "w", newline="", encoding="utf-8-sig") as fh:
+        fields = ["student", "notebook", "lesson", "exercise", "status", "message"]
+        writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(asdict(g) for g in grades)
+        writer.writerows({k: _cell(v) for k, v in asdict(g).items()} for g in grades)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,18 @@ def test_amortized_elbo_accepts(fn, capsys):
     accepts(check_amortized_elbo, fn, capsys)
 
 
+def test_amortized_elbo_reports_the_learners_in_place_error_as_theirs(capsys):
+    def in_place(x, encoder, log_joint, eps):
+        mean, log_scale = encoder(x)
+        scale = log_scale.exp()  # exp's backward needs its output ...
+        z = mean + scale * eps
+        log_q = Normal(mean, scale).log_prob(z).sum(-1)
+        scale.mul_(1.0)  # ... which is then modified in place
+        return (log_joint(x, z) - log_q).mean(0)
+
+    rejects(check_amortized_elbo, in_place, capsys, "changes a tensor in place", "x = x + ...")
+
+
 def test_amortized_elbo_names_mistakes(capsys):
     def variant(z_of=None, use_log_q=True, reduce=lambda t: t.mean(0), detach=False):
         def fn(x, encoder, log_joint, eps):
@@ -151,7 +163,14 @@ def test_refine_accepts(fn, capsys):
 def test_refine_names_mistakes(capsys):
     def sign_flipped(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
         return amortized.fit_per_datapoint(
-            x, lambda x, z: -log_joint(x, z), mean.shape[-1], steps, lr=lr, final_lr_factor=1.0, init=(mean, log_scale)
+            x,
+            lambda x, z: -log_joint(x, z),
+            mean.shape[-1],
+            steps,
+            lr=lr,
+            S=S,
+            final_lr_factor=1.0,
+            init=(mean, log_scale),
         )
 
     def in_place(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
@@ -168,10 +187,10 @@ def test_refine_names_mistakes(capsys):
         return amortized.refine(x, mean, log_scale, log_joint, steps, lr=1e-4, S=S)
 
     rejects(check_refine, lambda x, m, ls, lj, steps, lr=0.05, S=8: (m.clone(), ls.clone()), capsys, "not moved")
-    rejects(check_refine, sign_flipped, capsys, "got worse")
+    rejects(check_refine, sign_flipped, capsys, "ascend the ELBO")
     rejects(check_refine, in_place, capsys, "in place")
     rejects(check_refine, not_detached, capsys, "detached")
-    rejects(check_refine, too_slow, capsys, "the reference reaches")
+    rejects(check_refine, too_slow, capsys, "as if lr were 0.0001")
     rejects(check_refine, lambda x, m, ls, lj, steps, lr=0.05, S=8: (m + 1.0, ls), capsys, "steps = 0")
 
     def fixed_noise(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):  # one set of draws for every step
@@ -194,6 +213,54 @@ def test_refine_names_mistakes(capsys):
         return m, log_scale.clone()
 
     rejects(check_refine, mean_only, capsys, "log_scale has not moved")
+
+
+def _refine_with(steps_of=lambda k: k, lr_of=lambda lr: lr, S_of=lambda S: S, optimizer=torch.optim.Adam):
+    def refine(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
+        m = mean.detach().clone().requires_grad_(True)
+        ls = log_scale.detach().clone().requires_grad_(True)
+        opt = optimizer([m, ls], lr=lr_of(lr))
+        for _ in range(steps_of(steps)):
+            z = m + ls.exp() * torch.randn(S_of(S), *m.shape, dtype=m.dtype)
+            loss = -(log_joint(x, z) - Normal(m, ls.exp()).log_prob(z).sum(-1)).mean(0).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return m.detach(), ls.detach()
+
+    return refine
+
+
+def refine_sticking_the_landing(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
+    m = mean.detach().clone().requires_grad_(True)
+    ls = log_scale.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([m, ls], lr=lr)
+    for _ in range(steps):
+        z = m + ls.exp() * torch.randn(S, *m.shape, dtype=m.dtype)
+        log_q = Normal(m.detach(), ls.detach().exp()).log_prob(z).sum(-1)
+        opt.zero_grad()
+        (-(log_joint(x, z) - log_q).mean()).backward()
+        opt.step()
+    return m.detach(), ls.detach()
+
+
+def test_refine_accepts_other_forms(capsys):
+    accepts(check_refine, _refine_with(), capsys)
+    accepts(check_refine, refine_sticking_the_landing, capsys)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (_refine_with(steps_of=lambda k: max(k - 1, 0)), "one step short"),
+        (_refine_with(steps_of=lambda k: k + 1 if k else 0), "one step too many"),
+        (_refine_with(lr_of=lambda lr: 0.05), "ignores its lr argument"),
+        (_refine_with(S_of=lambda S: 8), "draw the S = 5 samples"),
+        (_refine_with(optimizer=torch.optim.SGD), "use torch.optim.Adam"),
+    ],
+)
+def test_refine_honours_steps_lr_and_S(fn, words, capsys):
+    rejects(check_refine, fn, capsys, words)
 
 
 # ------------------------------------------------------------ exercise 4.3

@@ -166,7 +166,7 @@ def test_responsibilities_names_mistakes(capsys):
         "far from the means",
         "log space",
     )
-    rejects(check_responsibilities, lambda x, m, s2: torch.softmax(logits(x, m, s2), -1).T, capsys, "wrong shape")
+    rejects(check_responsibilities, lambda x, m, s2: torch.softmax(logits(x, m, s2), -1).T, capsys, "phi is transposed")
 
 
 # ------------------------------------------------------------ exercise 2.4
@@ -393,3 +393,47 @@ def _only_trace(x, model, um, ut, a_N, b_N, sweeps):
 )
 def test_cavi_names_mistakes(fn, words, capsys):
     rejects(check_cavi, fn, capsys, words)
+
+
+# ------------------------------------------------------------ common slips, named
+
+
+def _q_tau_mean_over_data(x, mu_N, lam_N, model):  # the expected squares averaged instead of summed
+    N = len(x)
+    a_N = torch.tensor(model.a0 + (N + 1) / 2, dtype=x.dtype)
+    squares = ((x - mu_N) ** 2 + 1 / lam_N).mean()
+    return a_N, model.b0 + 0.5 * (squares + model.lambda0 * ((mu_N - model.mu0) ** 2 + 1 / lam_N))
+
+
+def _components_centring_in_place(x, phi, prior_std):
+    shift = x.mean(0)
+    x -= shift  # centres the caller's data in place
+    m, s2 = comp_ref(x, phi, prior_std)
+    return m + s2[:, None] * phi.sum(0)[:, None] * shift, s2
+
+
+@pytest.mark.parametrize(
+    "checker, fn, words",
+    [
+        (check_update_q_mu, lambda x, E, model: model.update_q_mu(x, E)[::-1], "the tuple is swapped"),
+        (
+            check_update_q_mu,
+            lambda x, E, model: (
+                (model.lambda0 * model.mu0 + x.mean()) / (model.lambda0 + len(x)),
+                model.update_q_mu(x, E)[1],
+            ),
+            "not the mean xbar",
+        ),
+        (check_update_q_tau, lambda x, m, lam, model: model.update_q_tau(x, m, lam)[::-1], "the tuple is swapped"),
+        (check_update_q_tau, _q_tau_mean_over_data, "summed over the N data points, not averaged"),
+        (check_component_update, lambda x, phi, sd: comp_ref(x, phi, sd)[::-1], "the tuple is swapped"),
+        (
+            check_component_update,
+            lambda x, phi, sd: (comp_ref(x, phi, sd)[0].T, comp_ref(x, phi, sd)[1]),
+            "m is transposed",
+        ),
+        (check_component_update, _components_centring_in_place, "changed its argument 1 in place"),
+    ],
+)
+def test_common_slips_are_named(checker, fn, words, capsys):
+    rejects(checker, fn, capsys, words)

@@ -277,6 +277,12 @@ def _gradient_breaker(where):
         if where == "no_grad":
             with torch.no_grad():
                 z, psi0 = q.rsample(S)
+        elif where == "detached extra psi":  # right along the mean (by symmetry), wrong along the mixing scale
+            z, psi0 = q.rsample(S)
+            lp = log_target(z)
+            extra = q.log_conditional(z[:, None], q.sample_psi(K).detach())
+            log_terms = torch.cat([q.log_conditional(z, psi0)[:, None], extra], 1)
+            return (lp - (log_terms.logsumexp(1) - math.log(K + 1))).mean()
         else:
             z, psi0 = q.rsample(S)
             if where == "detach":
@@ -288,9 +294,33 @@ def _gradient_breaker(where):
     return bound
 
 
-@pytest.mark.parametrize("where", ["no_grad", "detach", "target"])
+@pytest.mark.parametrize("where", ["no_grad", "detach", "target", "detached extra psi"])
 def test_sivi_bound_rejects_a_broken_gradient(where, capsys):
     rejects(check_sivi_bound, _gradient_breaker(where), capsys, "gradient")
+
+
+def test_sivi_bound_names_the_parameter_whose_gradient_is_wrong(capsys):
+    rejects(check_sivi_bound, _gradient_breaker("detached extra psi"), capsys, "the mixing weight", "s.e.")
+
+
+def test_the_amortized_surrogate_reports_the_learners_in_place_error_as_theirs(capsys):
+    def in_place(x, z, psi, ls, lj):
+        scale = ls.exp()  # exp's backward needs its output ...
+        log_q = Normal(psi, scale).log_prob(z).sum(-1)
+        scale.mul_(1.0)  # ... which is then modified in place
+        return lj(x, z) - (torch.logsumexp(log_q, 0) - math.log(psi.shape[0]))
+
+    rejects(check_semi_implicit_elbo_terms, in_place, capsys, "changes a tensor in place")
+
+
+def test_the_ksd_reports_the_learners_in_place_error_as_theirs(capsys):
+    def in_place(z, d, h):
+        k = torch.exp(-(torch.cdist(z, z) ** 2) / (2 * h**2))  # exp's backward needs its output ...
+        out = ((k * (d @ d.T)).sum() - (d**2).sum()) / (len(z) * (len(z) - 1))
+        k.mul_(1.0)  # ... which is then modified in place
+        return out
+
+    rejects(check_ksd_u_statistic, in_place, capsys, "changes a tensor in place")
 
 
 def test_sivi_bound_names_finer_mistakes(capsys):

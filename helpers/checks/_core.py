@@ -25,6 +25,7 @@ __all__ = [
     "fail",
     "call_learner",
     "learner_grad",
+    "learner_backward",
     "expect_gradient",
     "results",
     "require",
@@ -121,6 +122,14 @@ def learner_grad(outputs, inputs, **kwargs):
     kwargs.setdefault("allow_unused", True)
     try:
         return torch.autograd.grad(outputs, inputs, **kwargs)
+    except RuntimeError as exc:
+        raise _learner_error(exc, during=" (while taking the gradient through it)") from None
+
+
+def learner_backward(value):
+    """``value.backward()`` through a graph the learner built; its errors are the learner's, as in learner_grad."""
+    try:
+        value.backward()
     except RuntimeError as exc:
         raise _learner_error(exc, during=" (while taking the gradient through it)") from None
 

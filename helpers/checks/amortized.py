@@ -24,6 +24,7 @@ from ._core import (
     fail,
     flat,
     fmt,
+    learner_grad,
 )
 
 __all__ = ["check_amortized_elbo", "check_linear_encoder", "check_inference_gaps", "check_refine"]
@@ -48,8 +49,9 @@ def _encoder_and_data():
     return model, encoder, x, eps
 
 
-def _value_and_grads(fn_out, encoder):
-    grads = torch.autograd.grad(fn_out.sum(), list(encoder.parameters()), allow_unused=True, retain_graph=True)
+def _value_and_grads(fn_out, encoder, learner=False):
+    take = learner_grad if learner else torch.autograd.grad
+    grads = take(fn_out.sum(), list(encoder.parameters()), allow_unused=True, retain_graph=True)
     if any(g is None for g in grads):
         fail(
             "no gradient reaches some of the encoder's weights: compute mean and log_scale with encoder(x) and "
@@ -85,7 +87,7 @@ def check_amortized_elbo(amortized_elbo):
             "no gradient reaches the encoder: build z = mean + exp(log_scale) * eps from encoder(x), without "
             ".detach() or torch.no_grad()"
         )
-    grads = _value_and_grads(out, encoder)
+    grads = _value_and_grads(out, encoder, learner=True)
     value = out.detach()
 
     def entropy_log_q(mean, scale, z):  # exact entropy in place of -log q: also correct
@@ -252,6 +254,52 @@ def check_inference_gaps(inference_gaps):
     return "matches log p(x) - ELBO(q*) and ELBO(q*) - ELBO(q_phi) per data point, with the draws given."
 
 
+def _check_refine_arguments(refine, x, start_mean, start_log_scale, steps=3, lr=0.01, S=5):
+    r"""``steps``, ``lr`` and ``S`` are honoured: on a log joint linear in :math:`z`, :math:`c^\top z`, the ELBO's
+    gradient in the mean is the constant :math:`c`, and Adam moves each coordinate by ``lr`` per step toward
+    :math:`\mathrm{sign}(c)` (its update is :math:`\hat m/\sqrt{\hat v} = \pm 1` for a constant gradient), so after
+    ``steps`` steps the means have moved by ``steps * lr``; the shapes of the ``z`` it is evaluated at show ``S``."""
+    c = torch.tensor([3.0, -2.0], dtype=_F64)
+    shapes = []
+
+    def linear_log_joint(x_, z):
+        shapes.append(tuple(z.shape))
+        return (z * c).sum(-1)
+
+    context = f" (called with steps = {steps}, lr = {lr}, S = {S} on a log joint linear in z)"
+    out = call_learner(refine, x, start_mean, start_log_scale, linear_log_joint, steps, lr=lr, S=S)
+    mean, _ = as_tensor_tuple(out, ("mean", "log_scale"))
+    expect_shape(mean, start_mean.shape, " (for mean)" + context)
+    sizes = {shape[0] for shape in shapes if len(shape) == 3}
+    if sizes and S not in sizes:
+        fail(
+            f"the log joint was evaluated on z of shape {shapes[0]}: draw the S = {S} samples per data point "
+            f"you are asked for, z of shape (S, B, L), not a fixed number{context}"
+        )
+    moved = float(((mean.detach() - start_mean) * c.sign()).mean()) / (steps * lr)  # 1 for steps Adam steps at lr
+    if torch.equal(mean.detach(), start_mean):
+        fail(
+            f"after {steps} steps the means have not moved: step the optimiser on copies that require gradients, "
+            "and return those copies" + context
+        )
+    named = {
+        -1.0: "the means moved away from higher ELBO: ascend the ELBO (minimise loss = -elbo)",
+        (steps - 1) / steps: f"took {steps - 1} steps for steps = {steps}: one step short (range(steps))",
+        (steps + 1) / steps: f"took {steps + 1} steps for steps = {steps}: one step too many (range(steps))",
+        0.05 / lr: "ignores its lr argument (moved as if lr = 0.05): pass lr to the optimiser",
+        0.005 / lr: "ignores its lr argument (moved as if lr = 0.005): pass lr to the optimiser",
+        float(c.abs().mean()): "moved by lr times the gradient, as plain gradient descent does: use torch.optim.Adam",
+    }
+    if not 0.85 <= moved <= 1.05:
+        for ratio, message in named.items():
+            if abs(moved - ratio) <= 0.1 * abs(ratio):
+                fail(message + context)
+        fail(
+            f"the means moved {moved:.2f} x steps x lr{context}, as if lr were {moved * lr:.3g}: pass lr to "
+            "torch.optim.Adam, which moves each coordinate by about lr per step when the gradient is constant"
+        )
+
+
 @checker("4.4", "semi-amortized refinement")
 def check_refine(refine):
     model = _ppca()
@@ -270,6 +318,7 @@ def check_refine(refine):
     )
     if not (torch.equal(same[0].detach(), start_mean) and torch.equal(same[1].detach(), start_log_scale)):
         fail("with steps = 0 it must return the starting point unchanged")
+    _check_refine_arguments(refine, x, start_mean, start_log_scale)
     mean, log_scale = as_tensor_tuple(
         call_learner(refine, x, start_mean, start_log_scale, model.log_joint, 100), ("mean", "log_scale")
     )

@@ -64,6 +64,9 @@ def check_update_q_mu(update_q_mu):
                     "the prior precision is lambda0 tau, so E[tau] "
                     "multiplies lambda0 too: lambda_N = (lambda0 + N) E[tau]"
                 ): flat(ref_mu, model.lambda0 + N * E_tau),
+                "the tuple is swapped: return (mu_N, lambda_N), the mean first": flat(ref_lam, ref_mu),
+                "mu_N needs the sum N xbar = sum_i x_i, not the mean xbar: mu_N = (lambda0 mu0 + N xbar) / "
+                "(lambda0 + N)": flat((model.lambda0 * model.mu0 + xbar) / (model.lambda0 + N), ref_lam),
             },
             context=f" (at E[tau] = {float(E_tau):g})",
             labels=["mu_N", "lambda_N"],
@@ -105,6 +108,10 @@ def check_update_q_tau(update_q_tau):
                 "returns 1/b_N; torch's Gamma(a, b) and this update use the rate b_N": flat(ref_a, 1 / ref_b),
                 "use mu_N, the mean of q(mu), in the expected squares (x_i - mu_N)^2, not the data mean xbar": flat(
                     ref_a, ref_b + 0.5 * (((x - xbar) ** 2).sum() - ((x - mu_N) ** 2).sum())
+                ),
+                "the tuple is swapped: return (a_N, b_N), the shape first": flat(ref_b, ref_a),
+                "the likelihood's expected squares are summed over the N data points, not averaged": flat(
+                    ref_a, ref_b - 0.5 * (1 - 1 / N) * (((x - mu_N) ** 2).sum() + N / lam_N)
                 ),
             },
             context=f" (at mu_N = {float(mu_N):g}, lambda_N = {float(lam_N):g})",
@@ -184,12 +191,12 @@ def check_cavi(cavi):
 
 
 def _mixture_problem():
-    # D = 3, so that sigma^D, D sigma and sigma^2 all differ
+    # D = 3, so that sigma^D, D sigma and sigma^2 all differ; K = 4 components, so a transposed m cannot pass
     x = torch.tensor(
         [[0.5, 1.0, -0.2], [-2.0, 0.3, 1.1], [3.1, -1.2, 0.4], [0.0, 0.0, 0.0], [1.5, 2.5, -1.0]], dtype=_F64
     )
-    m = torch.tensor([[0.0, 1.0, 0.3], [2.5, -1.0, -0.5], [-1.5, 0.5, 1.0]], dtype=_F64)
-    s2 = torch.tensor([0.1, 0.6, 2.0], dtype=_F64)  # unequal, so the D s_k^2 term matters
+    m = torch.tensor([[0.0, 1.0, 0.3], [2.5, -1.0, -0.5], [-1.5, 0.5, 1.0], [1.0, 1.5, -0.5]], dtype=_F64)
+    s2 = torch.tensor([0.1, 0.6, 2.0, 0.3], dtype=_F64)  # unequal, so the D s_k^2 term matters
     return x, m, s2
 
 
@@ -198,6 +205,8 @@ def check_responsibilities(update_responsibilities):
     x, m, s2 = _mixture_problem()
     N, K, D = x.shape[0], m.shape[0], x.shape[1]
     phi = as_tensor_result(call_learner(update_responsibilities, x, m, s2))
+    if phi.shape == (K, N):
+        fail(f"phi is transposed: shape ({K}, {N}); return one row per data point and one column per component")
     expect_shape(phi, (N, K), " (one row per data point, one column per component)")
     expect_finite(phi)
     ref = mixture.update_responsibilities(x, m, s2)
@@ -233,11 +242,23 @@ def check_responsibilities(update_responsibilities):
 @checker("2.5", "CAVI update of the component means")
 def check_component_update(update_components):
     x, _, _ = _mixture_problem()
-    phi = torch.tensor(
-        [[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4], [0.9, 0.05, 0.05]], dtype=_F64
+    phi = torch.tensor(  # K = 4 components for D = 3 dimensions, so that m (K, D) cannot be transposed unnoticed
+        [
+            [0.6, 0.2, 0.1, 0.1],
+            [0.1, 0.1, 0.7, 0.1],
+            [0.2, 0.6, 0.1, 0.1],
+            [0.3, 0.2, 0.4, 0.1],
+            [0.8, 0.05, 0.05, 0.1],
+        ],
+        dtype=_F64,
     )
     prior_std = 3.0
     m, s2 = as_tensor_tuple(call_learner(update_components, x, phi, prior_std), ("m", "s2"))
+    K, D = phi.shape[1], x.shape[1]
+    if m.shape == (K,) and s2.shape == (K, D):
+        fail("the tuple is swapped: return (m, s2), the means (K, D) first, then the variances (K,)")
+    if m.shape == (D, K):
+        fail(f"m is transposed: shape ({D}, {K}); return one row per component, shape (K, D) = ({K}, {D})")
     expect_shape(m, (phi.shape[1], x.shape[1]), " (for m: one row per component)")
     expect_shape(s2, (phi.shape[1],), " (for s2: one variance per component)")
     expect_finite(flat(m, s2))

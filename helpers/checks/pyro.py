@@ -11,7 +11,7 @@ import math
 import torch
 
 from ..logistic_regression import BayesianLogisticRegression
-from ._core import call_learner, checker, fail, fmt
+from ._core import call_learner, checker, fail, fmt, learner_backward
 
 __all__ = ["check_pyro_logistic_model", "check_pyro_mean_field_guide"]
 
@@ -174,7 +174,7 @@ def check_pyro_mean_field_guide(guide):
     pyro.param("mean", mean.clone())
     pyro.param("log_scale", log_scale.clone())
     fn = _sample_sites(_trace(guide, X, y, prior_std))["w"]["fn"]
-    fn.rsample().sum().backward()
+    learner_backward(call_learner(fn.rsample).sum())
     store = pyro.get_param_store()
     grads = [store.get_param(name).grad for name in ("mean", "log_scale")]
     pyro.clear_param_store()

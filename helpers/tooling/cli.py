@@ -91,7 +91,10 @@ def main(argv=None):
 
         return execute_solutions(root, args.notebooks)
     if args.command == "grade":
-        return _grade(parser, root, args)
+        try:
+            return _grade(parser, root, args)
+        except SystemExit as exc:  # a usage error, in one line (parser.error)
+            return exc.code
     if args.command == "export-nbgrader":
         from .nbgrader import export_nbgrader
 

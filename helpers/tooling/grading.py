@@ -307,6 +307,9 @@ def _answer(ex, cell, lesson_source):
     try:
         body = _top_level(source)
     except SyntaxError as exc:
+        indent = ex.stub[0][: len(ex.stub[0]) - len(ex.stub[0].lstrip())]
+        if any(line.strip() and not line.startswith(indent) for line in region):
+            return None, "the answer must stay inside the function body (keep its indentation)"
         return None, f"your code does not parse: {exc.msg} (line {exc.lineno} of the cell)"
     except (ValueError, MemoryError, RecursionError) as exc:
         return None, f"your code cannot be read: {type(exc).__name__}"
@@ -430,6 +433,8 @@ def _run(nb, settings):
             full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         else:
             command, cwd, full_env = argv, tmp, dict(os.environ, **env)
+            extra = [str(Path(m).resolve().parent) for m in settings.checks]  # the extra checkers, importable
+            full_env["PYTHONPATH"] = os.pathsep.join(extra + [p for p in [os.environ.get("PYTHONPATH")] if p])
         proc = subprocess.Popen(
             command,
             cwd=cwd,

@@ -71,8 +71,14 @@ def _export(value, depth=0):
         if type(plain) is not torch.Tensor:
             plain = plain.as_subclass(torch.Tensor)
         return ["t", plain, bool(value.requires_grad)]
-    if isinstance(value, _SAFE):
+    if type(value) in _SAFE:
         return ["v", value]
+    for base in (bool, int, float, str):  # a subclass (with its own == or !=) is recorded as its plain value
+        if isinstance(value, base):
+            return [
+                "v",
+                base(base.__index__(value) if base in (bool, int) else getattr(base, f"__{base.__name__}__")(value)),
+            ]
     if isinstance(value, (tuple, list)):
         return ["tuple" if isinstance(value, tuple) else "list", [_export(v, depth + 1) for v in value]]
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
@@ -398,7 +404,7 @@ def replay_record(record):
     if not isinstance(record, dict) or not isinstance(record.get("events"), list):
         return "flagged", "its check left a malformed record"
     exercise = str(record.get("exercise"))
-    check = _core.CHECKERS.get(exercise)
+    check = _checker(exercise)
     if check is None:
         return "flagged", f"its record names exercise {exercise}, which has no checker"
     dtype = {"torch.float32": torch.float32, "torch.float64": torch.float64}.get(record.get("dtype", "torch.float32"))
@@ -465,8 +471,6 @@ def _main(argv):
     """``python -m helpers.tooling.replay FOLDER [MODULE.py ...]``: print the replayed verdicts as JSON."""
     import importlib.util
 
-    import helpers.checks  # noqa: F401  (registers the course's checkers)
-
     for index, module in enumerate(argv[1:]):
         spec = importlib.util.spec_from_file_location(f"_vi_grade_checks_{index}", module)
         mod = importlib.util.module_from_spec(spec)
@@ -474,6 +478,13 @@ def _main(argv):
         spec.loader.exec_module(mod)
     torch.set_num_threads(1)
     print(json.dumps(replay(argv[0])))
+
+
+def _checker(exercise):
+    """The grader's own checker of ``exercise``: an extra module's, else the course's (imported when needed)."""
+    if exercise not in _core.CHECKERS:
+        import helpers.checks  # noqa: F401  (registers the course's checkers)
+    return _core.CHECKERS.get(exercise)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,12 @@ import csv
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -72,7 +74,7 @@ __all__ = [
 _DIED = 3  # worker exit status: the kernel died
 _CELL_TIMEOUT = 4  # worker exit status: a cell ran past the limit
 _STARTUP = 120  # seconds the worker may spend outside cells (kernel start, shutdown) before it is killed
-_REPLAY_LIMIT = 300  # seconds for the grader's replay of one run's checks
+_REPLAY_LIMIT = 120  # seconds for the grader's replay of one run's checks (each checker answers in 2 s)
 _RECORDS = "records"
 
 
@@ -120,7 +122,11 @@ class _Exercise:
 
 def _display(text):
     """``text`` as printable UTF-8: undecodable bytes of a file name and lone surrogates become escapes."""
-    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    text = str(text)
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")  # a file name's own bytes, as \xNN
+    except UnicodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _debris(path, top):
@@ -373,6 +379,7 @@ class Settings:
     threads: int | None = None
     sandbox: object = None
     checks: tuple = ()
+    replayer: object = None
 
 
 def _record_cell(folder):
@@ -454,7 +461,7 @@ def _run(nb, settings):
         _kill_tree(proc)  # contained: the sandbox's PID namespace, and all in it, goes with it
         proc.wait()
         claims = _read_claims(tmp / "results.jsonl")
-        replays = _replay(tmp / _RECORDS, settings)
+        replays = settings.replayer.replay(tmp / _RECORDS)
     return claims, replays, ended
 
 
@@ -475,19 +482,52 @@ def _read_claims(path):
     return claims
 
 
-def _replay(folder, settings):
-    """The grader's replay of the recorded checks, in a process of its own that runs no learner code."""
-    if not any(folder.glob("*.pt")):
-        return []
-    argv = [sys.executable, "-m", "helpers.tooling.replay", str(folder), *map(str, settings.checks)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    env.pop(RESULTS_ENV, None)
-    try:
-        done = subprocess.run(argv, capture_output=True, timeout=_REPLAY_LIMIT, env=env, check=False)
-        out = json.loads(done.stdout.decode("utf-8", errors="replace").strip().splitlines()[-1])
-        return out if isinstance(out, list) else []
-    except (subprocess.TimeoutExpired, ValueError, IndexError):
-        return [{"exercise": None, "status": FLAGGED, "message": "the grader's replay of its checks did not finish"}]
+class _ReplayServer:
+    """The grader's replay (:mod:`.replay`), in one process of its own for a whole grading run.
+
+    It runs no learner code, only the grader's checkers on the records, and imports torch and the checkers
+    once. Requests are served one at a time; one that takes longer than its limit costs the server its life
+    (a fresh one starts for the next) and its exercises are flagged.
+    """
+
+    def __init__(self, checks):
+        self.checks, self.proc = [str(c) for c in checks], None
+        self.lock = threading.Lock()
+
+    def _start(self):
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        env.pop(RESULTS_ENV, None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "helpers.tooling.replay", "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+
+    def replay(self, folder):
+        if not any(folder.glob("*.pt")):
+            return []
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                self._start()
+            try:
+                self.proc.stdin.write((json.dumps({"folder": str(folder), "checks": self.checks}) + "\n").encode())
+                self.proc.stdin.flush()
+                ready, _, _ = select.select([self.proc.stdout], [], [], _REPLAY_LIMIT)
+                if not ready:
+                    raise TimeoutError
+                out = json.loads(self.proc.stdout.readline().decode("utf-8", errors="replace"))
+                return out if isinstance(out, list) else []
+            except (OSError, ValueError, TimeoutError):
+                self.close()
+                return [{"exercise": None, "status": FLAGGED, "message": "the grader's replay of its checks failed"}]
+
+    def close(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
 
 
 def _worker(path, timeout):
@@ -584,7 +624,8 @@ def grade_notebook(path, lesson_path, timeout=300, label=None, threads=None, set
     """
     from .notebook_io import read_notebook
 
-    settings = settings or Settings(timeout=timeout, threads=threads)
+    own = settings is None
+    settings = settings or Settings(timeout=timeout, threads=threads, replayer=_ReplayServer(()))
     label = label or _display(path)
     lesson = read_notebook(lesson_path)
     numbers = [ex.number for ex in _exercises(lesson)]
@@ -594,6 +635,9 @@ def grade_notebook(path, lesson_path, timeout=300, label=None, threads=None, set
     except Exception as exc:  # one notebook's failure is its own rows, never the batch's
         why = _display(f"{type(exc).__name__}: {exc}")[:300]
         grades = {n: (ERROR, f"the grader could not grade this notebook ({why})") for n in numbers}
+    finally:
+        if own:
+            settings.replayer.close()
     return [Grade(student, label, lesson_path.stem, n, *grades[n]) for n in numbers]
 
 
@@ -647,7 +691,7 @@ def grade(paths, lessons_dir, timeout=300, jobs=1, sandbox=None, checks=(), foun
     """
     found = found or find_submissions(paths, Path(lessons_dir))
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None  # share the cores between jobs
-    settings = Settings(timeout=timeout, threads=threads, sandbox=sandbox, checks=tuple(checks))
+    settings = Settings(timeout, threads, sandbox, tuple(checks), _ReplayServer(checks))
 
     def one(sub):
         if sub.problem:
@@ -655,9 +699,12 @@ def grade(paths, lessons_dir, timeout=300, jobs=1, sandbox=None, checks=(), foun
             return [Grade(sub.student, sub.label, lesson, "-", ERROR, sub.problem)]
         return grade_notebook(sub.path, sub.lesson, label=sub.label, settings=settings, student=sub.student)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(one, sub) for sub in found.submissions]
-        return [g for f in futures for g in f.result()]
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = [pool.submit(one, sub) for sub in found.submissions]
+            return [g for f in futures for g in f.result()]
+    finally:
+        settings.replayer.close()
 
 
 # ------------------------------------------------------------------ reporting

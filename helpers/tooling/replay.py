@@ -467,17 +467,40 @@ def replay(folder):
     return out
 
 
-def _main(argv):
-    """``python -m helpers.tooling.replay FOLDER [MODULE.py ...]``: print the replayed verdicts as JSON."""
+def _load_module(path, _loaded={}):  # noqa: B006 (a cache: each extra checker module is loaded once)
     import importlib.util
 
-    for index, module in enumerate(argv[1:]):
-        spec = importlib.util.spec_from_file_location(f"_vi_grade_checks_{index}", module)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
+    if path not in _loaded:
+        spec = importlib.util.spec_from_file_location(f"_vi_grade_checks_{len(_loaded)}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        _loaded[path] = module
+    return _loaded[path]
+
+
+def _main(argv):
+    """``python -m helpers.tooling.replay FOLDER [MODULE.py ...]``: print the replayed verdicts as JSON.
+
+    ``--serve``: read one request a line (``{"folder": ..., "checks": [...]}``) and answer each with one line,
+    so that a grading run imports torch and the checkers once.
+    """
     torch.set_num_threads(1)
-    print(json.dumps(replay(argv[0])))
+    if argv[:1] != ["--serve"]:
+        for module in argv[1:]:
+            _load_module(module)
+        print(json.dumps(replay(argv[0])))
+        return
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+            for module in request.get("checks", []):
+                _load_module(module)
+            answer = replay(request["folder"])
+        except Exception as exc:
+            answer = [{"exercise": None, "status": "flagged", "message": f"the replay failed ({type(exc).__name__})"}]
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
 
 
 def _checker(exercise):

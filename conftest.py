@@ -31,7 +31,7 @@ def pytest_configure(config):
 
 # Tests that run whole Jupyter kernels (a lesson top to bottom, a grading run): each takes 5 to 20 s. Handed
 # out right after the notebooks, so that the many short unit tests fill the gaps at the end.
-_KERNEL_TESTS = ("tests/test_notebooks.py::", "tests/test_grading.py::")
+_KERNEL_TESTS = ("tests/test_notebooks.py::", "tests/test_grading")  # test_grading*.py
 
 
 def pytest_collection_modifyitems(items):

@@ -19,7 +19,7 @@ import psutil
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from helpers.exercise_format import STUB_FIRST_LINE, exercise_of, find_stub
+from helpers.exercise_format import STATUSES, STUB_FIRST_LINE, exercise_of, find_stub
 from helpers.tooling.build import build_lessons
 from helpers.tooling.cli import main
 
@@ -249,3 +249,9 @@ def test_answer_escaping_the_function_body_is_an_error(capsys, tmp_path, tiny):
 def test_usage_errors_exit_2_with_one_line(capsys, tmp_path, make, words):
     status, out, err = grade(capsys, make(tmp_path))
     assert status == 2 and words in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_the_readme_status_table_is_what_the_grader_prints():
+    section = (ROOT / "README.md").read_text().split("### Grading\n", 1)[1].split("\n### ", 1)[0]
+    table = [line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")]
+    assert table == list(STATUSES)

@@ -122,6 +122,9 @@ def test_ci_runs_the_readme_commands():
     nbgrader = _readme_block("### Grading with nbgrader").splitlines()[0]
     assert nbgrader in ci and ci.index(nbgrader) > ci.index(test.strip()), "CI installs nbgrader as the README does"
     assert "tests/nbgrader_roundtrip.py" in ci
+    bubblewrap = _readme_block("### Grading\n").splitlines()[0]
+    assert bubblewrap == "apt-get install -y bubblewrap", "the Grading section installs bubblewrap first"
+    assert bubblewrap in ci and ci.index(bubblewrap) < ci.index(test.strip()), "CI grades contained, as the README"
 
 
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["lint", "format"])

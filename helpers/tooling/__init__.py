@@ -3,6 +3,8 @@
 - :mod:`.build`: generate ``lessons/`` from ``solutions/`` (``python -m helpers build-lessons``);
 - :mod:`.execution`: run notebooks in fresh kernels, store solution outputs (``execute-solutions``);
 - :mod:`.grading`: grade learners' notebooks (``grade``);
+- :mod:`.sandbox`: contain the learner code a grading run executes (bubblewrap);
+- :mod:`.replay`: record the checks in the grading kernel, replay them in the grader;
 - :mod:`.nbgrader`: export an nbgrader course (``export-nbgrader``);
 - :mod:`.notebook_io`: deterministic notebook reading and writing;
 - :mod:`.cli`: the command line behind ``python -m helpers``.

@@ -109,7 +109,7 @@ class Sandbox:
         args = [self.bwrap, "--die-with-parent", "--new-session"]
         args += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
         if not self.root:
-            args += ["--unshare-user"]
+            args += ["--unshare-user", "--disable-userns"]  # and no further user namespace inside
         for top in _SYSTEM:
             if os.path.islink(top):
                 args += ["--symlink", os.readlink(top), top]

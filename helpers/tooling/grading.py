@@ -566,15 +566,16 @@ def _verdicts(numbers, claims, replays):
     """Each exercise's grade from the grader's replay, compared with what the kernel claimed.
 
     The replay decides. A pass the kernel reported but the replay does not
-    confirm, a check recorded twice with different verdicts, or a malformed
-    record, is *flagged*, with what was seen.
+    confirm, a check recorded twice with different verdicts, or a record that
+    does not match the checker, is *flagged*, with what was seen.
     """
     out = {}
     stray = [r for r in replays if r.get("exercise") not in numbers]
     for n in numbers:
         mine = [r for r in replays if r.get("exercise") == n]
         claimed = claims.get(n, [])
-        kernel_passed = PASSED in claimed or any(r.get("claimed") == PASSED for r in mine)
+        recorded_pass = any(r.get("claimed") == PASSED for r in mine)
+        kernel_passed = PASSED in claimed or recorded_pass
         if mine:
             flagged = [r for r in mine if r.get("status") == FLAGGED]
             verdicts = {(str(r.get("status")), str(r.get("message"))) for r in mine}
@@ -588,15 +589,22 @@ def _verdicts(numbers, claims, replays):
                 if status == UNVERIFIED and not kernel_passed:
                     status, message = _claimed(claimed) or (ERROR, message)
                 elif kernel_passed and status not in (PASSED, UNVERIFIED):
-                    status, message = (
-                        FLAGGED,
-                        f"the notebook reported passed, but the grader's check of its answers says {status}: {message}",
+                    how = (
+                        "the check was made to pass inside the kernel (its checker, its recording or what it "
+                        "compares was changed)"
+                        if recorded_pass
+                        else "a passed verdict the check did not give was written to the results"
                     )
+                    status, message = FLAGGED, f"{how}; the grader's own check of its answers says {status}: {message}"
                 out[n] = (status, message)
         elif claimed:
-            if kernel_passed or stray:
-                why = "a record that names no exercise of this lesson" if stray else "no record of its check"
-                out[n] = (FLAGGED, f"the notebook reported passed for this exercise, but left {why}")
+            if kernel_passed:
+                why = "a record that names no exercise of this lesson" if stray else "no record of a check"
+                out[n] = (
+                    FLAGGED,
+                    f"a passed verdict was written for it with {why} (the results file was written to, or the "
+                    "check's recording switched off)",
+                )
             else:
                 out[n] = _claimed(claimed)
     return out

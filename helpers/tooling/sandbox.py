@@ -78,6 +78,7 @@ class Sandbox:
         if not self.prlimit or (os.geteuid() == 0 and not self.setpriv):
             raise SandboxUnavailable("prlimit and setpriv (util-linux) are needed to bound the contained processes")
         self.root = os.geteuid() == 0
+        self.version = _version(self.bwrap)
         self.memory, self.processes, self.file_size = memory, processes, file_size
         self._staging = tempfile.TemporaryDirectory(prefix="vi-grade-course-")
         self.lib = Path(self._staging.name) / "lib"
@@ -109,7 +110,9 @@ class Sandbox:
         args = [self.bwrap, "--die-with-parent", "--new-session"]
         args += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
         if not self.root:
-            args += ["--unshare-user", "--disable-userns"]  # and no further user namespace inside
+            args += ["--unshare-user"]
+            if self.version >= (0, 8):
+                args += ["--disable-userns"]  # and no further user namespace inside
         for top in _SYSTEM:
             if os.path.islink(top):
                 args += ["--symlink", os.readlink(top), top]
@@ -166,6 +169,14 @@ class Sandbox:
             if done.returncode != 0 or not (Path(tmp) / "ok").exists():
                 words = (done.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
                 raise SandboxUnavailable(f"bubblewrap failed here ({words})")
+
+
+def _version(bwrap):
+    try:
+        words = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10).stdout.split()
+        return tuple(int(p) for p in words[-1].split(".")[:2])
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return (0, 0)
 
 
 def _python_paths():

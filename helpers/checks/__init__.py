@@ -5,7 +5,13 @@ yet, or what is wrong) and returns whether it passed. It never raises.
 """
 
 from ._core import RESULTS_ENV, require, results
-from .amortized import check_amortized_elbo, check_inference_gaps, check_linear_encoder, check_refine
+from .amortized import (
+    check_amortized_elbo,
+    check_break_even,
+    check_inference_gaps,
+    check_linear_encoder,
+    check_refine,
+)
 from .cavi import check_cavi, check_component_update, check_responsibilities, check_update_q_mu, check_update_q_tau
 from .elbo import check_elbo_samples, check_gaussian_elbo, check_kl_normal, check_reverse_kl
 from .pyro import check_pyro_logistic_model, check_pyro_mean_field_guide
@@ -43,6 +49,7 @@ __all__ = [
     "check_subsampled_log_joint",
     "check_ppca_posterior",
     "check_amortized_elbo",
+    "check_break_even",
     "check_linear_encoder",
     "check_inference_gaps",
     "check_refine",

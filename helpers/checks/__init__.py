@@ -28,7 +28,14 @@ from .stochastic import (
     check_score_function,
     check_subsampled_log_joint,
 )
-from .vae import check_kl_standard_normal, check_log_mean_exp, check_log_weights, check_reparameterize, check_vae_elbo
+from .vae import (
+    check_kl_standard_normal,
+    check_log_mean_exp,
+    check_log_weights,
+    check_reparameterize,
+    check_training_step,
+    check_vae_elbo,
+)
 
 __all__ = [
     "RESULTS_ENV",
@@ -56,6 +63,7 @@ __all__ = [
     "check_reparameterize",
     "check_kl_standard_normal",
     "check_vae_elbo",
+    "check_training_step",
     "check_log_mean_exp",
     "check_log_weights",
     "check_linear_marginal",

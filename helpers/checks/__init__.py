@@ -23,6 +23,7 @@ from .semi_implicit import (
 )
 from .stochastic import (
     check_logistic_log_joint,
+    check_loo_baseline,
     check_ppca_posterior,
     check_reparameterization,
     check_score_function,
@@ -51,6 +52,7 @@ __all__ = [
     "check_responsibilities",
     "check_component_update",
     "check_score_function",
+    "check_loo_baseline",
     "check_reparameterization",
     "check_logistic_log_joint",
     "check_subsampled_log_joint",

@@ -15,12 +15,14 @@ Cremer, C., Li, X. & Duvenaud, D. Inference suboptimality in variational autoenc
 Kim, Y., Wiseman, S., Miller, A. C., Sontag, D. & Rush, A. M. Semi-amortized variational autoencoders (2018).
 """
 
+import math
+
 import torch
 from torch.distributions import Normal
 
 from .training import maximize
 
-__all__ = ["gaussian_elbo_terms", "amortized_elbo", "fit_per_datapoint", "refine"]
+__all__ = ["gaussian_elbo_terms", "amortized_elbo", "fit_per_datapoint", "refine", "break_even"]
 
 
 def gaussian_elbo_terms(x, mean, log_scale, log_joint, eps):
@@ -87,3 +89,25 @@ def refine(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
     return fit_per_datapoint(
         x, log_joint, mean.shape[-1], steps, lr=lr, S=S, final_lr_factor=1.0, init=(mean, log_scale)
     )
+
+
+def break_even(train_cost, optimise_cost, encode_cost):
+    r"""The number of new data points from which amortized inference is no more expensive than optimisation.
+
+    Training costs :math:`T` once; each new data point then costs :math:`e` with the encoder, or :math:`o` with
+    its own optimisation. For :math:`n` points the totals are :math:`T + n e` and :math:`n o`, so amortization
+    is no more expensive from
+
+    .. math::
+        n^* = \Big\lceil \frac{T}{o - e} \Big\rceil \qquad (o > e),
+
+    and never when :math:`o \le e` (returns ``math.inf``). The costs are in any one unit (seconds, likelihood
+    evaluations), non-negative numbers. Gershman & Goodman (2014) frame amortization as this trade.
+    """
+    costs = {"train_cost": train_cost, "optimise_cost": optimise_cost, "encode_cost": encode_cost}
+    for name, value in costs.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+    if encode_cost >= optimise_cost:
+        return math.inf
+    return math.ceil(train_cost / (optimise_cost - encode_cost))

@@ -18,7 +18,7 @@ Mohamed, S. et al. Monte Carlo gradient estimation in machine learning. JMLR 21 
 
 from torch.distributions import Normal
 
-__all__ = ["score_function_surrogate", "reparameterization_surrogate"]
+__all__ = ["score_function_surrogate", "score_function_loo_surrogate", "reparameterization_surrogate"]
 
 
 def score_function_surrogate(log_joint, m, log_s, z):
@@ -44,6 +44,25 @@ def score_function_surrogate(log_joint, m, log_s, z):
     log_q = Normal(m, log_s.exp()).log_prob(z).sum(-1)  # (S,), depends on the parameters
     weight = (log_joint(z) - log_q).detach()  # f(z_s): a constant for autograd
     return (weight * log_q).mean()
+
+
+def score_function_loo_surrogate(log_joint, m, log_s, z):
+    r"""The score-function surrogate with the leave-one-out baseline (Kool, van Hoof & Welling 2019).
+
+    .. math::
+        \widehat{\nabla\mathrm{ELBO}} = \frac1S\sum_{j=1}^S \big(f(z_j) - b_j\big)\,\nabla_\phi\log q_\phi(z_j),
+        \qquad b_j = \frac1{S-1}\sum_{k\ne j} f(z_k).
+
+    :math:`b_j` does not depend on :math:`z_j`, so the estimator stays unbiased; it needs ``S >= 2``. Shapes as in
+    :func:`score_function_surrogate`. Reference answer of exercise 3.3 (lesson 03).
+    """
+    log_q = Normal(m, log_s.exp()).log_prob(z).sum(-1)  # (S,)
+    weight = (log_joint(z) - log_q).detach()  # f(z_j)
+    S = weight.shape[0]
+    if S < 2:
+        raise ValueError(f"the leave-one-out baseline needs at least 2 draws, got S = {S}")
+    baseline = (weight.sum() - weight) / (S - 1)  # (S,): b_j leaves out draw j
+    return ((weight - baseline) * log_q).mean()
 
 
 def reparameterization_surrogate(log_joint, m, log_s, eps):

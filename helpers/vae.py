@@ -25,7 +25,7 @@ from torch import nn
 from .encoders import GaussianEncoder
 from .gaussian import LOG_2PI
 
-__all__ = ["VAE", "reparameterize", "kl_standard_normal", "log_mean_exp", "binomial_log_prob"]
+__all__ = ["VAE", "reparameterize", "kl_standard_normal", "training_step", "log_mean_exp", "binomial_log_prob"]
 
 
 def reparameterize(mean, log_scale, eps):
@@ -39,6 +39,22 @@ def kl_standard_normal(mean, log_scale):
     ``mean, log_scale``: ``(..., L)``; returns ``(...)``.
     """
     return 0.5 * (mean**2 + (2 * log_scale).exp() - 1 - 2 * log_scale).sum(-1)
+
+
+def training_step(elbo, model, optimizer, x, eps):
+    r"""One gradient step on :math:`-\frac1B\sum_i \mathrm{ELBO}(x_i)`, the loss of a mini-batch ``x`` (B, D).
+
+    ``elbo(x, model, eps)`` returns the per-image ELBOs ``(B,)`` for the draws ``eps`` (S, B, L) (exercise 5.3's
+    ``vae_elbo``). Zeroes the gradients, backpropagates, and steps ``optimizer``; returns the batch's ELBOs, detached,
+    at the weights before the step (for the training curve). The mean, not the sum, keeps the step's size
+    independent of the batch size. Reference answer of exercise 5.4 (lesson 05).
+    """
+    values = elbo(x, model, eps)  # (B,)
+    loss = -values.mean()  # optimisers minimise; we maximise the ELBO
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return values.detach()
 
 
 def log_mean_exp(log_w, dim=0):
@@ -118,7 +134,7 @@ class VAE(nn.Module):
         r"""Importance log-weights with the encoder as proposal: :math:`\log p_\theta(x, z_k) - \log q_\phi(z_k\mid x)`.
 
         :math:`z_k = \mu_\phi(x) + \sigma_\phi(x)\odot\varepsilon_k` for the given ``eps`` of shape ``(K, B, L)``;
-        returns ``(K, B)``. Reference answer of exercise 5.5 (lesson 05).
+        returns ``(K, B)``. Reference answer of exercise 5.6 (lesson 05).
         """
         mean, log_scale = self.encoder(x)
         z = mean + log_scale.exp() * eps

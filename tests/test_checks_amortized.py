@@ -1,13 +1,21 @@
 """The amortized-inference checkers (lesson 04) accept correct answers written
 in different ways and name the mistake in plausible wrong ones."""
 
+import math
+
 import pytest
 import torch
 from checker_assertions import accepts, rejects
 from torch.distributions import Independent, Normal
 
 from helpers import amortized
-from helpers.checks import check_amortized_elbo, check_inference_gaps, check_linear_encoder, check_refine
+from helpers.checks import (
+    check_amortized_elbo,
+    check_break_even,
+    check_inference_gaps,
+    check_linear_encoder,
+    check_refine,
+)
 
 # ------------------------------------------------------------ exercise 4.1
 
@@ -343,3 +351,64 @@ def _no_entropy(x, log_joint, encoder_q, best_q, log_px, eps):
 )
 def test_inference_gaps_names_mistakes(fn, words, capsys):
     rejects(check_inference_gaps, fn, capsys, words)
+
+
+# ------------------------------------------------------------ exercise 4.5
+
+
+def break_even_loop(train, optimise, encode):  # search, as a learner might
+    if encode >= optimise:
+        return math.inf
+    n = 0
+    while train + n * encode > n * optimise:
+        n += 1
+    return n
+
+
+def break_even_floor_division(train, optimise, encode):
+    return float("inf") if optimise <= encode else int(-(-train // (optimise - encode)))
+
+
+def break_even_tensor(train, optimise, encode):
+    gain = torch.tensor(optimise - encode, dtype=torch.float64)
+    return math.inf if gain <= 0 else torch.ceil(train / gain)
+
+
+@pytest.mark.parametrize("fn", [amortized.break_even, break_even_loop, break_even_floor_division, break_even_tensor])
+def test_break_even_accepts(fn, capsys):
+    accepts(check_break_even, fn, capsys)
+
+
+def _never(fn):
+    return lambda T, o, e: math.inf if e >= o else fn(T, o, e)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (_never(lambda T, o, e: math.floor(T / (o - e))), "rounded down"),
+        (_never(lambda T, o, e: round(T / (o - e))), "rounded down"),
+        (_never(lambda T, o, e: T / (o - e)), "whole number"),
+        (_never(lambda T, o, e: math.ceil(T / o)), "forgot the encoder's own cost"),
+        (_never(lambda T, o, e: math.ceil((o - e) / T)), "upside down"),
+        (_never(lambda T, o, e: math.ceil(T / (o + e))), "subtracted"),
+        (_never(lambda T, o, e: math.floor(T / (o - e)) + 1), "strictly cheaper"),
+        (lambda T, o, e: math.ceil(T / (o - e)), "ZeroDivisionError"),
+        (lambda T, o, e: math.ceil(T / (o - e)) if o != e else math.inf, "never pays"),
+        (_never(lambda T, o, e: str(math.ceil(T / (o - e)))), "returned a str"),
+        (lambda T, o, e: math.inf if e >= o else max(1, math.ceil(T / (o - e))), "no training cost"),
+    ],
+)
+def test_break_even_names_mistakes(fn, words, capsys):
+    rejects(check_break_even, fn, capsys, words)
+
+
+@pytest.mark.parametrize("bad", [(-1.0, 0.5, 0.1), (1.0, float("nan"), 0.1), (1.0, 0.5, None)])
+def test_the_reference_break_even_rejects_bad_costs(bad):
+    with pytest.raises(ValueError, match="finite non-negative number"):
+        amortized.break_even(*bad)
+
+
+def test_the_reference_break_even_on_a_tie():
+    assert amortized.break_even(6.0, 0.5, 0.25) == 24  # 6 + 24 * 0.25 == 24 * 0.5: a tie counts
+    assert amortized.break_even(6.0, 0.5, 0.5) == math.inf

@@ -13,6 +13,7 @@ from torch.distributions import Normal
 from helpers import gradient_estimators as ref
 from helpers.checks import (
     check_logistic_log_joint,
+    check_loo_baseline,
     check_ppca_posterior,
     check_reparameterization,
     check_score_function,
@@ -200,7 +201,7 @@ def test_reparameterization_names_mistakes(capsys):
     )
 
 
-# ------------------------------------------------------------ exercise 3.3
+# ------------------------------------------------------------ exercise 3.4 (the log joint)
 
 
 def blr_ref(w, X, y, prior_std):
@@ -309,7 +310,7 @@ def test_logistic_log_joint_needs_a_gradient(fn, words, capsys):
     rejects(check_logistic_log_joint, fn, capsys, words)
 
 
-# ------------------------------------------------------------ exercise 3.4
+# ------------------------------------------------------------ exercise 3.6 (the exact PPCA posterior)
 
 
 def ppca_ref(x, W, b, sigma):
@@ -460,3 +461,75 @@ def test_subsampled_log_joint_names_a_mutated_input(capsys):
         return subsampled_reference(w, X, y, batch, prior_std)
 
     rejects(check_subsampled_log_joint, mutates, capsys, "changed its argument 2 in place", "work on a copy")
+
+
+# ------------------------------------------------------------ exercise 3.3 (the leave-one-out baseline)
+
+
+def loo_scaled_mean(log_joint, m, log_s, z):  # f_j - b_j = S / (S - 1) (f_j - mean f): the same gradient
+    log_q = Normal(m, log_s.exp()).log_prob(z).sum(-1)
+    f = (log_joint(z) - log_q).detach()
+    S = len(f)
+    return (S / (S - 1) * (f - f.mean()) * log_q).mean()
+
+
+def loo_loop(log_joint, m, log_s, z):
+    log_q = Normal(m, log_s.exp()).log_prob(z).sum(-1)
+    f = (log_joint(z) - log_q).detach()
+    terms = []
+    for j in range(len(f)):
+        others = torch.cat([f[:j], f[j + 1 :]])
+        terms.append((f[j] - others.mean()) * log_q[j])
+    return torch.stack(terms).mean()
+
+
+def loo_mask(log_joint, m, log_s, z):
+    log_q = Normal(m, log_s.exp()).log_prob(z).sum(-1)
+    f = (log_joint(z) - log_q).detach()
+    S = len(f)
+    off = 1.0 - torch.eye(S, dtype=f.dtype)
+    return ((f - off @ f / (S - 1)) * log_q).mean()
+
+
+@pytest.mark.parametrize("fn", [ref.score_function_loo_surrogate, loo_scaled_mean, loo_loop, loo_mask])
+def test_loo_baseline_accepts(fn, capsys):
+    accepts(check_loo_baseline, fn, capsys)
+
+
+def _with_baseline(baseline_of, detach=True):
+    def surrogate(log_joint, m, log_s, z):
+        log_q = Normal(m, log_s.exp()).log_prob(z).sum(-1)
+        f = log_joint(z) - log_q
+        f = f.detach() if detach else f
+        return ((f - baseline_of(f)) * log_q).mean()
+
+    return surrogate
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (_with_baseline(lambda f: f.mean()), "includes the draw it multiplies"),
+        (_with_baseline(lambda f: (f.sum() - f) / len(f)), "not by S"),
+        (ref.score_function_surrogate, "no baseline is subtracted"),
+        (_with_baseline(lambda f: (f.sum() - f) / (len(f) - 1), detach=False), "must not carry gradient"),
+        (_with_baseline(lambda f: -(f.sum() - f) / (len(f) - 1)), "subtract it"),
+        (lambda lj, m, ls, z: -ref.score_function_loo_surrogate(lj, m, ls, z), "sign error"),
+        (lambda lj, m, ls, z: len(z) * ref.score_function_loo_surrogate(lj, m, ls, z), "average them"),
+        (
+            lambda lj, m, ls, z: ref.score_function_loo_surrogate(
+                lj, m, ls, (m + ls.exp() * torch.randn_like(z)).detach()
+            ),
+            "do not draw new ones",
+        ),
+        (_with_baseline(lambda f: f.median()), "does not match the reference"),
+    ],
+)
+def test_loo_baseline_names_mistakes(fn, words, capsys):
+    rejects(check_loo_baseline, fn, capsys, words)
+
+
+def test_the_reference_loo_baseline_needs_two_draws():
+    m, log_s = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
+    with pytest.raises(ValueError, match="at least 2 draws"):
+        ref.score_function_loo_surrogate(lambda z: -(z**2).sum(-1), m, log_s, torch.zeros(1, 2))

@@ -14,6 +14,7 @@ from helpers.checks import (
     check_log_mean_exp,
     check_log_weights,
     check_reparameterize,
+    check_training_step,
     check_vae_elbo,
 )
 
@@ -178,7 +179,7 @@ def test_vae_elbo_names_mistakes(capsys):
     )
 
 
-# ------------------------------------------------------------ 5.4
+# ------------------------------------------------------------ 5.5
 
 
 @pytest.mark.parametrize(
@@ -215,7 +216,7 @@ def test_log_mean_exp_names_mistakes(capsys):
     rejects(check_log_mean_exp, lambda lw: vae.log_mean_exp(lw.double()), capsys, "keep the input's dtype")
 
 
-# ------------------------------------------------------------ 5.5
+# ------------------------------------------------------------ 5.6
 
 
 def log_weights_reference(model, x, eps):
@@ -270,3 +271,81 @@ def _lw(model, x, eps, prior=True, proposal=True, sign=1, variance=False, mean_o
 )
 def test_log_weights_names_mistakes(fn, words, capsys):
     rejects(check_log_weights, fn, capsys, words)
+
+
+# ------------------------------------------------------------ 5.4
+
+
+def step_zero_grad_last(elbo, model, optimizer, x, eps):
+    values = elbo(x, model, eps)
+    (-values.mean()).backward()
+    optimizer.step()
+    optimizer.zero_grad()  # after the step instead of before: the same, since the next step starts clean
+    return values.detach()
+
+
+def step_model_zero_grad(elbo, model, optimizer, x, eps):
+    model.zero_grad()
+    values = elbo(x, model, eps)
+    loss = -values.sum() / len(x)  # the mean, written out
+    loss.backward()
+    optimizer.step()
+    return values.detach().clone()
+
+
+def step_float_loss(elbo, model, optimizer, x, eps):
+    optimizer.zero_grad(set_to_none=False)
+    values = elbo(x, model, eps)
+    torch.mean(-values).backward()
+    optimizer.step()
+    return torch.tensor(values.tolist(), dtype=values.dtype)
+
+
+@pytest.mark.parametrize("fn", [vae.training_step, step_zero_grad_last, step_model_zero_grad, step_float_loss])
+def test_training_step_accepts(fn, capsys):
+    accepts(check_training_step, fn, capsys)
+
+
+def _step(sign=-1.0, reduce="mean", zero_grad=True, step=True, detach=True, noise=None, returns="values"):
+    def training_step(elbo, model, optimizer, x, eps):
+        values = elbo(x, model, eps if noise is None else noise(eps))
+        loss = sign * (values.mean() if reduce == "mean" else values.sum())
+        if zero_grad:
+            optimizer.zero_grad()
+        loss.backward()
+        if step:
+            optimizer.step()
+        if returns == "loss":
+            return loss.detach()
+        if returns == "none":
+            return None
+        return values.detach() if detach else values
+
+    return training_step
+
+
+def step_own_optimizer(elbo, model, optimizer, x, eps):  # ignores the optimizer it is given
+    own = torch.optim.Adam(model.parameters(), lr=1e-3)
+    values = elbo(x, model, eps)
+    own.zero_grad()
+    (-values.mean()).backward()
+    own.step()
+    return values.detach()
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (_step(sign=1.0), "moved away from higher ELBO"),
+        (_step(reduce="sum"), "sums the batch's ELBOs"),
+        (_step(zero_grad=False), "optimizer.zero_grad() every step"),
+        (_step(step=False), "optimizer.step() was called 0 times"),
+        (_step(detach=False), "detached"),
+        (_step(noise=torch.randn_like), "use the draws eps you are given"),
+        (_step(returns="loss"), "one per image"),
+        (_step(returns="none"), "returned None"),
+        (step_own_optimizer, "call the optimizer you are given"),
+    ],
+)
+def test_training_step_names_mistakes(fn, words, capsys):
+    rejects(check_training_step, fn, capsys, words)

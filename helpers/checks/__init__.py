@@ -5,7 +5,13 @@ yet, or what is wrong) and returns whether it passed. It never raises.
 """
 
 from ._core import RESULTS_ENV, require, results
-from .amortized import check_amortized_elbo, check_inference_gaps, check_linear_encoder, check_refine
+from .amortized import (
+    check_amortized_elbo,
+    check_break_even,
+    check_inference_gaps,
+    check_linear_encoder,
+    check_refine,
+)
 from .cavi import check_cavi, check_component_update, check_responsibilities, check_update_q_mu, check_update_q_tau
 from .elbo import check_elbo_samples, check_gaussian_elbo, check_kl_normal, check_reverse_kl
 from .pyro import check_pyro_logistic_model, check_pyro_mean_field_guide
@@ -17,12 +23,20 @@ from .semi_implicit import (
 )
 from .stochastic import (
     check_logistic_log_joint,
+    check_loo_baseline,
     check_ppca_posterior,
     check_reparameterization,
     check_score_function,
     check_subsampled_log_joint,
 )
-from .vae import check_kl_standard_normal, check_log_mean_exp, check_log_weights, check_reparameterize, check_vae_elbo
+from .vae import (
+    check_kl_standard_normal,
+    check_log_mean_exp,
+    check_log_weights,
+    check_reparameterize,
+    check_training_step,
+    check_vae_elbo,
+)
 
 __all__ = [
     "RESULTS_ENV",
@@ -38,17 +52,20 @@ __all__ = [
     "check_responsibilities",
     "check_component_update",
     "check_score_function",
+    "check_loo_baseline",
     "check_reparameterization",
     "check_logistic_log_joint",
     "check_subsampled_log_joint",
     "check_ppca_posterior",
     "check_amortized_elbo",
+    "check_break_even",
     "check_linear_encoder",
     "check_inference_gaps",
     "check_refine",
     "check_reparameterize",
     "check_kl_standard_normal",
     "check_vae_elbo",
+    "check_training_step",
     "check_log_mean_exp",
     "check_log_weights",
     "check_linear_marginal",

@@ -6,6 +6,7 @@ References: :mod:`helpers.amortized` and :class:`helpers.linear_gaussian.LinearG
 """
 
 import math
+import numbers
 
 import torch
 from torch.distributions import Normal, kl_divergence
@@ -27,7 +28,7 @@ from ._core import (
     learner_grad,
 )
 
-__all__ = ["check_amortized_elbo", "check_linear_encoder", "check_inference_gaps", "check_refine"]
+__all__ = ["check_amortized_elbo", "check_linear_encoder", "check_inference_gaps", "check_refine", "check_break_even"]
 
 _F64 = torch.float64
 
@@ -356,3 +357,56 @@ def check_refine(refine):
         f"100 steps took the mean KL to the exact posterior from {before:.3f} to {after:.3f} nats; "
         "steps = 0 leaves the start unchanged."
     )
+
+
+# ---------------------------------------------------------------- 4.5 the break-even count
+
+
+@checker("4.5", "the break-even number of new data points")
+def check_break_even(break_even):
+    r"""Compare with :func:`helpers.amortized.break_even` on costs where the slips differ: an exact division
+    (where the totals tie, so ``<=`` and ``<`` differ), a fractional one (ceil, floor and round differ), an
+    encoder that costs nothing, and encoders as slow as or slower than optimisation (never pays)."""
+    cases = [  # (train, optimise, encode): exactly representable, so the exact divisions are exact
+        (6.0, 0.5, 0.25),  # T / (o - e) = 24 exactly: the totals tie at n = 24
+        (2.0, 0.0625, 0.015625),  # 42.67: floor, ceiling and every other slip differ
+        (10.0, 0.3, 0.0),  # an encoder that costs nothing
+        (7.5, 0.75, 0.5),  # 30 exactly
+    ]
+    for T, o, e in cases:
+        context = f" (train_cost = {T:g}, optimise_cost = {o:g}, encode_cost = {e:g})"
+        out = call_learner(break_even, T, o, e)
+        if isinstance(out, torch.Tensor) and out.numel() == 1:
+            out = out.item()
+        if not isinstance(out, numbers.Real) or isinstance(out, bool):
+            fail(f"returned a {type(out).__name__}; return a whole number of data points (an int){context}")
+        ref = amortized.break_even(T, o, e)
+        if out == ref:
+            continue
+        ratio = T / (o - e)
+        named = {
+            math.floor(ratio): "rounded down (floor, or round where the fraction is below 1/2): there amortization "
+            "is still more expensive; take the smallest whole n with T + n e <= n o, the ceiling of T / (o - e)",
+            T / (o - e): "return a whole number of data points: the smallest integer n with T + n e <= n o",
+            math.ceil(T / o): "forgot the encoder's own cost per point: the amortized total is T + n e, not T",
+            math.ceil((o - e) / T): "the ratio is upside down: n (o - e) >= T gives n >= T / (o - e)",
+            math.ceil(T / (o + e)): "the encoder's cost is subtracted from the optimisation's: n (o - e) >= T",
+            math.floor(ratio) + 1: "counted the first n where amortization is strictly cheaper; the break-even "
+            "point is the first n where it is no more expensive (T + n e <= n o), so a tie counts",
+        }
+        for value, message in named.items():
+            if out == value:
+                fail(message + context)
+        fail(f"expected {ref}, got {out}{context}")
+    for T, o, e in ((3.0, 0.2, 0.2), (3.0, 0.1, 0.4)):
+        context = f" (train_cost = {T:g}, optimise_cost = {o:g}, encode_cost = {e:g})"
+        out = call_learner(break_even, T, o, e)
+        if out != math.inf:
+            fail(
+                f"returned {out!r}: when encoding a point costs at least as much as optimising it, amortization "
+                f"never pays for its training; return math.inf{context}"
+            )
+    out = call_learner(break_even, 0.0, 0.5, 0.1)
+    if out != 0:
+        fail(f"with no training cost amortization pays from the start: expected 0, got {out!r}")
+    return "the smallest n with train + n * encode <= n * optimise, and math.inf when the encoder is no cheaper."

@@ -7,8 +7,10 @@ reference estimators of :mod:`helpers.gradient_estimators`, on fixed draws
 estimators that differ draw by draw (the exact entropy, sticking the landing,
 a baseline) are accepted when they are unbiased: the average over many draws
 must match the exact ELBO gradient of a Gaussian target within Monte Carlo error.
-3.3 and 3.4 compare with :class:`helpers.logistic_regression.BayesianLogisticRegression`
-and :class:`helpers.linear_gaussian.LinearGaussianModel`.
+3.3, the leave-one-out baseline, is compared on fixed draws with
+:func:`helpers.gradient_estimators.score_function_loo_surrogate`. 3.4 to 3.6 compare
+with :class:`helpers.logistic_regression.BayesianLogisticRegression` and
+:class:`helpers.linear_gaussian.LinearGaussianModel`.
 """
 
 import math
@@ -37,6 +39,7 @@ from ._core import (
 
 __all__ = [
     "check_score_function",
+    "check_loo_baseline",
     "check_reparameterization",
     "check_logistic_log_joint",
     "check_subsampled_log_joint",
@@ -183,6 +186,50 @@ def check_score_function(score_function_surrogate):
     return "a different form from the reference, and unbiased: it matches the exact ELBO gradient on average."
 
 
+def _loo_mistake(m, log_s, z, baseline_of, detach=True):
+    """The score-function surrogate with the baseline ``baseline_of(f)`` (right or wrong) subtracted."""
+    log_q = log_normal_diag(z, m, log_s)  # (S,)
+    f = _log_joint(z) - log_q
+    f = f.detach() if detach else f
+    return _grad(((f - baseline_of(f)) * log_q).mean(), m, log_s)
+
+
+@checker("3.3", "the leave-one-out baseline")
+def check_loo_baseline(score_function_loo_surrogate):
+    r"""Compare the gradient with the reference's on fixed draws (``S = 5`` and ``S = 2``), and name the baselines
+    that are biased or wrong: one that includes its own draw (the plain mean), the wrong count, no baseline at all.
+    The algebraically equal form :math:`\frac{S}{S-1}(f_j - \bar f)` is the same gradient and passes."""
+    m, log_s = _params()
+    what = "build log q(z) from m and log_s with torch operations (Normal(m, log_s.exp()).log_prob(z))"
+    for S in (5, 2):
+        z = (m + log_s.exp() * torch.randn(S, 2, dtype=_F64)).detach()
+        context = f" (on {S} fixed draws z)"
+        grad = _same_twice(score_function_loo_surrogate, m, log_s, z, what, "z")
+        ref = _grad(estimators.score_function_loo_surrogate(_log_joint, m, log_s, z), m, log_s)
+        mistakes = {
+            "the baseline includes the draw it multiplies (the mean of all S weights): then b_j depends on z_j and "
+            "the estimator is biased by the factor (S - 1) / S; leave draw j out: b_j = (sum_k f_k - f_j) / (S - 1)": (
+                _loo_mistake(m, log_s, z, lambda f: f.mean())
+            ),
+            "the mean of the other draws divides by S - 1 (there are S - 1 of them), not by S": _loo_mistake(
+                m, log_s, z, lambda f: (f.sum() - f) / len(f)
+            ),
+            "no baseline is subtracted: that is exercise 3.1's estimator; subtract b_j, the mean weight of the other "
+            "draws": _grad(estimators.score_function_surrogate(_log_joint, m, log_s, z), m, log_s),
+            "the weights f must not carry gradient (.detach()): only log q(z_j) multiplying them is differentiated": (
+                _loo_mistake(m, log_s, z, lambda f: (f.sum() - f) / (len(f) - 1), detach=False)
+            ),
+            "the baseline is added; subtract it: (f_j - b_j) grad log q(z_j)": _loo_mistake(
+                m, log_s, z, lambda f: -(f.sum() - f) / (len(f) - 1)
+            ),
+            "sign error: return the surrogate whose gradient is +grad ELBO (training uses loss = -surrogate)": -ref,
+            "summed over the S draws; average them (.mean())": ref * S,
+        }
+        if not _classify(grad, [ref], mistakes, context):
+            diagnose(grad, ref, {}, context=context, rtol=1e-6, atol=1e-9)
+    return "matches the score-function estimator with the leave-one-out baseline, at S = 5 and S = 2."
+
+
 def _reparam_variant(m, log_s, eps, z_of=None, log_q_of=None):
     """Gradient and value of the reparameterized ELBO with ``z`` or ``log q`` built another way (right or wrong)."""
     s = log_s.exp()
@@ -243,7 +290,7 @@ def check_reparameterization(reparameterization_surrogate):
     return "its value estimates the ELBO and its gradient is the pathwise (reparameterization) estimate."
 
 
-# ---------------------------------------------------------------- 3.3 Bayesian logistic regression
+# ---------------------------------------------------------------- 3.4 Bayesian logistic regression
 
 
 def _logistic_problem():
@@ -264,7 +311,7 @@ def _logistic_problem():
     return X, y, w, 1.5  # prior_std = 1.5, so std and variance differ
 
 
-@checker("3.3", "log joint of Bayesian logistic regression")
+@checker("3.4", "log joint of Bayesian logistic regression")
 def check_logistic_log_joint(log_joint):
     X, y, w, prior_std = _logistic_problem()
     model = BayesianLogisticRegression(X, y, prior_std)
@@ -389,10 +436,10 @@ def check_subsampled_log_joint(subsampled_log_joint):
     return "matches N / B times the batch's log-likelihood plus the prior; averaged over a partition, it is exact."
 
 
-# ---------------------------------------------------------------- 3.4 exact PPCA posterior
+# ---------------------------------------------------------------- 3.6 exact PPCA posterior
 
 
-@checker("3.4", "exact posterior of the linear-Gaussian model")
+@checker("3.6", "exact posterior of the linear-Gaussian model")
 def check_ppca_posterior(posterior):
     W = torch.tensor([[1.0, 0.5], [-0.4, 1.2], [0.3, -0.8], [2.0, 0.1]], dtype=_F64)  # columns not orthogonal
     b = torch.tensor([0.5, -1.0, 0.2, 0.0], dtype=_F64)

@@ -4,6 +4,7 @@ References: :mod:`helpers.vae`. Each is compared on fixed inputs (and fixed
 noise), with the values of common mistakes named.
 """
 
+import copy
 import math
 
 import torch
@@ -14,12 +15,14 @@ from ._core import (
     as_tensor_result,
     call_learner,
     checker,
+    close,
     diagnose,
     expect_finite,
     expect_gradient,
     expect_shape,
     fail,
     flat,
+    fmt,
     learner_grad,
 )
 
@@ -27,6 +30,7 @@ __all__ = [
     "check_reparameterize",
     "check_kl_standard_normal",
     "check_vae_elbo",
+    "check_training_step",
     "check_log_mean_exp",
     "check_log_weights",
 ]
@@ -214,7 +218,110 @@ def check_vae_elbo(vae_elbo):
     fail("does not match")  # unreachable: diagnose fails on any mismatch
 
 
-@checker("5.4", "log-mean-exp for the IWAE bound")
+class _CountingSGD(torch.optim.SGD):
+    """Plain SGD (a step proportional to the gradient, so a summed loss shows) that counts its calls."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, lr=lr)
+        self.steps = 0
+
+    def step(self, closure=None):
+        self.steps += 1
+        return super().step(closure)
+
+
+def _closed_form_elbo(x, model, eps):
+    return _elbo_variant(model, x, eps)
+
+
+def _step_variant(model, optimizer, x, eps, sign=-1.0, reduce="mean", zero_grad=True, step=True):
+    """One training step as the reference takes it, or with one piece changed (a plausible mistake)."""
+    values = _closed_form_elbo(x, model, eps)
+    loss = sign * (values.mean() if reduce == "mean" else values.sum())
+    if zero_grad:
+        optimizer.zero_grad()
+    loss.backward()
+    if step:
+        optimizer.step()
+    return values.detach()
+
+
+def _two_steps(step_fn, model, x, draws, lr=0.05, learner=False):
+    """Copy ``model``, take one step per element of ``draws`` with a fresh counting SGD; return (copy, outputs, opt)."""
+    copy_ = copy.deepcopy(model)
+    optimizer = _CountingSGD(copy_.parameters(), lr=lr)
+    outs = []
+    for eps in draws:
+        outs.append(call_learner(step_fn, *(((_closed_form_elbo,) if learner else ()) + (copy_, optimizer, x, eps))))
+    return copy_, outs, optimizer
+
+
+def _weights(model):
+    return flat(*(p.detach() for p in model.parameters()))
+
+
+@checker("5.4", "one training step of the VAE")
+def check_training_step(training_step):
+    r"""Take two steps with the learner's function and with the reference (:func:`helpers.vae.training_step`)
+    from the same float64 VAE, with plain SGD (so a summed loss moves the weights ``B`` times as far) and the
+    closed-form ELBO; compare the weights after both steps (a missing ``zero_grad`` shows in the second) and the
+    returned ELBOs, and name the slips: a sign, a sum, no ``zero_grad``, no step, fresh noise."""
+    model, x, eps = _vae_problem()
+    draws = (eps, torch.randn_like(eps))
+    learner_model, outs, optimizer = _two_steps(training_step, model, x, draws, learner=True)
+    for k, out in enumerate(outs):
+        if out is None:
+            fail("returned None; return the batch's ELBOs (values.detach()), which the training loop records")
+        out = as_tensor_result(out)
+        if out.dim() == 0:
+            fail(f"returned one number; return the batch's ELBOs, one per image, shape ({x.shape[0]},)")
+        expect_shape(out, (x.shape[0],), " (the batch's ELBOs, one per image)")
+        if out.requires_grad:
+            fail(
+                "return the ELBOs detached (values.detach()): the loop only records them, and an attached graph "
+                "keeps every step's activations in memory"
+            )
+        outs[k] = out
+    if optimizer.steps != len(draws):
+        fail(
+            f"optimizer.step() was called {optimizer.steps} times in {len(draws)} calls: call the optimizer you are "
+            "given exactly once per training step, after loss.backward()"
+        )
+    again_model, _, _ = _two_steps(training_step, model, x, draws, learner=True)
+    if not torch.equal(_weights(again_model), _weights(learner_model)):
+        fail("two runs with the same eps moved the weights differently: use the draws eps you are given")
+    ref_model, ref_outs, _ = _two_steps(lambda m, o, x_, e: _step_variant(m, o, x_, e), model, x, draws)
+    got, start = _weights(learner_model), _weights(model)
+    variants = {
+        "the weights moved away from higher ELBO: the loss is -elbo.mean() (optimisers minimise), not +elbo": {
+            "sign": 1.0
+        },
+        "the loss sums the batch's ELBOs; take the mean (-elbo.mean()), so that the step's size does not grow "
+        "with the batch size": {"reduce": "sum"},
+        "the second step moved too far: call optimizer.zero_grad() every step, before loss.backward(), or the "
+        "gradients of earlier steps accumulate": {"zero_grad": False},
+    }
+    if torch.equal(got, start):
+        fail("the weights did not move: call loss.backward() and then optimizer.step()")
+    if not close(got, _weights(ref_model), rtol=1e-7, atol=1e-10):
+        for message, kwargs in variants.items():
+            wrong, _, _ = _two_steps(lambda m, o, x_, e, kw=kwargs: _step_variant(m, o, x_, e, **kw), model, x, draws)
+            if close(got, _weights(wrong), rtol=1e-7, atol=1e-10):
+                fail(message)
+        fail(
+            "after two steps the weights differ from the reference's: compute values = vae_elbo(x, model, eps), "
+            "loss = -values.mean(), then optimizer.zero_grad(), loss.backward(), optimizer.step()"
+        )
+    for k, (out, ref) in enumerate(zip(outs, ref_outs, strict=True)):
+        if not close(out, ref, rtol=1e-7, atol=1e-10):
+            fail(
+                f"the weights are right, but step {k + 1} returned {fmt(out[0])} for the first image instead of its "
+                f"ELBO {fmt(ref[0])}: return the values the step was computed from, before optimizer.step()"
+            )
+    return "two steps move the weights exactly as -elbo.mean() with zero_grad, backward and step do."
+
+
+@checker("5.5", "log-mean-exp for the IWAE bound")
 def check_log_mean_exp(log_mean_exp):
     log_w = torch.tensor([[-3.0, -120.0], [-1.0, -121.5], [-2.5, -119.0], [-4.0, -125.0]], dtype=_F64)
     out = as_tensor_result(call_learner(log_mean_exp, log_w))
@@ -264,7 +371,7 @@ def check_log_mean_exp(log_mean_exp):
     return "averages the weights in log space, stable for log-weights of any size."
 
 
-@checker("5.5", "the importance log-weights of the encoder")
+@checker("5.6", "the importance log-weights of the encoder")
 def check_log_weights(log_weights):
     r"""Compare with :meth:`helpers.vae.VAE.log_weights` on a small float64 VAE (K = 4 draws, B = 3 images, so
     the axes cannot be confused), and name the slips: a missing prior or proposal term, the ratio upside

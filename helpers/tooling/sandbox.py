@@ -118,7 +118,10 @@ class Sandbox:
                 args += ["--symlink", os.readlink(top), top]
             elif os.path.isdir(top):
                 args += ["--ro-bind", top, top]
-        made = set()
+        # /proc, /dev and the private /tmp first: a later --tmpfs /tmp would hide a course or virtual environment
+        # that lives under /tmp (a fresh clone in a temporary folder), bound below
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--size", str(512 << 20), "--tmpfs", "/tmp"]
+        made = {"/tmp", "/proc", "/dev"}
         for path in sorted(_python_paths()):
             for parent in reversed(Path(path).parents[:-1]):  # traversable by the contained user, emptied
                 if str(parent) not in made and not any(str(parent).startswith(t) for t in _SYSTEM):
@@ -127,7 +130,6 @@ class Sandbox:
             args += ["--ro-bind", path, path]
         args += ["--perms", "0755", "--dir", "/course", "--ro-bind", str(self.lib), LIB_DIR]
         args += ["--bind", str(run_dir), GRADE_DIR]
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--size", str(512 << 20), "--tmpfs", "/tmp"]
         args += ["--chdir", GRADE_DIR, "--clearenv"]
         python_bin = str(Path(sys.executable).parent)
         base = {

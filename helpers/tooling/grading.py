@@ -663,6 +663,7 @@ def _grade_runs(lesson, submission, numbers, settings):
 
     while pending:
         verdicts, ended = run(included, pending[-1])
+        verdicts = _drop_interrupted(verdicts, ended)
         grades.update({n: verdicts[n] for n in pending if n in verdicts})
         pending = [n for n in pending if n not in grades]
         if ended == "ok" or not pending:
@@ -674,6 +675,7 @@ def _grade_runs(lesson, submission, numbers, settings):
             grades[culprit] = _abnormal(ended, timeout)  # running it again would replay the same code
         else:
             verdicts, alone_ended = run(passed | {culprit}, culprit)
+            verdicts = _drop_interrupted(verdicts, alone_ended)
             if culprit in verdicts:
                 grades[culprit] = verdicts[culprit]
             elif alone_ended != "ok":
@@ -682,6 +684,14 @@ def _grade_runs(lesson, submission, numbers, settings):
     for number in numbers:
         grades.setdefault(number, (ERROR, "no result: the check cell did not run to completion"))
     return grades
+
+
+def _drop_interrupted(verdicts, ended):
+    """Forget a verdict the time limit's interrupt cut short: the KeyboardInterrupt that stops a cell can land
+    inside a check and leave its record half-written, which is the timeout's doing, not the answer's."""
+    if ended != "timeout":
+        return verdicts
+    return {n: v for n, v in verdicts.items() if not (v[0] == FLAGGED and "KeyboardInterrupt" in v[1])}
 
 
 def _abnormal(ended, timeout):

@@ -11,7 +11,9 @@ through a graph the learner's code built, which is what
 :func:`~helpers.checks._core.learner_grad` does) it writes what went in (a
 digest), what came out (tensors, numbers and containers of them), what the
 learner's code called back (the checker's own functions, such as an update
-it is given) and the random state after the call. One record file per check.
+it is given), what it left changed in the checker's modules and optimizers (the
+weights after a training step, the optimizer's step count) and the random
+state after the call. One record file per check.
 
 **In the grader** (a separate process, after the sandbox is gone, running no
 learner code), :func:`replay` runs the *same* checker, from the grader's own
@@ -275,6 +277,7 @@ class Recorder:
         finally:
             self.depth -= 1
             event["rng"] = torch.get_rng_state()
+            event["effects"] = _effects(outer)
             self.active["events"].append(event)
         event["out"] = _export(out)
         for tensor in _tensors(out, []):
@@ -295,6 +298,34 @@ class Recorder:
             self.active["events"].append(event)
         event["out"] = _export(tuple(result))
         return result
+
+
+def _effects(outer):
+    """What a call left changed in the checker's objects it was given: a module's weights and gradients, an
+    optimizer's state and its plain counters (``steps``). The replay puts them back, so a checker that looks at
+    the model after a training step sees what the learner's step did."""
+    effects = []
+    for position, value in enumerate(outer):
+        try:
+            if isinstance(value, torch.nn.Module):
+                state = {name: _plain(t) for name, t in value.state_dict(keep_vars=True).items()}
+                grads = {name: None if p.grad is None else _plain(p.grad) for name, p in value.named_parameters()}
+                effects.append(["module", position, state, grads])
+            elif isinstance(value, torch.optim.Optimizer):
+                attrs = {
+                    k: v
+                    for k, v in vars(value).items()
+                    if type(v) in _SAFE and not k.startswith("_") and k not in ("state", "param_groups", "defaults")
+                }
+                effects.append(["optimizer", position, value.state_dict(), attrs])
+        except Exception:
+            effects.append(["unrecordable", position])
+    return effects
+
+
+def _plain(tensor):
+    plain = tensor.detach().clone()
+    return plain if type(plain) is torch.Tensor else plain.as_subclass(torch.Tensor)
 
 
 def _ref(value, outer):
@@ -364,6 +395,7 @@ class _Replayer:
                 target(*values, **kw)
             except Exception:
                 pass
+        self._apply_effects(event.get("effects", []), outer)
         self._restore_rng(event)
         raised = event.get("raised")
         if raised is not None:
@@ -374,6 +406,25 @@ class _Replayer:
                 raise _core.Mistake(message)
             raise Diverged(f"the learner's code raised {name} through the check")
         return _import(event["out"], self.leaves)
+
+    def _apply_effects(self, effects, outer):
+        """Put the recorded state of the checker's modules and optimizers back (see :func:`_effects`)."""
+        if not isinstance(effects, list):
+            raise Diverged("the record's effects on the checker's objects are malformed")
+        for effect in effects:
+            try:
+                kind, position = effect[0], effect[1]
+                target = outer[position] if isinstance(position, int) and 0 <= position < len(outer) else None
+            except (IndexError, TypeError, KeyError):
+                raise Diverged("the record's effects on the checker's objects are malformed") from None
+            if kind == "module" and isinstance(target, torch.nn.Module):
+                _load_module_state(target, effect[2], effect[3])
+            elif kind == "optimizer" and isinstance(target, torch.optim.Optimizer):
+                _load_optimizer_state(target, effect[2], effect[3])
+            elif kind == "unrecordable":
+                raise Unverifiable("change to the checker's objects")
+            else:
+                raise Diverged("the record changes an object the checker did not give")
 
     def grad(self, outputs, inputs, *args, **kwargs):
         if not self.leaves.reached_from(outputs):
@@ -389,6 +440,39 @@ class _Replayer:
         if not isinstance(grads, tuple) or len(grads) != n:
             raise Diverged("a recorded gradient has the wrong number of parts")
         return grads
+
+
+def _load_module_state(module, state, grads):
+    own = module.state_dict(keep_vars=True)
+    params = dict(module.named_parameters())
+    if not isinstance(state, dict) or not isinstance(grads, dict):
+        raise Diverged("the record's weights are malformed")
+    if set(state) != set(own) or set(grads) != set(params):
+        raise Diverged("the record's weights do not match the checker's model")
+    for name, value in list(state.items()) + [(n, g) for n, g in grads.items() if g is not None]:
+        if type(value) is not torch.Tensor or value.shape != own.get(name, params.get(name)).shape:
+            raise Diverged("the record's weights do not match the checker's model")
+        if value.dtype != own.get(name, params.get(name)).dtype:
+            raise Diverged("the record's weights do not match the checker's model")
+    with torch.no_grad():
+        for name, value in state.items():
+            own[name].copy_(value)
+    for name, param in params.items():
+        param.grad = None if grads[name] is None else grads[name].clone()
+
+
+def _load_optimizer_state(optimizer, state, attrs):
+    try:
+        optimizer.load_state_dict(state)
+    except Exception:
+        raise Diverged("the record's optimizer state does not match the checker's optimizer") from None
+    if not isinstance(attrs, dict):
+        raise Diverged("the record's optimizer state is malformed")
+    for key, value in attrs.items():
+        current = vars(optimizer).get(key, _Placeholder)
+        if not isinstance(key, str) or type(value) is not type(current):
+            raise Diverged("the record's optimizer state does not match the checker's optimizer")
+        setattr(optimizer, key, value)
 
 
 def _resolve(item, outer):

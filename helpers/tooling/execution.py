@@ -7,6 +7,7 @@ outputs compared are produced under the same conditions as the ones stored.
 """
 
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,15 @@ __all__ = ["KERNEL_ENV", "apply_kernel_env", "execute_notebook", "execute_soluti
 
 # Stable warning paths and hashing; MPLBACKEND must stay unset (inline figures).
 KERNEL_ENV = {"IPYKERNEL_CELL_NAME": "<IPY-INPUT>", "PYTHONHASHSEED": "0"}
+if platform.machine().lower() in ("x86_64", "amd64"):
+    # The same arithmetic on every x86 CPU from the last decade, Intel or AMD. Otherwise torch picks its
+    # vectorised kernels by instruction set (AVX2 or AVX-512), and MKL picks its matrix products and its
+    # vectorised exp and log by instruction set *and* vendor: 150 epochs of lesson 05's training then end
+    # tenths of a nat apart on two machines, and the stored outputs would hold only on the machine that wrote
+    # them (CI's did not). MKL's "COMPATIBLE" branch is the one it runs identically on every x86 CPU; it was
+    # checked by hashing the weights after 20 training steps, natively on an AVX-512 Intel CPU and under
+    # QEMU emulating an AMD EPYC (Rome): identical with these settings, different with MKL_CBWR=AVX2.
+    KERNEL_ENV.update(ATEN_CPU_CAPABILITY="avx2", MKL_CBWR="COMPATIBLE", ONEDNN_MAX_CPU_ISA="AVX2")
 _UNSET = ("MPLBACKEND",)
 
 

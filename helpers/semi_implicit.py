@@ -5,7 +5,11 @@ distribution: a network :math:`g_\phi` pushes noise :math:`\varepsilon` to a
 mixing variable :math:`\psi = g_\phi(\varepsilon)`, and
 
 .. math::
-    q_\phi(z) = \int \mathcal N\big(z;\ \psi,\ \mathrm{diag}\,\sigma^2\big)\, q_\phi(\psi)\, d\psi .
+    q_\phi(z) = \int \mathcal N\big(z;\ \psi,\ \Sigma\big)\, q_\phi(\psi)\, d\psi ,
+
+with a diagonal conditional covariance :math:`\Sigma = \mathrm{diag}\,\sigma^2` (the SIVI paper's
+two-dimensional experiments) or a full one, :math:`\Sigma = CC^\top` with a learned lower-triangular
+:math:`C` (the paper's Bayesian logistic regression).
 
 Drawing from :math:`q_\phi` is easy (draw :math:`\psi`, then :math:`z`), but
 :math:`q_\phi(\psi)` has no density, so neither has :math:`q_\phi(z)`, and the
@@ -26,7 +30,7 @@ import math
 import torch
 from torch import nn
 
-from .gaussian import log_normal_diag
+from .gaussian import log_normal_diag, log_normal_tril
 
 __all__ = [
     "SemiImplicitGaussian",
@@ -35,11 +39,18 @@ __all__ = [
     "sivi_sandwich",
     "log_density_estimate",
     "dsivi_bound",
+    "semi_implicit_covariance",
 ]
 
 
 class SemiImplicitGaussian(nn.Module):
-    r""":math:`q(z) = \int\mathcal N(z; \psi, \mathrm{diag}\,\sigma^2)\,q(\psi)\,d\psi`, :math:`\psi = g(\varepsilon)`.
+    r""":math:`q(z) = \int\mathcal N(z; \psi, \Sigma)\,q(\psi)\,d\psi`, :math:`\psi = g(\varepsilon)`.
+
+    The conditional covariance is :math:`\Sigma = CC^\top` with :math:`C` lower-triangular and a positive
+    diagonal :math:`\sigma`: diagonal (:math:`C = \mathrm{diag}\,\sigma`) by default, full with
+    ``full_covariance=True``, as in Yin & Zhou (2018)'s logistic-regression code, which learns every entry
+    of the Cholesky factor. (Here the diagonal is learned on the log scale, to stay positive; the paper's
+    code leaves it unconstrained.)
 
     Parameters
     ----------
@@ -48,32 +59,42 @@ class SemiImplicitGaussian(nn.Module):
     L : int. Dimension of ``z`` (and of ``psi``).
     sigma : positive float. The conditional's standard deviation (its initial value when learned).
     learn_sigma : bool. If true, one :math:`\log\sigma_l` per coordinate is a parameter; otherwise fixed.
+    full_covariance : bool. If true, the :math:`L(L-1)/2` entries of :math:`C` below its diagonal are
+        parameters too (starting at 0); requires ``learn_sigma``.
     """
 
-    def __init__(self, mixing, noise_dim, L, sigma=0.1, learn_sigma=False):
+    def __init__(self, mixing, noise_dim, L, sigma=0.1, learn_sigma=False, full_covariance=False):
         super().__init__()
         if not (isinstance(sigma, (int, float)) and sigma > 0):
             raise ValueError(f"sigma must be a positive number, got {sigma!r}")
         for name, value in (("noise_dim", noise_dim), ("L", L)):
             if not (isinstance(value, int) and value > 0):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if full_covariance and not learn_sigma:
+            raise ValueError("full_covariance=True learns the conditional's Cholesky factor: pass learn_sigma=True")
         self.mixing, self.noise_dim, self.L = mixing, noise_dim, L
         p = next(mixing.parameters(), None)
-        log_sigma = torch.full((L,), math.log(sigma), dtype=torch.get_default_dtype() if p is None else p.dtype)
+        dtype = torch.get_default_dtype() if p is None else p.dtype
+        log_sigma = torch.full((L,), math.log(sigma), dtype=dtype)
         if learn_sigma:
             self.log_sigma = nn.Parameter(log_sigma)
         else:
             self.register_buffer("log_sigma", log_sigma)
+        self.full_covariance = full_covariance
+        if full_covariance:
+            self.below_diagonal = nn.Parameter(torch.zeros(L * (L - 1) // 2, dtype=dtype))
+            self.register_buffer("_rows", torch.tril_indices(L, L, -1)[0], persistent=False)
+            self.register_buffer("_cols", torch.tril_indices(L, L, -1)[1], persistent=False)
 
     @classmethod
-    def mlp(cls, L=2, noise_dim=10, hidden=(40, 60, 40), sigma=0.1, learn_sigma=False):
+    def mlp(cls, L=2, noise_dim=10, hidden=(40, 60, 40), sigma=0.1, learn_sigma=False, full_covariance=False):
         """A ReLU MLP pushes ``noise_dim``-dimensional noise to ``psi``; the SIVI paper's 2-D family by default."""
         widths = (noise_dim, *hidden)
         layers = []
         for a, b in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Linear(a, b), nn.ReLU()]
         layers.append(nn.Linear(widths[-1], L))
-        return cls(nn.Sequential(*layers), noise_dim, L, sigma, learn_sigma)
+        return cls(nn.Sequential(*layers), noise_dim, L, sigma, learn_sigma, full_covariance)
 
     @classmethod
     def linear(cls, mean, tau, sigma):
@@ -91,22 +112,37 @@ class SemiImplicitGaussian(nn.Module):
         return cls(mixing, L, L, sigma)
 
     @property
+    def scale_tril(self):
+        r"""The conditional's Cholesky factor :math:`C`, ``(L, L)``, lower-triangular: :math:`\Sigma = CC^\top`."""
+        C = torch.diag_embed(self.log_sigma.exp())
+        if self.full_covariance:
+            C = C.index_put((self._rows, self._cols), self.below_diagonal)
+        return C
+
+    @property
     def sigma(self):
-        """The conditional's standard deviations, ``(L,)``."""
-        return self.log_sigma.exp()
+        r"""The conditional's standard deviation in each coordinate, :math:`\sqrt{\Sigma_{ll}}`, ``(L,)``."""
+        return self.scale_tril.norm(dim=-1) if self.full_covariance else self.log_sigma.exp()
 
     def sample_psi(self, n):
         """``n`` draws of the mixing variable, ``(n, L)``, differentiable in the network's weights."""
         return self.mixing(torch.randn(n, self.noise_dim, dtype=self.log_sigma.dtype, device=self.log_sigma.device))
 
     def rsample(self, n):
-        """``n`` reparameterised draws ``z = psi + sigma * eps``; returns ``(z, psi)``, each ``(n, L)``."""
+        """``n`` reparameterised draws ``z = psi + C eps``; returns ``(z, psi)``, each ``(n, L)``."""
         psi = self.sample_psi(n)
-        return psi + self.sigma * torch.randn_like(psi), psi
+        eps = torch.randn_like(psi)
+        return (psi + eps @ self.scale_tril.T if self.full_covariance else psi + self.sigma * eps), psi
 
     def log_conditional(self, z, psi):
-        r""":math:`\log\mathcal N(z; \psi, \mathrm{diag}\,\sigma^2)`; ``z (..., L)`` broadcasts against ``psi``."""
-        return log_normal_diag(z, psi, self.log_sigma)
+        r""":math:`\log\mathcal N(z; \psi, CC^\top)`; ``z (..., L)`` broadcasts against ``psi``.
+
+        Full covariance: with :math:`u = C^{-1}(z - \psi)`,
+        :math:`\log\mathcal N = -\tfrac12\|u\|^2 - \sum_l\log C_{ll} - \tfrac L2\log 2\pi`.
+        """
+        if not self.full_covariance:
+            return log_normal_diag(z, psi, self.log_sigma)
+        return log_normal_tril(z, psi, self.scale_tril)
 
 
 def _chunks(n, size):
@@ -232,3 +268,16 @@ def dsivi_bound(log_likelihood, prior, q, S, K):
     z, psi0 = q.rsample(S)
     log_prior = _log_mixture(prior, z, None, prior.sample_psi(K))  # no own term: z did not come from the prior
     return (log_likelihood(z) + log_prior - _log_mixture(q, z, psi0, q.sample_psi(K))).mean()
+
+
+def semi_implicit_covariance(psi, scale_tril):
+    r"""The covariance of :math:`z`, estimated from draws of the mixing variable: the law of total covariance.
+
+    .. math::
+        \mathrm{Cov}\,z = \mathrm{Cov}\,\mathbb E[z\mid\psi] + \mathbb E\,\mathrm{Cov}[z\mid\psi]
+            = \mathrm{Cov}\,\psi + CC^\top .
+
+    ``psi (n, L)`` draws of :math:`\psi` (``torch.cov`` of them, divided by ``n - 1``); ``scale_tril (L, L)``,
+    the conditional's Cholesky factor (``diag(sigma)`` for a diagonal conditional). Returns ``(L, L)``.
+    """
+    return torch.cov(psi.T) + scale_tril @ scale_tril.T

@@ -100,3 +100,13 @@ def test_kl_by_quadrature():
     torch.testing.assert_close(
         kl_normal(0.7, 0.4, -1.0, 2.5).double(), torch.trapezoid(integrand, z), rtol=1e-7, atol=1e-9
     )
+
+
+def test_log_normal_tril_matches_torch_distributions_with_broadcasting():
+    from helpers.gaussian import log_normal_tril
+
+    torch.manual_seed(0)
+    C = torch.tril(torch.randn(4, 4, dtype=torch.float64), -1) + torch.diag(torch.rand(4, dtype=torch.float64) + 0.3)
+    z, mean = torch.randn(6, 1, 4, dtype=torch.float64), torch.randn(1, 5, 4, dtype=torch.float64)
+    expected = torch.distributions.MultivariateNormal(mean, scale_tril=C).log_prob(z)  # (6, 5)
+    torch.testing.assert_close(log_normal_tril(z, mean, C), expected)

@@ -18,8 +18,11 @@ from .pyro import check_pyro_logistic_model, check_pyro_mean_field_guide
 from .semi_implicit import (
     check_ksd_u_statistic,
     check_linear_marginal,
+    check_log_normal_tril,
+    check_semi_implicit_covariance,
     check_semi_implicit_elbo_terms,
     check_sivi_bound,
+    check_sivi_upper_bound,
 )
 from .stochastic import (
     check_logistic_log_joint,
@@ -70,6 +73,9 @@ __all__ = [
     "check_log_weights",
     "check_linear_marginal",
     "check_sivi_bound",
+    "check_sivi_upper_bound",
+    "check_semi_implicit_covariance",
+    "check_log_normal_tril",
     "check_semi_implicit_elbo_terms",
     "check_ksd_u_statistic",
     "check_pyro_logistic_model",

@@ -10,7 +10,11 @@ on a family whose marginal is known must match the reference bound,
 and ``K = 8``. The averages of the plausible mistakes (no :math:`\psi_0`, which
 is :func:`helpers.semi_implicit.sivi_upper_bound`, a division by ``K``, an average
 of log densities, ...) are computed the same way and named when the answer
-matches one of them. 7.1 and 7.3 compare with
+matches one of them. 6.3, the upper bound, is checked the same way against
+:func:`helpers.semi_implicit.sivi_upper_bound`. 6.5 (the covariance of a
+semi-implicit family) and 6.6 (the full-covariance conditional) are
+deterministic and compared with ``torch.cov`` and ``torch.distributions``, with
+gradients where the lesson trains through them. 7.1 and 7.3 compare with
 :func:`helpers.semi_implicit_vae.semi_implicit_elbo_terms` and
 :func:`helpers.kernel_stein.ksd_u_statistic`.
 """
@@ -21,9 +25,11 @@ import torch
 from torch.distributions import MultivariateNormal, Normal
 
 from ..gaussian import LOG_2PI, log_normal_diag
+from ..gaussian import log_normal_tril as reference_log_normal_tril
 from ..kernel_stein import ksd_u_statistic as reference_ksd
 from ..kernel_stein import rbf_kernel
 from ..semi_implicit import SemiImplicitGaussian, sivi_bound, sivi_upper_bound
+from ..semi_implicit import semi_implicit_covariance as reference_covariance
 from ..semi_implicit_vae import semi_implicit_elbo_terms as reference_elbo_terms
 from ._core import (
     as_tensor_result,
@@ -32,6 +38,7 @@ from ._core import (
     close,
     diagnose,
     expect_finite,
+    expect_gradient,
     expect_shape,
     fail,
     flat,
@@ -42,6 +49,9 @@ from ._core import (
 __all__ = [
     "check_linear_marginal",
     "check_sivi_bound",
+    "check_sivi_upper_bound",
+    "check_semi_implicit_covariance",
+    "check_log_normal_tril",
     "check_semi_implicit_elbo_terms",
     "check_ksd_u_statistic",
 ]
@@ -280,6 +290,266 @@ def check_sivi_bound(sivi_bound):
         "an unbiased estimate of the (K + 1)-draw bound at K = 2 and K = 8, with the right gradient, "
         "finite where exp would overflow."
     )
+
+
+# ---------------------------------------------------------------- 6.3
+
+
+def _upper_family():
+    # a wide conditional against a narrower mixing spread: the upper bound's estimates have heavy tails when the
+    # extra draws rarely land near z, and with (tau, sigma) = (0.6, 0.8) 100 calls pin its mean down to ~0.02
+    return SemiImplicitGaussian.linear(_MEAN, tau=0.6, sigma=0.8)
+
+
+_UPPER_REPS, _UPPER_KS = 100, (1, 2, 8)  # K = 1 tells "one too many" apart; K = 8 the ways to average
+
+
+def _upper_variant(kind, q, S, K):
+    """One estimate of the reference upper bound (``kind="correct"``) or of a plausible mistake."""
+    if kind == "correct":
+        return sivi_upper_bound(_log_target, q, S, K)
+    if kind == "one too few":
+        return torch.tensor(math.inf) if K == 1 else sivi_upper_bound(_log_target, q, S, K - 1)
+    if kind == "one too many":
+        return sivi_upper_bound(_log_target, q, S, K + 1)
+    if kind == "with psi0":
+        return sivi_bound(_log_target, q, S, K)
+    if kind == "sign":
+        return -sivi_upper_bound(_log_target, q, S, K)
+    z, psi0 = q.rsample(S)
+    others = q.log_conditional(z.unsqueeze(1), q.sample_psi(K).unsqueeze(0))  # (S, K)
+    log_p = _log_target(z)
+    if kind == "divide by K + 1":
+        return (log_p - (torch.logsumexp(others, 1) - math.log(K + 1))).mean()
+    if kind == "no division":
+        return (log_p - torch.logsumexp(others, 1)).mean()
+    if kind == "mean of logs":
+        return (log_p - others.mean(1)).mean()
+    if kind == "no target":
+        return -(torch.logsumexp(others, 1) - math.log(K)).mean()
+    raise ValueError(kind)
+
+
+_UPPER_MISTAKES = {
+    "with psi0": "that is the lower bound of exercise 6.2: psi_0, the draw that generated z, is in the average. "
+    "The upper bound leaves it out and averages q(z | psi_k) over the K extra draws only",
+    "divide by K + 1": "there are K terms in the average (the K extra draws, without psi_0): subtract log K, "
+    "not log(K + 1)",
+    "no division": "the average needs its 1/K: logsumexp gives the log of the sum; subtract log K",
+    "mean of logs": "that averages the log densities (a much larger upper bound); average the densities "
+    "themselves, in log space: logsumexp(log q(z | psi_k)) - log K",
+    "one too few": "off by one: average over exactly K extra draws of psi (q.sample_psi(K))",
+    "one too many": "off by one: average over exactly K extra draws of psi (q.sample_psi(K)), nothing else",
+    "no target": "log_target(z) is missing: the bound is E[log p(z) - log (1/K) sum_k q(z | psi_k)]",
+    "sign": "sign error: the bound is E[log p(z) - log (1/K) sum_k q(z | psi_k)]",
+}
+
+
+@checker("6.3", "the upper bound on the ELBO")
+def check_sivi_upper_bound(sivi_upper_bound):
+    q = _upper_family()
+    with torch.no_grad():
+        out = as_tensor_result(call_learner(sivi_upper_bound, _log_target, q, 16, 3))
+        if out.dim() == 1 and out.shape[0] == 16:
+            fail("returned one value per draw of z, shape (S,); return their average over the S draws, a 0-d tensor")
+        expect_shape(out, (), " (the bound is one number: a 0-d tensor)")
+        expect_finite(out)
+        learner, reference = {}, {}
+        for K in _UPPER_KS:
+            learner[K] = _expectation(lambda K=K: call_learner(sivi_upper_bound, _log_target, q, _S, K), _UPPER_REPS)
+            reference[K] = _expectation(lambda K=K: _upper_variant("correct", q, _S, K), _UPPER_REPS)
+
+        def z_score(a, b):
+            return abs(a[0] - b[0]) / (math.hypot(a[1], b[1]) + 2.5e-4)
+
+        if max(z_score(learner[K], reference[K]) for K in _UPPER_KS) > 4:
+            best, best_z = None, 4.0
+            for kind, message in _UPPER_MISTAKES.items():
+                worst = max(
+                    z_score(learner[K], _expectation(lambda K=K, kind=kind: _upper_variant(kind, q, _S, K)))
+                    for K in _UPPER_KS
+                )
+                if worst <= best_z:
+                    best, best_z = message, worst
+            if best is not None:
+                fail(best)
+            K = max(_UPPER_KS, key=lambda K: z_score(learner[K], reference[K]))
+            fail(
+                f"at K = {K}, the average of {_UPPER_REPS} calls with S = {_S} is {fmt(learner[K][0])} "
+                f"(s.e. {learner[K][1]:.2g}); the upper bound's expectation is {fmt(reference[K][0])} "
+                f"(s.e. {reference[K][1]:.2g})"
+            )
+        # log space: without psi_0, every q(z | psi_k) of a sharp 100-dimensional conditional underflows to 0
+        q_sharp = SemiImplicitGaussian.linear(torch.zeros(100, dtype=torch.float32), tau=1.0, sigma=1e-2)
+        out = as_tensor_result(
+            call_learner(sivi_upper_bound, lambda z: Normal(0.0, 1.0).log_prob(z).sum(-1), q_sharp, 8, 5)
+        )
+        if not torch.isfinite(out).all():
+            fail(
+                f"the result is {fmt(out)} for a sharp 100-dimensional conditional: exp(log q) underflows to 0. "
+                "Average in log space: torch.logsumexp(log_q, dim) - math.log(K)"
+            )
+    return "an unbiased estimate of the K-draw upper bound at K = 1, 2 and 8, finite where exp would underflow."
+
+
+# ---------------------------------------------------------------- 6.5
+
+
+def _covariance_problem(dtype=_F64):
+    torch.manual_seed(5)
+    psi = torch.randn(400, 3, dtype=dtype) @ torch.tensor([[1.0, 0.0, 0.0], [0.8, 0.5, 0.0], [0.0, -0.6, 0.3]]).to(
+        dtype
+    ).T + torch.tensor([2.0, -1.0, 0.5], dtype=dtype)  # correlated, off-centre mixing draws
+    C = torch.tensor([[0.5, 0.0, 0.0], [0.3, 0.4, 0.0], [-0.2, 0.1, 0.6]], dtype=dtype)  # not symmetric: C C^T != C^T C
+    return psi, C
+
+
+@checker("6.5", "the covariance of a semi-implicit family")
+def check_semi_implicit_covariance(semi_implicit_covariance):
+    psi, C = _covariance_problem()
+    out = as_tensor_result(call_learner(semi_implicit_covariance, psi, C))
+    expect_shape(out, (3, 3), " (an L x L covariance matrix, L = psi.shape[1])")
+    expect_finite(out)
+    n = psi.shape[0]
+    cov_unbiased, cov_ml = torch.cov(psi.T), torch.cov(psi.T, correction=0)
+    conditional = C @ C.T
+    reference = reference_covariance(psi, C)
+    if close(out, reference - cov_unbiased + cov_ml, 1e-6, 1e-9):
+        reference = reference - cov_unbiased + cov_ml  # dividing by n instead of n - 1 is as right
+    centred_second = psi.T @ psi / n
+    diagnose(
+        out,
+        reference,
+        {
+            "the conditional's covariance is C C^T (C is its Cholesky factor), not C itself": cov_unbiased + C,
+            "the conditional's covariance is C C^T, not C^T C (C is lower-triangular, so the two differ)": cov_unbiased
+            + C.T @ C,
+            "the conditional's covariance is missing: given psi, z still varies with covariance C C^T "
+            "(law of total covariance: Cov z = Cov psi + E[Cov(z | psi)])": cov_unbiased,
+            "the spread of the mixing variable is missing: psi varies from draw to draw, which adds Cov psi "
+            "(law of total covariance: Cov z = Cov psi + E[Cov(z | psi)])": conditional,
+            "Cov psi must be centred: subtract the mean of the draws before the outer products (or use torch.cov)": (
+                centred_second + conditional
+            ),
+            "only the diagonal is kept; the covariance of z is a full L x L matrix, Cov psi + C C^T": torch.diag(
+                (cov_unbiased + conditional).diagonal()
+            ),
+            "torch.cov expects the variables in rows and the draws in columns: pass psi.T, not psi (or "
+            "compute the covariance of the columns yourself)": (
+                torch.cov(psi)[:3, :3] + conditional if n >= 3 else reference
+            ),
+            "those are standard deviations' squares summed, not covariances: Cov z = Cov psi + C C^T": cov_unbiased
+            + torch.diag((C**2).sum(0)),
+        },
+        rtol=1e-6,
+        atol=1e-9,
+    )
+    # the lesson's dtype and scale: float32, 31 dimensions, thousands of draws
+    psi32 = torch.randn(5000, 31) * 3 + 10
+    C32 = torch.tril(torch.randn(31, 31) * 0.05) + 0.2 * torch.eye(31)
+    out32 = as_tensor_result(call_learner(semi_implicit_covariance, psi32, C32))
+    expect_shape(out32, (31, 31), " for psi of shape (5000, 31)")
+    ref32 = reference_covariance(psi32.double(), C32.double())
+    if not (close(out32, ref32, 1e-3, 1e-3) or close(out32, ref32 - torch.cov(psi32.double().T) / 5000, 1e-3, 1e-3)):
+        fail("right for 3 dimensions in float64 but not for 31 dimensions in float32, the lesson's case")
+    return "Cov z = Cov psi + C C^T: the law of total covariance, estimated from the mixing draws."
+
+
+# ---------------------------------------------------------------- 6.6
+
+
+def _tril_problem(dtype=_F64):
+    torch.manual_seed(6)
+    z = torch.randn(4, 1, 3, dtype=dtype)  # S = 4 draws of z against K = 5 of psi, broadcast as in the bounds
+    psi = torch.randn(1, 5, 3, dtype=dtype)
+    C = torch.tensor([[0.7, 0.0, 0.0], [0.4, 1.3, 0.0], [-0.5, 0.2, 0.9]], dtype=dtype)
+    return z, psi, C
+
+
+def _quadratic(z, psi, M):
+    d = z - psi
+    return (d @ torch.linalg.inv(M).T * d).sum(-1)  # d^T M^{-1} d, row by row
+
+
+@checker("6.6", "the full-covariance Gaussian conditional")
+def check_log_normal_tril(log_normal_tril):
+    z, psi, C = _tril_problem()
+    out = as_tensor_result(call_learner(log_normal_tril, z, psi, C))
+    if out.shape == (4, 5, 3):
+        fail("returned one value per coordinate; the density is over the whole vector z: sum over the last axis")
+    expect_shape(out, (4, 5), " (z of shape (4, 1, 3) against psi of shape (1, 5, 3) broadcast to (4, 5))")
+    expect_finite(out)
+    L = z.shape[-1]
+    Sigma = C @ C.T
+    reference = reference_log_normal_tril(z, psi, C)
+    log_det_half = C.diagonal().log().sum()
+    const = 0.5 * L * LOG_2PI
+
+    def form(quad, log_det_half=log_det_half, const=const, half=0.5):
+        return -half * quad - log_det_half - const
+
+    d = z - psi
+    diagnose(
+        out,
+        reference,
+        {
+            "C is the Cholesky factor of the covariance, Sigma = C C^T; you used C itself as the covariance": form(
+                _quadratic(z, psi, C + C.T - torch.diag(C.diagonal())), log_det_half=0.5 * log_det_half
+            ),
+            "Sigma = C C^T, so solve with C (lower-triangular): u = C^{-1}(z - psi); solving with C^T gives "
+            "(C^T C)^{-1}, the wrong matrix": form(_quadratic(z, psi, C.T @ C)),
+            "the quadratic form needs C^{-1}(z - psi) (a triangular solve), not C (z - psi)": form(
+                ((d @ C.T) ** 2).sum(-1)
+            ),
+            "log |Sigma|^{1/2} = sum_l log C_ll: the log-determinant term is missing": form(
+                _quadratic(z, psi, Sigma), log_det_half=0.0
+            ),
+            "log |Sigma|^{1/2} = sum_l log C_ll, once: you subtracted log |Sigma| = 2 sum_l log C_ll": form(
+                _quadratic(z, psi, Sigma), log_det_half=2 * log_det_half
+            ),
+            "the exponent is -|C^{-1}(z - psi)|^2 / 2: the factor 1/2 is missing": form(
+                _quadratic(z, psi, Sigma), half=1.0
+            ),
+            "the normalising constant -L/2 log(2 pi) is missing": form(_quadratic(z, psi, Sigma), const=0.0),
+            "the normalising constant is -L/2 log(2 pi), L times -1/2 log(2 pi): you wrote it once": form(
+                _quadratic(z, psi, Sigma), const=0.5 * LOG_2PI
+            ),
+            "the off-diagonal entries of C are ignored: the conditional has a full covariance C C^T": Normal(
+                psi, C.diagonal()
+            )
+            .log_prob(z)
+            .sum(-1),
+        },
+        rtol=1e-6,
+        atol=1e-8,
+    )
+    # gradients: the lesson trains the mixing network (through psi), the draws z and C itself through this function
+    # (C is lower-triangular: its entries above the diagonal are not variables, so the gradient is taken with
+    # respect to a matrix whose upper triangle is masked out, and an answer may or may not read those zeros)
+    z_g, psi_g, C_raw = (t.clone().requires_grad_(True) for t in (z, psi, C))
+    out = as_tensor_result(call_learner(log_normal_tril, z_g, psi_g, C_raw.tril()))
+    reference = reference_log_normal_tril(z_g, psi_g, C_raw.tril())
+    expect_gradient(out, [z_g, psi_g, C_raw], reference, ["z", "psi", "scale_tril"], rtol=1e-5, atol=1e-8)
+    # the lesson's dtype and scale: float32, 31 dimensions, a narrow conditional
+    torch.manual_seed(7)
+    C32 = torch.tril(torch.randn(31, 31) * 0.01, -1) + torch.diag(torch.rand(31) * 0.05 + 0.01)
+    psi32 = torch.randn(1, 20, 31)
+    z32 = psi32[:, :4].transpose(0, 1) + torch.randn(4, 1, 31) @ C32.T  # near some of the psi
+    out32 = as_tensor_result(call_learner(log_normal_tril, z32, psi32, C32))
+    expect_shape(out32, (4, 20), " for z (4, 1, 31) against psi (1, 20, 31)")
+    ref32 = reference_log_normal_tril(z32.double(), psi32.double(), C32.double())
+    if not torch.isfinite(out32).all():
+        fail(
+            "not finite for a narrow 31-dimensional conditional in float32 (the lesson's case): take logs before "
+            "exponentials, e.g. sum the log of C's diagonal instead of the log of a determinant"
+        )
+    if not close(out32, ref32, 1e-4, 0.5):
+        fail(
+            "right in float64 for 3 dimensions, but off for a narrow 31-dimensional conditional in float32: "
+            "avoid inverting Sigma = C C^T (its condition number is C's squared); solve with C "
+            "(torch.linalg.solve_triangular) and use sum(log diag C) for the log-determinant"
+        )
+    return "log N(z; psi, C C^T) by a triangular solve, with log|Sigma|^{1/2} = sum log C_ll; right gradients."
 
 
 # ---------------------------------------------------------------- 7.1

@@ -1,0 +1,174 @@
+"""The checkers of lesson 06's exercises 6.3 (the upper bound), 6.5 (the covariance of a semi-implicit
+family) and 6.6 (the full-covariance conditional) accept correct answers written in different ways and
+name the mistake in plausible wrong ones."""
+
+import math
+
+import pytest
+import torch
+from checker_assertions import accepts, rejects
+from torch.distributions import MultivariateNormal, Normal
+
+from helpers import gaussian, semi_implicit
+from helpers.checks import check_log_normal_tril, check_semi_implicit_covariance, check_sivi_upper_bound
+
+# ------------------------------------------------------------ 6.3
+
+
+def _others(q, S, K):
+    z, _ = q.rsample(S)
+    return z, q.log_conditional(z.unsqueeze(1), q.sample_psi(K).unsqueeze(0))  # (S, K)
+
+
+def _per_z(log_target, q, S, K):  # K fresh draws for every z, densities from torch.distributions
+    z, _ = q.rsample(S)
+    psi = q.sample_psi(S * K).view(S, K, -1)
+    log_q = Normal(psi, q.sigma).log_prob(z.unsqueeze(1)).sum(-1)
+    return torch.mean(log_target(z) - torch.logsumexp(log_q, dim=1) + math.log(K))
+
+
+def _mean_in_log_space(log_target, q, S, K):  # log of the mean by hand, shifted by the largest term
+    z, _ = q.rsample(S)
+    log_q = q.log_conditional(z.unsqueeze(1), q.sample_psi(K).unsqueeze(0))  # (S, K)
+    top = log_q.max(1, keepdim=True).values
+    return (log_target(z) - (top.squeeze(1) + (log_q - top).exp().mean(1).log())).mean()
+
+
+@pytest.mark.parametrize("fn", [semi_implicit.sivi_upper_bound, _per_z, _mean_in_log_space])
+def test_upper_bound_accepts(fn, capsys):
+    accepts(check_sivi_upper_bound, fn, capsys)
+
+
+def _wrong_upper(combine):
+    def bound(log_target, q, S, K):
+        z, others = _others(q, S, K)
+        return combine(log_target(z), others, K)
+
+    return bound
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (semi_implicit.sivi_bound, "lower bound of exercise 6.2"),
+        (_wrong_upper(lambda lp, oth, K: (lp - (oth.logsumexp(1) - math.log(K + 1))).mean()), "not log(K + 1)"),
+        (_wrong_upper(lambda lp, oth, K: (lp - oth.logsumexp(1)).mean()), "needs its 1/K"),
+        (_wrong_upper(lambda lp, oth, K: (lp - oth.mean(1)).mean()), "averages the log densities"),
+        (_wrong_upper(lambda lp, oth, K: -(oth.logsumexp(1) - math.log(K)).mean()), "log_target(z) is missing"),
+        (_wrong_upper(lambda lp, oth, K: ((oth.logsumexp(1) - math.log(K)) - lp).mean()), "sign error"),
+        (_wrong_upper(lambda lp, oth, K: lp - (oth.logsumexp(1) - math.log(K))), "average over the S"),
+        (_wrong_upper(lambda lp, oth, K: (lp - oth.exp().mean(1).log()).mean()), "underflows"),
+        (lambda lt, q, S, K: semi_implicit.sivi_upper_bound(lt, q, S, K + 1), "off by one"),
+    ],
+)
+def test_upper_bound_names_mistakes(fn, words, capsys):
+    rejects(check_sivi_upper_bound, fn, capsys, words)
+
+
+# ------------------------------------------------------------ 6.5
+
+
+def _by_hand(psi, C):
+    centred = psi - psi.mean(0)
+    return centred.T @ centred / (psi.shape[0] - 1) + C @ C.T
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda psi, C: torch.cov(psi.T) + C @ C.T,
+        lambda psi, C: torch.cov(psi.T, correction=0) + C @ C.T,  # dividing by n is as right
+        _by_hand,
+        lambda psi, C: torch.cov(psi.T) + torch.einsum("ik,jk->ij", C, C),
+    ],
+)
+def test_covariance_accepts(fn, capsys):
+    accepts(check_semi_implicit_covariance, fn, capsys)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (lambda psi, C: torch.cov(psi.T) + C, "not C itself"),
+        (lambda psi, C: torch.cov(psi.T) + C.T @ C, "not C^T C"),
+        (lambda psi, C: torch.cov(psi.T), "conditional's covariance is missing"),
+        (lambda psi, C: C @ C.T, "spread of the mixing variable is missing"),
+        (lambda psi, C: psi.T @ psi / psi.shape[0] + C @ C.T, "must be centred"),
+        (lambda psi, C: torch.diag(torch.cov(psi.T).diagonal() + (C @ C.T).diagonal()), "only the diagonal"),
+        (lambda psi, C: torch.cov(psi.T) + torch.diag((C**2).sum(0)), "not covariances"),
+        (lambda psi, C: torch.cov(psi)[:3, :3] + C @ C.T, "psi.T"),
+    ],
+)
+def test_covariance_names_mistakes(fn, words, capsys):
+    rejects(check_semi_implicit_covariance, fn, capsys, words)
+
+
+# ------------------------------------------------------------ 6.6
+
+
+def _solve(z, psi, C):
+    u = torch.linalg.solve_triangular(C, (z - psi).unsqueeze(-1), upper=False).squeeze(-1)
+    return -0.5 * (u**2).sum(-1) - torch.log(torch.diagonal(C)).sum() - 0.5 * C.shape[-1] * math.log(2 * math.pi)
+
+
+def _inverse_first(z, psi, C):  # C^{-1} z - C^{-1} psi: each side transformed before broadcasting
+    C_inv = torch.linalg.solve_triangular(C, torch.eye(C.shape[-1], dtype=C.dtype), upper=False)
+    u = z @ C_inv.T - psi @ C_inv.T
+    return -0.5 * (u**2).sum(-1) - C.diagonal().log().sum() - 0.5 * C.shape[-1] * math.log(2 * math.pi)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda z, psi, C: MultivariateNormal(psi, scale_tril=C).log_prob(z),
+        _solve,
+        _inverse_first,
+        gaussian.log_normal_tril,
+    ],
+)
+def test_log_normal_tril_accepts(fn, capsys):
+    accepts(check_log_normal_tril, fn, capsys)
+
+
+def _form(quad, log_det=lambda C: C.diagonal().log().sum(), const=0.5, half=0.5):
+    def fn(z, psi, C):
+        L = C.shape[-1]
+        return -half * quad(z - psi, C) - log_det(C) - const * L * math.log(2 * math.pi)
+
+    return fn
+
+
+def _u_sq(d, C):
+    return (torch.linalg.solve_triangular(C, d.unsqueeze(-1), upper=False).squeeze(-1) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (
+            _form(
+                lambda d, C: (torch.linalg.solve_triangular(C.T, d.unsqueeze(-1), upper=True).squeeze(-1) ** 2).sum(-1)
+            ),
+            "solve with C (lower-triangular)",
+        ),
+        (_form(lambda d, C: ((d @ C.T) ** 2).sum(-1)), "not C (z - psi)"),
+        (_form(_u_sq, log_det=lambda C: 0.0), "log-determinant term is missing"),
+        (_form(_u_sq, log_det=lambda C: 2 * C.diagonal().log().sum()), "once"),
+        (_form(_u_sq, half=1.0), "factor 1/2 is missing"),
+        (_form(_u_sq, const=0.0), "normalising constant -L/2 log(2 pi) is missing"),
+        (lambda z, psi, C: Normal(psi, C.diagonal()).log_prob(z).sum(-1), "off-diagonal entries of C are ignored"),
+        (lambda z, psi, C: Normal(psi, C.diagonal()).log_prob(z), "sum over the last axis"),
+        (lambda z, psi, C: MultivariateNormal(psi, scale_tril=C.detach()).log_prob(z), "gradient"),
+    ],
+)
+def test_log_normal_tril_names_mistakes(fn, words, capsys):
+    rejects(check_log_normal_tril, fn, capsys, words)
+
+
+def test_log_normal_tril_names_a_float32_determinant(capsys):
+    def via_det(z, psi, C):
+        Sigma = C @ C.T
+        u = torch.linalg.solve_triangular(C, (z - psi).unsqueeze(-1), upper=False).squeeze(-1)
+        return -0.5 * (u**2).sum(-1) - 0.5 * torch.log(torch.det(Sigma)) - 0.5 * C.shape[-1] * math.log(2 * math.pi)
+
+    rejects(check_log_normal_tril, via_det, capsys, "float32")

@@ -111,7 +111,6 @@ class SemiImplicitGaussian(nn.Module):
             mixing.bias.copy_(mean)
         return cls(mixing, L, L, sigma)
 
-    @property
     def scale_tril(self):
         r"""The conditional's Cholesky factor :math:`C`, ``(L, L)``, lower-triangular: :math:`\Sigma = CC^\top`."""
         C = torch.diag_embed(self.log_sigma.exp())
@@ -122,7 +121,7 @@ class SemiImplicitGaussian(nn.Module):
     @property
     def sigma(self):
         r"""The conditional's standard deviation in each coordinate, :math:`\sqrt{\Sigma_{ll}}`, ``(L,)``."""
-        return self.scale_tril.norm(dim=-1) if self.full_covariance else self.log_sigma.exp()
+        return self.scale_tril().norm(dim=-1) if self.full_covariance else self.log_sigma.exp()
 
     def sample_psi(self, n):
         """``n`` draws of the mixing variable, ``(n, L)``, differentiable in the network's weights."""
@@ -132,7 +131,7 @@ class SemiImplicitGaussian(nn.Module):
         """``n`` reparameterised draws ``z = psi + C eps``; returns ``(z, psi)``, each ``(n, L)``."""
         psi = self.sample_psi(n)
         eps = torch.randn_like(psi)
-        return (psi + eps @ self.scale_tril.T if self.full_covariance else psi + self.sigma * eps), psi
+        return (psi + eps @ self.scale_tril().T if self.full_covariance else psi + self.sigma * eps), psi
 
     def log_conditional(self, z, psi):
         r""":math:`\log\mathcal N(z; \psi, CC^\top)`; ``z (..., L)`` broadcasts against ``psi``.
@@ -142,7 +141,7 @@ class SemiImplicitGaussian(nn.Module):
         """
         if not self.full_covariance:
             return log_normal_diag(z, psi, self.log_sigma)
-        return log_normal_tril(z, psi, self.scale_tril)
+        return log_normal_tril(z, psi, self.scale_tril())
 
 
 def _chunks(n, size):

@@ -164,7 +164,7 @@ def _full_family(seed=0):
 
 def test_full_covariance_conditional_matches_torch_distributions():
     q = _full_family()
-    C = q.scale_tril
+    C = q.scale_tril()
     expected_C = torch.tensor([[math.exp(-0.3), 0.0], [0.6, math.exp(-0.9)]], dtype=F64)
     torch.testing.assert_close(C, expected_C)
     torch.testing.assert_close(q.sigma, (expected_C @ expected_C.T).diagonal().sqrt())
@@ -179,14 +179,14 @@ def test_full_covariance_draws_have_the_conditional_covariance():
     torch.manual_seed(1)
     with torch.no_grad():
         z, psi = q.rsample(200_000)
-    C = q.scale_tril.detach()
+    C = q.scale_tril().detach()
     # z - psi ~ N(0, C C^T): the sample covariance is within a few standard errors (about 0.005) of C C^T
     torch.testing.assert_close(torch.cov((z - psi).T), C @ C.T, atol=0.02, rtol=0)
 
 
 def test_sandwich_brackets_the_exact_elbo_with_a_full_conditional():
     q = _full_family()
-    C = q.scale_tril.detach()
+    C = q.scale_tril().detach()
     marginal = MultivariateNormal(MEAN, TAU**2 * torch.eye(2, dtype=F64) + C @ C.T)
     p = MultivariateNormal(torch.zeros(2, dtype=F64), torch.tensor([[1.0, 0.5], [0.5, 1.0]], dtype=F64))
     exact = float(-torch.distributions.kl_divergence(marginal, p))

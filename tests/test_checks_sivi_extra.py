@@ -172,3 +172,93 @@ def test_log_normal_tril_names_a_float32_determinant(capsys):
         return -0.5 * (u**2).sum(-1) - 0.5 * torch.log(torch.det(Sigma)) - 0.5 * C.shape[-1] * math.log(2 * math.pi)
 
     rejects(check_log_normal_tril, via_det, capsys, "float32")
+
+
+# ------------------------------------------------------------ 7.2
+
+from helpers.checks import check_dsivi_bound  # noqa: E402
+
+
+def _dsivi_per_z(log_likelihood, prior, q, S, K):  # fresh draws for every z, densities from torch.distributions
+    z, psi0 = q.rsample(S)
+    zeta = prior.sample_psi(S * K).view(S, K, -1)
+    psi = torch.cat([psi0.unsqueeze(1), q.sample_psi(S * K).view(S, K, -1)], 1)  # (S, K + 1, L)
+    log_p = Normal(zeta, prior.sigma).log_prob(z.unsqueeze(1)).sum(-1)
+    log_q = Normal(psi, q.sigma).log_prob(z.unsqueeze(1)).sum(-1)
+    return torch.mean(
+        log_likelihood(z) + torch.logsumexp(log_p, 1) - math.log(K) - torch.logsumexp(log_q, 1) + math.log(K + 1)
+    )
+
+
+def _dsivi_with_sivi_pieces(log_likelihood, prior, q, S, K):  # lesson 06's pieces: the upper and lower bounds
+    # log p~(z) is the upper bound's average with the prior's conditional; log q~(z) the lower bound's
+    z, psi0 = q.rsample(S)
+    log_prior = torch.logsumexp(prior.log_conditional(z.unsqueeze(1), prior.sample_psi(K).unsqueeze(0)), 1)
+    own = q.log_conditional(z, psi0).unsqueeze(1)
+    others = q.log_conditional(z.unsqueeze(1), q.sample_psi(K).unsqueeze(0))
+    log_q = torch.logsumexp(torch.cat([others, own], 1), 1)  # psi_0 last: the order does not matter
+    return (log_likelihood(z) + log_prior - math.log(K) - log_q + math.log(K + 1)).mean()
+
+
+@pytest.mark.parametrize("fn", [semi_implicit.dsivi_bound, _dsivi_per_z, _dsivi_with_sivi_pieces])
+def test_dsivi_bound_accepts(fn, capsys):
+    accepts(check_dsivi_bound, fn, capsys)
+
+
+def _dsivi_wrong(prior_term, q_term, ll_sign=1.0, prior_sign=1.0):
+    def bound(log_likelihood, prior, q, S, K):
+        z, psi0 = q.rsample(S)
+        zeta, psi = prior.sample_psi(K), q.sample_psi(K)
+        log_p = prior_term(prior, q, z, zeta, psi, K)
+        own = q.log_conditional(z, psi0).unsqueeze(1)
+        others = q.log_conditional(z.unsqueeze(1), psi.unsqueeze(0))
+        return (ll_sign * log_likelihood(z) + prior_sign * log_p - q_term(own, others, K)).mean()
+
+    return bound
+
+
+def _good_prior(prior, q, z, zeta, psi, K):
+    return torch.logsumexp(prior.log_conditional(z.unsqueeze(1), zeta.unsqueeze(0)), 1) - math.log(K)
+
+
+def _good_q(own, others, K):
+    return torch.logsumexp(torch.cat([own, others], 1), 1) - math.log(K + 1)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (_dsivi_wrong(_good_prior, lambda own, oth, K: torch.logsumexp(oth, 1) - math.log(K)), "psi_0, the draw"),
+        (
+            _dsivi_wrong(_good_prior, lambda own, oth, K: torch.logsumexp(torch.cat([own, oth], 1), 1) - math.log(K)),
+            "different numbers of terms",
+        ),
+        (
+            _dsivi_wrong(
+                lambda p, q, z, zeta, psi, K: p.log_conditional(z.unsqueeze(1), zeta.unsqueeze(0)).mean(1), _good_q
+            ),
+            "prior's term averages log densities",
+        ),
+        (_dsivi_wrong(_good_prior, lambda own, oth, K: torch.cat([own, oth], 1).mean(1)), "q's term averages log"),
+        (
+            _dsivi_wrong(
+                lambda p, q, z, zeta, psi, K: (
+                    torch.logsumexp(p.log_conditional(z.unsqueeze(1), psi.unsqueeze(0)), 1) - math.log(K)
+                ),
+                _good_q,
+            ),
+            "mixing variable (prior.sample_psi(K))",
+        ),
+        (_dsivi_wrong(_good_prior, _good_q, ll_sign=0.0), "log_likelihood(z)"),
+        (_dsivi_wrong(_good_prior, _good_q, prior_sign=-1.0), "plus sign"),
+        (
+            _dsivi_wrong(
+                lambda p, q, z, zeta, psi, K: p.log_conditional(z.unsqueeze(1), zeta.unsqueeze(0)).exp().mean(1).log(),
+                _good_q,
+            ),
+            "log space",
+        ),
+    ],
+)
+def test_dsivi_bound_names_mistakes(fn, words, capsys):
+    rejects(check_dsivi_bound, fn, capsys, words)

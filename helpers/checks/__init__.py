@@ -16,6 +16,7 @@ from .cavi import check_cavi, check_component_update, check_responsibilities, ch
 from .elbo import check_elbo_samples, check_gaussian_elbo, check_kl_normal, check_reverse_kl
 from .pyro import check_pyro_logistic_model, check_pyro_mean_field_guide
 from .semi_implicit import (
+    check_dsivi_bound,
     check_ksd_u_statistic,
     check_linear_marginal,
     check_log_normal_tril,
@@ -76,6 +77,7 @@ __all__ = [
     "check_sivi_upper_bound",
     "check_semi_implicit_covariance",
     "check_log_normal_tril",
+    "check_dsivi_bound",
     "check_semi_implicit_elbo_terms",
     "check_ksd_u_statistic",
     "check_pyro_logistic_model",

@@ -14,7 +14,8 @@ matches one of them. 6.3, the upper bound, is checked the same way against
 :func:`helpers.semi_implicit.sivi_upper_bound`. 6.5 (the covariance of a
 semi-implicit family) and 6.6 (the full-covariance conditional) are
 deterministic and compared with ``torch.cov`` and ``torch.distributions``, with
-gradients where the lesson trains through them. 7.1 and 7.3 compare with
+gradients where the lesson trains through them. 7.2, the doubly semi-implicit bound, is
+expectation-based like 6.2, on a semi-implicit prior and posterior whose evidence is exact. 7.1 and 7.4 compare with
 :func:`helpers.semi_implicit_vae.semi_implicit_elbo_terms` and
 :func:`helpers.kernel_stein.ksd_u_statistic`.
 """
@@ -29,6 +30,7 @@ from ..gaussian import log_normal_tril as reference_log_normal_tril
 from ..kernel_stein import ksd_u_statistic as reference_ksd
 from ..kernel_stein import rbf_kernel
 from ..semi_implicit import SemiImplicitGaussian, sivi_bound, sivi_upper_bound
+from ..semi_implicit import dsivi_bound as reference_dsivi_bound
 from ..semi_implicit import semi_implicit_covariance as reference_covariance
 from ..semi_implicit_vae import semi_implicit_elbo_terms as reference_elbo_terms
 from ._core import (
@@ -52,6 +54,7 @@ __all__ = [
     "check_sivi_upper_bound",
     "check_semi_implicit_covariance",
     "check_log_normal_tril",
+    "check_dsivi_bound",
     "check_semi_implicit_elbo_terms",
     "check_ksd_u_statistic",
 ]
@@ -637,10 +640,135 @@ def check_semi_implicit_elbo_terms(semi_implicit_elbo_terms):
     return "log p(x, z) - log of the (K + 1)-draw average of q(z | psi_k), per data point, in log space."
 
 
-# ---------------------------------------------------------------- 7.3
+# ---------------------------------------------------------------- 7.2
+
+_X_OBS = torch.tensor([1.0, -0.5], dtype=_F64)
+# Lesson 07's example, with wider conditionals so that 100 calls pin each expectation down to a few hundredths:
+# prior z ~ N(0, 0.89 I) written semi-implicitly, x | z ~ N(z, I), and q the exact posterior, semi-implicit too.
+_PRIOR = SemiImplicitGaussian.linear(torch.zeros(2, dtype=_F64), tau=0.4, sigma=math.sqrt(0.89 - 0.4**2))
+_POST_VAR = 0.89 / 1.89
+_POSTERIOR = SemiImplicitGaussian.linear(0.89 / 1.89 * _X_OBS, tau=math.sqrt(_POST_VAR - 0.6**2), sigma=0.6)
+_DSIVI_KS, _DSIVI_REPS = (1, 2, 8), 100
 
 
-@checker("7.3", "the kernel Stein discrepancy as a U-statistic")
+def _log_likelihood(z):
+    return -0.5 * ((_X_OBS - z) ** 2).sum(-1) - math.log(2 * math.pi)
+
+
+def _dsivi_variant(kind, S, K):
+    """One estimate of the reference bound (``kind="correct"``) or of a plausible mistake."""
+    if kind == "correct":
+        return reference_dsivi_bound(_log_likelihood, _PRIOR, _POSTERIOR, S, K)
+    z, psi0 = _POSTERIOR.rsample(S)
+    zeta, psi = _PRIOR.sample_psi(K), _POSTERIOR.sample_psi(K)
+    log_p = _PRIOR.log_conditional(z.unsqueeze(1), zeta.unsqueeze(0))  # (S, K)
+    log_q = torch.cat(
+        [
+            _POSTERIOR.log_conditional(z, psi0).unsqueeze(1),
+            _POSTERIOR.log_conditional(z.unsqueeze(1), psi.unsqueeze(0)),
+        ],
+        1,
+    )  # (S, K + 1)
+    prior_term, q_term, ll = torch.logsumexp(log_p, 1) - math.log(K), torch.logsumexp(log_q, 1) - math.log(K + 1), None
+    if kind == "plain q":
+        q_term = torch.logsumexp(log_q[:, 1:], 1) - math.log(K)
+    elif kind == "prior K + 1":
+        prior_term = torch.logsumexp(log_p, 1) - math.log(K + 1)
+    elif kind == "q K":
+        q_term = torch.logsumexp(log_q, 1) - math.log(K)
+    elif kind == "prior mean of logs":
+        prior_term = log_p.mean(1)
+    elif kind == "q mean of logs":
+        q_term = log_q.mean(1)
+    elif kind == "prior at psi":
+        prior_term = torch.logsumexp(_PRIOR.log_conditional(z.unsqueeze(1), psi.unsqueeze(0)), 1) - math.log(K)
+    elif kind == "q's conditional for the prior":
+        prior_term = torch.logsumexp(_POSTERIOR.log_conditional(z.unsqueeze(1), zeta.unsqueeze(0)), 1) - math.log(K)
+    elif kind == "no likelihood":
+        ll = 0.0
+    elif kind == "prior sign":
+        prior_term = -prior_term
+    else:
+        raise ValueError(kind)
+    return ((_log_likelihood(z) if ll is None else ll) + prior_term - q_term).mean()
+
+
+_COUNTS = (
+    "the two averages have different numbers of terms: the prior's has K (divide by K: subtract log K), "
+    "q's has K + 1, psi_0 included (subtract log(K + 1))"
+)
+_DSIVI_MISTAKES = {
+    "plain q": "psi_0, the draw that generated z, is missing from q's average: without it the estimate overshoots "
+    "(it can exceed log p(x)). Average q(z | psi_k) over psi_0 and the K extra draws, as in 6.2",
+    "prior K + 1": _COUNTS,
+    "q K": _COUNTS,
+    "prior mean of logs": "the prior's term averages log densities; average the densities p(z | zeta_k) themselves, "
+    "in log space: logsumexp(...) - log K",
+    "q mean of logs": "q's term averages log densities; average the densities q(z | psi_k) themselves, in log "
+    "space: logsumexp(...) - log(K + 1)",
+    "prior at psi": "the prior's average needs draws zeta_k of the *prior's* mixing variable (prior.sample_psi(K)), "
+    "not q's draws psi_k",
+    "q's conditional for the prior": "the prior's average uses q's conditional: evaluate the prior's own "
+    "conditional, prior.log_conditional(z, zeta_k)",
+    "no likelihood": "log_likelihood(z), the first term, is missing",
+    "prior sign": "the prior's term enters with a plus sign: the bound is E[log p(x | z) + log p~(z) - log q~(z)]",
+}
+
+
+@checker("7.2", "the doubly semi-implicit bound")
+def check_dsivi_bound(dsivi_bound):
+    with torch.no_grad():
+        out = as_tensor_result(call_learner(dsivi_bound, _log_likelihood, _PRIOR, _POSTERIOR, 16, 3))
+        if out.dim() == 1 and out.shape[0] == 16:
+            fail("returned one value per draw of z, shape (S,); return their average over the S draws, a 0-d tensor")
+        expect_shape(out, (), " (the bound is one number: a 0-d tensor)")
+        expect_finite(out)
+
+        def expectation(estimate, reps=_DSIVI_REPS):
+            return _expectation(estimate, reps)
+
+        learner = {
+            K: expectation(lambda K=K: call_learner(dsivi_bound, _log_likelihood, _PRIOR, _POSTERIOR, _S, K))
+            for K in _DSIVI_KS
+        }
+        reference = {K: expectation(lambda K=K: _dsivi_variant("correct", _S, K)) for K in _DSIVI_KS}
+
+        def z_score(a, b):
+            return abs(a[0] - b[0]) / (math.hypot(a[1], b[1]) + 2.5e-4)
+
+        if max(z_score(learner[K], reference[K]) for K in _DSIVI_KS) > 4:
+            best, best_z = None, 4.0
+            for kind, message in _DSIVI_MISTAKES.items():
+                worst = max(
+                    z_score(learner[K], expectation(lambda K=K, kind=kind: _dsivi_variant(kind, _S, K), _REPS))
+                    for K in _DSIVI_KS
+                )
+                if worst <= best_z:
+                    best, best_z = message, worst
+            if best is not None:
+                fail(best)
+            K = max(_DSIVI_KS, key=lambda K: z_score(learner[K], reference[K]))
+            fail(
+                f"at K = {K}, the average of {_DSIVI_REPS} calls with S = {_S} is {fmt(learner[K][0])} "
+                f"(s.e. {learner[K][1]:.2g}); the bound's expectation is {fmt(reference[K][0])} "
+                f"(s.e. {reference[K][1]:.2g})"
+            )
+        # log space: a sharp prior conditional in 100 dimensions makes every p(z | zeta_k) underflow to 0
+        sharp_prior = SemiImplicitGaussian.linear(torch.zeros(100, dtype=torch.float32), tau=1.0, sigma=1e-2)
+        sharp_q = SemiImplicitGaussian.linear(torch.zeros(100, dtype=torch.float32), tau=1.0, sigma=1e-2)
+        out = as_tensor_result(call_learner(dsivi_bound, lambda z: -0.5 * (z**2).sum(-1), sharp_prior, sharp_q, 8, 5))
+        if not torch.isfinite(out).all():
+            fail(
+                f"the result is {fmt(out)} for sharp 100-dimensional conditionals: exp(log p) under- or overflows. "
+                "Average both sides in log space, with torch.logsumexp"
+            )
+    return "an unbiased estimate of the bound at K = 1, 2 and 8: the prior's plain average, q's with psi_0."
+
+
+# ---------------------------------------------------------------- 7.4
+
+
+@checker("7.4", "the kernel Stein discrepancy as a U-statistic")
 def check_ksd_u_statistic(ksd_u_statistic):
     torch.manual_seed(0)
     S = 6

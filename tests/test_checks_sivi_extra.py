@@ -1,5 +1,5 @@
-"""The checkers of lesson 06's exercises 6.3 (the upper bound), 6.5 (the covariance of a semi-implicit
-family) and 6.6 (the full-covariance conditional) accept correct answers written in different ways and
+"""The checkers of lesson 06's exercises 6.3 (the upper bound), 6.5 (the full-covariance conditional) and 6.6
+(the covariance of a semi-implicit family) accept correct answers written in different ways and
 name the mistake in plausible wrong ones."""
 
 import math
@@ -65,7 +65,7 @@ def test_upper_bound_names_mistakes(fn, words, capsys):
     rejects(check_sivi_upper_bound, fn, capsys, words)
 
 
-# ------------------------------------------------------------ 6.5
+# ------------------------------------------------------------ 6.6
 
 
 def _by_hand(psi, C):
@@ -103,7 +103,7 @@ def test_covariance_names_mistakes(fn, words, capsys):
     rejects(check_semi_implicit_covariance, fn, capsys, words)
 
 
-# ------------------------------------------------------------ 6.6
+# ------------------------------------------------------------ 6.5
 
 
 def _solve(z, psi, C):

@@ -11,8 +11,8 @@ and ``K = 8``. The averages of the plausible mistakes (no :math:`\psi_0`, which
 is :func:`helpers.semi_implicit.sivi_upper_bound`, a division by ``K``, an average
 of log densities, ...) are computed the same way and named when the answer
 matches one of them. 6.3, the upper bound, is checked the same way against
-:func:`helpers.semi_implicit.sivi_upper_bound`. 6.5 (the covariance of a
-semi-implicit family) and 6.6 (the full-covariance conditional) are
+:func:`helpers.semi_implicit.sivi_upper_bound`. 6.5 (the full-covariance
+conditional) and 6.6 (the covariance of a semi-implicit family) are
 deterministic and compared with ``torch.cov`` and ``torch.distributions``, with
 gradients where the lesson trains through them. 7.2, the doubly semi-implicit bound, is
 expectation-based like 6.2, on a semi-implicit prior and posterior whose evidence is exact. 7.1 and 7.4 compare with
@@ -395,7 +395,7 @@ def check_sivi_upper_bound(sivi_upper_bound):
     return "an unbiased estimate of the K-draw upper bound at K = 1, 2 and 8, finite where exp would underflow."
 
 
-# ---------------------------------------------------------------- 6.5
+# ---------------------------------------------------------------- 6.6
 
 
 def _covariance_problem(dtype=_F64):
@@ -407,7 +407,7 @@ def _covariance_problem(dtype=_F64):
     return psi, C
 
 
-@checker("6.5", "the covariance of a semi-implicit family")
+@checker("6.6", "the covariance of a semi-implicit family")
 def check_semi_implicit_covariance(semi_implicit_covariance):
     psi, C = _covariance_problem()
     out = as_tensor_result(call_learner(semi_implicit_covariance, psi, C))
@@ -458,7 +458,7 @@ def check_semi_implicit_covariance(semi_implicit_covariance):
     return "Cov z = Cov psi + C C^T: the law of total covariance, estimated from the mixing draws."
 
 
-# ---------------------------------------------------------------- 6.6
+# ---------------------------------------------------------------- 6.5
 
 
 def _tril_problem(dtype=_F64):
@@ -474,7 +474,7 @@ def _quadratic(z, psi, M):
     return (d @ torch.linalg.inv(M).T * d).sum(-1)  # d^T M^{-1} d, row by row
 
 
-@checker("6.6", "the full-covariance Gaussian conditional")
+@checker("6.5", "the full-covariance Gaussian conditional")
 def check_log_normal_tril(log_normal_tril):
     z, psi, C = _tril_problem()
     out = as_tensor_result(call_learner(log_normal_tril, z, psi, C))

@@ -207,6 +207,35 @@ def _expectation(estimate, reps=_REPS):
     return float(values.mean()), float(values.std()) / math.sqrt(reps)
 
 
+def _diagnose_expectation(answer, variant, mistakes, Ks, reps, what="the bound"):
+    """Compare the mean of ``reps`` calls of ``answer(K)`` with the reference's, ``variant("correct", K)``, at each K.
+
+    A difference of more than 4 standard errors fails: naming the mistake in ``mistakes`` (kind -> diagnosis)
+    whose own expectation, ``variant(kind, K)`` averaged over ``_REPS`` calls, is within 4 standard errors at
+    every K, or else quoting the two averages.
+    """
+
+    def z_score(a, b):
+        return abs(a[0] - b[0]) / (math.hypot(a[1], b[1]) + 2.5e-4)
+
+    learner = {K: _expectation(lambda K=K: answer(K), reps) for K in Ks}
+    reference = {K: _expectation(lambda K=K: variant("correct", K), reps) for K in Ks}
+    if max(z_score(learner[K], reference[K]) for K in Ks) <= 4:
+        return
+    best, best_z = None, 4.0
+    for kind, message in mistakes.items():
+        worst = max(z_score(learner[K], _expectation(lambda K=K, kind=kind: variant(kind, K))) for K in Ks)
+        if worst <= best_z:
+            best, best_z = message, worst
+    if best is not None:
+        fail(best)
+    K = max(Ks, key=lambda K: z_score(learner[K], reference[K]))
+    fail(
+        f"at K = {K}, the average of {reps} calls with S = {_S} is {fmt(learner[K][0])} "
+        f"(s.e. {learner[K][1]:.2g}); {what}'s expectation is {fmt(reference[K][0])} (s.e. {reference[K][1]:.2g})"
+    )
+
+
 def _mean_gradient(estimate, params, learner, reps=_REPS):
     """Average and standard error of the gradient of ``estimate()`` with respect to ``params`` (flattened)."""
     grads = []
@@ -237,30 +266,13 @@ def check_sivi_bound(sivi_bound):
         )
 
     with torch.no_grad():
-        learner, reference = {}, {}
-        for K in _KS:
-            learner[K] = _expectation(lambda K=K: call_learner(sivi_bound, _log_target, q, _S, K))
-            reference[K] = _expectation(lambda K=K: _variant("correct", q, _S, K))
-
-        def z_score(a, b):
-            return abs(a[0] - b[0]) / (math.hypot(a[1], b[1]) + 2.5e-4)
-
-        if max(z_score(learner[K], reference[K]) for K in _KS) > 4:
-            best, best_z = None, 4.0
-            for kind, message in _MISTAKES.items():
-                worst = max(
-                    z_score(learner[K], _expectation(lambda K=K, kind=kind: _variant(kind, q, _S, K))) for K in _KS
-                )
-                if worst <= best_z:
-                    best, best_z = message, worst
-            if best is not None:
-                fail(best)
-            K = max(_KS, key=lambda K: z_score(learner[K], reference[K]))
-            fail(
-                f"at K = {K}, the average of {_REPS} calls with S = {_S} is {fmt(learner[K][0])} "
-                f"(s.e. {learner[K][1]:.2g}); the bound's expectation is {fmt(reference[K][0])} "
-                f"(s.e. {reference[K][1]:.2g})"
-            )
+        _diagnose_expectation(
+            lambda K: call_learner(sivi_bound, _log_target, q, _S, K),
+            lambda kind, K: _variant(kind, q, _S, K),
+            _MISTAKES,
+            _KS,
+            _REPS,
+        )
 
         # log space: 100 coordinates and sigma = 1e-4 put log q(z | psi_0) near +780, beyond exp's range even in float64
         q_sharp = SemiImplicitGaussian.linear(torch.zeros(100, dtype=torch.float32), tau=1.0, sigma=1e-4)
@@ -357,31 +369,14 @@ def check_sivi_upper_bound(sivi_upper_bound):
             fail("returned one value per draw of z, shape (S,); return their average over the S draws, a 0-d tensor")
         expect_shape(out, (), " (the bound is one number: a 0-d tensor)")
         expect_finite(out)
-        learner, reference = {}, {}
-        for K in _UPPER_KS:
-            learner[K] = _expectation(lambda K=K: call_learner(sivi_upper_bound, _log_target, q, _S, K), _UPPER_REPS)
-            reference[K] = _expectation(lambda K=K: _upper_variant("correct", q, _S, K), _UPPER_REPS)
-
-        def z_score(a, b):
-            return abs(a[0] - b[0]) / (math.hypot(a[1], b[1]) + 2.5e-4)
-
-        if max(z_score(learner[K], reference[K]) for K in _UPPER_KS) > 4:
-            best, best_z = None, 4.0
-            for kind, message in _UPPER_MISTAKES.items():
-                worst = max(
-                    z_score(learner[K], _expectation(lambda K=K, kind=kind: _upper_variant(kind, q, _S, K)))
-                    for K in _UPPER_KS
-                )
-                if worst <= best_z:
-                    best, best_z = message, worst
-            if best is not None:
-                fail(best)
-            K = max(_UPPER_KS, key=lambda K: z_score(learner[K], reference[K]))
-            fail(
-                f"at K = {K}, the average of {_UPPER_REPS} calls with S = {_S} is {fmt(learner[K][0])} "
-                f"(s.e. {learner[K][1]:.2g}); the upper bound's expectation is {fmt(reference[K][0])} "
-                f"(s.e. {reference[K][1]:.2g})"
-            )
+        _diagnose_expectation(
+            lambda K: call_learner(sivi_upper_bound, _log_target, q, _S, K),
+            lambda kind, K: _upper_variant(kind, q, _S, K),
+            _UPPER_MISTAKES,
+            _UPPER_KS,
+            _UPPER_REPS,
+            what="the upper bound",
+        )
         # log space: without psi_0, every q(z | psi_k) of a sharp 100-dimensional conditional underflows to 0
         q_sharp = SemiImplicitGaussian.linear(torch.zeros(100, dtype=torch.float32), tau=1.0, sigma=1e-2)
         out = as_tensor_result(
@@ -724,35 +719,13 @@ def check_dsivi_bound(dsivi_bound):
         expect_shape(out, (), " (the bound is one number: a 0-d tensor)")
         expect_finite(out)
 
-        def expectation(estimate, reps=_DSIVI_REPS):
-            return _expectation(estimate, reps)
-
-        learner = {
-            K: expectation(lambda K=K: call_learner(dsivi_bound, _log_likelihood, _PRIOR, _POSTERIOR, _S, K))
-            for K in _DSIVI_KS
-        }
-        reference = {K: expectation(lambda K=K: _dsivi_variant("correct", _S, K)) for K in _DSIVI_KS}
-
-        def z_score(a, b):
-            return abs(a[0] - b[0]) / (math.hypot(a[1], b[1]) + 2.5e-4)
-
-        if max(z_score(learner[K], reference[K]) for K in _DSIVI_KS) > 4:
-            best, best_z = None, 4.0
-            for kind, message in _DSIVI_MISTAKES.items():
-                worst = max(
-                    z_score(learner[K], expectation(lambda K=K, kind=kind: _dsivi_variant(kind, _S, K), _REPS))
-                    for K in _DSIVI_KS
-                )
-                if worst <= best_z:
-                    best, best_z = message, worst
-            if best is not None:
-                fail(best)
-            K = max(_DSIVI_KS, key=lambda K: z_score(learner[K], reference[K]))
-            fail(
-                f"at K = {K}, the average of {_DSIVI_REPS} calls with S = {_S} is {fmt(learner[K][0])} "
-                f"(s.e. {learner[K][1]:.2g}); the bound's expectation is {fmt(reference[K][0])} "
-                f"(s.e. {reference[K][1]:.2g})"
-            )
+        _diagnose_expectation(
+            lambda K: call_learner(dsivi_bound, _log_likelihood, _PRIOR, _POSTERIOR, _S, K),
+            lambda kind, K: _dsivi_variant(kind, _S, K),
+            _DSIVI_MISTAKES,
+            _DSIVI_KS,
+            _DSIVI_REPS,
+        )
         # log space: a sharp prior conditional in 100 dimensions makes every p(z | zeta_k) underflow to 0
         sharp_prior = SemiImplicitGaussian.linear(torch.zeros(100, dtype=torch.float32), tau=1.0, sigma=1e-2)
         sharp_q = SemiImplicitGaussian.linear(torch.zeros(100, dtype=torch.float32), tau=1.0, sigma=1e-2)

@@ -262,3 +262,73 @@ def _good_q(own, others, K):
 )
 def test_dsivi_bound_names_mistakes(fn, words, capsys):
     rejects(check_dsivi_bound, fn, capsys, words)
+
+
+# ------------------------------------------------------------ 7.5
+
+from helpers import kernel_stein  # noqa: E402
+from helpers.checks import check_ksivi_loss  # noqa: E402
+
+
+def _ksivi(
+    score_q=lambda z, psi, s: -(z - psi) / s**2,
+    create_graph=True,
+    combine=lambda sp, sq: sp - sq,
+    fresh_psi=False,
+    bandwidth_rule=None,
+    use_given_ksd=True,
+    detach=False,
+):
+    def loss(log_target, q, S, bandwidth=None, ksd=kernel_stein.ksd_u_statistic):
+        z, psi = q.rsample(S)
+        if detach:
+            z = z.detach().requires_grad_(True)
+        if fresh_psi:
+            psi = q.sample_psi(S)
+        kwargs = {"create_graph": True} if create_graph else {"retain_graph": True}
+        (score_p,) = torch.autograd.grad(log_target(z).sum(), z, **kwargs)
+        h = bandwidth if bandwidth is not None else kernel_stein.median_bandwidth(z)
+        if bandwidth_rule is not None:
+            h = bandwidth_rule(z, bandwidth)
+        statistic = ksd if use_given_ksd else kernel_stein.ksd_u_statistic
+        return statistic(z, combine(score_p, score_q(z, psi, q.sigma)), h)
+
+    return loss
+
+
+def _median_by_hand(z, bandwidth):
+    if bandwidth is not None:
+        return bandwidth
+    S = z.shape[0]
+    d = ((z[:, None] - z[None]) ** 2).sum(-1).sqrt().detach()
+    return d[~torch.eye(S, dtype=torch.bool)].median() / math.sqrt(2 * math.log(S + 1))
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        kernel_stein.ksivi_loss,
+        _ksivi(score_q=lambda z, psi, s: (psi - z) / s.pow(2)),
+        _ksivi(score_q=lambda z, psi, s: -(z - psi) * torch.exp(-2 * torch.log(s)), bandwidth_rule=_median_by_hand),
+    ],
+)
+def test_ksivi_loss_accepts(fn, capsys):
+    accepts(check_ksivi_loss, fn, capsys)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (_ksivi(create_graph=False), "create_graph=True"),
+        (_ksivi(score_q=lambda z, psi, s: -(z - psi) / s), "divides by the variance"),
+        (_ksivi(score_q=lambda z, psi, s: (z - psi) / s**2), "a sign is off"),
+        (_ksivi(combine=lambda sp, sq: sp + sq), "a sign is off"),
+        (_ksivi(fresh_psi=True), "not a fresh draw"),
+        (_ksivi(bandwidth_rule=lambda z, b: kernel_stein.median_bandwidth(z)), "use the bandwidth you are given"),
+        (_ksivi(use_given_ksd=False), "never called"),
+        (_ksivi(bandwidth_rule=lambda z, b: 1.0 if b is None else b), "median heuristic"),
+        (_ksivi(detach=True), "gradient"),
+    ],
+)
+def test_ksivi_loss_names_mistakes(fn, words, capsys):
+    rejects(check_ksivi_loss, fn, capsys, words)

@@ -18,6 +18,7 @@ from .pyro import check_pyro_logistic_model, check_pyro_mean_field_guide
 from .semi_implicit import (
     check_dsivi_bound,
     check_ksd_u_statistic,
+    check_ksivi_loss,
     check_linear_marginal,
     check_log_normal_tril,
     check_semi_implicit_covariance,
@@ -80,6 +81,7 @@ __all__ = [
     "check_dsivi_bound",
     "check_semi_implicit_elbo_terms",
     "check_ksd_u_statistic",
+    "check_ksivi_loss",
     "check_pyro_logistic_model",
     "check_pyro_mean_field_guide",
 ]

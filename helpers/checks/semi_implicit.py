@@ -28,7 +28,8 @@ from torch.distributions import MultivariateNormal, Normal
 from ..gaussian import LOG_2PI, log_normal_diag
 from ..gaussian import log_normal_tril as reference_log_normal_tril
 from ..kernel_stein import ksd_u_statistic as reference_ksd
-from ..kernel_stein import rbf_kernel
+from ..kernel_stein import ksivi_loss as reference_ksivi_loss
+from ..kernel_stein import median_bandwidth, rbf_kernel
 from ..semi_implicit import SemiImplicitGaussian, sivi_bound, sivi_upper_bound
 from ..semi_implicit import dsivi_bound as reference_dsivi_bound
 from ..semi_implicit import semi_implicit_covariance as reference_covariance
@@ -57,6 +58,7 @@ __all__ = [
     "check_dsivi_bound",
     "check_semi_implicit_elbo_terms",
     "check_ksd_u_statistic",
+    "check_ksivi_loss",
 ]
 
 _F64 = torch.float64
@@ -806,3 +808,110 @@ def check_ksd_u_statistic(ksd_u_statistic):
             "e.g. ((z[:, None] - z[None]) ** 2).sum(-1)"
         )
     return "an unbiased U-statistic over the pairs i != j, differentiable in z."
+
+
+# ---------------------------------------------------------------- 7.5
+
+
+class _FixedFamily(torch.nn.Module):
+    """A stand-in for a semi-implicit family whose draws are fixed functions of its parameters: every call of
+    ``rsample(S)`` returns the same ``(z, psi)``, differentiable in ``shift`` and ``log_sigma``, so that a loss
+    built from it can be compared with the reference's value and gradient exactly. ``sample_psi`` returns
+    *other* draws, as a family's fresh draws would be."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(7)
+        self.register_buffer("psi_base", torch.randn(6, 2, generator=g, dtype=_F64))
+        self.register_buffer("eps", torch.randn(6, 2, generator=g, dtype=_F64))
+        self.register_buffer("other_psi", torch.randn(6, 2, generator=g, dtype=_F64))
+        self.shift = torch.nn.Parameter(torch.tensor([0.3, -0.2], dtype=_F64))
+        self.log_sigma = torch.nn.Parameter(torch.tensor([-0.4, 0.1], dtype=_F64))
+
+    @property
+    def sigma(self):
+        return self.log_sigma.exp()
+
+    def rsample(self, S):
+        psi = self.psi_base[:S] + self.shift
+        return psi + self.sigma * self.eps[:S], psi
+
+    def sample_psi(self, n):
+        return self.other_psi[:n] + self.shift
+
+
+def _banana_like(z):  # a non-Gaussian target, so that its score depends on z non-linearly
+    return -0.5 * z[:, 0] ** 2 / 4 - 0.5 * (z[:, 1] - z[:, 0] ** 2 / 4) ** 2
+
+
+def _ksivi_variant(kind, q, S, h):
+    z, psi = q.rsample(S)
+    if kind == "no create_graph":
+        (score_p,) = torch.autograd.grad(_banana_like(z).sum(), z, retain_graph=True)
+    else:
+        (score_p,) = torch.autograd.grad(_banana_like(z).sum(), z, create_graph=True)
+    score_q = {
+        "sigma, not sigma^2": -(z - psi) / q.sigma,
+        "conditional score sign": (z - psi) / q.sigma**2,
+        "fresh psi": -(z - q.sample_psi(S)) / q.sigma**2,
+    }.get(kind, -(z - psi) / q.sigma**2)
+    return reference_ksd(z, score_p - score_q, h)
+
+
+_KSIVI_MISTAKES = {
+    "no create_graph": "the value is right but its gradient is not: the target's score depends on z, which depends on "
+    "the family's parameters; take it with torch.autograd.grad(..., create_graph=True) so that it stays in the graph",
+    "sigma, not sigma^2": "the conditional score is -(z - psi) / sigma^2: the gradient of log N(z; psi, sigma^2) "
+    "divides by the variance, not the standard deviation",
+    "conditional score sign": "a sign is off: d_i = s_p(z_i) - grad_z log q(z_i | psi_i) = s_p(z_i) + (z_i - psi_i) "
+    "/ sigma^2 (the conditional score is -(z - psi) / sigma^2, and d_i is a difference of scores, not a sum)",
+    "fresh psi": "the conditional score needs psi_i, the draw that generated z_i (the second output of "
+    "q.rsample(S)), not a fresh draw of psi",
+}
+
+
+@checker("7.5", "the KSIVI loss with conditional scores")
+def check_ksivi_loss(ksivi_loss):
+    q, S, h = _FixedFamily(), 6, 0.9
+    calls = []
+
+    def spy_ksd(z, diff, bandwidth):  # the statistic the learner must hand the pieces to
+        calls.append(float(bandwidth))
+        return reference_ksd(z, diff, bandwidth)
+
+    out = as_tensor_result(call_learner(ksivi_loss, _banana_like, q, S, h, spy_ksd))
+    expect_shape(out, (), " (the loss is one number: a 0-d tensor)")
+    expect_finite(out)
+    if not calls:
+        fail("the U-statistic you are given (the argument ksd) was never called: hand it z, the d_i and the bandwidth")
+    if abs(calls[-1] - h) > 1e-12:
+        fail(
+            f"the bandwidth passed was {h}, but the statistic received {calls[-1]:.6g}: use the bandwidth you are given"
+        )
+    reference = reference_ksivi_loss(_banana_like, q, S, bandwidth=h)
+    variants = {kind: _ksivi_variant(kind, q, S, h) for kind in _KSIVI_MISTAKES}
+    if not close(out, reference, 1e-6, 1e-9):
+        for kind, message in _KSIVI_MISTAKES.items():
+            if kind != "no create_graph" and close(out, variants[kind], 1e-6, 1e-9):
+                fail(message)
+        fail(f"does not match the reference: expected {fmt(reference)}, got {fmt(out)}")
+    params = [q.shift, q.log_sigma]
+    if not out.requires_grad:
+        fail("no gradient reaches the family's parameters: build the loss from q.rsample without .detach()")
+    got = learner_grad(out, params)
+    want = torch.autograd.grad(reference, params)
+    if any(g is None for g in got) or not all(close(g, w, 1e-6, 1e-9) for g, w in zip(got, want, strict=True)):
+        no_graph = torch.autograd.grad(variants["no create_graph"], params)
+        if all(g is not None for g in got) and all(close(g, w, 1e-6, 1e-9) for g, w in zip(got, no_graph, strict=True)):
+            fail(_KSIVI_MISTAKES["no create_graph"])
+        fail(
+            "the value is right but its gradient with respect to the family's parameters is not: keep z, psi, "
+            "sigma and the target's score in the graph (no .detach(), create_graph=True for the score)"
+        )
+    # the default bandwidth: the median heuristic of the same draws
+    calls.clear()
+    call_learner(ksivi_loss, _banana_like, q, S, None, spy_ksd)
+    z, _ = q.rsample(S)
+    if not calls or abs(calls[-1] - float(median_bandwidth(z.detach()))) > 1e-9:
+        fail("with bandwidth=None, use the median heuristic of the draws: median_bandwidth(z)")
+    return "the U-statistic of KSD^2 with d_i = s_p(z_i) + (z_i - psi_i) / sigma^2, differentiable through the score."

@@ -82,9 +82,7 @@ class SemiImplicitGaussian(nn.Module):
             self.register_buffer("log_sigma", log_sigma)
         self.full_covariance = full_covariance
         if full_covariance:
-            self.below_diagonal = nn.Parameter(torch.zeros(L * (L - 1) // 2, dtype=dtype))
-            self.register_buffer("_rows", torch.tril_indices(L, L, -1)[0], persistent=False)
-            self.register_buffer("_cols", torch.tril_indices(L, L, -1)[1], persistent=False)
+            self.below_diagonal = nn.Parameter(torch.zeros(L * (L - 1) // 2, dtype=dtype))  # row by row
 
     @classmethod
     def mlp(cls, L=2, noise_dim=10, hidden=(40, 60, 40), sigma=0.1, learn_sigma=False, full_covariance=False):
@@ -115,7 +113,8 @@ class SemiImplicitGaussian(nn.Module):
         r"""The conditional's Cholesky factor :math:`C`, ``(L, L)``, lower-triangular: :math:`\Sigma = CC^\top`."""
         C = torch.diag_embed(self.log_sigma.exp())
         if self.full_covariance:
-            C = C.index_put((self._rows, self._cols), self.below_diagonal)
+            rows, cols = torch.tril_indices(self.L, self.L, -1, device=C.device)
+            C = C.index_put((rows, cols), self.below_diagonal)
         return C
 
     @property

@@ -416,7 +416,7 @@ def check_semi_implicit_covariance(semi_implicit_covariance):
     reference = reference_covariance(psi, C)
     if close(out, reference - cov_unbiased + cov_ml, 1e-6, 1e-9):
         reference = reference - cov_unbiased + cov_ml  # dividing by n instead of n - 1 is as right
-    centred_second = psi.T @ psi / n
+    uncentred = psi.T @ psi / n  # the second moment about 0, not the covariance
     diagnose(
         out,
         reference,
@@ -429,14 +429,14 @@ def check_semi_implicit_covariance(semi_implicit_covariance):
             "the spread of the mixing variable is missing: psi varies from draw to draw, which adds Cov psi "
             "(law of total covariance: Cov z = Cov psi + E[Cov(z | psi)])": conditional,
             "Cov psi must be centred: subtract the mean of the draws before the outer products (or use torch.cov)": (
-                centred_second + conditional
+                uncentred + conditional
             ),
             "only the diagonal is kept; the covariance of z is a full L x L matrix, Cov psi + C C^T": torch.diag(
                 (cov_unbiased + conditional).diagonal()
             ),
             "torch.cov expects the variables in rows and the draws in columns: pass psi.T, not psi (or "
             "compute the covariance of the columns yourself)": (
-                torch.cov(psi)[:3, :3] + conditional if n >= 3 else reference
+                torch.cov(psi)[:3, :3] + conditional  # the covariance of the draws, not of the coordinates
             ),
             "those are standard deviations' squares summed, not covariances: Cov z = Cov psi + C C^T": cov_unbiased
             + torch.diag((C**2).sum(0)),

@@ -9,7 +9,8 @@ code traces. They describe exactly the distributions of the course's own code:
   Bayesian logistic regression (:class:`helpers.logistic_regression.BayesianLogisticRegression`) and the
   families of :mod:`helpers.families`;
 - :func:`vae_model` / :func:`vae_guide`: lesson 05's VAE (:class:`helpers.vae.VAE`), with the networks
-  registered by ``pyro.module``.
+  registered by ``pyro.module``;
+- :func:`train_svi`: the training loop, ``SVI.step`` once per batch, from a fresh parameter store.
 
 A guide takes the same arguments as its model (Pyro passes both the same ones). It reads its variational
 parameters from Pyro's parameter store with ``pyro.param(name, initial_value)``: the initial value is used
@@ -26,6 +27,7 @@ Bingham, E. et al. Pyro: deep universal probabilistic programming. JMLR 20 (2019
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.infer import SVI
 
 __all__ = [
     "normal_normal_model",
@@ -35,6 +37,7 @@ __all__ = [
     "full_rank_guide",
     "vae_model",
     "vae_guide",
+    "train_svi",
 ]
 
 
@@ -101,3 +104,33 @@ def vae_guide(vae, x):
     with pyro.plate("data", x.shape[0]):
         mean, log_scale = vae.encoder(x)
         pyro.sample("z", dist.Normal(mean, log_scale.exp()).to_event(1))
+
+
+def train_svi(model, guide, optimizer, loss, data):
+    r"""Fit ``guide`` to ``model`` by stochastic variational inference, from an empty parameter store.
+
+    Step :math:`t` estimates the loss :math:`\ell_t = -\widehat{\mathrm{ELBO}}(\phi_{t-1})` on the arguments
+    ``data[t]`` and its gradient, and updates every parameter in the store with ``optimizer``:
+    :math:`\phi_t = \phi_{t-1} - \mathrm{step}(\nabla_\phi\ell_t)`.
+
+    Parameters
+    ----------
+    model, guide : Pyro programs taking the same arguments.
+    optimizer : a fresh ``pyro.optim`` optimiser (it keeps its state per parameter).
+    loss : an ELBO estimator, such as ``Trace_ELBO(num_particles=S, vectorize_particles=True)``.
+    data : a sequence of argument tuples, one per step (the same ``(X, y)`` for full-batch training, one
+        batch per step for the VAE).
+
+    Returns
+    -------
+    list of float
+        The :math:`T` losses :math:`\ell_t`, each estimated *before* its step's update; the trained
+        parameters stay in Pyro's parameter store.
+
+    References
+    ----------
+    Hoffman, M. D., Blei, D. M., Wang, C. & Paisley, J. Stochastic variational inference. JMLR 14 (2013).
+    """
+    pyro.clear_param_store()
+    svi = SVI(model, guide, optimizer, loss)
+    return [svi.step(*args) for args in data]

@@ -220,3 +220,62 @@ def test_pyro_and_course_closed_form_kl_terms_match_torch_distributions():
         z = q.distribution().sample((200000,))
         mc = (q.distribution().log_prob(z) - p.log_prob(z)).mean()
     assert abs(mc.item() - kl_divergence(q.distribution(), p).item()) < 0.01
+
+
+# ------------------------------------------------------------ the SVI training loop (lesson 08's train_svi)
+
+
+def test_train_svi_is_adam_on_minus_the_elbo_with_one_batch_per_step():
+    # An independent loop: torch.optim.Adam on -(log p(x_t, z) - log q(z)), z = m + s eps, written from the model
+    # (helpers.conjugate.NormalNormal) and torch.distributions; the same eps, since both draw it with Normal.rsample.
+    model = NormalNormal(prior_mean=0.5, prior_std=2.0, noise_std=1.5)
+    torch.manual_seed(4)
+    batches = [model.sample(5)[1].to(F64) for _ in range(30)]
+    torch.manual_seed(5)
+    losses = pyro_bridge.train_svi(
+        pyro_bridge.normal_normal_model,
+        pyro_bridge.normal_guide,
+        pyro.optim.Adam({"lr": 0.05}),
+        Trace_ELBO(),
+        [(x, 0.5, 2.0, 1.5) for x in batches],
+    )
+    m, log_s = torch.zeros((), dtype=F64, requires_grad=True), torch.zeros((), dtype=F64, requires_grad=True)
+    optimizer = torch.optim.Adam([m, log_s], lr=0.05)
+    torch.manual_seed(5)
+    reference = []
+    for x in batches:
+        q = Normal(m, log_s.exp())
+        z = q.rsample()
+        loss = -(model.log_joint(x, z) - q.log_prob(z))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        reference.append(loss.item())
+    assert isinstance(losses, list) and all(isinstance(v, float) for v in losses)
+    torch.testing.assert_close(torch.tensor(losses, dtype=F64), torch.tensor(reference, dtype=F64))
+    torch.testing.assert_close(pyro.param("q_mean").detach(), m.detach())
+    torch.testing.assert_close(pyro.param("q_log_scale").detach(), log_s.detach())
+
+
+def test_train_svi_starts_afresh_and_its_losses_reach_minus_the_log_evidence():
+    # q is the family of the exact posterior, so at the optimum log p(x, z) - log q(z) = log p(x) for every z:
+    # the loss svi.step returns is then -log p(x), with no Monte Carlo error. SVI ends within its own noise of the
+    # optimum (a few per cent of the posterior's sd, seen over seeds), hence the tolerances.
+    model = NormalNormal(prior_mean=0.5, prior_std=2.0, noise_std=1.5)
+    torch.manual_seed(6)
+    x = model.sample(20)[1].to(F64)
+    pyro.param("q_mean", torch.tensor(30.0, dtype=F64))  # left by an earlier fit: train_svi must not start there
+    torch.manual_seed(7)
+    losses = pyro_bridge.train_svi(
+        pyro_bridge.normal_normal_model,
+        pyro_bridge.normal_guide,
+        pyro.optim.ClippedAdam({"lr": 0.1, "lrd": 0.001 ** (1 / 600)}),
+        Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1),
+        [(x, 0.5, 2.0, 1.5)] * 600,
+    )
+    start = model.gaussian_elbo(torch.tensor(0.0, dtype=F64), torch.tensor(1.0, dtype=F64), x).item()  # q = N(0, 1)
+    assert len(losses) == 600 and abs(losses[0] + start) < 30  # from q_mean = 30, -ELBO would be about 5000
+    mean, sd = model.posterior(x)
+    assert abs(pyro.param("q_mean").item() - mean.item()) < 0.1 * sd.item()
+    assert abs(pyro.param("q_log_scale").exp().item() / sd.item() - 1) < 0.05
+    assert abs(losses[-1] + model.log_evidence(x).item()) < 0.1

@@ -14,7 +14,13 @@ from .amortized import (
 )
 from .cavi import check_cavi, check_component_update, check_responsibilities, check_update_q_mu, check_update_q_tau
 from .elbo import check_elbo_samples, check_gaussian_elbo, check_kl_normal, check_reverse_kl
-from .pyro import check_pyro_logistic_model, check_pyro_mean_field_guide
+from .pyro import (
+    check_pyro_logistic_model,
+    check_pyro_mean_field_guide,
+    check_pyro_vae_guide,
+    check_pyro_vae_model,
+    check_train_svi,
+)
 from .semi_implicit import (
     check_dsivi_bound,
     check_ksd_u_statistic,
@@ -84,4 +90,7 @@ __all__ = [
     "check_ksivi_loss",
     "check_pyro_logistic_model",
     "check_pyro_mean_field_guide",
+    "check_train_svi",
+    "check_pyro_vae_model",
+    "check_pyro_vae_guide",
 ]

@@ -2,8 +2,13 @@ r"""Checkers for the Pyro appendix (lesson 08).
 
 A Pyro model or guide is a program, so the checker runs it under ``pyro.poutine.trace`` and inspects the
 recorded sample sites: their names, distributions, event shapes, observed values and plates, and the
-total log density against the course's own :class:`helpers.logistic_regression.BayesianLogisticRegression`.
-Pyro is imported inside the checkers, so importing :mod:`helpers.checks` stays fast for the other lessons.
+total log density against the course's own :class:`helpers.logistic_regression.BayesianLogisticRegression`
+(8.1, 8.2) and against :mod:`helpers.pyro_bridge`'s VAE programs (8.4, 8.5), where it also looks for the
+network registered by ``pyro.module`` among the trace's parameter sites. 8.3, the SVI loop, is run on lesson
+01's Normal-Normal model, with one batch per step and a parameter store holding an earlier fit's values, and
+compared with :func:`helpers.pyro_bridge.train_svi` on the same random numbers; the plausible loops that go
+wrong (no ``pyro.clear_param_store()``, ``evaluate_loss``, the same batch every step, ...) are run the same way
+and named when the answer matches one of them. Pyro is imported inside the checkers, so importing :mod:`helpers.checks` stays fast for the other lessons.
 """
 
 import math
@@ -11,9 +16,25 @@ import math
 import torch
 
 from ..logistic_regression import BayesianLogisticRegression
-from ._core import call_learner, checker, fail, fmt, learner_backward
+from ._core import (
+    Mistake,
+    call_learner,
+    checker,
+    close,
+    expect_gradient,
+    fail,
+    fmt,
+    learner_backward,
+    learner_grad,
+)
 
-__all__ = ["check_pyro_logistic_model", "check_pyro_mean_field_guide"]
+__all__ = [
+    "check_pyro_logistic_model",
+    "check_pyro_mean_field_guide",
+    "check_train_svi",
+    "check_pyro_vae_model",
+    "check_pyro_vae_guide",
+]
 
 _F64 = torch.float64
 
@@ -186,3 +207,421 @@ def check_pyro_mean_field_guide(guide):
     return (
         "q(w) = Normal(mean, exp(log_scale)).to_event(1), with parameters 'mean' and 'log_scale' at lesson 03's start."
     )
+
+
+# ------------------------------------------------------------ 8.3: the SVI training loop
+
+
+def _svi_problem():
+    """Six steps of SVI on lesson 01's Normal-Normal model, a new batch of 5 (float32) at each step."""
+    x = torch.tensor(
+        [
+            [1.9, -0.4, 0.8, 2.6, 0.1],
+            [0.3, 1.2, -1.1, 0.9, 1.7],
+            [2.2, 0.5, 1.4, -0.2, 0.6],
+            [-0.8, 1.0, 2.9, 1.3, 0.4],
+            [0.7, 1.8, 0.2, -0.5, 2.1],
+            [1.1, 0.0, 1.6, 0.8, -0.3],
+        ]
+    )
+    return [(batch, 0.5, 2.0, 1.5) for batch in x]  # (x, prior_mean, prior_std, noise_std)
+
+
+def _svi_fit(train, stale=True):
+    """Run ``train(model, guide, optimizer, loss, data)`` on the checker's problem; return (output, store)."""
+    import pyro
+    from pyro.infer import Trace_ELBO
+
+    from ..pyro_bridge import normal_guide, normal_normal_model
+
+    pyro.clear_param_store()
+    if stale:  # what an earlier fit would leave in the store
+        pyro.param("q_mean", torch.tensor(3.0))
+        pyro.param("q_log_scale", torch.tensor(-1.0))
+    torch.manual_seed(5)
+    optimizer = pyro.optim.Adam({"lr": 0.1})  # fresh: a pyro.optim optimiser keeps its state per parameter
+    loss = Trace_ELBO(num_particles=2, vectorize_particles=True, max_plate_nesting=1)
+    try:
+        out = train(normal_normal_model, normal_guide, optimizer, loss, _svi_problem())
+        store = {name: value.detach().clone() for name, value in pyro.get_param_store().items()}
+    finally:
+        pyro.clear_param_store()
+    return out, store
+
+
+def _svi_variants():
+    """The losses of the plausible mistakes, each run like the answer (same seed, same stale store)."""
+    import pyro
+    from pyro.infer import SVI, Trace_ELBO
+
+    def loop(clear=True, clear_each=False, first_only=False, evaluate=False, twice=False, default_loss=False):
+        def train(model, guide, optimizer, loss, data):
+            if clear:
+                pyro.clear_param_store()
+            svi = SVI(model, guide, optimizer, Trace_ELBO() if default_loss else loss)
+            losses = []
+            for args in data:
+                if clear_each:
+                    pyro.clear_param_store()
+                args = data[0] if first_only else args
+                if twice:
+                    svi.step(*args)
+                losses.append(svi.evaluate_loss(*args) if evaluate else svi.step(*args))
+            return losses
+
+        return train
+
+    return {
+        "the first losses come from parameters left in Pyro's store by an earlier fit: start with "
+        "pyro.clear_param_store(), so that every fit starts from the guide's initial values": loop(clear=False),
+        "you clear the parameter store at every step, so each step starts again from the initial values: "
+        "clear it once, before the loop": loop(clear_each=True),
+        "every step uses the arguments data[0]: step t must use data[t] (for the VAE, a new batch at each step)": loop(
+            first_only=True
+        ),
+        "svi.evaluate_loss only estimates the loss; svi.step estimates it, takes its gradient and updates the "
+        "parameters": loop(evaluate=True),
+        "you call svi.step twice per element of data: one step per element, and return the loss that step "
+        "returns": loop(twice=True),
+        "the losses are not those of the loss you are given (here Trace_ELBO with 2 vectorized particles): pass "
+        "`loss` to SVI, not a new estimator": loop(default_loss=True),
+    }
+
+
+def _same_store(store, other):
+    return set(store) == set(other) and all(close(store[k], other[k], rtol=1e-5, atol=1e-6) for k in store)
+
+
+def _as_losses(out, T):
+    """The learner's losses as a float64 vector of length T, or a diagnosis."""
+    if out is None:
+        fail("your function returned None; return the list of the losses that svi.step returns, one per step")
+    if isinstance(out, (int, float)) or (isinstance(out, torch.Tensor) and out.dim() == 0):
+        fail(f"your function returned one number; return the list of all {T} losses, one per step")
+    try:
+        values = torch.as_tensor([float(v) for v in out], dtype=_F64)
+    except Exception:
+        fail(f"your function returned a {type(out).__name__}; return a list of {T} floats, the losses of the steps")
+    if len(values) != T:
+        fail(f"your function returned {len(values)} losses for {T} steps: one svi.step for each element of data")
+    return values
+
+
+@checker("8.3", "the SVI training loop")
+def check_train_svi(train_svi):
+    import warnings
+
+    from ..pyro_bridge import train_svi as reference
+
+    T = len(_svi_problem())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out, store = _svi_fit(lambda *args: call_learner(train_svi, *args))
+        except Mistake as exc:
+            if "'tuple' object" in str(exc):
+                fail(f"{exc}; each element of data is a tuple of arguments: svi.step(*args) passes them one by one")
+            raise
+        swapped = any("in guide but not model" in str(w.message) for w in caught)
+    if swapped:
+        fail(
+            "the model and the guide are swapped: SVI(model, guide, optimizer, loss) takes the model first "
+            "(yours runs the guide as the model)"
+        )
+    losses = _as_losses(out, T)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want, want_store = _svi_fit(reference)
+        want = torch.tensor(want, dtype=_F64)
+        if not close(losses, want, rtol=1e-5, atol=1e-6):
+            if close(losses, -want, rtol=1e-5, atol=1e-6):
+                fail(
+                    "these are ELBO estimates; svi.step returns the loss, minus the ELBO estimate: return it as "
+                    "it is (the notebook negates it where it needs the ELBO)"
+                )
+            for message, variant in _svi_variants().items():
+                wrong, wrong_store = _svi_fit(variant)
+                if close(losses, torch.tensor(wrong, dtype=_F64), rtol=1e-5, atol=1e-6) and _same_store(
+                    store, wrong_store
+                ):
+                    fail(message)
+            if math.isclose(losses[0], want[0], rel_tol=1e-5):
+                fail(
+                    f"the first loss is right but the later ones are not (step 2: expected {fmt(want[1])}, got "
+                    f"{fmt(losses[1])}): the updates differ; let SVI update the parameters with the optimizer you "
+                    "are given"
+                )
+            fail(
+                f"the losses do not match SVI's (step 1: expected {fmt(want[0])}, got {fmt(losses[0])}): one "
+                "svi.step(*args) per element of data, with the model, guide, optimizer and loss you are given"
+            )
+    if set(store) != set(want_store):
+        fail(
+            f"the parameters in Pyro's store after training are {sorted(store) or 'none'}, expected "
+            f"{sorted(want_store)}: leave the trained parameters in the store (later cells read them with pyro.param)"
+        )
+    for name, value in want_store.items():
+        if not close(store[name], value, rtol=1e-5, atol=1e-6):
+            fail(f"the losses are right but the trained parameter {name!r} is not: leave the store as SVI left it")
+    return f"the same {T} losses and trained parameters as SVI, from a fresh parameter store, one step per batch."
+
+
+# ------------------------------------------------------------ 8.4 and 8.5: the VAE's model and guide
+
+
+def _vae_problems():
+    """Two small VAEs (float32, as in the lesson) with batches of counts: (vae, x), with other D, L, n and B."""
+    from ..vae import VAE
+
+    problems = []
+    for D, L, n, B in ((6, 2, 16, 3), (4, 3, 5, 5)):
+        vae = VAE(D=D, L=L, hidden=(8,), n_trials=n)
+        torch.nn.init.normal_(vae.encoder.net[-1].weight, std=0.4)  # away from the prior, so mistakes show
+        torch.nn.init.normal_(vae.encoder.net[-1].bias, std=0.4)
+        problems.append((vae, torch.randint(0, n + 1, (B, D)).float()))
+    return problems
+
+
+def _registered(trace, module):
+    """The names under which ``module``'s parameters were registered (param sites holding them)."""
+    mine = {id(p) for p in module.parameters()}
+    return [name for name, site in trace.nodes.items() if site["type"] == "param" and id(site["value"]) in mine]
+
+
+def _expect_data_plate(site, name, B):
+    frames = site["cond_indep_stack"]
+    if not frames:
+        fail(
+            f"'{name}' is not inside a plate: each image has its own {name} and the images are independent, so "
+            f"draw it inside pyro.plate('data', B), B = x.shape[0]"
+        )
+    frame = frames[0]
+    if frame.name != "data":
+        fail(f"'{name}' is in a plate named {frame.name!r}; name it 'data', the same plate in the model and the guide")
+    if frame.size != B:
+        fail(f"the data plate has size {frame.size}, but the batch has B = x.shape[0] = {B} images")
+    if frame.dim != -1:
+        fail(
+            f"the data plate is at dim {frame.dim}: the images are the last batch axis, since the {name} of one "
+            "image is one vector-valued draw; use pyro.plate('data', B) (dim -1) and .to_event(1)"
+        )
+
+
+def _expect_networks(trace, vae, own, other, role):
+    registered = _registered(trace, getattr(vae, own))
+    if not registered:
+        fail(
+            f"the {own}'s weights are not in Pyro's parameter store: register the {own} with pyro.module(...) in "
+            f"the {role}; SVI trains only what the store holds, so the {own} would never be trained"
+        )
+    if _registered(trace, getattr(vae, other)):
+        fail(
+            f"the {role} registers the {other}'s weights too: the {role} uses only the {own} (pyro.module of "
+            f"vae.{own}, not of the whole vae), the {'guide' if role == 'model' else 'model'} registers the {other}"
+        )
+    prefix = registered[0].split("$$$")[0]
+    if prefix == other:
+        fail(
+            f"the {own} is registered under the name {other!r}, the name of the {other}'s registration: give it its "
+            f"own name, pyro.module({own!r}, vae.{own}), or the two networks share parameter names in the store"
+        )
+
+
+_CRASH_HINTS = {
+    "Shape mismatch inside plate": "inside pyro.plate('data', B) a site's batch shape must be (B,), with B = "
+    "x.shape[0]; the L coordinates of z (the D pixels of x) are one vector-valued draw, so add .to_event(1)",
+    "Expected parameter scale": "a Normal's scale must be positive: the encoder returns log sigma, so the scale "
+    "is exp(log_scale)",
+    "support": "the images hold counts from 0 to vae.n_trials: score them with a Binomial of vae.n_trials trials "
+    "whose logits are the decoder's output",
+}
+
+
+def _log_prob_sum(trace):
+    """``trace.log_prob_sum()``, its error on one line (Pyro puts the cause on the second, after the site's name)."""
+    try:
+        return trace.log_prob_sum()
+    except ValueError as exc:
+        lines = str(exc).strip().splitlines()
+        raise ValueError(" ".join(lines[:2]).split(", but found")[0]) from None
+
+
+def _traced(fn, *args, data=None, log_prob=False):
+    """``_trace`` (and the trace's log density), with a hint added to the crashes a VAE program typically has."""
+    try:
+        trace = _trace(fn, *args, data=data)
+        return trace, (call_learner(_log_prob_sum, trace) if log_prob else None)
+    except Mistake as exc:
+        text = str(exc).split(", but found")[0]
+        for words, hint in _CRASH_HINTS.items():
+            if words in text:
+                fail(f"{text}; {hint}")
+        raise
+
+
+def _elbo_loss(model, guide, vae, x):
+    import pyro
+    from pyro.infer import Trace_ELBO
+
+    pyro.clear_param_store()
+    torch.manual_seed(11)
+    with torch.no_grad():
+        value = Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1).loss(model, guide, vae, x)
+    pyro.clear_param_store()
+    return value
+
+
+def _expect_vectorized(model, guide, vae, x, which):
+    from ..pyro_bridge import vae_guide, vae_model
+
+    try:
+        got = call_learner(_elbo_loss, model, guide, vae, x)
+    except Mistake:
+        fail(
+            f"the {which} is right for one draw of z, but Trace_ELBO(vectorize_particles=True) fails on it: with "
+            "P particles z has shape (P, B, L); build the distributions from shapes that broadcast (the data plate "
+            "supplies the batch axis)"
+        )
+    want = _elbo_loss(vae_model, vae_guide, vae, x)
+    if not math.isclose(got, want, rel_tol=1e-4):
+        fail(
+            f"the {which} is right for one draw of z, but not with vectorized particles (z of shape (P, B, L)): "
+            f"Trace_ELBO gives {fmt(got)}, expected {fmt(want)}"
+        )
+
+
+@checker("8.4", "the VAE's model in Pyro")
+def check_pyro_vae_model(vae_model):
+    import pyro
+    from pyro import poutine
+
+    from ..pyro_bridge import vae_guide
+    from ..pyro_bridge import vae_model as reference
+
+    for k, (vae, x) in enumerate(_vae_problems()):
+        B, L, D = x.shape[0], vae.L, vae.D
+        z = torch.randn(B, L)
+        pyro.clear_param_store()
+        trace, value = _traced(vae_model, vae, x, data={"z": z}, log_prob=True)
+        pyro.clear_param_store()
+        sites = _sample_sites(trace)
+        if "z" not in sites:
+            fail(
+                f"no sample site named 'z' (found {sorted(sites) or 'none'}): the guide draws 'z', and the model "
+                "must use the same name"
+            )
+        if "x" not in sites:
+            fail(
+                f"no sample site named 'x' (found {sorted(sites)}): score the images with pyro.sample('x', ..., obs=x)"
+            )
+        if not sites["x"]["is_observed"]:
+            fail("the images are not observed: pass obs=x to pyro.sample('x', ...)")
+        if not torch.equal(torch.as_tensor(sites["x"]["value"]).float(), x):
+            fail("the observed value of 'x' is not the batch x: pass obs=x")
+        for name in ("z", "x"):
+            _expect_data_plate(sites[name], name, B)
+        for name, size in (("z", L), ("x", D)):
+            shape = tuple(sites[name]["fn"].event_shape)
+            if shape != (size,):
+                fail(
+                    f"'{name}' has event shape {shape}, not ({'L' if name == 'z' else 'D'},) = ({size},): the "
+                    f"{size} {'coordinates of z' if name == 'z' else 'pixels of an image'} are one vector-valued "
+                    "draw; add .to_event(1)"
+                )
+        _expect_networks(trace, vae, "decoder", "encoder", "model")
+        want_trace = poutine.trace(poutine.condition(reference, data={"z": z})).get_trace(vae, x)
+        pyro.clear_param_store()
+        want = want_trace.log_prob_sum()
+        if not math.isclose(value.item(), want.item(), rel_tol=1e-5):
+            with torch.no_grad():
+                fixed_n = torch.distributions.Binomial(16, logits=vae.decoder(z)).log_prob(x).sum()
+                fixed_n = fixed_n + torch.distributions.Normal(0.0, 1.0).log_prob(z).sum()
+            if vae.n_trials != 16 and math.isclose(value.item(), fixed_n.item(), rel_tol=1e-5):
+                fail(f"the number of trials is vae.n_trials (here {vae.n_trials}), not 16")
+            fail(
+                f"log p(x, z) at a test z is {fmt(value)}, expected {fmt(want)}: z ~ N(0, I_L) and "
+                "x_d | z ~ Binomial(vae.n_trials, logits = decoder(z)_d)"
+            )
+        params = list(vae.decoder.parameters())
+        if not value.requires_grad:
+            fail(
+                "log p(x, z) is right but no gradient reaches the decoder's weights: compute the logits with "
+                "vae.decoder(z), without .detach(), so that SVI can train the decoder"
+            )
+        got_grads = learner_grad(value, params)
+        want_grads = torch.autograd.grad(want, params, allow_unused=True)
+        for g, w in zip(got_grads, want_grads, strict=True):
+            if g is None or not close(g, w, rtol=1e-4, atol=1e-5):
+                fail(
+                    "the value is right but no (or the wrong) gradient reaches the decoder's weights: compute the "
+                    "logits with vae.decoder(z), without .detach()"
+                )
+        if k == 0:
+            _expect_vectorized(vae_model, vae_guide, vae, x, "model")
+    return "the same log p(x, z) as the course's VAE, the decoder in the parameter store, vectorizes over particles."
+
+
+@checker("8.5", "the VAE's amortized guide in Pyro")
+def check_pyro_vae_guide(vae_guide):
+    import pyro
+    from pyro import poutine
+
+    from ..pyro_bridge import vae_guide as reference
+    from ..pyro_bridge import vae_model
+
+    for k, (vae, x) in enumerate(_vae_problems()):
+        B, L = x.shape[0], vae.L
+        pyro.clear_param_store()
+        torch.manual_seed(3)
+        trace, _ = _traced(vae_guide, vae, x)
+        pyro.clear_param_store()
+        sites = _sample_sites(trace)
+        if "z" not in sites:
+            fail(
+                f"no sample site named 'z' (found {sorted(sites) or 'none'}): the guide draws the model's latent "
+                "site, by the same name, 'z'"
+            )
+        if set(sites) != {"z"} or sites["z"]["is_observed"]:
+            fail(
+                f"the guide draws only the latent 'z' (found {sorted(sites)}): no obs=, and no site for the "
+                "images, which the model observes"
+            )
+        _expect_data_plate(sites["z"], "z", B)
+        fn = sites["z"]["fn"]
+        if tuple(fn.event_shape) != (L,):
+            fail(
+                f"'z' has event shape {tuple(fn.event_shape)}, not (L,) = ({L},) as in the model: the L coordinates "
+                "are one vector-valued draw; add .to_event(1)"
+            )
+        _expect_networks(trace, vae, "encoder", "decoder", "guide")
+        with torch.no_grad():
+            mean, log_scale = vae.encoder(x)
+        got_mean, got_sd = call_learner(lambda fn=fn: (fn.mean.detach(), fn.stddev.detach()))
+        if close(got_mean, log_scale, rtol=1e-5, atol=1e-6) and close(got_sd, mean.exp(), rtol=1e-5, atol=1e-6):
+            fail("the mean and the scale are swapped: the encoder returns (mean, log_scale), in that order")
+        if not close(got_mean, mean, rtol=1e-5, atol=1e-6):
+            fail("the mean of q(z | x) is not the encoder's first output: mean, log_scale = vae.encoder(x)")
+        for wrong, message in (
+            (log_scale, "the scale is log_scale itself; the encoder returns log sigma, so the scale is exp(log_scale)"),
+            ((2 * log_scale).exp(), "that scale is exp(2 log_scale), the variance; the scale is exp(log_scale)"),
+            ((0.5 * log_scale).exp(), "the encoder returns log sigma, not log sigma^2: the scale is exp(log_scale)"),
+        ):
+            if close(got_sd, wrong, rtol=1e-5, atol=1e-6):
+                fail(message)
+        if not close(got_sd, log_scale.exp(), rtol=1e-5, atol=1e-6):
+            fail(f"the standard deviations of q(z | x) are not exp(log_scale) (first: {fmt(got_sd.flatten()[0])})")
+        if not fn.has_rsample:
+            fail("q(z | x) cannot be reparameterized; use a Normal")
+        # the draw is mean + sd * eps: the same as the reference's on the same noise, with its gradients
+        pyro.clear_param_store()
+        torch.manual_seed(3)
+        want = poutine.trace(reference).get_trace(vae, x).nodes["z"]["value"]
+        pyro.clear_param_store()
+        got = sites["z"]["value"]
+        if not close(got, want, rtol=1e-5, atol=1e-6):
+            fail("the draw of z is not mean + exp(log_scale) * eps on the same noise eps: draw it with pyro.sample")
+        params = list(vae.encoder.parameters())
+        expect_gradient(got, params, want, [f"the encoder's {n}" for n, _ in vae.encoder.named_parameters()])
+        if k == 0:
+            _expect_vectorized(vae_model, vae_guide, vae, x, "guide")
+    return "q(z | x) = Normal(mean, exp(log_scale)) from the encoder, in the data plate, the encoder in the store."

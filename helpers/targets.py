@@ -22,7 +22,7 @@ import torch
 
 from .gaussian import LOG_2PI, log_normal_diag
 
-__all__ = ["TARGETS", "banana", "gaussian_mixture", "x_shape"]
+__all__ = ["TARGETS", "BOXES", "banana", "gaussian_mixture", "x_shape"]
 
 
 def banana(z):
@@ -57,3 +57,11 @@ def x_shape(z):
 
 
 TARGETS = {"banana": banana, "Gaussian mixture": gaussian_mixture, "X shape": x_shape}
+
+# Boxes that hold all but a negligible part of each target's mass, for pictures and for quadrature
+# (lesson 08 computes KL divergences on a grid over them): ((z1_low, z1_high), (z2_low, z2_high)).
+BOXES = {
+    "banana": ((-8.0, 8.0), (-4.0, 20.0)),
+    "Gaussian mixture": ((-6.0, 6.0), (-4.0, 4.0)),
+    "X shape": ((-6.0, 6.0), (-6.0, 6.0)),
+}

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from helpers.kernel_stein import ksd_u_statistic, ksivi_loss, median_bandwidth, rbf_kernel
+from helpers.kernel_stein import imq_bandwidth, imq_kernel, ksd_u_statistic, ksivi_loss, median_bandwidth, rbf_kernel
 from helpers.semi_implicit import SemiImplicitGaussian
 
 F64 = torch.float64
@@ -22,6 +22,19 @@ def test_rbf_kernel_and_u_statistic_match_explicit_loops():
             assert k[i, j].item() == pytest.approx(math.exp(-((z[i] - z[j]) ** 2).sum().item() / (2 * h * h)))
     loop = sum(k[i, j] * diff[i] @ diff[j] for i in range(7) for j in range(7) if i != j) / (7 * 6)
     torch.testing.assert_close(ksd_u_statistic(z, diff, h), loop)
+
+
+def test_imq_kernel_and_its_bandwidth_match_explicit_loops():
+    torch.manual_seed(4)
+    z, diff, h = torch.randn(6, 2, dtype=F64), torch.randn(6, 2, dtype=F64), 1.7
+    k = imq_kernel(z, h)
+    for i in range(6):
+        for j in range(6):
+            assert k[i, j].item() == pytest.approx((1 + ((z[i] - z[j]) ** 2).sum().item() / h) ** -0.5)
+    loop = sum(k[i, j] * diff[i] @ diff[j] for i in range(6) for j in range(6) if i != j) / 30
+    torch.testing.assert_close(ksd_u_statistic(z, diff, h, kernel=imq_kernel), loop)
+    pts = torch.tensor([[0.0], [1.0], [3.0]], dtype=F64)  # squared distances 1, 4, 9: median 4
+    assert imq_bandwidth(pts).item() == pytest.approx(4 / math.log(4))
 
 
 def test_median_bandwidth_is_the_svgd_heuristic():

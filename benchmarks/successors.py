@@ -1,0 +1,140 @@
+"""``python -m benchmarks.successors``: SIVI, UIVI, SIVI-SM, KSIVI and RealNVP on the three 2-D targets, over seeds.
+
+Each method is trained as its authors train it (``helpers.semi_implicit_fits`` says how, and where this
+differs), for the same number of updates, from several seeds, and scored by the KL divergence to the target
+in both directions, by quadrature on a grid (``helpers.quadrature``), at half and at the full run (has
+training reached its plateau?). On the two-mode target it also records the weight each fit gives the right
+mode, and adds KSIVI as lesson 07 ran it (RBF kernel, no annealing). Training times are measured with one
+torch thread per run; ``--jobs`` runs that many at once.
+
+The CSV it writes (``helpers/data/successors_2d.csv`` by default) is what lesson 08's table reads: the study
+takes about half an hour on two cores, far beyond a lesson's minute. Rerun it after changing a method.
+"""
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = [
+    "target",
+    "method",
+    "seed",
+    "steps",
+    "train_seconds",
+    "kl_qp_half",
+    "kl_pq_half",
+    "kl_qp",
+    "kl_pq",
+    "right_mode_weight",
+]
+
+
+def _configurations(targets):
+    rows = []
+    for target in targets:
+        two_modes = target == "Gaussian mixture"
+        for method in ("SIVI", "UIVI", "SIVI-SM", "KSIVI", "RealNVP"):
+            options = {}
+            if method in ("SIVI-SM", "KSIVI") and two_modes:
+                options["anneal"] = True
+            if method == "KSIVI":
+                options["kernel"] = "imq" if two_modes else "rbf"
+                options["sigma"] = 0.5 if target == "banana" else 1.0
+            rows.append((target, method, options))
+        if two_modes:
+            rows.append((target, "KSIVI (RBF, no annealing)", {"kernel": "rbf", "anneal": False}))
+    return rows
+
+
+def _score(fit_result, target_name, grid, log_p, K):
+    from helpers.quadrature import kl_on_grid
+    from helpers.semi_implicit_fits import mode_weight
+
+    log_q = fit_result.log_density(grid, K=K)
+    weight = mode_weight(fit_result.sample(100_000)) if target_name == "Gaussian mixture" else math.nan
+    return float(kl_on_grid(log_q, log_p)), float(kl_on_grid(log_p, log_q)), weight
+
+
+def run_one(target_name, method, options, seed, steps, K, grid_n):
+    import torch
+
+    torch.set_num_threads(1)
+    from helpers.quadrature import grid_2d
+    from helpers.semi_implicit_fits import fit
+    from helpers.targets import BOXES, TARGETS
+
+    log_target = TARGETS[target_name]
+    grid, _ = grid_2d(BOXES[target_name], grid_n)
+    log_p = log_target(grid)
+    half = {}
+
+    def at_half(f):
+        state = torch.random.get_rng_state()  # scoring must not change the rest of the run's draws
+        half["kl"] = _score(f, target_name, grid, log_p, K)[:2]
+        torch.random.set_rng_state(state)
+
+    base = method.split(" ")[0]
+    result = fit(base, log_target, steps, seed, checkpoint=(steps // 2, at_half), **options)
+    kl_qp, kl_pq, weight = _score(result, target_name, grid, log_p, K)
+    return {
+        "target": target_name,
+        "method": method,
+        "seed": seed,
+        "steps": steps,
+        "train_seconds": f"{result.seconds:.1f}",
+        "kl_qp_half": f"{half['kl'][0]:.4f}",
+        "kl_pq_half": f"{half['kl'][1]:.4f}",
+        "kl_qp": f"{kl_qp:.4f}",
+        "kl_pq": f"{kl_pq:.4f}",
+        "right_mode_weight": "" if math.isnan(weight) else f"{weight:.4f}",
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.successors", description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--K", type=int, default=20_000, help="mixing draws for a semi-implicit density on the grid")
+    parser.add_argument("--grid", type=int, default=120, help="grid points per axis")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--targets", default="banana,Gaussian mixture,X shape")
+    parser.add_argument("--methods", default=None, help="comma-separated subset of the methods (default: all)")
+    parser.add_argument("--out", type=Path, default=ROOT / "helpers" / "data" / "successors_2d.csv")
+    args = parser.parse_args(argv)
+    if min(args.seeds, args.steps, args.K, args.jobs) < 1 or args.grid < 2:
+        parser.error("--seeds, --steps, --K and --jobs must be positive and --grid at least 2")
+    configurations = _configurations(args.targets.split(","))
+    if args.methods:
+        keep = set(args.methods.split(","))
+        configurations = [c for c in configurations if c[1] in keep]
+    jobs = [(*c, seed, args.steps, args.K, args.grid) for c in configurations for seed in range(args.seeds)]
+    start = time.perf_counter()
+    rows = []
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(run_one, *job) for job in jobs]
+        for i, future in enumerate(futures):
+            row = future.result()
+            rows.append(row)
+            print(
+                f"[{i + 1}/{len(jobs)}] {row['target']:<17}{row['method']:<27}seed {row['seed']}  "
+                f"{row['train_seconds']:>6} s  KL(q||p) {row['kl_qp']}  KL(p||q) {row['kl_pq']}  "
+                f"{row['right_mode_weight']}",
+                flush=True,
+            )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"{len(rows)} runs in {time.perf_counter() - start:.0f} s; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""SIVI-SM's objective against the Fisher divergence in closed form on the linear semi-implicit family:
+at f = s_p - s_q its expectation is E_q |s_p - s_q|^2, at any other f it is lower."""
+
+import math
+
+import torch
+
+from helpers.score_matching import score_network, sivism_objective
+from helpers.semi_implicit import SemiImplicitGaussian
+
+F64 = torch.float64
+MEAN, TAU, SIGMA = torch.tensor([0.5, -1.0], dtype=F64), 0.8, 0.6
+V = TAU**2 + SIGMA**2  # the linear family's marginal is N(MEAN, V I)
+
+
+def _log_target(z):  # N(0, I), unnormalised
+    return -0.5 * (z**2).sum(-1)
+
+
+def _best_f(z):  # s_p - s_q
+    return -z + (z - MEAN) / V
+
+
+def _fisher():  # E_q |s_p - s_q|^2 = E |a z + b|^2, z ~ N(MEAN, V I), a = 1/V - 1, b = -MEAN / V
+    a, b = 1 / V - 1, -MEAN / V
+    return float(((a * MEAN + b) ** 2).sum() + 2 * a**2 * V)
+
+
+def _average(f, reps=200, S=500):
+    q = SemiImplicitGaussian.linear(MEAN, TAU, SIGMA)
+    values = torch.stack([sivism_objective(_log_target, q, f, S).detach() for _ in range(reps)])
+    return values.mean().item(), values.std().item() / math.sqrt(reps)
+
+
+def test_objective_at_the_best_f_is_the_fisher_divergence():
+    torch.manual_seed(0)
+    mean, se = _average(_best_f)
+    assert abs(mean - _fisher()) < 4.5 * se, (mean, _fisher(), se)
+
+
+def test_any_other_f_gives_less():
+    torch.manual_seed(1)
+    half, se = _average(lambda z: 0.5 * _best_f(z))  # 2 (F / 2) - F / 4 = 3 F / 4
+    assert abs(half - 0.75 * _fisher()) < 4.5 * se
+    zero, _ = _average(lambda z: torch.zeros_like(z), reps=2)
+    assert zero == 0.0
+
+
+def test_objective_reaches_the_family_and_the_network():
+    torch.manual_seed(2)
+    q = SemiImplicitGaussian.mlp(L=2, noise_dim=3, hidden=(8,), sigma=1.0, learn_sigma=True)
+    f = score_network(2, (16, 16))
+    value = sivism_objective(_log_target, q, f, 32)
+    value.backward()
+    assert value.dim() == 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in list(q.parameters()) + list(f.parameters()))
+    assert f(torch.zeros(5, 2)).shape == (5, 2)

@@ -40,6 +40,13 @@ from .stochastic import (
     check_score_function,
     check_subsampled_log_joint,
 )
+from .successors import (
+    check_affine_coupling,
+    check_kl_on_grid,
+    check_marginal_score_estimate,
+    check_reverse_conditional_log_prob,
+    check_sivism_objective,
+)
 from .vae import (
     check_kl_standard_normal,
     check_log_mean_exp,
@@ -88,6 +95,11 @@ __all__ = [
     "check_semi_implicit_elbo_terms",
     "check_ksd_u_statistic",
     "check_ksivi_loss",
+    "check_reverse_conditional_log_prob",
+    "check_marginal_score_estimate",
+    "check_sivism_objective",
+    "check_affine_coupling",
+    "check_kl_on_grid",
     "check_pyro_logistic_model",
     "check_pyro_mean_field_guide",
     "check_train_svi",

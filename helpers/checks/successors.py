@@ -1,0 +1,381 @@
+r"""Checkers for the exercises on SIVI's successors: UIVI, SIVI-SM, a RealNVP coupling, KL by quadrature.
+
+8.1 (UIVI's reverse conditional, up to a constant) accepts any answer that differs from
+:func:`helpers.uivi.reverse_conditional_log_prob` by one constant, since HMC needs the log density only up
+to one, and checks its gradient in :math:`\varepsilon`, which HMC follows. 8.2 (the marginal score
+estimate) compares with :func:`helpers.uivi.marginal_score_estimate`. 8.3 (the SIVI-SM objective) runs on a
+stand-in family whose draws are fixed functions of its parameters, so that value and gradients compare
+exactly with :func:`helpers.score_matching.sivism_objective`. 8.4 (the affine coupling) compares with
+:func:`helpers.flows.affine_coupling`, with gradients in the input and in the network's weights. 8.5 (KL on
+a grid) compares with :func:`helpers.quadrature.kl_on_grid`, in float32 with unnormalised, widely spread
+log densities, as a trained family gives them.
+"""
+
+import torch
+from torch import nn
+
+from ..flows import affine_coupling as reference_coupling
+from ..gaussian import log_normal_diag
+from ..quadrature import kl_on_grid as reference_kl
+from ..score_matching import sivism_objective as reference_sivism
+from ..semi_implicit import SemiImplicitGaussian
+from ..uivi import marginal_score_estimate as reference_score
+from ..uivi import reverse_conditional_log_prob as reference_reverse
+from ._core import (
+    as_tensor_result,
+    as_tensor_tuple,
+    call_learner,
+    checker,
+    close,
+    diagnose,
+    expect_finite,
+    expect_gradient,
+    expect_shape,
+    fail,
+    fmt,
+    learner_grad,
+)
+from .semi_implicit import _FixedFamily
+
+__all__ = [
+    "check_reverse_conditional_log_prob",
+    "check_marginal_score_estimate",
+    "check_sivism_objective",
+    "check_affine_coupling",
+    "check_kl_on_grid",
+]
+
+_F64 = torch.float64
+
+
+def _family(dtype=_F64, seed=11, noise_dim=3):
+    torch.manual_seed(seed)
+    q = SemiImplicitGaussian.mlp(L=2, noise_dim=noise_dim, hidden=(50, 50), sigma=0.5, learn_sigma=True)
+    with torch.no_grad():
+        q.log_sigma.copy_(torch.tensor([-0.9, 0.2]))  # two different scales: sigma and sigma^2 are told apart
+    return q.to(dtype)
+
+
+# ---------------------------------------------------------------- 8.1
+
+
+def _constant(difference, atol=1e-9):
+    """True when a difference of log densities is one constant over all rows (HMC cannot tell them apart)."""
+    d = difference.detach().double()
+    return bool((d - d.mean()).abs().max() <= atol * max(1.0, float(d.abs().max())))
+
+
+@checker("8.1", "UIVI's reverse conditional, up to a constant")
+def check_reverse_conditional_log_prob(reverse_conditional_log_prob):
+    q = _family()
+    z, eps = torch.randn(6, 2, dtype=_F64) * 2, torch.randn(6, 3, dtype=_F64)
+    out = as_tensor_result(call_learner(reverse_conditional_log_prob, q, z, eps))
+    if out.dim() == 0:
+        fail("returned one number; return one log density per row, shape (S,) = (6,): do not sum over the rows")
+    if out.shape == (6, 2) or out.shape == (6, 3):
+        fail("returned one value per coordinate; the densities are over whole vectors: sum over the last axis")
+    expect_shape(out, (6,), " (one value per pair (z_s, eps_s))")
+    expect_finite(out)
+    reference = reference_reverse(q, z, eps)
+    psi = q.mixing(eps)
+    log_prior = log_normal_diag(eps, 0.0, torch.zeros_like(eps))
+    log_cond = q.log_conditional(z, psi)
+    variance_typo = (-0.5 * (z - psi) ** 2 / q.sigma - q.log_sigma).sum(-1)  # up to a constant
+    mistakes = {
+        "the prior factor q(eps) = N(eps; 0, I) is missing: q(eps | z) is proportional to q(z | eps) q(eps)": log_cond,
+        "the conditional q(z | g(eps)) is missing: q(eps | z) is proportional to q(z | eps) q(eps), and without it "
+        "the chain would ignore z": log_prior,
+        "a sign is off: the prior enters as + log N(eps; 0, I), like the conditional": log_cond - log_prior,
+        "a sign is off: the conditional enters as + log q(z | g(eps)), like the prior": -log_cond + log_prior,
+        "that is a density, not its log: return log q(z | g(eps)) + log N(eps; 0, I)": reference.exp(),
+        "the Gaussian's exponent divides by the variance sigma^2, not by sigma": variance_typo + log_prior,
+    }
+    if not _constant(out - reference):
+        for message, wrong in mistakes.items():
+            if _constant(out - wrong):
+                fail(message)
+        again = as_tensor_result(call_learner(reverse_conditional_log_prob, q, z, eps))
+        if not close(again, out, 1e-12, 1e-12):
+            fail(
+                "two calls with the same z and eps gave different values: use psi = q.mixing(eps), the given eps, "
+                "not fresh draws (q.sample_psi or torch.randn)"
+            )
+        offset = (out - reference).double()
+        i = int((offset - offset.mean()).abs().argmax())
+        fail(
+            f"does not match log q(z | g(eps)) + log N(eps; 0, I) up to a constant: for row {i} expected "
+            f"{fmt(reference[i] + offset.mean())}, got {fmt(out[i])}"
+        )
+    # HMC follows the gradient in eps; the lesson runs it in float32 on its own family
+    eps_g = eps.clone().requires_grad_(True)
+    out = as_tensor_result(call_learner(reverse_conditional_log_prob, q, z, eps_g))
+    expect_gradient(out, [eps_g], reference_reverse(q, z, eps_g), ["eps"], rtol=1e-6, atol=1e-9)
+    q32 = _family(torch.float32, seed=12)
+    z32, eps32 = torch.randn(400, 2) * 3, torch.randn(400, 3)
+    out32 = as_tensor_result(call_learner(reverse_conditional_log_prob, q32, z32, eps32))
+    expect_shape(out32, (400,), " for 400 draws in float32")
+    if not _constant(out32 - reference_reverse(q32, z32, eps32), 1e-3):
+        fail("right in float64 but not for the lesson's float32 family and 400 draws")
+    return "log q(z | g(eps)) + log N(eps; 0, I), up to a constant, with the right gradient in eps."
+
+
+# ---------------------------------------------------------------- 8.2
+
+
+@checker("8.2", "UIVI's estimate of the marginal score")
+def check_marginal_score_estimate(marginal_score_estimate):
+    q = _family()
+    z = torch.randn(5, 2, dtype=_F64) * 2
+    draws = torch.randn(7, 5, 3, dtype=_F64)  # M = 7 draws for each of S = 5 points
+    out = as_tensor_result(call_learner(marginal_score_estimate, q, z, draws))
+    if out.shape == (7, 5, 2):
+        fail("returned one score per draw; average the M conditional scores of each z over the draws (axis 0)")
+    if out.shape == (7, 2):
+        fail("averaged over the wrong axis: draws[m, s] belongs to z[s], so average over m (axis 0), keeping S")
+    expect_shape(out, (5, 2), " (one score per z: (S, L))")
+    expect_finite(out)
+    psi = q.mixing(draws)  # (M, S, L)
+    var = q.sigma**2
+    reference = reference_score(q, z, draws)
+    diagnose(
+        out,
+        reference,
+        {
+            "the sign is off: grad_z log N(z; psi, sigma^2) = -(z - psi) / sigma^2, pointing from z towards psi": (
+                -reference
+            ),
+            "divide by the variance sigma^2, not by sigma: grad_z log N(z; psi, sigma^2) = -(z - psi) / sigma^2": (
+                -(z - psi) / q.sigma
+            ).mean(0),
+            "the draws are summed; UIVI's estimate is their average (1/M) sum_m": (-(z - psi) / var).sum(0),
+            "the draws are noise eps, not means: push them through the mixing network, psi = q.mixing(eps)": (
+                -(z - draws[..., :2]) / var
+            ).mean(0),
+            "the scale sigma^2 is missing: grad_z log N(z; psi, sigma^2) = -(z - psi) / sigma^2": (-(z - psi)).mean(0),
+        },
+        rtol=1e-6,
+        atol=1e-9,
+    )
+    q32 = _family(torch.float32, seed=13)
+    z32, d32 = torch.randn(300, 2) * 3, torch.randn(5, 300, 3)
+    out32 = as_tensor_result(call_learner(marginal_score_estimate, q32, z32, d32))
+    expect_shape(out32, (300, 2), " for 300 points and 5 draws each in float32")
+    if not close(out32, reference_score(q32, z32, d32), 1e-4, 1e-4):
+        fail("right in float64 but not for the lesson's float32 family")
+    return "the average of -(z - g(eps_m)) / sigma^2 over the reverse conditional's draws."
+
+
+# ---------------------------------------------------------------- 8.3
+
+
+def _target(z):  # not Gaussian, so that its score depends on z non-linearly
+    return -0.5 * z[:, 0] ** 2 / 4 - 0.5 * (z[:, 1] - z[:, 0] ** 2 / 4) ** 2
+
+
+class _FixedFamilyWithConditional(_FixedFamily):
+    full_covariance = False
+
+    def log_conditional(self, z, psi):
+        return log_normal_diag(z, psi, self.log_sigma)
+
+
+def _sivism_variant(kind, q, f, S):
+    z, psi = q.rsample(S)
+    (score_p,) = torch.autograd.grad(_target(z).sum(), z, create_graph=kind != "no create_graph")
+    score_q = {
+        "sign": (z - psi) / q.sigma**2,
+        "sigma": -(z - psi) / q.sigma,
+    }.get(kind, -(z - psi) / q.sigma**2)
+    fz = f(psi) if kind == "f at psi" else f(z)
+    two = 1.0 if kind == "no 2" else 2.0
+    square = -1.0 if kind == "plus square" else 1.0
+    per_draw = two * (fz * (score_p - score_q)).sum(-1) - square * (fz**2).sum(-1)
+    return per_draw.sum() if kind == "sum" else per_draw.mean()
+
+
+_SIVISM_MISTAKES = {
+    "sign": "a sign is off in the conditional score: grad_z log N(z; psi, sigma^2) = -(z - psi) / sigma^2, so "
+    "s_p(z) - grad_z log q(z | psi) = s_p(z) + (z - psi) / sigma^2",
+    "sigma": "the conditional score divides by the variance sigma^2, not by sigma",
+    "no 2": "the cross term has a factor 2: 2 f(z)^T (s_p - s_q) - |f(z)|^2 (complete the square to see why)",
+    "plus square": "the square enters with a minus sign: 2 f^T (s_p - s_q) - |f|^2, whose maximum over f is "
+    "|s_p - s_q|^2",
+    "f at psi": "evaluate f at z, the draw, not at psi: f approximates s_p(z) - s_q(z), a function of z",
+    "sum": "average over the S draws (a mean), do not sum: the objective is an expectation",
+    "no create_graph": "the value is right but its gradient is not: the target's score depends on z, which depends "
+    "on the family's parameters; take it with torch.autograd.grad(..., create_graph=True)",
+}
+
+
+@checker("8.3", "the SIVI-SM objective")
+def check_sivism_objective(sivism_objective):
+    q, S = _FixedFamilyWithConditional(), 6
+    torch.manual_seed(3)
+    f = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2)).to(_F64)
+    out = as_tensor_result(call_learner(sivism_objective, _target, q, f, S))
+    expect_shape(out, (), " (the objective is one number: a 0-d tensor)")
+    expect_finite(out)
+    reference = reference_sivism(_target, q, f, S)
+    if not close(out, reference, 1e-6, 1e-9):
+        for kind, message in _SIVISM_MISTAKES.items():
+            if kind != "no create_graph" and close(out, _sivism_variant(kind, q, f, S), 1e-6, 1e-9):
+                fail(message)
+        fail(f"does not match the reference: expected {fmt(reference)}, got {fmt(out)}")
+    params = [q.shift, q.log_sigma, *f.parameters()]
+    if not out.requires_grad:
+        fail("no gradient reaches the family or f: build the objective from q.rsample(S) and f(z), without .detach()")
+    got = learner_grad(out, params)
+    want = torch.autograd.grad(reference, params)
+    family_ok = all(g is not None and close(g, w, 1e-6, 1e-9) for g, w in zip(got[:2], want[:2], strict=True))
+    if not family_ok:
+        no_graph = torch.autograd.grad(_sivism_variant("no create_graph", q, f, S), params[:2])
+        if all(g is not None and close(g, w, 1e-6, 1e-9) for g, w in zip(got[:2], no_graph, strict=True)):
+            fail(_SIVISM_MISTAKES["no create_graph"])
+        fail(
+            "the value is right but its gradient with respect to the family is not: keep z, psi, sigma and the "
+            "target's score in the graph (no .detach())"
+        )
+    if not all(g is not None and close(g, w, 1e-6, 1e-9) for g, w in zip(got[2:], want[2:], strict=True)):
+        fail("the value is right but its gradient with respect to f's weights is not: do not detach f(z)")
+    return "2 f(z)^T (s_p(z) - grad log q(z | psi)) - |f(z)|^2, averaged, with gradients for the family and for f."
+
+
+# ---------------------------------------------------------------- 8.4
+
+
+class _ShiftScale(nn.Module):
+    def __init__(self, L, dtype):
+        super().__init__()
+        g = torch.Generator().manual_seed(21)
+        self.a = nn.Parameter(torch.randn(L, L, generator=g, dtype=dtype) * 0.5)
+        self.b = nn.Parameter(torch.randn(L, L, generator=g, dtype=dtype) * 0.5)
+        self.seen = []
+
+    def forward(self, kept):
+        self.seen.append(kept.detach().clone())
+        return kept @ self.a.T + 0.3, torch.tanh(kept @ self.b.T)
+
+
+@checker("8.4", "an affine coupling step and its log-determinant")
+def check_affine_coupling(affine_coupling):
+    L = 4
+    net = _ShiftScale(L, _F64)
+    mask = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=_F64)
+    x = torch.randn(5, L, dtype=_F64, requires_grad=True)
+    out = call_learner(affine_coupling, x, mask, net)
+    y, log_det = as_tensor_tuple(out, ("y", "log_det"))
+    expect_shape(y, (5, L), " for y (the same shape as x)")
+    if log_det.shape == (5, L):
+        fail("log_det has one value per coordinate; the log-determinant of the step is their sum over the last axis")
+    expect_shape(log_det, (5,), " for log_det (one value per row of x)")
+    if net.seen and not close(net.seen[0], mask * x.detach(), 1e-12, 1e-12):
+        fail(
+            "the network must see only the coordinates that pass unchanged, mask * x: otherwise the step cannot "
+            "be inverted (its Jacobian is no longer triangular)"
+        )
+    ref_y, ref_ld = reference_coupling(x, mask, net)
+    kept = mask * x
+    t, s = net(kept)
+    free = 1 - mask
+    diagnose(
+        torch.cat([y.reshape(-1), log_det]),
+        torch.cat([ref_y.reshape(-1), ref_ld]),
+        {
+            "log_det sums s over every coordinate; only the transformed ones, where mask is 0, contribute: "
+            "sum_l (1 - m_l) s_l": torch.cat([ref_y.reshape(-1), s.sum(-1)]),
+            "the log-determinant of x -> x e^s + t is + sum (1 - m) s: the sign is off": torch.cat(
+                [ref_y.reshape(-1), -ref_ld]
+            ),
+            "log_det must be the log of |det|, sum (1 - m) s, not the determinant itself": torch.cat(
+                [ref_y.reshape(-1), ref_ld.exp()]
+            ),
+            "scale first, then shift: y = x e^s + t on the transformed coordinates, not (x + t) e^s": torch.cat(
+                [(kept + free * (x + t) * s.exp()).reshape(-1), ref_ld]
+            ),
+            "the forward step multiplies by e^s; dividing (e^{-s}) is the inverse step": torch.cat(
+                [(kept + free * (x * (-s).exp() + t)).reshape(-1), ref_ld]
+            ),
+            "the masked coordinates must pass unchanged: y = m x + (1 - m)(x e^s + t)": torch.cat(
+                [(x * s.exp() + t).reshape(-1), ref_ld]
+            ),
+            "the shift t is missing: y = x e^s + t on the transformed coordinates": torch.cat(
+                [(kept + free * x * s.exp()).reshape(-1), ref_ld]
+            ),
+            "log_det is the sum over coordinates, not their mean": torch.cat([ref_y.reshape(-1), ref_ld / L]),
+        },
+        rtol=1e-6,
+        atol=1e-9,
+    )
+    # the flow trains through this step: gradients in x and in the network's weights
+    params = [x, net.a, net.b]
+    names = ["x", "the shift network's weights", "the scale network's weights"]
+    y, log_det = as_tensor_tuple(call_learner(affine_coupling, x, mask, net), ("y", "log_det"))
+    expect_gradient(torch.cat([y.reshape(-1), log_det]), params, torch.cat([ref_y.reshape(-1), ref_ld]), names)
+    # float32, the lesson's dtype, with the alternate mask
+    net32 = _ShiftScale(2, torch.float32)
+    mask32 = torch.tensor([0.0, 1.0])
+    x32 = torch.randn(256, 2) * 3
+    y32, ld32 = as_tensor_tuple(call_learner(affine_coupling, x32, mask32, net32), ("y", "log_det"))
+    r_y, r_ld = reference_coupling(x32, mask32, net32)
+    if not (close(y32, r_y, 1e-5, 1e-5) and close(ld32, r_ld, 1e-5, 1e-5)):
+        fail(
+            "right for the mask [1, 0, 1, 0] in float64 but not for the mask [0, 1] in float32: use mask, not fixed "
+            "coordinates"
+        )
+    return "y = m x + (1 - m)(x e^s + t) with log|det| = sum (1 - m) s, and gradients for the flow's training."
+
+
+# ---------------------------------------------------------------- 8.5
+
+
+def _grid_problem(dtype=_F64):
+    torch.manual_seed(31)
+    log_q = torch.randn(50, dtype=dtype) * 3 + 40.0  # unnormalised, as log densities on a grid come
+    log_p = torch.randn(50, dtype=dtype) * 4 - 7.0
+    return log_q, log_p
+
+
+@checker("8.5", "the KL divergence on a grid")
+def check_kl_on_grid(kl_on_grid):
+    log_q, log_p = _grid_problem()
+    out = as_tensor_result(call_learner(kl_on_grid, log_q, log_p))
+    expect_shape(out, (), " (one number: a 0-d tensor)")
+    expect_finite(out)
+    reference = reference_kl(log_q, log_p)
+    lq_n, lp_n = log_q - torch.logsumexp(log_q, 0), log_p - torch.logsumexp(log_p, 0)
+    w = lq_n.exp()
+    diagnose(
+        out,
+        reference,
+        {
+            "that is KL(p || q), the other direction: weight by q, sum_i q_i (log q_i - log p_i)": reference_kl(
+                log_p, log_q
+            ),
+            "the weights are normalised but the logs are not: use log q_i - logsumexp(log q) and the same for p, so "
+            "that both are distributions over the grid": (w * (log_q - log_p)).sum(),
+            "p is not normalised over the grid: subtract logsumexp(log_p) from log_p too": (w * (lq_n - log_p)).sum(),
+            "q is not normalised over the grid: subtract logsumexp(log_q) from log_q too": (w * (log_q - lp_n)).sum(),
+            "a sum over the grid points, not a mean (the normalised weights already sum to one)": (
+                w * (lq_n - lp_n)
+            ).mean(),
+            "weight by the normalised q_i = exp(log q_i) / sum_j exp(log q_j), not by exp(log q_i) itself": (
+                log_q.exp() * (lq_n - lp_n)
+            ).sum(),
+            "the sign is off: KL(q || p) = sum_i q_i (log q_i - log p_i), which is non-negative": -reference,
+        },
+        rtol=1e-6,
+        atol=1e-9,
+    )
+    # float32 with the spread of a trained family's log density on a grid: exp overflows and underflows
+    lq32 = torch.linspace(-900.0, 60.0, 400)
+    lp32 = -0.5 * torch.linspace(-8, 8, 400) ** 2 * 10
+    out32 = as_tensor_result(call_learner(kl_on_grid, lq32, lp32))
+    if not torch.isfinite(out32):
+        fail(
+            "not finite in float32 for log densities from -900 to 60 (exp overflows to inf and underflows to 0): "
+            "normalise in log space, log q_i - logsumexp(log q), and never take the log of a probability that "
+            "may be 0"
+        )
+    if not close(out32, reference_kl(lq32.double(), lp32.double()), 1e-4, 1e-3):
+        fail("right in float64 but not in float32 for widely spread log densities: normalise in log space")
+    return "KL(q || p) = sum_i q_i (log q_i - log p_i) with both normalised over the grid, in log space."

@@ -1,0 +1,282 @@
+"""The checkers of lesson 08's exercises (UIVI's reverse conditional and score estimate, the SIVI-SM objective,
+an affine coupling, KL on a grid) accept correct answers written in different ways and name the mistake in
+plausible wrong ones."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from checker_assertions import accepts, rejects
+from torch.distributions import Normal
+
+from helpers import flows, quadrature, score_matching, uivi
+from helpers.checks import (
+    check_affine_coupling,
+    check_kl_on_grid,
+    check_marginal_score_estimate,
+    check_reverse_conditional_log_prob,
+    check_sivism_objective,
+)
+
+LOG_2PI = math.log(2 * math.pi)
+
+# ------------------------------------------------------------ 8.1
+
+
+def _no_constants(q, z, eps):  # drops every term that depends on neither z nor eps: right up to a constant
+    psi = q.mixing(eps)
+    return (-0.5 * ((z - psi) / q.sigma) ** 2).sum(-1) - 0.5 * (eps**2).sum(-1)
+
+
+def _distributions(q, z, eps):
+    return Normal(q.mixing(eps), q.sigma).log_prob(z).sum(-1) + Normal(0.0, 1.0).log_prob(eps).sum(-1)
+
+
+def _by_hand(q, z, eps):
+    psi = q.mixing(eps)
+    cond = -0.5 * ((z - psi) ** 2 / q.sigma**2).sum(-1) - q.log_sigma.sum() - LOG_2PI
+    return cond - 0.5 * (eps**2).sum(-1) - 1.5 * LOG_2PI
+
+
+@pytest.mark.parametrize("fn", [uivi.reverse_conditional_log_prob, _no_constants, _distributions, _by_hand])
+def test_reverse_conditional_accepts(fn, capsys):
+    accepts(check_reverse_conditional_log_prob, fn, capsys)
+
+
+def _prior(eps):
+    return Normal(0.0, 1.0).log_prob(eps).sum(-1)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (lambda q, z, eps: q.log_conditional(z, q.mixing(eps)), "prior factor q(eps)"),
+        (lambda q, z, eps: _prior(eps), "conditional q(z | g(eps)) is missing"),
+        (lambda q, z, eps: q.log_conditional(z, q.mixing(eps)) - _prior(eps), "the prior enters as +"),
+        (lambda q, z, eps: -q.log_conditional(z, q.mixing(eps)) + _prior(eps), "the conditional enters as +"),
+        (lambda q, z, eps: uivi.reverse_conditional_log_prob(q, z, eps).exp(), "not its log"),
+        (
+            lambda q, z, eps: (-0.5 * (z - q.mixing(eps)) ** 2 / q.sigma).sum(-1) + _prior(eps),
+            "not by sigma",
+        ),
+        (lambda q, z, eps: q.log_conditional(z, q.sample_psi(len(z))) + _prior(eps), "fresh draws"),
+        (lambda q, z, eps: uivi.reverse_conditional_log_prob(q, z, eps).sum(), "do not sum over the rows"),
+        (lambda q, z, eps: Normal(q.mixing(eps), q.sigma).log_prob(z), "sum over the last axis"),
+    ],
+)
+def test_reverse_conditional_rejects(fn, words, capsys):
+    rejects(check_reverse_conditional_log_prob, fn, capsys, words)
+
+
+# ------------------------------------------------------------ 8.2
+
+
+def _mean_first(q, z, eps_draws):  # the conditional score is linear in psi: average psi first
+    return (q.mixing(eps_draws).mean(0) - z) / q.sigma**2
+
+
+def _loop(q, z, eps_draws):
+    total = 0
+    for eps in eps_draws:
+        total = total + uivi.conditional_score(q, z, q.mixing(eps))
+    return total / len(eps_draws)
+
+
+def _autograd(q, z, eps_draws):
+    zz = z.detach().expand(len(eps_draws), *z.shape).clone().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(q.log_conditional(zz, q.mixing(eps_draws)).sum(), zz)
+    return g.mean(0)
+
+
+@pytest.mark.parametrize("fn", [uivi.marginal_score_estimate, _mean_first, _loop, _autograd])
+def test_marginal_score_accepts(fn, capsys):
+    accepts(check_marginal_score_estimate, fn, capsys)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (lambda q, z, d: ((z - q.mixing(d)) / q.sigma**2).mean(0), "sign is off"),
+        (lambda q, z, d: (-(z - q.mixing(d)) / q.sigma).mean(0), "not by sigma"),
+        (lambda q, z, d: (-(z - q.mixing(d)) / q.sigma**2).sum(0), "their average"),
+        (lambda q, z, d: (-(z - d[..., :2]) / q.sigma**2).mean(0), "psi = q.mixing(eps)"),
+        (lambda q, z, d: (-(z - q.mixing(d))).mean(0), "scale sigma^2 is missing"),
+        (lambda q, z, d: -(z - q.mixing(d)) / q.sigma**2, "one score per draw"),
+        (lambda q, z, d: (-(z - q.mixing(d)) / q.sigma**2).mean(1), "wrong axis"),
+    ],
+)
+def test_marginal_score_rejects(fn, words, capsys):
+    rejects(check_marginal_score_estimate, fn, capsys, words)
+
+
+# ------------------------------------------------------------ 8.3
+
+
+def _with_autograd_conditional(log_target, q, f, S):
+    z, psi = q.rsample(S)
+    (score_p,) = torch.autograd.grad(log_target(z).sum(), z, create_graph=True)
+    (score_c,) = torch.autograd.grad(q.log_conditional(z, psi).sum(), z, create_graph=True)
+    fz = f(z)
+    return torch.mean(2 * torch.einsum("sl,sl->s", fz, score_p - score_c) - torch.einsum("sl,sl->s", fz, fz))
+
+
+def _completed_square(log_target, q, f, S):  # |d|^2 - |f - d|^2 = 2 f.d - |f|^2
+    z, psi = q.rsample(S)
+    (score_p,) = torch.autograd.grad(log_target(z).sum(), z, create_graph=True)
+    d = score_p + (z - psi) / q.sigma**2
+    return ((d**2).sum(1) - ((f(z) - d) ** 2).sum(1)).mean()
+
+
+@pytest.mark.parametrize("fn", [score_matching.sivism_objective, _with_autograd_conditional, _completed_square])
+def test_sivism_accepts(fn, capsys):
+    accepts(check_sivism_objective, fn, capsys)
+
+
+def _sivism(kind):
+    def objective(log_target, q, f, S):
+        z, psi = q.rsample(S)
+        (score_p,) = torch.autograd.grad(log_target(z).sum(), z, create_graph=kind != "no graph")
+        score_q = {"sign": (z - psi) / q.sigma**2, "sigma": -(z - psi) / q.sigma}.get(kind, -(z - psi) / q.sigma**2)
+        fz = f(psi) if kind == "f(psi)" else f(z)
+        if kind == "detach":
+            z, fz = z.detach(), fz.detach()
+        two, square = (1.0 if kind == "no 2" else 2.0), (-1.0 if kind == "+square" else 1.0)
+        per_draw = two * (fz * (score_p - score_q)).sum(-1) - square * (fz**2).sum(-1)
+        return per_draw.sum() if kind == "sum" else per_draw.mean()
+
+    return objective
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("sign", "a sign is off in the conditional score"),
+        ("sigma", "not by sigma"),
+        ("no 2", "factor 2"),
+        ("+square", "minus sign"),
+        ("f(psi)", "evaluate f at z"),
+        ("sum", "do not sum"),
+        ("no graph", "create_graph=True"),
+    ],
+)
+def test_sivism_rejects(kind, words, capsys):
+    rejects(check_sivism_objective, _sivism(kind), capsys, words)
+
+
+# ------------------------------------------------------------ 8.4
+
+
+def _with_where(x, mask, net):
+    t, s = net(mask * x)
+    keep = mask.bool()
+    return torch.where(keep, x, x * s.exp() + t), torch.where(keep, torch.zeros_like(s), s).sum(-1)
+
+
+def _factored(x, mask, net):
+    t, s = net(x * mask)
+    free = 1 - mask
+    return x * (mask + free * torch.exp(s)) + free * t, (s * free).sum(dim=1)
+
+
+def _coupling(kind):
+    def step(x, mask, net):
+        t, s = net(x if kind == "net sees x" else mask * x)
+        free = 1 - mask
+        y = mask * x + free * (x * s.exp() + t)
+        log_det = (free * s).sum(-1)
+        if kind == "all s":
+            log_det = s.sum(-1)
+        elif kind == "minus":
+            log_det = -log_det
+        elif kind == "det":
+            log_det = log_det.exp()
+        elif kind == "shift first":
+            y = mask * x + free * (x + t) * s.exp()
+        elif kind == "divide":
+            y = mask * x + free * (x * (-s).exp() + t)
+        elif kind == "all coords":
+            y = x * s.exp() + t
+        elif kind == "no shift":
+            y = mask * x + free * x * s.exp()
+        elif kind == "mean":
+            log_det = (free * s).mean(-1)
+        elif kind == "fixed coords":
+            y = x.clone()
+            y[:, 1::2] = x[:, 1::2] * s[:, 1::2].exp() + t[:, 1::2]
+            log_det = s[:, 1::2].sum(-1)
+        return y, log_det
+
+    return step
+
+
+@pytest.mark.parametrize("fn", [flows.affine_coupling, _with_where, _factored])
+def test_coupling_accepts(fn, capsys):
+    accepts(check_affine_coupling, fn, capsys)
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("all s", "only the transformed ones"),
+        ("minus", "sign is off"),
+        ("det", "not the determinant itself"),
+        ("shift first", "scale first, then shift"),
+        ("divide", "is the inverse step"),
+        ("all coords", "must pass unchanged"),
+        ("no shift", "shift t is missing"),
+        ("mean", "not their mean"),
+        ("net sees x", "only the coordinates that pass unchanged"),
+        ("fixed coords", "use mask"),
+    ],
+)
+def test_coupling_rejects(kind, words, capsys):
+    rejects(check_affine_coupling, _coupling(kind), capsys, words)
+
+
+# ------------------------------------------------------------ 8.5
+
+
+def _log_softmax(log_q, log_p):
+    lq, lp = torch.log_softmax(log_q, 0), torch.log_softmax(log_p, 0)
+    return (lq.exp() * (lq - lp)).sum()
+
+
+def _kl_div(log_q, log_p):
+    return F.kl_div(torch.log_softmax(log_p, 0), torch.log_softmax(log_q, 0), reduction="sum", log_target=True)
+
+
+def _softmax_weights(log_q, log_p):
+    return torch.dot(torch.softmax(log_q, 0), torch.log_softmax(log_q, 0) - torch.log_softmax(log_p, 0))
+
+
+@pytest.mark.parametrize("fn", [quadrature.kl_on_grid, _log_softmax, _kl_div, _softmax_weights])
+def test_kl_on_grid_accepts(fn, capsys):
+    accepts(check_kl_on_grid, fn, capsys)
+
+
+def _normalised(x):
+    return x - torch.logsumexp(x, 0)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (lambda q, p: quadrature.kl_on_grid(p, q), "the other direction"),
+        (lambda q, p: (torch.softmax(q, 0) * (q - p)).sum(), "the logs are not"),
+        (lambda q, p: (torch.softmax(q, 0) * (_normalised(q) - p)).sum(), "p is not normalised"),
+        (lambda q, p: (torch.softmax(q, 0) * (q - _normalised(p))).sum(), "q is not normalised"),
+        (lambda q, p: (torch.softmax(q, 0) * (_normalised(q) - _normalised(p))).mean(), "not a mean"),
+        (lambda q, p: (q.exp() * (_normalised(q) - _normalised(p))).sum(), "not by exp(log q_i) itself"),
+        (lambda q, p: -quadrature.kl_on_grid(q, p), "sign is off"),
+        (
+            lambda q, p: (
+                (q.exp() / q.exp().sum()) * ((q.exp() / q.exp().sum()).log() - (p.exp() / p.exp().sum()).log())
+            ).sum(),
+            "normalise in log space",
+        ),
+    ],
+)
+def test_kl_on_grid_rejects(fn, words, capsys):
+    rejects(check_kl_on_grid, fn, capsys, words)

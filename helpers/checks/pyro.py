@@ -8,7 +8,8 @@ network registered by ``pyro.module`` among the trace's parameter sites. 8.3, th
 01's Normal-Normal model, with one batch per step and a parameter store holding an earlier fit's values, and
 compared with :func:`helpers.pyro_bridge.train_svi` on the same random numbers; the plausible loops that go
 wrong (no ``pyro.clear_param_store()``, ``evaluate_loss``, the same batch every step, ...) are run the same way
-and named when the answer matches one of them. Pyro is imported inside the checkers, so importing :mod:`helpers.checks` stays fast for the other lessons.
+and named when the answer matches one of them. Pyro is imported inside the checkers, so importing
+:mod:`helpers.checks` stays fast for the other lessons.
 """
 
 import math

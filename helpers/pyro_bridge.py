@@ -1,4 +1,4 @@
-r"""The course's models and variational families written in Pyro, for cross-checks, benchmarks and lesson 08.
+r"""The course's models and variational families written in Pyro, for cross-checks, benchmarks and lesson 09.
 
 Each function is a Pyro *model* or *guide*: a program whose ``pyro.sample`` statements Pyro's inference
 code traces. They describe exactly the distributions of the course's own code:

@@ -1,4 +1,4 @@
-"""The Pyro appendix's checkers (lesson 08) accept correct models and guides written in different ways
+"""The Pyro appendix's checkers (lesson 09) accept correct models and guides written in different ways
 and name the mistake in plausible wrong ones."""
 
 import pyro
@@ -98,7 +98,7 @@ def test_pyro_guide_names_mistakes(guide, words, capsys):
     rejects(check_pyro_mean_field_guide, guide, capsys, words)
 
 
-# ------------------------------------------------------------ from the lesson 08 review
+# ------------------------------------------------------------ from the lesson 09 review
 
 
 def test_pyro_model_names_the_reviewed_mistakes(capsys):
@@ -136,7 +136,7 @@ def test_pyro_guide_rejects_the_reviewed_mistakes(capsys):
     rejects(check_pyro_mean_field_guide, detached_mean, capsys, "gradient")
 
 
-# ------------------------------------------------------------ 8.3: the SVI training loop
+# ------------------------------------------------------------ 9.3: the SVI training loop
 
 
 def svi_loop(clear="start", unpack=True, sign=1.0, steps=None, evaluate=False, loss_of=None, optimizer_of=None):
@@ -229,7 +229,7 @@ def test_train_svi_names_mistakes(train, words, capsys):
     rejects(check_train_svi, train, capsys, words)
 
 
-# ------------------------------------------------------------ 8.4: the VAE's model
+# ------------------------------------------------------------ 9.4: the VAE's model
 
 
 def vae_model_with(
@@ -308,7 +308,7 @@ def test_pyro_vae_model_names_mistakes(model, words, capsys):
     rejects(check_pyro_vae_model, model, capsys, words)
 
 
-# ------------------------------------------------------------ 8.5: the VAE's amortized guide
+# ------------------------------------------------------------ 9.5: the VAE's amortized guide
 
 
 def vae_guide_with(

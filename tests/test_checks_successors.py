@@ -280,3 +280,30 @@ def _normalised(x):
 )
 def test_kl_on_grid_rejects(fn, words, capsys):
     rejects(check_kl_on_grid, fn, capsys, words)
+
+
+# ------------------------------------------------------------ the grader's replay
+
+
+@pytest.mark.parametrize(
+    "check, answer",
+    [
+        (check_reverse_conditional_log_prob, uivi.reverse_conditional_log_prob),
+        (check_marginal_score_estimate, uivi.marginal_score_estimate),
+        (check_sivism_objective, score_matching.sivism_objective),
+        (check_affine_coupling, flows.affine_coupling),  # the replay reloads the module it was given, in place
+        (check_kl_on_grid, quadrature.kl_on_grid),
+    ],
+)
+def test_the_graders_replay_confirms_a_right_answer(check, answer, tmp_path):
+    from helpers.checks import _core
+    from helpers.tooling import replay
+
+    previous, grad = _core._channel, torch.autograd.grad
+    try:
+        replay.install(tmp_path)
+        assert check(answer)
+    finally:
+        _core._channel, torch.autograd.grad = previous, grad
+    (path,) = tmp_path.glob("*.pt")
+    assert replay.replay_record(torch.load(path, weights_only=True))[0] == "passed"

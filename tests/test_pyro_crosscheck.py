@@ -222,7 +222,7 @@ def test_pyro_and_course_closed_form_kl_terms_match_torch_distributions():
     assert abs(mc.item() - kl_divergence(q.distribution(), p).item()) < 0.01
 
 
-# ------------------------------------------------------------ the SVI training loop (lesson 08's train_svi)
+# ------------------------------------------------------------ the SVI training loop (lesson 09's train_svi)
 
 
 def test_train_svi_is_adam_on_minus_the_elbo_with_one_batch_per_step():

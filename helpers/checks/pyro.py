@@ -1,10 +1,10 @@
-r"""Checkers for the Pyro appendix (lesson 08).
+r"""Checkers for the Pyro appendix (lesson 09).
 
 A Pyro model or guide is a program, so the checker runs it under ``pyro.poutine.trace`` and inspects the
 recorded sample sites: their names, distributions, event shapes, observed values and plates, and the
 total log density against the course's own :class:`helpers.logistic_regression.BayesianLogisticRegression`
-(8.1, 8.2) and against :mod:`helpers.pyro_bridge`'s VAE programs (8.4, 8.5), where it also looks for the
-network registered by ``pyro.module`` among the trace's parameter sites. 8.3, the SVI loop, is run on lesson
+(9.1, 9.2) and against :mod:`helpers.pyro_bridge`'s VAE programs (9.4, 9.5), where it also looks for the
+network registered by ``pyro.module`` among the trace's parameter sites. 9.3, the SVI loop, is run on lesson
 01's Normal-Normal model, with one batch per step and a parameter store holding an earlier fit's values, and
 compared with :func:`helpers.pyro_bridge.train_svi` on the same random numbers; the plausible loops that go
 wrong (no ``pyro.clear_param_store()``, ``evaluate_loss``, the same batch every step, ...) are run the same way
@@ -64,7 +64,7 @@ def _sample_sites(trace):
     }
 
 
-@checker("8.1", "Bayesian logistic regression as a Pyro model")
+@checker("9.1", "Bayesian logistic regression as a Pyro model")
 def check_pyro_logistic_model(model):
     import pyro
     from pyro.infer import Trace_ELBO
@@ -138,7 +138,7 @@ def check_pyro_logistic_model(model):
     return "the same log p(y, w) as the course's model, with a plate, and it vectorizes over particles."
 
 
-@checker("8.2", "a mean-field guide in Pyro")
+@checker("9.2", "a mean-field guide in Pyro")
 def check_pyro_mean_field_guide(guide):
     import pyro
 
@@ -210,7 +210,7 @@ def check_pyro_mean_field_guide(guide):
     )
 
 
-# ------------------------------------------------------------ 8.3: the SVI training loop
+# ------------------------------------------------------------ 9.3: the SVI training loop
 
 
 def _svi_problem():
@@ -308,7 +308,7 @@ def _as_losses(out, T):
     return values
 
 
-@checker("8.3", "the SVI training loop")
+@checker("9.3", "the SVI training loop")
 def check_train_svi(train_svi):
     import warnings
 
@@ -367,7 +367,7 @@ def check_train_svi(train_svi):
     return f"the same {T} losses and trained parameters as SVI, from a fresh parameter store, one step per batch."
 
 
-# ------------------------------------------------------------ 8.4 and 8.5: the VAE's model and guide
+# ------------------------------------------------------------ 9.4 and 9.5: the VAE's model and guide
 
 
 def _vae_problems():
@@ -491,7 +491,7 @@ def _expect_vectorized(model, guide, vae, x, which):
         )
 
 
-@checker("8.4", "the VAE's model in Pyro")
+@checker("9.4", "the VAE's model in Pyro")
 def check_pyro_vae_model(vae_model):
     import pyro
     from pyro import poutine
@@ -562,7 +562,7 @@ def check_pyro_vae_model(vae_model):
     return "the same log p(x, z) as the course's VAE, the decoder in the parameter store, vectorizes over particles."
 
 
-@checker("8.5", "the VAE's amortized guide in Pyro")
+@checker("9.5", "the VAE's amortized guide in Pyro")
 def check_pyro_vae_guide(vae_guide):
     import pyro
     from pyro import poutine

@@ -97,7 +97,7 @@ def ksivi_loss(log_target, q, S, bandwidth=None, ksd=ksd_u_statistic):
     S : int, at least 2. The number of draws.
     bandwidth : positive number, or ``None`` for :func:`median_bandwidth` of the draws.
     ksd : callable ``(z (S, L), diff (S, L), bandwidth) -> 0-d``, the U-statistic; :func:`ksd_u_statistic`
-        by default. Lesson 07 passes its exercise 7.3 here, so the loss runs on the learner's statistic.
+        by default. Lesson 07 passes its exercise 7.5 here, so the loss runs on the learner's statistic.
 
     Returns
     -------

@@ -28,7 +28,7 @@ from .encoders import GaussianEncoder
 from .gaussian import log_normal_diag
 from .vae import VAE, log_mean_exp
 
-__all__ = ["SemiImplicitEncoder", "SemiImplicitVAE", "semi_implicit_elbo_terms"]
+__all__ = ["SemiImplicitEncoder", "SemiImplicitVAE", "semi_implicit_elbo_terms", "semi_implicit_log_weights"]
 
 
 def semi_implicit_elbo_terms(x, z, psi, log_scale, log_joint):
@@ -49,6 +49,33 @@ def semi_implicit_elbo_terms(x, z, psi, log_scale, log_joint):
     ``(B,)``: its expectation is a lower bound on each ELBO (Yin & Zhou 2018, theorem 1).
     """
     log_q = log_mean_exp(log_normal_diag(z, psi, log_scale), dim=0)  # (B,): psi_0 included
+    return log_joint(x, z) - log_q
+
+
+def semi_implicit_log_weights(x, z, psi_own, psi_extra, log_scale, log_joint):
+    r"""Importance log-weights of draws from a semi-implicit encoder, its density replaced by a ``K_psi``-draw average.
+
+    .. math::
+        \log w_k = \log p_\theta(x, z_k) - \log\frac{1}{K_\psi + 1}\Big(q(z_k\mid\psi_{k0})
+            + \sum_{j=1}^{K_\psi} q(z_k\mid\psi_j)\Big),\qquad q(z\mid\psi) = \mathcal N\big(z;\ \psi,\
+            \mathrm{diag}\,\sigma(x)^2\big),
+
+    each :math:`z_k` with its own generating draw :math:`\psi_{k0}`, the extra draws shared by all :math:`z_k`.
+    Each weight is unbiased for :math:`p_\theta(x)` (Sobolev & Vetrov 2019), so the log of their average is a
+    lower bound on :math:`\log p_\theta(x)`; the average is taken in log space.
+
+    Parameters
+    ----------
+    x : ``(B, D)``. z, psi_own : ``(M, B, L)``; ``psi_own[k]`` generated ``z[k]``. psi_extra : ``(K_psi, B, L)``.
+    log_scale : ``(B, L)``. log_joint : callable ``(x, z (M, B, L)) -> (M, B)``.
+
+    Returns
+    -------
+    ``(M, B)``.
+    """
+    own = log_normal_diag(z, psi_own, log_scale).unsqueeze(1)  # (M, 1, B)
+    others = log_normal_diag(z.unsqueeze(1), psi_extra.unsqueeze(0), log_scale)  # (M, K_psi, B)
+    log_q = torch.logsumexp(torch.cat([own, others], 1), 1) - math.log(psi_extra.shape[0] + 1)
     return log_joint(x, z) - log_q
 
 
@@ -107,7 +134,7 @@ class SemiImplicitVAE(VAE):
         return torch.stack([self.surrogate_elbo(x, K) for _ in range(S)]).mean(0)
 
     @torch.no_grad()
-    def iw_bound(self, x, K, K_psi=100, chunk=100):
+    def iw_bound(self, x, K, K_psi=100, chunk=100, log_weights=semi_implicit_log_weights):
         r"""Importance-weighted lower bound on :math:`\log p_\theta(x)` with the semi-implicit encoder; ``(B,)``.
 
         .. math::
@@ -117,7 +144,8 @@ class SemiImplicitVAE(VAE):
         each ``z_k`` with its own generating draw :math:`\psi_{k0}`, the ``K_psi`` extra draws shared.
         Each weight has expectation :math:`p_\theta(x)` (the symmetrised-proposal argument of lesson 06),
         so by Jensen's inequality this is a lower bound for every ``K`` and ``K_psi``; it approaches the
-        IWAE bound of the exact :math:`q(z\mid x)` as ``K_psi`` grows (Sobolev & Vetrov 2019).
+        IWAE bound of the exact :math:`q(z\mid x)` as ``K_psi`` grows (Sobolev & Vetrov 2019). The log-weights
+        come from ``log_weights`` (:func:`semi_implicit_log_weights`; lesson 07 passes its exercise).
         """
         h, mean, log_scale = self.encoder(x)
         extra = self.encoder.sample_psi(h, mean, K_psi)  # (K_psi, B, L)
@@ -125,8 +153,5 @@ class SemiImplicitVAE(VAE):
         for start in range(0, K, chunk):
             psi0 = self.encoder.sample_psi(h, mean, min(chunk, K - start))  # (k, B, L)
             z = psi0 + log_scale.exp() * torch.randn_like(psi0)
-            own = log_normal_diag(z, psi0, log_scale).unsqueeze(1)  # (k, 1, B)
-            others = log_normal_diag(z.unsqueeze(1), extra.unsqueeze(0), log_scale)  # (k, K_psi, B)
-            log_q = torch.logsumexp(torch.cat([own, others], 1), 1) - math.log(K_psi + 1)
-            parts.append(self.log_joint(x, z) - log_q)
+            parts.append(log_weights(x, z, psi0, extra, log_scale, self.log_joint))  # (k, B)
         return log_mean_exp(torch.cat(parts), dim=0)

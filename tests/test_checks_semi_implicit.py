@@ -194,7 +194,7 @@ def test_semi_implicit_elbo_terms_names_mistakes(fn, words, capsys):
     rejects(check_semi_implicit_elbo_terms, fn, capsys, words)
 
 
-# ------------------------------------------------------------ 7.4
+# ------------------------------------------------------------ 7.5
 
 
 def _u_loop(z, diff, h):

@@ -9,8 +9,13 @@ import torch
 from checker_assertions import accepts, rejects
 from torch.distributions import MultivariateNormal, Normal
 
-from helpers import gaussian, semi_implicit
-from helpers.checks import check_log_normal_tril, check_semi_implicit_covariance, check_sivi_upper_bound
+from helpers import gaussian, semi_implicit, semi_implicit_vae
+from helpers.checks import (
+    check_log_normal_tril,
+    check_semi_implicit_covariance,
+    check_semi_implicit_log_weights,
+    check_sivi_upper_bound,
+)
 
 # ------------------------------------------------------------ 6.3
 
@@ -174,7 +179,7 @@ def test_log_normal_tril_names_a_float32_determinant(capsys):
     rejects(check_log_normal_tril, via_det, capsys, "float32")
 
 
-# ------------------------------------------------------------ 7.2
+# ------------------------------------------------------------ 7.3
 
 from helpers.checks import check_dsivi_bound  # noqa: E402
 
@@ -264,7 +269,7 @@ def test_dsivi_bound_names_mistakes(fn, words, capsys):
     rejects(check_dsivi_bound, fn, capsys, words)
 
 
-# ------------------------------------------------------------ 7.5
+# ------------------------------------------------------------ 7.6
 
 from helpers import kernel_stein  # noqa: E402
 from helpers.checks import check_ksivi_loss  # noqa: E402
@@ -332,3 +337,80 @@ def test_ksivi_loss_accepts(fn, capsys):
 )
 def test_ksivi_loss_names_mistakes(fn, words, capsys):
     rejects(check_ksivi_loss, fn, capsys, words)
+
+
+# ------------------------------------------------------------ 7.2
+
+
+def _lw_loop(x, z, psi_own, psi_extra, log_scale, log_joint):  # one weight at a time, densities by Normal
+    M, B, _ = z.shape
+    out = torch.empty(M, B, dtype=z.dtype)
+    for k in range(M):
+        for b in range(B):
+            psis = torch.cat([psi_own[k, b].unsqueeze(0), psi_extra[:, b]], 0)
+            log_q = Normal(psis, log_scale[b].exp()).log_prob(z[k, b]).sum(-1)
+            out[k, b] = log_joint(x, z)[k, b] - (torch.logsumexp(log_q, 0) - math.log(len(psis)))
+    return out
+
+
+def _lw_shared_table(x, z, psi_own, psi_extra, log_scale, log_joint):  # own terms put on the table's diagonal
+    table = gaussian.log_normal_diag(
+        z.unsqueeze(1), torch.cat([psi_own.unsqueeze(1), psi_extra.expand(len(z), -1, -1, -1)], 1), log_scale
+    )
+    return log_joint(x, z) - torch.logsumexp(table, 1) + math.log(table.shape[1])
+
+
+def _lw_max_shift(x, z, psi_own, psi_extra, log_scale, log_joint):  # log-sum-exp by hand
+    own = gaussian.log_normal_diag(z, psi_own, log_scale).unsqueeze(1)
+    others = gaussian.log_normal_diag(z.unsqueeze(1), psi_extra.unsqueeze(0), log_scale)
+    a = torch.cat([own, others], 1)
+    top = a.max(1, keepdim=True).values
+    return log_joint(x, z) - (top.squeeze(1) + (a - top).exp().mean(1).log())
+
+
+@pytest.mark.parametrize("fn", [semi_implicit_vae.semi_implicit_log_weights, _lw_loop, _lw_shared_table, _lw_max_shift])
+def test_log_weights_accepts(fn, capsys):
+    accepts(check_semi_implicit_log_weights, fn, capsys)
+
+
+def _lw(kind):
+    def fn(x, z, psi_own, psi_extra, log_scale, log_joint):
+        ls = 0.5 * log_scale if kind == "variance" else log_scale
+        own = gaussian.log_normal_diag(z, psi_own, ls).unsqueeze(1)
+        others = gaussian.log_normal_diag(z.unsqueeze(1), psi_extra.unsqueeze(0), ls)
+        if kind == "all own":
+            others = torch.cat([gaussian.log_normal_diag(z.unsqueeze(1), psi_own.unsqueeze(0), ls), others], 1)
+            terms = others
+        elif kind in ("no own", "no own, K"):
+            terms = others
+        else:
+            terms = torch.cat([own, others], 1)
+        n = terms.shape[1] - (1 if kind == "K not K+1" else 0)
+        log_q = torch.logsumexp(terms, 1) - (0.0 if kind == "no 1/n" else math.log(n))
+        if kind == "mean of logs":
+            log_q = terms.mean(1)
+        if kind == "linear":
+            log_q = terms.exp().mean(1).log()
+        out = {"no joint": -log_q, "sign": log_q - log_joint(x, z)}.get(kind, log_joint(x, z) - log_q)
+        return torch.logsumexp(out, 0) - math.log(len(z)) if kind == "averaged" else out
+
+    return fn
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("no own", "own generating draw psi_k0 is missing"),
+        ("K not K+1", "not log K_psi"),
+        ("no 1/n", "needs its 1 / (K_psi + 1)"),
+        ("all own", "psi_k0 generated z_k only"),
+        ("mean of logs", "averages the log densities"),
+        ("no joint", "log p(x, z_k) is missing"),
+        ("sign", "a sign is off"),
+        ("variance", "not the variance"),
+        ("averaged", "the bound's average over the draws is taken later"),
+        ("linear", "average in log space"),
+    ],
+)
+def test_log_weights_rejects(kind, words, capsys):
+    rejects(check_semi_implicit_log_weights, _lw(kind), capsys, words)

@@ -29,6 +29,7 @@ from .semi_implicit import (
     check_log_normal_tril,
     check_semi_implicit_covariance,
     check_semi_implicit_elbo_terms,
+    check_semi_implicit_log_weights,
     check_sivi_bound,
     check_sivi_upper_bound,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "check_semi_implicit_elbo_terms",
     "check_ksd_u_statistic",
     "check_ksivi_loss",
+    "check_semi_implicit_log_weights",
     "check_reverse_conditional_log_prob",
     "check_marginal_score_estimate",
     "check_sivism_objective",

@@ -14,10 +14,10 @@ matches one of them. 6.3, the upper bound, is checked the same way against
 :func:`helpers.semi_implicit.sivi_upper_bound`. 6.5 (the full-covariance
 conditional) and 6.6 (the covariance of a semi-implicit family) are
 deterministic and compared with ``torch.cov`` and ``torch.distributions``, with
-gradients where the lesson trains through them. 7.2, the doubly semi-implicit bound, is
-expectation-based like 6.2, on a semi-implicit prior and posterior whose evidence is exact. 7.1 and 7.4 compare with
-:func:`helpers.semi_implicit_vae.semi_implicit_elbo_terms` and
-:func:`helpers.kernel_stein.ksd_u_statistic`.
+gradients where the lesson trains through them. 7.3, the doubly semi-implicit bound, is
+expectation-based like 6.2, on a semi-implicit prior and posterior whose evidence is exact. 7.1, 7.2 and 7.5
+compare with :func:`helpers.semi_implicit_vae.semi_implicit_elbo_terms`,
+:func:`helpers.semi_implicit_vae.semi_implicit_log_weights` and :func:`helpers.kernel_stein.ksd_u_statistic`.
 """
 
 import math
@@ -34,6 +34,7 @@ from ..semi_implicit import SemiImplicitGaussian, sivi_bound, sivi_upper_bound
 from ..semi_implicit import dsivi_bound as reference_dsivi_bound
 from ..semi_implicit import semi_implicit_covariance as reference_covariance
 from ..semi_implicit_vae import semi_implicit_elbo_terms as reference_elbo_terms
+from ..semi_implicit_vae import semi_implicit_log_weights as reference_log_weights
 from ._core import (
     as_tensor_result,
     call_learner,
@@ -50,6 +51,7 @@ from ._core import (
 )
 
 __all__ = [
+    "check_semi_implicit_log_weights",
     "check_linear_marginal",
     "check_sivi_bound",
     "check_sivi_upper_bound",
@@ -639,6 +641,92 @@ def check_semi_implicit_elbo_terms(semi_implicit_elbo_terms):
 
 # ---------------------------------------------------------------- 7.2
 
+
+def _iw_problem(dtype=_F64, M=5, K_psi=3, B=2, L=2, scale=1.0):
+    torch.manual_seed(8)
+    x = torch.randn(B, 3, dtype=dtype)
+    log_scale = torch.tensor([-0.5, 0.1, 0.0, -0.3], dtype=dtype).repeat(B * L)[: B * L].reshape(B, L)
+    log_scale = log_scale + math.log(scale)
+    psi_own = torch.randn(M, B, L, dtype=dtype)
+    z = psi_own + log_scale.exp() * torch.randn(M, B, L, dtype=dtype)  # each z_k next to its own psi_k0
+    psi_extra = torch.randn(K_psi, B, L, dtype=dtype)  # M != K_psi + 1 != B: the axes cannot be confused
+
+    def log_joint(x, z):
+        return -0.5 * ((x.sum(-1, keepdim=True) - z) ** 2).sum(-1) - 0.5 * (z**2).sum(-1)  # (M, B)
+
+    return x, z, psi_own, psi_extra, log_scale, log_joint
+
+
+@checker("7.2", "the importance log-weights of a semi-implicit encoder")
+def check_semi_implicit_log_weights(semi_implicit_log_weights):
+    x, z, psi_own, psi_extra, log_scale, log_joint = _iw_problem()
+    out = as_tensor_result(call_learner(semi_implicit_log_weights, x, z, psi_own, psi_extra, log_scale, log_joint))
+    if out.shape == (2,):
+        fail(
+            "returned one value per image; return one log-weight per draw and image, shape (M, B): the bound's "
+            "average over the draws is taken later, by log_mean_exp"
+        )
+    expect_shape(out, (5, 2), " (one log-weight per draw z_k and image: (M, B))")
+    expect_finite(out)
+    M, K = z.shape[0], psi_extra.shape[0]
+    lj = log_joint(x, z)
+    own = log_normal_diag(z, psi_own, log_scale)  # (M, B)
+    others = log_normal_diag(z.unsqueeze(1), psi_extra.unsqueeze(0), log_scale)  # (M, K, B)
+    every_own = log_normal_diag(z.unsqueeze(1), psi_own.unsqueeze(0), log_scale)  # (M, M, B): z_k against all psi_j0
+
+    def weights(log_terms, n):
+        return lj - (torch.logsumexp(log_terms, 1) - math.log(n))
+
+    with_own = torch.cat([own.unsqueeze(1), others], 1)
+    diagnose(
+        out,
+        reference_log_weights(x, z, psi_own, psi_extra, log_scale, log_joint),
+        {
+            "z_k's own generating draw psi_k0 is missing from its average: without it the weight is not unbiased for "
+            "p(x) and the result is no bound; average q(z_k | psi_k0) with the K_psi extra draws": weights(others, K),
+            "there are K_psi + 1 terms in each average (the own draw and the K_psi extra ones): subtract "
+            "log(K_psi + 1), not log K_psi": weights(with_own, K),
+            "the average needs its 1 / (K_psi + 1)": lj - torch.logsumexp(with_own, 1),
+            "psi_k0 generated z_k only: the other draws' own psi are not among z_k's mixing draws; average q(z_k | "
+            "psi_k0) with the K_psi shared extra draws": weights(torch.cat([every_own, others], 1), M + K),
+            "that averages the log densities; average the densities, in log space (log-sum-exp over the psi draws)": (
+                lj - with_own.mean(1)
+            ),
+            "log p(x, z_k) is missing: the weight is p(x, z_k) / q~(z_k | x)": -(
+                torch.logsumexp(with_own, 1) - math.log(K + 1)
+            ),
+            "a sign is off: log w_k = log p(x, z_k) - log q~(z_k | x)": -weights(with_own, K + 1),
+            "exp(log_scale) is the standard deviation, not the variance": weights(
+                torch.cat(
+                    [
+                        log_normal_diag(z, psi_own, 0.5 * log_scale).unsqueeze(1),
+                        log_normal_diag(z.unsqueeze(1), psi_extra.unsqueeze(0), 0.5 * log_scale),
+                    ],
+                    1,
+                ),
+                K + 1,
+            ),
+        },
+        rtol=1e-6,
+        atol=1e-9,
+    )
+    # the lesson's case: float32, 8 latent dimensions, a narrow conditional whose densities overflow exp
+    x32, z32, own32, extra32, ls32, lj32 = _iw_problem(torch.float32, M=5, K_psi=50, B=2, L=8, scale=1e-6)
+    out32 = as_tensor_result(call_learner(semi_implicit_log_weights, x32, z32, own32, extra32, ls32, lj32))
+    expect_shape(out32, (5, 2), " for M = 5 draws, K_psi = 50 and L = 8 in float32")
+    if not torch.isfinite(out32).all():
+        fail(
+            "not finite for a narrow conditional in float32 (the densities exceed exp's range): average in log "
+            "space, with a log-sum-exp over the draws of psi"
+        )
+    ref32 = reference_log_weights(x32.double(), z32.double(), own32.double(), extra32.double(), ls32.double(), lj32)
+    if not close(out32, ref32, 1e-4, 1e-2):
+        fail("right in float64, but not for a narrow conditional in float32: average in log space")
+    return "log p(x, z_k) - log of the (K_psi + 1)-draw average with z_k's own psi_k0, in log space."
+
+
+# ---------------------------------------------------------------- 7.3
+
 _X_OBS = torch.tensor([1.0, -0.5], dtype=_F64)
 # Lesson 07's example, with wider conditionals so that 100 calls pin each expectation down to a few hundredths:
 # prior z ~ N(0, 0.89 I) written semi-implicitly, x | z ~ N(z, I), and q the exact posterior, semi-implicit too.
@@ -712,7 +800,7 @@ _DSIVI_MISTAKES = {
 }
 
 
-@checker("7.2", "the doubly semi-implicit bound")
+@checker("7.3", "the doubly semi-implicit bound")
 def check_dsivi_bound(dsivi_bound):
     with torch.no_grad():
         out = as_tensor_result(call_learner(dsivi_bound, _log_likelihood, _PRIOR, _POSTERIOR, 16, 3))
@@ -740,10 +828,10 @@ def check_dsivi_bound(dsivi_bound):
     return "an unbiased estimate of the bound at K = 1, 2 and 8: the prior's plain average, q's with psi_0."
 
 
-# ---------------------------------------------------------------- 7.4
+# ---------------------------------------------------------------- 7.5
 
 
-@checker("7.4", "the kernel Stein discrepancy as a U-statistic")
+@checker("7.5", "the kernel Stein discrepancy as a U-statistic")
 def check_ksd_u_statistic(ksd_u_statistic):
     torch.manual_seed(0)
     S = 6
@@ -810,7 +898,7 @@ def check_ksd_u_statistic(ksd_u_statistic):
     return "an unbiased U-statistic over the pairs i != j, differentiable in z."
 
 
-# ---------------------------------------------------------------- 7.5
+# ---------------------------------------------------------------- 7.6
 
 
 class _FixedFamily(torch.nn.Module):
@@ -870,7 +958,7 @@ _KSIVI_MISTAKES = {
 }
 
 
-@checker("7.5", "the KSIVI loss with conditional scores")
+@checker("7.6", "the KSIVI loss with conditional scores")
 def check_ksivi_loss(ksivi_loss):
     q, S, h = _FixedFamily(), 6, 0.9
     calls = []

@@ -5,13 +5,15 @@ differs), for the same number of updates, from several seeds, and scored by the 
 in both directions, by quadrature on a grid (``helpers.quadrature``), at half and at the full run (has
 training reached its plateau?). On the two-mode target it also records the weight each fit gives the right
 mode, and adds KSIVI as lesson 07 ran it (RBF kernel, no annealing). Training times are measured with one
-torch thread per run; ``--jobs`` runs that many at once.
+torch thread per run; ``--jobs`` runs that many at once, so they are comparable only within one study.
+``--timing STEPS`` times each method alone instead, on an idle machine, for lesson 08's time column.
 
 The CSV it writes (``helpers/data/successors_2d.csv`` by default) is what lesson 08's table reads: the study
 takes about half an hour on two cores, far beyond a lesson's minute. Rerun it after changing a method.
 """
 
 import argparse
+import contextlib
 import csv
 import math
 import os
@@ -96,6 +98,21 @@ def run_one(target_name, method, options, seed, steps, K, grid_n):
     }
 
 
+def time_per_update(target_name, method, options, steps, study_steps):
+    """Seconds per update of one method at the study's settings (UIVI's batch as in a ``study_steps`` run)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from helpers.semi_implicit_fits import AUTHORS_STEPS, fit
+    from helpers.targets import TARGETS
+
+    base = method.split(" ")[0]
+    if base == "UIVI":
+        options = {**options, "batch": min(500, max(1, round(AUTHORS_STEPS / study_steps)))}
+    fit(base, TARGETS[target_name], 5, 0, **options)  # warm-up: first-call costs are not the method's
+    return fit(base, TARGETS[target_name], steps, 0, **options).seconds / steps
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.successors", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -106,6 +123,15 @@ def main(argv=None):
     parser.add_argument("--targets", default="banana,Gaussian mixture,X shape")
     parser.add_argument("--methods", default=None, help="comma-separated subset of the methods (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "helpers" / "data" / "successors_2d.csv")
+    parser.add_argument(
+        "--timing",
+        type=int,
+        metavar="STEPS",
+        default=0,
+        help="instead of the study, time STEPS updates of each method, one at a time, and write TIMING_CSV "
+        "(run it on an idle machine: the study's own times are taken two runs at a time)",
+    )
+    parser.add_argument("--timing-out", type=Path, default=ROOT / "helpers" / "data" / "successors_2d_timing.csv")
     args = parser.parse_args(argv)
     if min(args.seeds, args.steps, args.K, args.jobs) < 1 or args.grid < 2:
         parser.error("--seeds, --steps, --K and --jobs must be positive and --grid at least 2")
@@ -113,13 +139,26 @@ def main(argv=None):
     if args.methods:
         keep = set(args.methods.split(","))
         configurations = [c for c in configurations if c[1] in keep]
+    if args.timing:
+        with open(args.timing_out, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["target", "method", "ms_per_update"])
+            for target, method, options in configurations:
+                ms = 1e3 * time_per_update(target, method, options, args.timing, args.steps)
+                writer.writerow([target, method, f"{ms:.2f}"])
+                print(f"{target:<17}{method:<27}{ms:8.2f} ms per update", flush=True)
+        print(f"wrote {args.timing_out}")
+        return 0
     jobs = [(*c, seed, args.steps, args.K, args.grid) for c in configurations for seed in range(args.seeds)]
     start = time.perf_counter()
     rows = []
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_one, *job) for job in jobs]
-        for i, future in enumerate(futures):
-            row = future.result()
+    with contextlib.ExitStack() as stack:
+        if args.jobs > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(args.jobs))
+            results = (future.result() for future in [pool.submit(run_one, *job) for job in jobs])
+        else:  # in this process: no start-up cost, and a debugger sees every run
+            results = (run_one(*job) for job in jobs)
+        for i, row in enumerate(results):
             rows.append(row)
             print(
                 f"[{i + 1}/{len(jobs)}] {row['target']:<17}{row['method']:<27}seed {row['seed']}  "

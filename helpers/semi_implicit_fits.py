@@ -40,8 +40,11 @@ Cheng, Z., Yu, L., Xie, T., Zhang, S. & Zhang, C. Kernel semi-implicit variation
 Dinh, L., Sohl-Dickstein, J. & Bengio, S. Density estimation using Real NVP. ICLR (2017).
 """
 
+import csv
+import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import trange
@@ -52,7 +55,7 @@ from .score_matching import score_network, sivism_objective
 from .semi_implicit import SemiImplicitGaussian, log_density_estimate, sivi_bound
 from .uivi import conditional_score, uivi_surrogate
 
-__all__ = ["Fit", "METHODS", "fit", "annealed", "mode_weight"]
+__all__ = ["Fit", "METHODS", "fit", "annealed", "mode_weight", "read_study", "mean_and_se"]
 
 AUTHORS_STEPS = 50_000  # UIVI's, SIVI-SM's and KSIVI's 2-D runs
 
@@ -199,9 +202,10 @@ def fit(method, log_target, steps, seed, desc=None, checkpoint=None, **options):
     """Train ``method`` (a key of :data:`METHODS`) on ``log_target`` for ``steps`` updates from ``seed``.
 
     ``options``: ``anneal`` (SIVI-SM, KSIVI), ``kernel`` in ``{"rbf", "imq"}`` and ``sigma`` (KSIVI's
-    initial conditional scale), ``batch`` (UIVI's draws a step; by default ``50000 / steps``, at most 500). ``checkpoint``, a pair ``(t, callback)``, calls ``callback(Fit)`` after
-    update ``t`` (to see whether training has reached its plateau); its time is not counted. A progress
-    bar is shown when ``desc`` is given. Returns a :class:`Fit`.
+    initial conditional scale), ``batch`` (UIVI's draws a step; by default ``50000 / steps``, at most 500).
+    ``checkpoint``, a pair ``(t, callback)``, calls ``callback(Fit)`` after update ``t`` (to see whether
+    training has reached its plateau); its time is not counted. A progress bar is shown when ``desc`` is
+    given. Returns a :class:`Fit`.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
@@ -222,3 +226,33 @@ def fit(method, log_target, steps, seed, desc=None, checkpoint=None, **options):
 def mode_weight(samples):
     """The fraction of draws with :math:`z_1 > 0`: the weight a fit gives the right mode of the mixture."""
     return float((samples[:, 0] > 0).double().mean())
+
+
+STUDY_CSV = Path(__file__).parent / "data" / "successors_2d.csv"
+
+
+def read_study(path=STUDY_CSV):
+    """The comparison study's rows (``python -m benchmarks.successors`` writes them), numbers as floats.
+
+    Returns a dict ``(target, method) -> {column: list of per-seed floats}``, in the file's order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `python -m benchmarks.successors` to produce it")
+    table = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            entry = table.setdefault((row["target"], row["method"]), {})
+            for column, value in row.items():
+                if column not in ("target", "method"):
+                    entry.setdefault(column, []).append(float(value) if value != "" else math.nan)
+    return table
+
+
+def mean_and_se(values):
+    """Mean and standard error over seeds (``sd / sqrt(n)``, with ``n - 1`` in the sd); ``(mean, nan)`` for one."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)

@@ -86,3 +86,43 @@ def test_cli_rejects_bad_options(capsys):
 def test_cli_help_runs_from_the_repository_root():
     out = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and "--skip-notebooks" in out.stdout
+
+
+def test_successor_study_writes_the_table_lesson_08_reads(tmp_path, capsys):
+    from benchmarks import successors
+    from helpers.semi_implicit_fits import read_study
+
+    out = tmp_path / "study.csv"
+    assert (
+        successors.main(
+            [
+                "--seeds",
+                "2",
+                "--steps",
+                "2",
+                "--K",
+                "50",
+                "--grid",
+                "10",
+                "--jobs",
+                "1",
+                "--targets",
+                "Gaussian mixture",
+                "--methods",
+                "SIVI,RealNVP",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    table = read_study(out)
+    assert set(table) == {("Gaussian mixture", "SIVI"), ("Gaussian mixture", "RealNVP")}
+    row = table[("Gaussian mixture", "SIVI")]
+    assert row["seed"] == [0.0, 1.0] and all(kl >= -1e-6 for kl in row["kl_qp"] + row["kl_pq"])
+    assert all(0 <= w <= 1 for w in row["right_mode_weight"])
+    methods = {(t, m) for t, m, _ in successors._configurations(["banana", "Gaussian mixture", "X shape"])}
+    assert len(methods) == 16 and ("Gaussian mixture", "KSIVI (RBF, no annealing)") in methods
+    with pytest.raises(SystemExit):
+        successors.main(["--seeds", "0"])
+    assert "must be positive" in capsys.readouterr().err

@@ -14,10 +14,12 @@ conditional* :math:`q_\phi(\varepsilon\mid z)\propto q_\phi(z\mid\varepsilon)\,q
     s_q(z) = \mathbb E_{q_\phi(\varepsilon\mid z)}\big[\nabla_z\log q_\phi(z\mid\varepsilon)\big].
 
 UIVI draws from the reverse conditional by HMC, started at the :math:`\varepsilon` that generated
-:math:`z`, which is already an exact draw from it: the chain needs no burn-in to be unbiased, only
-a few steps to decorrelate. Averaging the conditional score over the chain's draws gives an unbiased
-estimate of :math:`s_q(z)`, and the surrogate :math:`\log p(z) - \mathrm{sg}(\hat s_q(z))^\top z` has
-the ELBO's gradient (its value is not the ELBO).
+:math:`z`, which is already an exact draw from it, so every draw of the chain is one too. Averaging the
+conditional score over the chain's draws gives an unbiased estimate of :math:`s_q(z)` given :math:`z`, and
+the surrogate :math:`\log p(z) - \mathrm{sg}(\hat s_q(z))^\top z` has the ELBO's gradient in expectation
+(its value is not the ELBO) up to one correction: the draws are correlated with the starting
+:math:`\varepsilon`, at which :math:`\partial z/\partial\phi` is evaluated, so the product is biased
+until the chain forgets its start. The burn-in is there for that; lesson 08 measures what is left.
 
 References
 ----------
@@ -124,7 +126,7 @@ def marginal_score_estimate(q, z, eps_draws):
 def uivi_surrogate(
     log_target, q, S, n_samples=5, n_warmup=5, step_size=0.2, n_leapfrog=5, stats=None, score_estimate=None
 ):
-    r"""A surrogate whose gradient is an unbiased estimate of the ELBO's gradient.
+    r"""A surrogate whose gradient estimates the ELBO's gradient (unbiased as the chain forgets its start).
 
     .. math::
         \frac1S\sum_{s=1}^S\Big[\log p(z_s) - \mathrm{sg}\big(\hat s_q(z_s)\big)^\top z_s\Big],\qquad

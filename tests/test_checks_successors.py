@@ -63,6 +63,12 @@ def _prior(eps):
         (lambda q, z, eps: q.log_conditional(z, q.sample_psi(len(z))) + _prior(eps), "fresh draws"),
         (lambda q, z, eps: uivi.reverse_conditional_log_prob(q, z, eps).sum(), "do not sum over the rows"),
         (lambda q, z, eps: Normal(q.mixing(eps), q.sigma).log_prob(z), "sum over the last axis"),
+        (
+            lambda q, z, eps: (
+                Normal(q.mixing(eps), q.sigma).log_prob(z).mean(-1) + Normal(0.0, 1.0).log_prob(eps).mean(-1)
+            ),
+            "not their mean",
+        ),
     ],
 )
 def test_reverse_conditional_rejects(fn, words, capsys):
@@ -137,7 +143,10 @@ def test_sivism_accepts(fn, capsys):
 def _sivism(kind):
     def objective(log_target, q, f, S):
         z, psi = q.rsample(S)
-        (score_p,) = torch.autograd.grad(log_target(z).sum(), z, create_graph=kind != "no graph")
+        if kind == "fresh psi":
+            psi = q.rsample(S)[1]
+        log_p = log_target(z).mean() if kind == "mean score" else log_target(z).sum()
+        (score_p,) = torch.autograd.grad(log_p, z, create_graph=kind != "no graph")
         score_q = {"sign": (z - psi) / q.sigma**2, "sigma": -(z - psi) / q.sigma}.get(kind, -(z - psi) / q.sigma**2)
         fz = f(psi) if kind == "f(psi)" else f(z)
         if kind == "detach":
@@ -159,6 +168,9 @@ def _sivism(kind):
         ("f(psi)", "evaluate f at z"),
         ("sum", "do not sum"),
         ("no graph", "create_graph=True"),
+        ("fresh psi", "the same q.rsample(S) call"),
+        ("mean score", "not their mean"),
+        ("detach", "keep z, psi, sigma, f(z)"),
     ],
 )
 def test_sivism_rejects(kind, words, capsys):

@@ -1,6 +1,6 @@
 """UIVI's pieces against closed forms on the linear semi-implicit family, whose reverse conditional and
 marginal score are Gaussian and known: HMC draws, the score estimate, and the surrogate's gradient
-(unbiased for the exact ELBO's gradient, computed with the exact marginal in float64)."""
+(close to the exact ELBO's gradient, computed with the exact marginal in float64)."""
 
 import math
 
@@ -83,7 +83,9 @@ def test_hand_written_mlp_gradient_matches_autograd():
     torch.testing.assert_close(by_hand, by_autograd)
 
 
-def test_surrogate_gradient_is_unbiased_for_the_elbo_gradient():
+def test_surrogate_gradient_is_close_to_the_elbo_gradient():
+    # the chain's draws are correlated with the eps at which dz/dphi is taken, which leaves a small bias after
+    # the authors' 5 burn-in iterations (lesson 08 measures it); here within 4.5 s.e. + 1e-3 of the exact gradient
     # target N(0, I); the linear family's ELBO is exact: E[log N(z; 0, I) - log N(z; m, v I)]
     q = _linear()
     params = list(q.parameters())

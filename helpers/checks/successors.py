@@ -89,6 +89,8 @@ def check_reverse_conditional_log_prob(reverse_conditional_log_prob):
         "a sign is off: the conditional enters as + log q(z | g(eps)), like the prior": -log_cond + log_prior,
         "that is a density, not its log: return log q(z | g(eps)) + log N(eps; 0, I)": reference.exp(),
         "the Gaussian's exponent divides by the variance sigma^2, not by sigma": variance_typo + log_prior,
+        "a density over vectors is a product over coordinates: sum the log densities over the last axis, not "
+        "their mean": log_cond / z.shape[-1] + log_prior / eps.shape[-1],
     }
     if not _constant(out - reference):
         for message, wrong in mistakes.items():
@@ -173,15 +175,35 @@ def _target(z):  # not Gaussian, so that its score depends on z non-linearly
 
 
 class _FixedFamilyWithConditional(_FixedFamily):
+    """The fixed stand-in family, with a second set of draws: call ``k`` of ``rsample`` returns set ``k % 2``,
+    so that a ``psi`` taken from a second call is not the ``psi`` that generated ``z``."""
+
     full_covariance = False
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(8)
+        self.register_buffer("psi_base_2", torch.randn(6, 2, generator=g, dtype=_F64))
+        self.register_buffer("eps_2", torch.randn(6, 2, generator=g, dtype=_F64))
+        self.calls = 0
+
+    def rsample(self, S):
+        first = self.calls % 2 == 0
+        self.calls += 1
+        psi = (self.psi_base if first else self.psi_base_2)[:S] + self.shift
+        return psi + self.sigma * (self.eps if first else self.eps_2)[:S], psi
 
     def log_conditional(self, z, psi):
         return log_normal_diag(z, psi, self.log_sigma)
 
 
 def _sivism_variant(kind, q, f, S):
+    q.calls = 0
     z, psi = q.rsample(S)
-    (score_p,) = torch.autograd.grad(_target(z).sum(), z, create_graph=kind != "no create_graph")
+    if kind == "fresh psi":
+        psi = q.rsample(S)[1]
+    log_p = _target(z).mean() if kind == "mean score" else _target(z).sum()
+    (score_p,) = torch.autograd.grad(log_p, z, create_graph=kind != "no create_graph")
     score_q = {
         "sign": (z - psi) / q.sigma**2,
         "sigma": -(z - psi) / q.sigma,
@@ -202,6 +224,10 @@ _SIVISM_MISTAKES = {
     "|s_p - s_q|^2",
     "f at psi": "evaluate f at z, the draw, not at psi: f approximates s_p(z) - s_q(z), a function of z",
     "sum": "average over the S draws (a mean), do not sum: the objective is an expectation",
+    "fresh psi": "psi must be the draw that generated z (the second output of the same q.rsample(S) call), not "
+    "the psi of another call",
+    "mean score": "the target's score is the gradient of log p at each draw: differentiate the sum of "
+    "log_target(z) over the draws, not their mean (which divides every score by S)",
     "no create_graph": "the value is right but its gradient is not: the target's score depends on z, which depends "
     "on the family's parameters; take it with torch.autograd.grad(..., create_graph=True)",
 }
@@ -215,6 +241,7 @@ def check_sivism_objective(sivism_objective):
     out = as_tensor_result(call_learner(sivism_objective, _target, q, f, S))
     expect_shape(out, (), " (the objective is one number: a 0-d tensor)")
     expect_finite(out)
+    q.calls = 0  # the answer's first call of q.rsample drew set 0; so does the reference's
     reference = reference_sivism(_target, q, f, S)
     if not close(out, reference, 1e-6, 1e-9):
         for kind, message in _SIVISM_MISTAKES.items():
@@ -232,8 +259,8 @@ def check_sivism_objective(sivism_objective):
         if all(g is not None and close(g, w, 1e-6, 1e-9) for g, w in zip(got[:2], no_graph, strict=True)):
             fail(_SIVISM_MISTAKES["no create_graph"])
         fail(
-            "the value is right but its gradient with respect to the family is not: keep z, psi, sigma and the "
-            "target's score in the graph (no .detach())"
+            "the value is right but its gradient with respect to the family is not: keep z, psi, sigma, f(z) and "
+            "the target's score in the graph (no .detach())"
         )
     if not all(g is not None and close(g, w, 1e-6, 1e-9) for g, w in zip(got[2:], want[2:], strict=True)):
         fail("the value is right but its gradient with respect to f's weights is not: do not detach f(z)")

@@ -1,7 +1,7 @@
 """``python -m benchmarks``: course code against Pyro, every solution notebook's run time, the test command's.
 
 The course code must be at least 2.5 times as fast as Pyro per step (ratio <= 0.4) at an equal final ELBO
-(within ``svi.ELBO_TOLERANCE``); each notebook must run in at most 60 s, and all of them in at most 5 minutes
+(within ``svi.ELBO_TOLERANCE``); each notebook must run in at most 60 s, and all of them in at most 6 minutes
 (the budgets in CONTRIBUTING.md); with ``--tests``, the README's test command must finish in at most 5 minutes.
 The exit status is 0 when every criterion holds, 1 otherwise; the last lines
 name those that fail.
@@ -15,7 +15,7 @@ from pathlib import Path
 # answer at once instead of after 6 s of imports.
 
 ROOT = Path(__file__).resolve().parents[1]
-RATIO_LIMIT, NOTEBOOK_LIMIT, COURSE_LIMIT, TESTS_LIMIT = 0.4, 60.0, 300.0, 300.0
+RATIO_LIMIT, NOTEBOOK_LIMIT, COURSE_LIMIT, TESTS_LIMIT = 0.4, 60.0, 360.0, 300.0
 
 
 def main(argv=None):

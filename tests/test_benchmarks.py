@@ -109,7 +109,7 @@ def test_successor_study_writes_the_table_lesson_08_reads(tmp_path, capsys):
                 "--targets",
                 "Gaussian mixture",
                 "--methods",
-                "SIVI,RealNVP",
+                "SIVI;RealNVP",
                 "--out",
                 str(out),
             ]
@@ -122,7 +122,7 @@ def test_successor_study_writes_the_table_lesson_08_reads(tmp_path, capsys):
     assert row["seed"] == [0.0, 1.0] and all(kl >= -1e-6 for kl in row["kl_qp"] + row["kl_pq"])
     assert all(0 <= w <= 1 for w in row["right_mode_weight"])
     methods = {(t, m) for t, m, _ in successors._configurations(["banana", "Gaussian mixture", "X shape"])}
-    assert len(methods) == 16 and ("Gaussian mixture", "KSIVI (RBF, no annealing)") in methods
+    assert len(methods) == 18 and ("Gaussian mixture", "KSIVI (RBF, no annealing)") in methods
     with pytest.raises(SystemExit):
         successors.main(["--seeds", "0"])
     assert "must be positive" in capsys.readouterr().err

@@ -306,6 +306,7 @@ def blr_in_place(w, X, y, prior_std):
         (blr_in_place, "changes a tensor in place"),
     ],
 )
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True:UserWarning")  # the float() answer
 def test_logistic_log_joint_needs_a_gradient(fn, words, capsys):
     rejects(check_logistic_log_joint, fn, capsys, words)
 

@@ -10,7 +10,7 @@ torch thread per run; ``--jobs`` runs that many at once, so they are comparable 
 ``--timing STEPS`` times each method alone instead, on an idle machine, for lesson 08's time column.
 
 The CSV it writes (``helpers/data/successors_2d.csv`` by default) is what lesson 08's table reads: the study
-takes about half an hour on two cores, far beyond a lesson's minute. Rerun it after changing a method.
+takes about an hour on two cores, far beyond a lesson's minute. Rerun it after changing a method.
 """
 
 import argparse

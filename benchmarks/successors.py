@@ -106,12 +106,12 @@ def time_per_update(target_name, method, options, steps, study_steps):
     import torch
 
     torch.set_num_threads(1)
-    from helpers.semi_implicit_fits import AUTHORS_STEPS, fit
+    from helpers.semi_implicit_fits import fit, uivi_batch
     from helpers.targets import TARGETS
 
     base = method.split(" ")[0]
     if base == "UIVI":
-        options = {**options, "batch": min(500, max(1, round(AUTHORS_STEPS / study_steps)))}
+        options = {**options, "batch": uivi_batch(study_steps)}
     fit(base, TARGETS[target_name], 5, 0, **options)  # warm-up: first-call costs are not the method's
     return fit(base, TARGETS[target_name], steps, 0, **options).seconds / steps
 
@@ -125,6 +125,8 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--targets", default="banana,Gaussian mixture,X shape")
     parser.add_argument("--methods", default=None, help="a subset of the methods, separated by ';' (default: all)")
+    # helpers.semi_implicit_fits.STUDY_CSV and TIMING_CSV, written out: importing helpers imports torch, and
+    # --help should answer at once
     parser.add_argument("--out", type=Path, default=ROOT / "helpers" / "data" / "successors_2d.csv")
     parser.add_argument(
         "--timing",

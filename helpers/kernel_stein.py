@@ -95,7 +95,8 @@ def ksivi_loss(log_target, q, S, bandwidth=None, ksd=ksd_u_statistic):
     log_target : callable ``(S, L) -> (S,)``, normalised or not (only its score is used).
     q : :class:`helpers.semi_implicit.SemiImplicitGaussian`.
     S : int, at least 2. The number of draws.
-    bandwidth : positive number, or ``None`` for :func:`median_bandwidth` of the draws.
+    bandwidth : positive number; a rule ``(S, L) -> 0-d`` applied to the draws (such as :func:`imq_bandwidth`);
+        or ``None`` for :func:`median_bandwidth` of the draws.
     ksd : callable ``(z (S, L), diff (S, L), bandwidth) -> 0-d``, the U-statistic; :func:`ksd_u_statistic`
         by default. Lesson 07 passes its exercise 7.5 here, so the loss runs on the learner's statistic.
 
@@ -106,5 +107,5 @@ def ksivi_loss(log_target, q, S, bandwidth=None, ksd=ksd_u_statistic):
     z, psi = q.rsample(S)
     (score_p,) = torch.autograd.grad(log_target(z).sum(), z, create_graph=True)  # (S, L), differentiable in z
     score_conditional = -(z - psi) / q.sigma**2  # grad_z log N(z; psi, diag sigma^2)
-    h = median_bandwidth(z) if bandwidth is None else bandwidth
+    h = median_bandwidth(z) if bandwidth is None else bandwidth(z) if callable(bandwidth) else bandwidth
     return ksd(z, score_p - score_conditional, h)

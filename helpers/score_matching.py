@@ -28,7 +28,7 @@ from .uivi import conditional_score
 __all__ = ["sivism_objective", "score_network"]
 
 
-def sivism_objective(log_target, q, f, S):
+def sivism_objective(log_target, q, f, S, train_family=True):
     r"""The SIVI-SM objective from ``S`` draws: the family minimises it, the network ``f`` maximises it.
 
     .. math::
@@ -42,11 +42,18 @@ def sivism_objective(log_target, q, f, S):
     ----------
     log_target : callable ``(S, L) -> (S,)``, normalised or not. q : a semi-implicit family with
         ``rsample`` and a Gaussian conditional. f : callable ``(S, L) -> (S, L)``. S : int, positive.
+    train_family : bool. ``False`` for ``f``'s step: the family's draws and scores are detached, so only
+        ``f``'s graph is built (the value is the same).
     """
     z, psi = q.rsample(S)
-    (score_p,) = torch.autograd.grad(log_target(z).sum(), z, create_graph=True)
+    if not train_family:
+        z, psi = z.detach().requires_grad_(True), psi.detach()
+    (score_p,) = torch.autograd.grad(log_target(z).sum(), z, create_graph=train_family)
+    score_q = conditional_score(q, z, psi)
+    if not train_family:
+        score_q = score_q.detach()
     fz = f(z)
-    return (2 * (fz * (score_p - conditional_score(q, z, psi))).sum(-1) - (fz**2).sum(-1)).mean()
+    return (2 * (fz * (score_p - score_q)).sum(-1) - (fz**2).sum(-1)).mean()
 
 
 def score_network(L, hidden=(128, 128)):

@@ -41,6 +41,7 @@ Dinh, L., Sohl-Dickstein, J. & Bengio, S. Density estimation using Real NVP. ICL
 """
 
 import csv
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -50,12 +51,23 @@ import torch
 from tqdm.auto import trange
 
 from .flows import RealNVP
-from .kernel_stein import imq_bandwidth, imq_kernel, ksd_u_statistic, median_bandwidth, rbf_kernel
+from .kernel_stein import imq_bandwidth, imq_kernel, ksd_u_statistic, ksivi_loss, median_bandwidth, rbf_kernel
 from .score_matching import score_network, sivism_objective
 from .semi_implicit import SemiImplicitGaussian, log_density_estimate, sivi_bound
-from .uivi import conditional_score, uivi_surrogate
+from .uivi import uivi_surrogate
 
-__all__ = ["Fit", "METHODS", "fit", "annealed", "mode_weight", "read_study", "mean_and_se"]
+__all__ = [
+    "Fit",
+    "METHODS",
+    "fit",
+    "annealed",
+    "uivi_batch",
+    "mode_weight",
+    "read_study",
+    "mean_and_se",
+    "STUDY_CSV",
+    "TIMING_CSV",
+]
 
 AUTHORS_STEPS = 50_000  # UIVI's, SIVI-SM's and KSIVI's 2-D runs
 
@@ -109,21 +121,27 @@ def _fit_sivi(log_target, steps, **_):
     return q, step
 
 
+def uivi_batch(steps):
+    """UIVI's draws of ``z`` a step in a run of ``steps``: the authors' 50 000 in all (one a step), at most 500."""
+    return min(500, max(1, round(AUTHORS_STEPS / steps)))
+
+
 def _fit_uivi(log_target, steps, batch=None, **_):
     q = SemiImplicitGaussian.mlp(L=2, noise_dim=3, hidden=(50, 50), sigma=0.5, learn_sigma=True)
     net = [p for name, p in q.named_parameters() if name != "log_sigma"]
     opt = torch.optim.RMSprop([{"params": net, "lr": 0.01}, {"params": [q.log_sigma], "lr": 0.002}], alpha=0.9, eps=1.0)
     sched = torch.optim.lr_scheduler.StepLR(opt, _decay_every(steps, 3000), gamma=0.9)
-    S = batch or min(500, max(1, round(AUTHORS_STEPS / steps)))  # the authors' number of draws, in fewer steps
-    hmc_step = [0.2]
+    S = batch or uivi_batch(steps)
+    hmc_step = 0.2
 
     def step(t):
+        nonlocal hmc_step
         stats = {}
         opt.zero_grad()
-        (-uivi_surrogate(log_target, q, S, step_size=hmc_step[0], stats=stats)).backward()
+        (-uivi_surrogate(log_target, q, S, step_size=hmc_step, stats=stats)).backward()
         opt.step()
         sched.step()
-        hmc_step[0] *= 1 + 0.01 * 5 * (stats["acceptance"] - 0.7) / 0.7  # five burn-in adaptations at once
+        hmc_step *= 1 + 0.01 * 5 * (stats["acceptance"] - 0.7) / 0.7  # five burn-in adaptations at once
 
     return q, step
 
@@ -142,12 +160,7 @@ def _fit_sivism(log_target, steps, anneal=False, **_):
         sivism_objective(log_p, q, f, 500).backward()  # the family minimises
         opt_q.step()
         opt_f.zero_grad()
-        z, psi = (x.detach() for x in q.rsample(500))
-        z.requires_grad_(True)
-        (score_p,) = torch.autograd.grad(log_p(z).sum(), z)
-        fz = f(z)
-        diff = score_p - conditional_score(q, z, psi).detach()
-        (-(2 * (fz * diff).sum(-1) - (fz**2).sum(-1)).mean()).backward()  # f maximises
+        (-sivism_objective(log_p, q, f, 500, train_family=False)).backward()  # f maximises
         opt_f.step()
         for s in scheds:
             s.step()
@@ -160,13 +173,12 @@ def _fit_ksivi(log_target, steps, anneal=False, kernel="rbf", sigma=1.0, **_):
     opt = torch.optim.Adam(q.parameters(), lr=1e-3, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.StepLR(opt, _decay_every(steps, 1000), gamma=0.9)
     k, bandwidth = (imq_kernel, imq_bandwidth) if kernel == "imq" else (rbf_kernel, median_bandwidth)
+    ksd = functools.partial(ksd_u_statistic, kernel=k)
 
     def step(t):
         log_p = annealed(log_target, _anneal_factor(t, steps, anneal))
         opt.zero_grad()
-        z, psi = q.rsample(500)
-        (score_p,) = torch.autograd.grad(log_p(z).sum(), z, create_graph=True)
-        ksd_u_statistic(z, score_p - conditional_score(q, z, psi), bandwidth(z), k).backward()
+        ksivi_loss(log_p, q, 500, bandwidth=bandwidth, ksd=ksd).backward()
         opt.step()
         sched.step()
 
@@ -228,7 +240,8 @@ def mode_weight(samples):
     return float((samples[:, 0] > 0).double().mean())
 
 
-STUDY_CSV = Path(__file__).parent / "data" / "successors_2d.csv"
+STUDY_CSV = Path(__file__).parent / "data" / "successors_2d.csv"  # python -m benchmarks.successors writes both
+TIMING_CSV = STUDY_CSV.with_name("successors_2d_timing.csv")
 
 
 def read_study(path=STUDY_CSV):

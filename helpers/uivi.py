@@ -58,8 +58,8 @@ def _mlp_layers(mixing):
     return [(m.weight.detach(), m.bias.detach()) for m in linears]
 
 
-def _mlp_vjp(layers, eps, v):
-    """``g(eps)`` and ``J_g(eps)^T v`` for a ReLU MLP by hand: one forward and one backward pass, no autograd."""
+def _mlp_vjp(layers, eps):
+    """``g(eps)`` and the map ``v -> J_g(eps)^T v`` for a ReLU MLP, by hand: no autograd."""
     h, masks = eps, []
     for W, b in layers[:-1]:
         pre = h @ W.T + b
@@ -67,14 +67,14 @@ def _mlp_vjp(layers, eps, v):
         h = pre.clamp_min(0)
     W, b = layers[-1]
     out = h @ W.T + b
-    return out, lambda v: _backward(layers, masks, v)
 
+    def vjp(v):
+        g = v @ layers[-1][0]
+        for (W, _), mask in zip(reversed(layers[:-1]), reversed(masks), strict=True):
+            g = (g * mask) @ W
+        return g
 
-def _backward(layers, masks, v):
-    g = v @ layers[-1][0]
-    for (W, _), mask in zip(reversed(layers[:-1]), reversed(masks), strict=True):
-        g = (g * mask) @ W
-    return g
+    return out, vjp
 
 
 def reverse_conditional_draws(q, z, eps0, n_samples, n_warmup, step_size, n_leapfrog, log_prob=None):
@@ -98,7 +98,7 @@ def reverse_conditional_draws(q, z, eps0, n_samples, n_warmup, step_size, n_leap
                 (grad,) = torch.autograd.grad(lp.sum(), eps)
             return lp.detach(), grad
         with torch.no_grad():
-            psi, vjp = _mlp_vjp(layers, eps, None)
+            psi, vjp = _mlp_vjp(layers, eps)
             lp = q.log_conditional(z, psi) + log_normal_diag(eps, 0.0, torch.zeros_like(eps))
             return lp, vjp(-conditional_score(q, z, psi)) - eps  # d log N(z; psi) / d psi = -(score in z)
 

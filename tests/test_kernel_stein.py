@@ -108,3 +108,18 @@ def test_ksivi_loss_runs_on_the_statistic_it_is_given():
     torch.manual_seed(3)
     assert ksivi_loss(lambda z: -0.5 * (z**2).sum(-1), q, 16, bandwidth=0.5, ksd=recording).requires_grad
     assert seen[-1][2] == 0.5
+
+
+def test_ksivi_loss_takes_a_bandwidth_rule_and_a_kernel():
+    q = SemiImplicitGaussian.mlp(learn_sigma=True)
+    seen = []
+
+    def recording(z, diff, bandwidth):
+        seen.append(float(bandwidth))
+        return ksd_u_statistic(z, diff, bandwidth, kernel=imq_kernel)
+
+    torch.manual_seed(5)
+    ksivi_loss(lambda z: -0.5 * (z**2).sum(-1), q, 16, bandwidth=imq_bandwidth, ksd=recording)
+    torch.manual_seed(5)
+    z, _ = q.rsample(16)
+    assert seen == [pytest.approx(float(imq_bandwidth(z.detach())))]

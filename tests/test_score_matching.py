@@ -55,3 +55,17 @@ def test_objective_reaches_the_family_and_the_network():
     assert value.dim() == 0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in list(q.parameters()) + list(f.parameters()))
     assert f(torch.zeros(5, 2)).shape == (5, 2)
+
+
+def test_f_step_variant_has_the_same_value_and_leaves_the_family_out():
+    q = SemiImplicitGaussian.mlp(L=2, noise_dim=3, hidden=(8,), sigma=1.0, learn_sigma=True)
+    f = score_network(2, (16, 16))
+    torch.manual_seed(4)
+    full = sivism_objective(_log_target, q, f, 32)
+    torch.manual_seed(4)
+    f_only = sivism_objective(_log_target, q, f, 32, train_family=False)
+    torch.testing.assert_close(f_only, full.detach())
+    f_only.backward()
+    assert all(p.grad is None for p in q.parameters()) and all(p.grad is not None for p in f.parameters())
+    (want,) = torch.autograd.grad(full, [next(f.parameters())])
+    torch.testing.assert_close(next(f.parameters()).grad, want)  # f's gradient is the same either way

@@ -56,3 +56,31 @@ def test_checkers_print_the_format_s_line_and_nbgrader_can_make_it_fail(capsys):
         bad.raise_if_failed()
     with pytest.raises(AssertionError, match="not attempted yet"):
         CheckResult("9.1", "demo", fmt.NOT_ATTEMPTED, "replace the stub").raise_if_failed()
+
+
+def test_checkers_load_on_demand_and_all_register():
+    """A kernel that imports one checker pays for its module only; ``load_all`` registers every exercise's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import nbformat
+
+    code = (
+        "import sys, helpers.checks._core\n"
+        "assert not [m for m in sys.modules if m.startswith('helpers.checks.') and m != 'helpers.checks._core']\n"
+        "from helpers.checks import check_vae_elbo\n"
+        "assert 'helpers.checks.vae' in sys.modules and 'helpers.checks.elbo' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    import helpers.checks
+    from helpers.checks._core import CHECKERS
+
+    helpers.checks.load_all()
+    assert all(callable(getattr(helpers.checks, name)) for name in helpers.checks.__all__ if name.startswith("check_"))
+    exercises = set()
+    for path in sorted((Path(__file__).resolve().parents[1] / "lessons").glob("*.ipynb")):
+        for cell in nbformat.read(path, 4).cells:
+            if cell.cell_type == "code" and fmt.exercise_of(cell):
+                exercises.add(fmt.exercise_of(cell))
+    assert exercises and exercises <= set(CHECKERS), sorted(exercises - set(CHECKERS))

@@ -4,58 +4,90 @@ Call a checker with your function: it prints one line (passed, not attempted
 yet, or what is wrong) and returns whether it passed. It never raises.
 """
 
+import importlib
+
 from ._core import RESULTS_ENV, require, results
-from .amortized import (
-    check_amortized_elbo,
-    check_break_even,
-    check_inference_gaps,
-    check_linear_encoder,
-    check_refine,
-)
-from .cavi import check_cavi, check_component_update, check_responsibilities, check_update_q_mu, check_update_q_tau
-from .elbo import check_elbo_samples, check_gaussian_elbo, check_kl_normal, check_reverse_kl
-from .pyro import (
-    check_pyro_logistic_model,
-    check_pyro_mean_field_guide,
-    check_pyro_vae_guide,
-    check_pyro_vae_model,
-    check_train_svi,
-)
-from .semi_implicit import (
-    check_dsivi_bound,
-    check_ksd_u_statistic,
-    check_ksivi_loss,
-    check_linear_marginal,
-    check_log_normal_tril,
-    check_semi_implicit_covariance,
-    check_semi_implicit_elbo_terms,
-    check_semi_implicit_log_weights,
-    check_sivi_bound,
-    check_sivi_upper_bound,
-)
-from .stochastic import (
-    check_logistic_log_joint,
-    check_loo_baseline,
-    check_ppca_posterior,
-    check_reparameterization,
-    check_score_function,
-    check_subsampled_log_joint,
-)
-from .successors import (
-    check_affine_coupling,
-    check_kl_on_grid,
-    check_marginal_score_estimate,
-    check_reverse_conditional_log_prob,
-    check_sivism_objective,
-)
-from .vae import (
-    check_kl_standard_normal,
-    check_log_mean_exp,
-    check_log_weights,
-    check_reparameterize,
-    check_training_step,
-    check_vae_elbo,
-)
+
+_MODULES = {  # each checker's module: imported on first use, so a notebook pays only for its own
+    "amortized": (
+        "check_amortized_elbo",
+        "check_break_even",
+        "check_inference_gaps",
+        "check_linear_encoder",
+        "check_refine",
+    ),
+    "cavi": (
+        "check_cavi",
+        "check_component_update",
+        "check_responsibilities",
+        "check_update_q_mu",
+        "check_update_q_tau",
+    ),
+    "elbo": ("check_elbo_samples", "check_gaussian_elbo", "check_kl_normal", "check_reverse_kl"),
+    "pyro": (
+        "check_pyro_logistic_model",
+        "check_pyro_mean_field_guide",
+        "check_pyro_vae_guide",
+        "check_pyro_vae_model",
+        "check_train_svi",
+    ),
+    "semi_implicit": (
+        "check_dsivi_bound",
+        "check_ksd_u_statistic",
+        "check_ksivi_loss",
+        "check_linear_marginal",
+        "check_log_normal_tril",
+        "check_semi_implicit_covariance",
+        "check_semi_implicit_elbo_terms",
+        "check_semi_implicit_log_weights",
+        "check_sivi_bound",
+        "check_sivi_upper_bound",
+    ),
+    "stochastic": (
+        "check_logistic_log_joint",
+        "check_loo_baseline",
+        "check_ppca_posterior",
+        "check_reparameterization",
+        "check_score_function",
+        "check_subsampled_log_joint",
+    ),
+    "successors": (
+        "check_affine_coupling",
+        "check_kl_on_grid",
+        "check_marginal_score_estimate",
+        "check_reverse_conditional_log_prob",
+        "check_sivism_objective",
+    ),
+    "vae": (
+        "check_kl_standard_normal",
+        "check_log_mean_exp",
+        "check_log_weights",
+        "check_reparameterize",
+        "check_training_step",
+        "check_vae_elbo",
+    ),
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+
+
+def __getattr__(name):
+    """``from helpers.checks import check_x`` imports ``check_x``'s module then, not every checker's (PEP 562)."""
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))
+
+
+def load_all():
+    """Import every checker module, so that each checker is registered (the grader's replay looks them up)."""
+    for module in _MODULES:
+        importlib.import_module(f".{module}", __name__)
+
 
 __all__ = [
     "RESULTS_ENV",

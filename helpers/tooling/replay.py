@@ -590,7 +590,9 @@ def _main(argv):
 def _checker(exercise):
     """The grader's own checker of ``exercise``: an extra module's, else the course's (imported when needed)."""
     if exercise not in _core.CHECKERS:
-        import helpers.checks  # noqa: F401  (registers the course's checkers)
+        import helpers.checks
+
+        helpers.checks.load_all()  # registers the course's checkers (the package imports them lazily)
     return _core.CHECKERS.get(exercise)
 
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from .uivi import conditional_score
 
-__all__ = ["sivism_objective", "score_network"]
+__all__ = ["sivism_objective", "sivism_step", "score_network"]
 
 
 def sivism_objective(log_target, q, f, S, train_family=True):
@@ -54,6 +54,42 @@ def sivism_objective(log_target, q, f, S, train_family=True):
         score_q = score_q.detach()
     fz = f(z)
     return (2 * (fz * (score_p - score_q)).sum(-1) - (fz**2).sum(-1)).mean()
+
+
+def sivism_step(log_target, q, f, opt_q, opt_f, S, objective=None):
+    r"""One SIVI-SM update: the family one step down the objective, then ``f`` one step up it.
+
+    .. math::
+        \phi \leftarrow \phi - \eta_\phi\nabla_\phi\hat J(\phi, \omega),\qquad
+        \omega \leftarrow \omega + \eta_\omega\nabla_\omega\hat J(\phi, \omega),
+
+    with :math:`\hat J` the objective (:func:`sivism_objective`) on ``S`` fresh draws each time, the family's
+    step first, as the authors' ``sivism_2d.py`` alternates them; ``f`` steps with the family just updated.
+    Each step clears its optimiser's gradients first (the family's backward also reaches ``f``'s weights).
+
+    Parameters
+    ----------
+    log_target, q, f, S : as :func:`sivism_objective`. opt_q, opt_f : torch optimisers over the family's
+        and over ``f``'s parameters. objective : ``(log_target, q, f, S) -> 0-d tensor``, by default
+        :func:`sivism_objective` (detached family draws in ``f``'s step, which saves the family's graph).
+
+    Returns
+    -------
+    float, the objective at the family's step (before either update): :math:`f`'s current estimate of the
+    Fisher divergence.
+    """
+    opt_q.zero_grad()
+    value = (objective or sivism_objective)(log_target, q, f, S)
+    value.backward()  # the family minimises
+    opt_q.step()
+    opt_f.zero_grad()
+    if objective is None:
+        f_value = sivism_objective(log_target, q, f, S, train_family=False)
+    else:
+        f_value = objective(log_target, q, f, S)
+    (-f_value).backward()  # f maximises: loss = -objective
+    opt_f.step()
+    return value.item()
 
 
 def score_network(L, hidden=(128, 128)):

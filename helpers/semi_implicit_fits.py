@@ -31,6 +31,23 @@ annealing warm-up lasts half the run, as theirs.
 - **RealNVP**: no authors for these targets; 8 affine couplings with ``tanh`` MLPs of 64 units, the
   ELBO with 500 draws a step, Adam at :math:`10^{-3}` times 0.9 every ``steps / 50``, no annealing.
 
+``problem="logistic regression"`` (lesson 06's 31-D posterior, ``L = 31``) takes each method's settings for
+Bayesian logistic regression where its authors published them:
+
+- **SIVI**: the SIVI paper's family of lesson 06 (20-D noise, ReLU 100-200-100, a full-covariance conditional
+  with a learned Cholesky factor, :math:`\sigma` from 0.1), 50 draws of :math:`z` and 100 of :math:`\psi`,
+  Adam at :math:`0.01\cdot 0.9^{t/100}`, as lesson 06 runs it.
+- **SIVI-SM** (``sivism_lr.py``, ``configs/LRwaveform.yml``) and **KSIVI** (``sivistein_lr.py``, its
+  ``LRwaveform.yml``): 10-D noise, ReLU 100-100, a diagonal conditional whose log-variance starts at 0
+  (SIVI-SM) or -5 (KSIVI); 100 draws a step; Adam (0.9, 0.99) at :math:`10^{-3}` (SIVI-SM's :math:`f`, ReLU
+  256-256, at :math:`3\cdot10^{-3}`), times 0.9 every 3000 of 20 000 steps; the RBF kernel with the median
+  bandwidth; no annealing. Not ported: SIVI-SM's "TransTrick" (:math:`f` plus a decaying multiple of the
+  target's score) and both codes' floor on the log-variance.
+- **UIVI** has no regression experiment; it gets SIVI-SM's family and 100 draws a step, and keeps its own
+  optimiser and HMC settings (above), its decays counted as the others' (every 3000 of 20 000).
+- **RealNVP**: 8 couplings of 64 units in 31 dimensions, 100 draws a step, Adam at :math:`10^{-3}` times 0.9
+  every 3000 of 20 000.
+
 References
 ----------
 Yin, M. & Zhou, M. Semi-implicit variational inference. ICML (2018).
@@ -52,7 +69,7 @@ from tqdm.auto import trange
 
 from .flows import RealNVP
 from .kernel_stein import imq_bandwidth, imq_kernel, ksd_u_statistic, ksivi_loss, median_bandwidth, rbf_kernel
-from .score_matching import score_network, sivism_objective
+from .score_matching import score_network, sivism_step
 from .semi_implicit import SemiImplicitGaussian, log_density_estimate, sivi_bound
 from .uivi import uivi_surrogate
 
@@ -70,11 +87,13 @@ __all__ = [
 ]
 
 AUTHORS_STEPS = 50_000  # UIVI's, SIVI-SM's and KSIVI's 2-D runs
+PROBLEMS = ("2-D", "logistic regression")
+REGRESSION_STEPS, REGRESSION_DECAY = 20_000, 3000  # SIVI-SM's and KSIVI's logistic-regression runs
 
 
 @dataclass
 class Fit:
-    """A trained family: ``sample(n) -> (n, 2)``, ``log_density(points (n, 2)) -> (n,)`` and the training time."""
+    """A trained family: ``sample(n) -> (n, L)``, ``log_density(points (n, L)) -> (n,)`` and the training time."""
 
     method: str
     family: torch.nn.Module
@@ -103,18 +122,33 @@ def _anneal_factor(t, steps, anneal):
     return min(1.0, 0.1 + t / (steps / 2)) if anneal else 1.0
 
 
-def _decay_every(steps, authors_every, authors_steps=AUTHORS_STEPS):
+def _decay_every(steps, authors_every, authors_steps=AUTHORS_STEPS, problem="2-D"):
+    if problem != "2-D":  # the logistic-regression runs' decays, whatever the methods' 2-D ones
+        authors_every, authors_steps = REGRESSION_DECAY, REGRESSION_STEPS
     return max(1, round(steps * authors_every / authors_steps))
 
 
-def _fit_sivi(log_target, steps, **_):
-    q = SemiImplicitGaussian.mlp(L=2, noise_dim=10, hidden=(40, 60, 40), sigma=0.1)
-    opt = torch.optim.Adam(q.parameters(), lr=1e-3)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.75 ** (t / 100))
+def _regression_family(L, sigma):
+    """SIVI-SM's and KSIVI's logistic-regression family: 10-D noise, ReLU 100-100, a learned diagonal."""
+    return SemiImplicitGaussian.mlp(L=L, noise_dim=10, hidden=(100, 100), sigma=sigma, learn_sigma=True)
+
+
+def _fit_sivi(log_target, steps, L=2, problem="2-D", **_):
+    if problem == "2-D":
+        q = SemiImplicitGaussian.mlp(L=L, noise_dim=10, hidden=(40, 60, 40), sigma=0.1)
+        opt = torch.optim.Adam(q.parameters(), lr=1e-3)
+        decay, J, K = 0.75, 40, 100
+    else:  # the SIVI paper's logistic-regression family (lesson 06)
+        q = SemiImplicitGaussian.mlp(
+            L=L, noise_dim=20, hidden=(100, 200, 100), sigma=0.1, learn_sigma=True, full_covariance=True
+        )
+        opt = torch.optim.Adam(q.parameters(), lr=0.01)
+        decay, J, K = 0.9, 50, 100
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: decay ** (t / 100))
 
     def step(t):
         opt.zero_grad()
-        (-sivi_bound(log_target, q, 40, 100)).backward()
+        (-sivi_bound(log_target, q, J, K)).backward()
         opt.step()
         sched.step()
 
@@ -126,12 +160,15 @@ def uivi_batch(steps):
     return min(500, max(1, round(AUTHORS_STEPS / steps)))
 
 
-def _fit_uivi(log_target, steps, batch=None, **_):
-    q = SemiImplicitGaussian.mlp(L=2, noise_dim=3, hidden=(50, 50), sigma=0.5, learn_sigma=True)
+def _fit_uivi(log_target, steps, batch=None, L=2, problem="2-D", **_):
+    if problem == "2-D":
+        q = SemiImplicitGaussian.mlp(L=L, noise_dim=3, hidden=(50, 50), sigma=0.5, learn_sigma=True)
+    else:
+        q = _regression_family(L, sigma=1.0)
     net = [p for name, p in q.named_parameters() if name != "log_sigma"]
     opt = torch.optim.RMSprop([{"params": net, "lr": 0.01}, {"params": [q.log_sigma], "lr": 0.002}], alpha=0.9, eps=1.0)
-    sched = torch.optim.lr_scheduler.StepLR(opt, _decay_every(steps, 3000), gamma=0.9)
-    S = batch or uivi_batch(steps)
+    sched = torch.optim.lr_scheduler.StepLR(opt, _decay_every(steps, 3000, problem=problem), gamma=0.9)
+    S = batch or (uivi_batch(steps) if problem == "2-D" else 100)
     hmc_step = 0.2
 
     def step(t):
@@ -146,53 +183,54 @@ def _fit_uivi(log_target, steps, batch=None, **_):
     return q, step
 
 
-def _fit_sivism(log_target, steps, anneal=False, **_):
-    q = SemiImplicitGaussian.mlp(L=2, noise_dim=3, hidden=(50, 50), sigma=1.0, learn_sigma=True)
-    f = score_network(2, (128, 128))
+def _fit_sivism(log_target, steps, anneal=False, L=2, problem="2-D", **_):
+    if problem == "2-D":
+        q = SemiImplicitGaussian.mlp(L=L, noise_dim=3, hidden=(50, 50), sigma=1.0, learn_sigma=True)
+        f, lr_f, S = score_network(L, (128, 128)), 2e-3, 500
+    else:
+        q, f, lr_f, S = _regression_family(L, sigma=1.0), score_network(L, (256, 256)), 3e-3, 100
     opt_q = torch.optim.Adam(q.parameters(), lr=1e-3, betas=(0.9, 0.99))
-    opt_f = torch.optim.Adam(f.parameters(), lr=2e-3, betas=(0.9, 0.99))
-    every = _decay_every(steps, 1000)
+    opt_f = torch.optim.Adam(f.parameters(), lr=lr_f, betas=(0.9, 0.99))
+    every = _decay_every(steps, 1000, problem=problem)
     scheds = [torch.optim.lr_scheduler.StepLR(o, every, gamma=0.9) for o in (opt_q, opt_f)]
 
     def step(t):
-        log_p = annealed(log_target, _anneal_factor(t, steps, anneal))
-        opt_q.zero_grad()
-        sivism_objective(log_p, q, f, 500).backward()  # the family minimises
-        opt_q.step()
-        opt_f.zero_grad()
-        (-sivism_objective(log_p, q, f, 500, train_family=False)).backward()  # f maximises
-        opt_f.step()
+        sivism_step(annealed(log_target, _anneal_factor(t, steps, anneal)), q, f, opt_q, opt_f, S)
         for s in scheds:
             s.step()
 
     return q, step
 
 
-def _fit_ksivi(log_target, steps, anneal=False, kernel="rbf", sigma=1.0, **_):
-    q = SemiImplicitGaussian.mlp(L=2, noise_dim=3, hidden=(50, 50), sigma=sigma, learn_sigma=True)
+def _fit_ksivi(log_target, steps, anneal=False, kernel="rbf", sigma=1.0, L=2, problem="2-D", **_):
+    if problem == "2-D":
+        q, S = SemiImplicitGaussian.mlp(L=L, noise_dim=3, hidden=(50, 50), sigma=sigma, learn_sigma=True), 500
+    else:
+        q, S = _regression_family(L, sigma=math.exp(-5 / 2)), 100  # their log-variance starts at -5
     opt = torch.optim.Adam(q.parameters(), lr=1e-3, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.StepLR(opt, _decay_every(steps, 1000), gamma=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, _decay_every(steps, 1000, problem=problem), gamma=0.9)
     k, bandwidth = (imq_kernel, imq_bandwidth) if kernel == "imq" else (rbf_kernel, median_bandwidth)
     ksd = functools.partial(ksd_u_statistic, kernel=k)
 
     def step(t):
         log_p = annealed(log_target, _anneal_factor(t, steps, anneal))
         opt.zero_grad()
-        ksivi_loss(log_p, q, 500, bandwidth=bandwidth, ksd=ksd).backward()
+        ksivi_loss(log_p, q, S, bandwidth=bandwidth, ksd=ksd).backward()
         opt.step()
         sched.step()
 
     return q, step
 
 
-def _fit_flow(log_target, steps, **_):
-    q = RealNVP(L=2, n_layers=8, hidden=64)
+def _fit_flow(log_target, steps, L=2, problem="2-D", **_):
+    q = RealNVP(L=L, n_layers=8, hidden=64)
     opt = torch.optim.Adam(q.parameters(), lr=1e-3)
-    sched = torch.optim.lr_scheduler.StepLR(opt, _decay_every(steps, 1000), gamma=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, _decay_every(steps, 1000, problem=problem), gamma=0.9)
+    S = 500 if problem == "2-D" else 100
 
     def step(t):
         opt.zero_grad()
-        z, log_q = q.rsample_with_log_prob(500)
+        z, log_q = q.rsample_with_log_prob(S)
         loss = -(log_target(z) - log_q).mean()  # loss = -elbo
         loss.backward()
         opt.step()
@@ -213,8 +251,10 @@ METHODS = {
 def fit(method, log_target, steps, seed, desc=None, checkpoint=None, **options):
     """Train ``method`` (a key of :data:`METHODS`) on ``log_target`` for ``steps`` updates from ``seed``.
 
-    ``options``: ``anneal`` (SIVI-SM, KSIVI), ``kernel`` in ``{"rbf", "imq"}`` and ``sigma`` (KSIVI's
-    initial conditional scale), ``batch`` (UIVI's draws a step; by default ``50000 / steps``, at most 500).
+    ``options``: ``problem``, ``"2-D"`` (default, ``L = 2``) or ``"logistic regression"`` (lesson 06's
+    posterior, ``L = 31``: the module's docstring says what changes); ``anneal`` (SIVI-SM, KSIVI), ``kernel``
+    in ``{"rbf", "imq"}`` and ``sigma`` (KSIVI's initial conditional scale, 2-D), ``batch`` (UIVI's draws a
+    step; by default ``50000 / steps``, at most 500, in 2-D and 100 on the regression).
     ``checkpoint``, a pair ``(t, callback)``, calls ``callback(Fit)`` after update ``t`` (to see whether
     training has reached its plateau); its time is not counted. A progress bar is shown when ``desc`` is
     given. Returns a :class:`Fit`.
@@ -223,8 +263,11 @@ def fit(method, log_target, steps, seed, desc=None, checkpoint=None, **options):
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     if not (isinstance(steps, int) and steps > 0):
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    problem = options.pop("problem", "2-D")
+    if problem not in PROBLEMS:
+        raise ValueError(f"unknown problem {problem!r}; choose one of {PROBLEMS}")
     torch.manual_seed(seed)
-    family, step = METHODS[method](log_target, steps, **options)
+    family, step = METHODS[method](log_target, steps, L=2 if problem == "2-D" else 31, problem=problem, **options)
     seconds = 0.0
     for t in trange(steps, desc=desc, leave=False, disable=desc is None):
         start = time.perf_counter()

@@ -17,6 +17,7 @@ from helpers.checks import (
     check_marginal_score_estimate,
     check_reverse_conditional_log_prob,
     check_sivism_objective,
+    check_sivism_step,
 )
 
 LOG_2PI = math.log(2 * math.pi)
@@ -177,7 +178,106 @@ def test_sivism_rejects(kind, words, capsys):
     rejects(check_sivism_objective, _sivism(kind), capsys, words)
 
 
-# ------------------------------------------------------------ 8.4
+# ------------------------------------------------------------ 8.4 (one SIVI-SM update)
+
+_objective = score_matching.sivism_objective  # the learner's 8.3 (right), without the train_family flag
+
+
+def _family_then_f(log_target, q, f, opt_q, opt_f, S):  # the lesson's loop body, with the learner's 8.3
+    opt_q.zero_grad()
+    value = _objective(log_target, q, f, S)
+    value.backward()
+    opt_q.step()
+    opt_f.zero_grad()
+    (-_objective(log_target, q, f, S)).backward()
+    opt_f.step()
+    return value.item()
+
+
+def _f_then_family(log_target, q, f, opt_q, opt_f, S):
+    opt_f.zero_grad()
+    (-_objective(log_target, q, f, S)).backward()
+    opt_f.step()
+    opt_q.zero_grad()
+    value = _objective(log_target, q, f, S)
+    value.backward()
+    opt_q.step()
+    return value.detach()  # a 0-d tensor without its graph is a number too
+
+
+def _simultaneous(log_target, q, f, opt_q, opt_f, S):  # both gradients from one objective: f's with the sign flipped
+    opt_q.zero_grad()
+    opt_f.zero_grad()
+    value = _objective(log_target, q, f, S)
+    value.backward()
+    for p in f.parameters():
+        p.grad = -p.grad
+    opt_q.step()
+    opt_f.step()
+    return float(value)
+
+
+@pytest.mark.parametrize("fn", [score_matching.sivism_step, _family_then_f, _f_then_family, _simultaneous])
+def test_sivism_step_accepts(fn, capsys):
+    accepts(check_sivism_step, fn, capsys)
+
+
+def _sm_step(kind):
+    def step(log_target, q, f, opt_q, opt_f, S):
+        if kind != "no zero_grad q":
+            opt_q.zero_grad()
+        value = _objective(log_target, q, f, S)
+        (-value if kind == "family climbs" else value).backward()
+        opt_q.step()
+        if kind == "family twice":
+            opt_q.step()
+        if kind not in ("no zero_grad f", "zero both first"):
+            opt_f.zero_grad()
+        f_value = _objective(log_target, q, f, S)
+        (f_value if kind == "f descends" else -f_value).backward()
+        if kind != "no f step":
+            opt_f.step()
+        if kind == "crash":
+            raise IndexError("index 3 is out of bounds")
+        return {
+            "tensor": value,
+            "minus": -value.item(),
+            "f's value": f_value.item(),
+            "none": None,
+        }.get(kind, value.item())
+
+    if kind == "zero both first":
+
+        def step_zeroing_first(log_target, q, f, opt_q, opt_f, S):
+            opt_f.zero_grad()
+            return step(log_target, q, f, opt_q, opt_f, S)
+
+        return step_zeroing_first
+    return step
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("family climbs", "the family climbed the objective"),
+        ("f descends", "f should climb it"),
+        ("no zero_grad q", "opt_q.zero_grad()"),
+        ("no zero_grad f", "opt_f.zero_grad() right before f's backward"),
+        ("zero both first", "opt_f.zero_grad() right before f's backward"),
+        ("no f step", "opt_f.step() 0 times"),
+        ("family twice", "opt_q.step() ran 4 times"),
+        ("tensor", "still holds its graph"),
+        ("minus", "returned -objective"),
+        ("f's value", "instead of the family step's objective"),
+        ("none", "returned None"),
+        ("crash", "IndexError"),
+    ],
+)
+def test_sivism_step_rejects(kind, words, capsys):
+    rejects(check_sivism_step, _sm_step(kind), capsys, words)
+
+
+# ------------------------------------------------------------ 8.5
 
 
 def _with_where(x, mask, net):
@@ -247,7 +347,7 @@ def test_coupling_rejects(kind, words, capsys):
     rejects(check_affine_coupling, _coupling(kind), capsys, words)
 
 
-# ------------------------------------------------------------ 8.5
+# ------------------------------------------------------------ 8.6
 
 
 def _log_softmax(log_q, log_p):
@@ -303,6 +403,7 @@ def test_kl_on_grid_rejects(fn, words, capsys):
         (check_reverse_conditional_log_prob, uivi.reverse_conditional_log_prob),
         (check_marginal_score_estimate, uivi.marginal_score_estimate),
         (check_sivism_objective, score_matching.sivism_objective),
+        (check_sivism_step, score_matching.sivism_step),
         (check_affine_coupling, flows.affine_coupling),  # the replay reloads the module it was given, in place
         (check_kl_on_grid, quadrature.kl_on_grid),
     ],

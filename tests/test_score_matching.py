@@ -1,11 +1,13 @@
 """SIVI-SM's objective against the Fisher divergence in closed form on the linear semi-implicit family:
 at f = s_p - s_q its expectation is E_q |s_p - s_q|^2, at any other f it is lower."""
 
+import copy
 import math
 
+import pytest
 import torch
 
-from helpers.score_matching import score_network, sivism_objective
+from helpers.score_matching import score_network, sivism_objective, sivism_step
 from helpers.semi_implicit import SemiImplicitGaussian
 
 F64 = torch.float64
@@ -69,3 +71,43 @@ def test_f_step_variant_has_the_same_value_and_leaves_the_family_out():
     assert all(p.grad is None for p in q.parameters()) and all(p.grad is not None for p in f.parameters())
     (want,) = torch.autograd.grad(full, [next(f.parameters())])
     torch.testing.assert_close(next(f.parameters()).grad, want)  # f's gradient is the same either way
+
+
+def test_step_moves_the_family_down_and_f_up_the_objective():
+    """With plain SGD, one update is phi - lr * grad_phi J, then omega + lr * grad_omega J at the new phi, each
+    gradient taken by autograd on the objective from the same draws (float64, re-seeded)."""
+    torch.manual_seed(0)
+    q = SemiImplicitGaussian.mlp(L=2, noise_dim=3, hidden=(8,), sigma=0.7, learn_sigma=True).double()
+    f = score_network(2, (8,)).double()
+
+    def target(z):
+        return -0.5 * z[:, 0] ** 2 - 0.5 * (z[:, 1] - 0.5 * z[:, 0] ** 2) ** 2
+
+    phi0 = [p.detach().clone() for p in q.parameters()]
+    omega0 = [p.detach().clone() for p in f.parameters()]
+    lr = 0.01
+    torch.manual_seed(1)
+    value = sivism_step(target, q, f, torch.optim.SGD(q.parameters(), lr), torch.optim.SGD(f.parameters(), lr), 64)
+
+    check_q, check_f = copy.deepcopy(q), copy.deepcopy(f)  # rebuild the two moves by hand from the same draws
+    with torch.no_grad():
+        for p, p0 in zip(check_q.parameters(), phi0, strict=True):
+            p.copy_(p0)
+        for p, p0 in zip(check_f.parameters(), omega0, strict=True):
+            p.copy_(p0)
+    torch.manual_seed(1)
+    J = sivism_objective(target, check_q, check_f, 64)
+    grads = torch.autograd.grad(J, list(check_q.parameters()))
+    with torch.no_grad():
+        for p, g in zip(check_q.parameters(), grads, strict=True):
+            p -= lr * g
+    J_f = sivism_objective(target, check_q, check_f, 64)
+    grads_f = torch.autograd.grad(J_f, list(check_f.parameters()))
+    with torch.no_grad():
+        for p, g in zip(check_f.parameters(), grads_f, strict=True):
+            p += lr * g
+    assert value == pytest.approx(J.item(), rel=1e-12)
+    moved = [*q.parameters(), *f.parameters()]
+    for got, want in zip(moved, [*check_q.parameters(), *check_f.parameters()], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert all(not torch.equal(p, p0) for p, p0 in zip(moved, phi0 + omega0, strict=True))  # both players moved

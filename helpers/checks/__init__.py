@@ -57,6 +57,7 @@ _MODULES = {  # each checker's module: imported on first use, so a notebook pays
         "check_marginal_score_estimate",
         "check_reverse_conditional_log_prob",
         "check_sivism_objective",
+        "check_sivism_step",
     ),
     "vae": (
         "check_kl_standard_normal",
@@ -132,6 +133,7 @@ __all__ = [
     "check_reverse_conditional_log_prob",
     "check_marginal_score_estimate",
     "check_sivism_objective",
+    "check_sivism_step",
     "check_affine_coupling",
     "check_kl_on_grid",
     "check_pyro_logistic_model",

@@ -1,12 +1,14 @@
-r"""Checkers for the exercises on SIVI's successors: UIVI, SIVI-SM, a RealNVP coupling, KL by quadrature.
+r"""Checkers for the exercises on SIVI's successors: UIVI, SIVI-SM and its update, a RealNVP coupling, KL by quadrature.
 
 8.1 (UIVI's reverse conditional, up to a constant) accepts any answer that differs from
 :func:`helpers.uivi.reverse_conditional_log_prob` by one constant, since HMC needs the log density only up
 to one, and checks its gradient in :math:`\varepsilon`, which HMC follows. 8.2 (the marginal score
 estimate) compares with :func:`helpers.uivi.marginal_score_estimate`. 8.3 (the SIVI-SM objective) runs on a
 stand-in family whose draws are fixed functions of its parameters, so that value and gradients compare
-exactly with :func:`helpers.score_matching.sivism_objective`. 8.4 (the affine coupling) compares with
-:func:`helpers.flows.affine_coupling`, with gradients in the input and in the network's weights. 8.5 (KL on
+exactly with :func:`helpers.score_matching.sivism_objective`. 8.4 (one SIVI-SM update) takes two updates
+from that stand-in and a small ``f`` with counting SGD, and compares both players' weights with
+:func:`helpers.score_matching.sivism_step`'s. 8.5 (the affine coupling) compares with
+:func:`helpers.flows.affine_coupling`, with gradients in the input and in the network's weights. 8.6 (KL on
 a grid) compares with :func:`helpers.quadrature.kl_on_grid`, in float32 with unnormalised, widely spread
 log densities, as a trained family gives them.
 """
@@ -18,6 +20,7 @@ from ..flows import affine_coupling as reference_coupling
 from ..gaussian import log_normal_diag
 from ..quadrature import kl_on_grid as reference_kl
 from ..score_matching import sivism_objective as reference_sivism
+from ..score_matching import sivism_step as reference_sivism_step
 from ..semi_implicit import SemiImplicitGaussian
 from ..uivi import marginal_score_estimate as reference_score
 from ..uivi import reverse_conditional_log_prob as reference_reverse
@@ -36,11 +39,13 @@ from ._core import (
     learner_grad,
 )
 from .semi_implicit import _FixedFamily
+from .vae import _CountingSGD
 
 __all__ = [
     "check_reverse_conditional_log_prob",
     "check_marginal_score_estimate",
     "check_sivism_objective",
+    "check_sivism_step",
     "check_affine_coupling",
     "check_kl_on_grid",
 ]
@@ -267,7 +272,164 @@ def check_sivism_objective(sivism_objective):
     return "2 f(z)^T (s_p(z) - grad log q(z | psi)) - |f(z)|^2, averaged, with gradients for the family and for f."
 
 
-# ---------------------------------------------------------------- 8.4
+# ---------------------------------------------------------------- 8.4 (one SIVI-SM update)
+
+
+def _sm_step_variant(
+    q, f, opt_q, opt_f, S, order="family first", family_sign=1.0, f_sign=-1.0, zero_q=True, zero_f=True
+):
+    """One SIVI-SM update as the reference takes it (``order``: family first, f first, or both from the same
+    point), or with one piece changed; returns the family step's objective."""
+    if order == "family first" and family_sign == 1.0 and f_sign == -1.0 and zero_q and zero_f is True:
+        return reference_sivism_step(_target, q, f, opt_q, opt_f, S)
+
+    def family_step():
+        if zero_q:
+            opt_q.zero_grad()
+        value = reference_sivism(_target, q, f, S)
+        (family_sign * value).backward()
+        opt_q.step()
+        return value.item()
+
+    def f_step():
+        if zero_f is True:
+            opt_f.zero_grad()
+        (f_sign * reference_sivism(_target, q, f, S)).backward()
+        opt_f.step()
+
+    if zero_f == "first":  # cleared at the start of the update, before the family's backward fills them
+        opt_f.zero_grad()
+    if order == "f first":
+        f_step()
+        return family_step()
+    if order == "both from the same point":
+        if zero_q:
+            opt_q.zero_grad()
+        if zero_f:
+            opt_f.zero_grad()
+        value = reference_sivism(_target, q, f, S)
+        grads = torch.autograd.grad(value, [*q.parameters(), *f.parameters()])
+        for p, g in zip([*q.parameters(), *f.parameters()], grads, strict=True):
+            sign = family_sign if any(p is r for r in q.parameters()) else f_sign
+            p.grad = sign * g if p.grad is None else p.grad + sign * g
+        opt_q.step()
+        opt_f.step()
+        return value.item()
+    value = family_step()
+    f_step()
+    return value
+
+
+class _FixedDiagonalFamily(_FixedFamily):
+    """The fixed stand-in family (the same draws at every call), with the diagonal conditional it has."""
+
+    full_covariance = False
+
+
+def _sm_problem():
+    torch.manual_seed(4)
+    return _FixedDiagonalFamily(), nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2)).to(_F64)
+
+
+def _sm_two_steps(step_fn, learner=False, lr=0.05, **variant):
+    """Two updates from the same start with counting SGD optimisers: ``(q, f, outputs, opt_q, opt_f)``."""
+    q, f = _sm_problem()
+    opt_q, opt_f = _CountingSGD(q.parameters(), lr=lr), _CountingSGD(f.parameters(), lr=lr)
+    outs = []
+    for _ in range(2):
+        if learner:
+            outs.append(call_learner(step_fn, _target, q, f, opt_q, opt_f, 6))
+        else:
+            outs.append(_sm_step_variant(q, f, opt_q, opt_f, 6, **variant))
+    return q, f, outs, opt_q, opt_f
+
+
+def _flat(module):
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+
+_SM_ORDERS = ("family first", "f first", "both from the same point")
+_SM_FAMILY_MISTAKES = {
+    "the family climbed the objective: it should descend (the family's loss is +objective: its "
+    "minimum over q is the Fisher divergence's)": {"family_sign": -1.0},
+    "the family's step moved too far: call opt_q.zero_grad() before the family's backward, or the "
+    "gradients of earlier steps (and of f's step, which reaches the family too) accumulate": {"zero_q": False},
+}
+_F_STALE = (
+    "f's step used stale gradients: call opt_f.zero_grad() right before f's backward (the family's backward "
+    "also fills f's gradients, with the other sign)"
+)
+_SM_F_MISTAKES = [
+    (
+        "f descended the objective: f should climb it (f's loss is -objective), since the objective's maximum "
+        "over f is the Fisher divergence",
+        {"f_sign": 1.0},
+    ),
+    (_F_STALE, {"zero_f": False}),
+    (_F_STALE, {"zero_f": "first"}),
+]
+
+
+@checker("8.4", "one SIVI-SM update of the family and of f")
+def check_sivism_step(sivism_step):
+    r"""Two updates with the learner's function and with the reference (:func:`helpers.score_matching.sivism_step`)
+    from the same stand-in family (fixed draws) and ``f``, with plain counting SGD (a sign or a missing
+    ``zero_grad`` changes where the weights go); the family's and ``f``'s steps may come in either order, or both
+    from the same point (all three are the alternating game's usual forms). Names a sign on either side, a
+    missing ``zero_grad`` on either side, a step not taken, and a return value that is not the objective."""
+    q, f, outs, opt_q, opt_f = _sm_two_steps(sivism_step, learner=True)
+    for k, out in enumerate(outs):
+        if out is None:
+            fail("returned None; return the objective of the family's step as a number (objective.item())")
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            fail(
+                "returned a tensor that still holds its graph: return objective.item() (the training loop only "
+                "records it, and a graph kept per step fills the memory)"
+            )
+        try:
+            outs[k] = float(out)
+        except (TypeError, ValueError):
+            fail(f"returned a {type(out).__name__}; return the family step's objective as one number")
+    if opt_q.steps != 2 or opt_f.steps != 2:
+        fail(
+            f"in two calls, opt_q.step() ran {opt_q.steps} times and opt_f.step() {opt_f.steps} times: each call "
+            "takes one step of each optimiser you are given (the family's with opt_q, f's with opt_f)"
+        )
+    q0, f0 = _sm_problem()
+    got = (_flat(q), _flat(f))
+    if torch.equal(got[0], _flat(q0)):
+        fail("the family did not move: backward on the objective, then opt_q.step()")
+    if torch.equal(got[1], _flat(f0)):
+        fail("f did not move: backward on -objective, then opt_f.step()")
+
+    def matches(variant):
+        return close(got[0], _flat(variant[0]), 1e-7, 1e-10) and close(got[1], _flat(variant[1]), 1e-7, 1e-10)
+
+    references = {order: _sm_two_steps(None, order=order) for order in _SM_ORDERS}
+    orders = [order for order, reference in references.items() if matches(reference)]
+    if not orders:  # the two players' updates interleave, so a slip on one side moves both: compare the pair
+        for message, kwargs in [*_SM_FAMILY_MISTAKES.items(), *_SM_F_MISTAKES]:
+            if any(matches(_sm_two_steps(None, order=order, **kwargs)) for order in _SM_ORDERS):
+                fail(message)
+        fail(
+            "after two updates the weights differ from the reference's (if check 8.3 passed, your objective is "
+            "right): each update clears the optimiser's gradients, computes the objective on fresh draws, and "
+            "steps the family down it (opt_q) and f up it (opt_f)"
+        )
+    order = orders[0]
+    ref_outs = references[order][2]
+    for k, (out, ref) in enumerate(zip(outs, ref_outs, strict=True)):
+        if not close(out, ref, 1e-7, 1e-10):
+            if close(out, -ref, 1e-7, 1e-10):
+                fail(f"update {k + 1} returned -objective ({fmt(out)}); return the objective itself, {fmt(ref)}")
+            fail(
+                f"the weights are right, but update {k + 1} returned {fmt(out)} instead of the family step's "
+                f"objective {fmt(ref)}: return the value the family's step was computed from"
+            )
+    return "the family steps down the objective and f up it, each from cleared gradients."
+
+
+# ---------------------------------------------------------------- 8.5
 
 
 class _ShiftScale(nn.Module):
@@ -283,7 +445,7 @@ class _ShiftScale(nn.Module):
         return kept @ self.a.T + 0.3, torch.tanh(kept @ self.b.T)
 
 
-@checker("8.4", "an affine coupling step and its log-determinant")
+@checker("8.5", "an affine coupling step and its log-determinant")
 def check_affine_coupling(affine_coupling):
     L = 4
     net = _ShiftScale(L, _F64)
@@ -353,7 +515,7 @@ def check_affine_coupling(affine_coupling):
     return "y = m x + (1 - m)(x e^s + t) with log|det| = sum (1 - m) s, and gradients for the flow's training."
 
 
-# ---------------------------------------------------------------- 8.5
+# ---------------------------------------------------------------- 8.6
 
 
 def _grid_problem(dtype=_F64):
@@ -363,7 +525,7 @@ def _grid_problem(dtype=_F64):
     return log_q, log_p
 
 
-@checker("8.5", "the KL divergence on a grid")
+@checker("8.6", "the KL divergence on a grid")
 def check_kl_on_grid(kl_on_grid):
     log_q, log_p = _grid_problem()
     out = as_tensor_result(call_learner(kl_on_grid, log_q, log_p))

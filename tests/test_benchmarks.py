@@ -126,3 +126,39 @@ def test_successor_study_writes_the_table_lesson_08_reads(tmp_path, capsys):
     with pytest.raises(SystemExit):
         successors.main(["--seeds", "0"])
     assert "must be positive" in capsys.readouterr().err
+
+
+def test_vae_plateau_study_writes_the_table_lesson_07_reads(tmp_path, capsys):
+    import csv
+
+    from benchmarks import semi_implicit_vae
+
+    out = tmp_path / "vae.csv"
+    assert semi_implicit_vae.main(["--seeds", "1", "--epochs", "2", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out, newline="")))
+    assert [(r["model"], r["epoch"]) for r in rows] == [("Gaussian", "2"), ("semi-implicit", "2")]
+    assert list(rows[0]) == semi_implicit_vae.COLUMNS
+    assert rows[0]["psi_share"] == "" and 0 <= float(rows[1]["psi_share"]) < 1
+    for r in rows:  # a bound on log p(x) of 64 pixel counts: finite and negative
+        assert -1e4 < float(r["test_bound"]) < 0 and -1e4 < float(r["val_bound"]) < 0
+    with pytest.raises(SystemExit):
+        semi_implicit_vae.main(["--epochs", "0"])
+
+
+def test_logistic_study_scores_fits_against_hmc(tmp_path, capsys):
+    import csv
+
+    from benchmarks import successors_logistic
+
+    out = tmp_path / "logistic.csv"
+    args = ["--seeds", "1", "--steps", "4", "--jobs", "1", "--methods", "RealNVP", "--out", str(out)]
+    assert successors_logistic.main(args) == 0
+    (row,) = list(csv.DictReader(open(out, newline="")))
+    assert row["method"] == "RealNVP" and row["steps"] == "4" and row["elbo_upper"] == ""
+    assert float(row["sd_ratio_min"]) <= float(row["sd_ratio_median"]) <= float(row["sd_ratio_max"])
+    _, reference = successors_logistic.posterior()
+    assert successors_logistic.moment_errors(reference, reference) == (0.0, 1.0, 1.0, 1.0, 0.0)
+    shifted = successors_logistic.moment_errors(reference + 0.5 * reference.std(0), reference)
+    assert shifted[0] == pytest.approx(0.5, rel=1e-4) and shifted[4] < 1e-5  # a shift moves means only
+    with pytest.raises(SystemExit):
+        successors_logistic.main(["--methods", "HMC"])

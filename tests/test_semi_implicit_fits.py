@@ -54,3 +54,10 @@ def test_bad_arguments_are_named():
         fit("SVGD", gaussian_mixture, 3, 0)
     with pytest.raises(ValueError, match="steps"):
         fit("SIVI", gaussian_mixture, 0, 0)
+
+
+def test_fit_knows_its_problems():
+    with pytest.raises(ValueError, match="unknown problem"):
+        fit("SIVI", lambda z: -(z**2).sum(-1), 1, 0, problem="3-D")
+    result = fit("SIVI-SM", lambda z: -(z**2).sum(-1), 1, 0, problem="logistic regression")
+    assert result.sample(5).shape == (5, 31)  # the regression's 31 weights

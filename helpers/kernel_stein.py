@@ -54,16 +54,21 @@ def imq_bandwidth(z):
         return d2[~torch.eye(len(z), dtype=torch.bool, device=z.device)].median() / math.log(len(z) + 1)
 
 
-def median_bandwidth(z):
-    r"""The median heuristic :math:`h = \mathrm{med}_{i\ne j}\lVert z_i - z_j\rVert / \sqrt{2\log(S+1)}`, detached.
+def median_bandwidth(z, detach=True):
+    r"""The median heuristic :math:`h = \mathrm{med}_{i\ne j}\lVert z_i - z_j\rVert / \sqrt{2\log(S+1)}`.
 
     With :func:`rbf_kernel` this is the choice of Liu & Wang (2016, SVGD): each draw's kernel weights
-    about balance the others' as ``S`` grows. ``z (S, L)`` -> 0-d tensor.
+    about balance the others' as ``S`` grows. Detached by default; ``detach=False`` lets the loss's gradient
+    reach the draws through :math:`h` too, as the KSIVI authors' logistic-regression code does (with a detached
+    :math:`h`, spreading the draws apart shrinks every kernel weight, and on lesson 06's 31-D posterior the
+    family's spread grows without bound). ``z (S, L)`` -> 0-d tensor.
     """
-    with torch.no_grad():
-        d = torch.cdist(z, z)
-        median = d[~torch.eye(len(z), dtype=torch.bool, device=z.device)].median()
-        return median / math.sqrt(2 * math.log(len(z) + 1))
+    off_diagonal = ~torch.eye(len(z), dtype=torch.bool, device=z.device)
+    if detach:
+        with torch.no_grad():
+            return torch.cdist(z, z)[off_diagonal].median() / math.sqrt(2 * math.log(len(z) + 1))
+    sq = ((z.unsqueeze(1) - z.unsqueeze(0)) ** 2).sum(-1)  # differentiable at 0, unlike cdist
+    return torch.sqrt(sq[off_diagonal].median() / (2 * math.log(len(z) + 1)))
 
 
 def ksd_u_statistic(z, diff, bandwidth, kernel=rbf_kernel):

@@ -41,10 +41,12 @@ Bayesian logistic regression where its authors published them:
   ``LRwaveform.yml``): 10-D noise, ReLU 100-100, a diagonal conditional whose log-variance starts at 0
   (SIVI-SM) or -5 (KSIVI); 100 draws a step; Adam (0.9, 0.99) at :math:`10^{-3}` (SIVI-SM's :math:`f`, ReLU
   256-256, at :math:`3\cdot10^{-3}`), times 0.9 every 3000 of 20 000 steps; the RBF kernel with the median
-  bandwidth; no annealing. Not ported: SIVI-SM's "TransTrick" (:math:`f` plus a decaying multiple of the
-  target's score) and both codes' floor on the log-variance.
+  bandwidth, which their regression code differentiates through (not detached, as in our 2-D runs); no
+  annealing; SIVI-SM's "TransTrick": its critic is :math:`f(z) + c_t\,s_p(z)`, with
+  :math:`c_t = 1.004^{-e}` in epoch :math:`e` of 200. Not ported: both codes' floor on the log-variance.
 - **UIVI** has no regression experiment; it gets SIVI-SM's family and 100 draws a step, and keeps its own
-  optimiser and HMC settings (above), its decays counted as the others' (every 3000 of 20 000).
+  optimiser and HMC settings (above), its decays counted as the others' (every 3000 of 20 000); with
+  ``optimizer="adam"``, SIVI-SM's and KSIVI's Adam instead.
 - **RealNVP**: 8 couplings of 64 units in 31 dimensions, 100 draws a step, Adam at :math:`10^{-3}` times 0.9
   every 3000 of 20 000.
 
@@ -84,6 +86,7 @@ __all__ = [
     "mean_and_se",
     "STUDY_CSV",
     "TIMING_CSV",
+    "LOGISTIC_CSV",
 ]
 
 AUTHORS_STEPS = 50_000  # UIVI's, SIVI-SM's and KSIVI's 2-D runs
@@ -160,13 +163,17 @@ def uivi_batch(steps):
     return min(500, max(1, round(AUTHORS_STEPS / steps)))
 
 
-def _fit_uivi(log_target, steps, batch=None, L=2, problem="2-D", **_):
+def _fit_uivi(log_target, steps, batch=None, L=2, problem="2-D", optimizer="rmsprop", **_):
     if problem == "2-D":
         q = SemiImplicitGaussian.mlp(L=L, noise_dim=3, hidden=(50, 50), sigma=0.5, learn_sigma=True)
     else:
         q = _regression_family(L, sigma=1.0)
     net = [p for name, p in q.named_parameters() if name != "log_sigma"]
-    opt = torch.optim.RMSprop([{"params": net, "lr": 0.01}, {"params": [q.log_sigma], "lr": 0.002}], alpha=0.9, eps=1.0)
+    if optimizer == "adam":  # SIVI-SM's and KSIVI's optimiser, for a method whose authors give none here
+        opt = torch.optim.Adam(q.parameters(), lr=1e-3, betas=(0.9, 0.99))
+    else:
+        groups = [{"params": net, "lr": 0.01}, {"params": [q.log_sigma], "lr": 0.002}]
+        opt = torch.optim.RMSprop(groups, alpha=0.9, eps=1.0)
     sched = torch.optim.lr_scheduler.StepLR(opt, _decay_every(steps, 3000, problem=problem), gamma=0.9)
     S = batch or (uivi_batch(steps) if problem == "2-D" else 100)
     hmc_step = 0.2
@@ -183,7 +190,18 @@ def _fit_uivi(log_target, steps, batch=None, L=2, problem="2-D", **_):
     return q, step
 
 
-def _fit_sivism(log_target, steps, anneal=False, L=2, problem="2-D", **_):
+def _with_target_score(f, log_target, c):
+    r"""SIVI-SM's "TransTrick" (``sivism_lr.py``): the critic is :math:`f(z) + c\,s_p(z)`, so that ``f`` learns
+    only the rest of :math:`s_p - s_q`; the authors start ``c`` at 1 and divide it by 1.004 every epoch."""
+
+    def critic(z):
+        (score,) = torch.autograd.grad(log_target(z).sum(), z, create_graph=True)
+        return f(z) + c * score
+
+    return critic
+
+
+def _fit_sivism(log_target, steps, anneal=False, L=2, problem="2-D", trans_trick=None, **_):
     if problem == "2-D":
         q = SemiImplicitGaussian.mlp(L=L, noise_dim=3, hidden=(50, 50), sigma=1.0, learn_sigma=True)
         f, lr_f, S = score_network(L, (128, 128)), 2e-3, 500
@@ -195,14 +213,20 @@ def _fit_sivism(log_target, steps, anneal=False, L=2, problem="2-D", **_):
     scheds = [torch.optim.lr_scheduler.StepLR(o, every, gamma=0.9) for o in (opt_q, opt_f)]
 
     def step(t):
-        sivism_step(annealed(log_target, _anneal_factor(t, steps, anneal)), q, f, opt_q, opt_f, S)
+        log_p = annealed(log_target, _anneal_factor(t, steps, anneal))
+        critic = f
+        if trans_trick if trans_trick is not None else problem != "2-D":  # c = 1.004^-epoch, 200 epochs a run
+            critic = _with_target_score(f, log_p, 1.004 ** -math.floor(200 * t / steps))
+        sivism_step(log_p, q, critic, opt_q, opt_f, S)
         for s in scheds:
             s.step()
 
     return q, step
 
 
-def _fit_ksivi(log_target, steps, anneal=False, kernel="rbf", sigma=1.0, L=2, problem="2-D", **_):
+def _fit_ksivi(
+    log_target, steps, anneal=False, kernel="rbf", sigma=1.0, L=2, problem="2-D", attached_bandwidth=None, **_
+):
     if problem == "2-D":
         q, S = SemiImplicitGaussian.mlp(L=L, noise_dim=3, hidden=(50, 50), sigma=sigma, learn_sigma=True), 500
     else:
@@ -210,6 +234,8 @@ def _fit_ksivi(log_target, steps, anneal=False, kernel="rbf", sigma=1.0, L=2, pr
     opt = torch.optim.Adam(q.parameters(), lr=1e-3, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.StepLR(opt, _decay_every(steps, 1000, problem=problem), gamma=0.9)
     k, bandwidth = (imq_kernel, imq_bandwidth) if kernel == "imq" else (rbf_kernel, median_bandwidth)
+    if attached_bandwidth if attached_bandwidth is not None else problem != "2-D":  # their sivistein_lr.py
+        bandwidth = functools.partial(median_bandwidth, detach=False)
     ksd = functools.partial(ksd_u_statistic, kernel=k)
 
     def step(t):
@@ -254,7 +280,9 @@ def fit(method, log_target, steps, seed, desc=None, checkpoint=None, **options):
     ``options``: ``problem``, ``"2-D"`` (default, ``L = 2``) or ``"logistic regression"`` (lesson 06's
     posterior, ``L = 31``: the module's docstring says what changes); ``anneal`` (SIVI-SM, KSIVI), ``kernel``
     in ``{"rbf", "imq"}`` and ``sigma`` (KSIVI's initial conditional scale, 2-D), ``batch`` (UIVI's draws a
-    step; by default ``50000 / steps``, at most 500, in 2-D and 100 on the regression).
+    step; by default ``50000 / steps``, at most 500, in 2-D and 100 on the regression) and ``optimizer``
+    (UIVI's: ``"rmsprop"``, the authors', or ``"adam"``); ``trans_trick`` (SIVI-SM) and ``attached_bandwidth``
+    (KSIVI), each by default true on the regression only, as the authors' regression code.
     ``checkpoint``, a pair ``(t, callback)``, calls ``callback(Fit)`` after update ``t`` (to see whether
     training has reached its plateau); its time is not counted. A progress bar is shown when ``desc`` is
     given. Returns a :class:`Fit`.
@@ -285,12 +313,14 @@ def mode_weight(samples):
 
 STUDY_CSV = Path(__file__).parent / "data" / "successors_2d.csv"  # python -m benchmarks.successors writes both
 TIMING_CSV = STUDY_CSV.with_name("successors_2d_timing.csv")
+LOGISTIC_CSV = STUDY_CSV.with_name("successors_logistic.csv")  # python -m benchmarks.successors_logistic
 
 
 def read_study(path=STUDY_CSV):
-    """The comparison study's rows (``python -m benchmarks.successors`` writes them), numbers as floats.
+    """A comparison study's rows (``python -m benchmarks.successors`` or ``.successors_logistic`` writes them).
 
-    Returns a dict ``(target, method) -> {column: list of per-seed floats}``, in the file's order.
+    Returns a dict ``(target, method) -> {column: list of per-seed floats}`` (``method -> ...`` for a file
+    without a ``target`` column, such as :data:`LOGISTIC_CSV`), in the file's order; empty cells are NaN.
     """
     path = Path(path)
     if not path.is_file():
@@ -298,7 +328,8 @@ def read_study(path=STUDY_CSV):
     table = {}
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
-            entry = table.setdefault((row["target"], row["method"]), {})
+            key = (row["target"], row["method"]) if "target" in row else row["method"]
+            entry = table.setdefault(key, {})
             for column, value in row.items():
                 if column not in ("target", "method"):
                     entry.setdefault(column, []).append(float(value) if value != "" else math.nan)

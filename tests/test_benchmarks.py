@@ -158,6 +158,9 @@ def test_logistic_study_scores_fits_against_hmc(tmp_path, capsys):
     assert float(row["sd_ratio_min"]) <= float(row["sd_ratio_median"]) <= float(row["sd_ratio_max"])
     _, reference = successors_logistic.posterior()
     assert successors_logistic.moment_errors(reference, reference) == (0.0, 1.0, 1.0, 1.0, 0.0)
+    from helpers.semi_implicit_fits import read_study
+
+    assert read_study(out)["RealNVP"]["steps"] == [4.0]  # what lesson 08 reads
     shifted = successors_logistic.moment_errors(reference + 0.5 * reference.std(0), reference)
     assert shifted[0] == pytest.approx(0.5, rel=1e-4) and shifted[4] < 1e-5  # a shift moves means only
     with pytest.raises(SystemExit):

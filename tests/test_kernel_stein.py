@@ -123,3 +123,17 @@ def test_ksivi_loss_takes_a_bandwidth_rule_and_a_kernel():
     torch.manual_seed(5)
     z, _ = q.rsample(16)
     assert seen == [pytest.approx(float(imq_bandwidth(z.detach())))]
+
+
+def test_median_bandwidth_attached_has_the_same_value_and_a_gradient():
+    torch.manual_seed(0)
+    z = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    detached, attached = median_bandwidth(z), median_bandwidth(z, detach=False)
+    torch.testing.assert_close(attached, detached)
+    assert not detached.requires_grad and attached.requires_grad
+    (grad,) = torch.autograd.grad(attached, z)
+    pairs = torch.cdist(z, z).detach()  # h depends on the one pair at the median distance, scaled as h is
+    i, j = [int(k) for k in (pairs == pairs[~torch.eye(7, dtype=torch.bool)].median()).nonzero()[0]]
+    expected = (z[i] - z[j]).detach() / pairs[i, j] / math.sqrt(2 * math.log(8))
+    torch.testing.assert_close(grad[i], expected)
+    torch.testing.assert_close(grad[j], -expected)

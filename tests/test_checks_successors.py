@@ -214,7 +214,7 @@ def _simultaneous(log_target, q, f, opt_q, opt_f, S):  # both gradients from one
         p.grad = -p.grad
     opt_q.step()
     opt_f.step()
-    return float(value)
+    return float(value.detach())
 
 
 @pytest.mark.parametrize("fn", [score_matching.sivism_step, _family_then_f, _f_then_family, _simultaneous])

@@ -38,6 +38,9 @@ METHODS = (
     "SIVI-SM (no TransTrick)",
     "KSIVI",
     "KSIVI (bandwidth detached)",
+    "UIVI (31-D noise)",
+    "SIVI-SM (31-D noise)",
+    "KSIVI (31-D noise)",
     "RealNVP",
     "full-rank Gaussian",
 )
@@ -45,6 +48,9 @@ OPTIONS = {  # a row's method and options, where they differ from its authors' r
     "UIVI (Adam)": ("UIVI", {"optimizer": "adam"}),
     "SIVI-SM (no TransTrick)": ("SIVI-SM", {"trans_trick": False}),
     "KSIVI (bandwidth detached)": ("KSIVI", {"attached_bandwidth": False}),
+    "UIVI (31-D noise)": ("UIVI", {"noise_dim": 31}),  # as many noise dimensions as weights
+    "SIVI-SM (31-D noise)": ("SIVI-SM", {"noise_dim": 31}),
+    "KSIVI (31-D noise)": ("KSIVI", {"noise_dim": 31}),
 }
 COLUMNS = [
     "method",

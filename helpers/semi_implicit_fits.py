@@ -131,9 +131,9 @@ def _decay_every(steps, authors_every, authors_steps=AUTHORS_STEPS, problem="2-D
     return max(1, round(steps * authors_every / authors_steps))
 
 
-def _regression_family(L, sigma):
-    """SIVI-SM's and KSIVI's logistic-regression family: 10-D noise, ReLU 100-100, a learned diagonal."""
-    return SemiImplicitGaussian.mlp(L=L, noise_dim=10, hidden=(100, 100), sigma=sigma, learn_sigma=True)
+def _regression_family(L, sigma, noise_dim=None):
+    """SIVI-SM's and KSIVI's logistic-regression family: 10-D noise (or ``noise_dim``), ReLU 100-100, a diagonal."""
+    return SemiImplicitGaussian.mlp(L=L, noise_dim=noise_dim or 10, hidden=(100, 100), sigma=sigma, learn_sigma=True)
 
 
 def _fit_sivi(log_target, steps, L=2, problem="2-D", **_):
@@ -163,11 +163,11 @@ def uivi_batch(steps):
     return min(500, max(1, round(AUTHORS_STEPS / steps)))
 
 
-def _fit_uivi(log_target, steps, batch=None, L=2, problem="2-D", optimizer="rmsprop", **_):
+def _fit_uivi(log_target, steps, batch=None, L=2, problem="2-D", optimizer="rmsprop", noise_dim=None, **_):
     if problem == "2-D":
         q = SemiImplicitGaussian.mlp(L=L, noise_dim=3, hidden=(50, 50), sigma=0.5, learn_sigma=True)
     else:
-        q = _regression_family(L, sigma=1.0)
+        q = _regression_family(L, sigma=1.0, noise_dim=noise_dim)
     net = [p for name, p in q.named_parameters() if name != "log_sigma"]
     if optimizer == "adam":  # SIVI-SM's and KSIVI's optimiser, for a method whose authors give none here
         opt = torch.optim.Adam(q.parameters(), lr=1e-3, betas=(0.9, 0.99))
@@ -201,12 +201,12 @@ def _with_target_score(f, log_target, c):
     return critic
 
 
-def _fit_sivism(log_target, steps, anneal=False, L=2, problem="2-D", trans_trick=None, **_):
+def _fit_sivism(log_target, steps, anneal=False, L=2, problem="2-D", trans_trick=None, noise_dim=None, **_):
     if problem == "2-D":
         q = SemiImplicitGaussian.mlp(L=L, noise_dim=3, hidden=(50, 50), sigma=1.0, learn_sigma=True)
         f, lr_f, S = score_network(L, (128, 128)), 2e-3, 500
     else:
-        q, f, lr_f, S = _regression_family(L, sigma=1.0), score_network(L, (256, 256)), 3e-3, 100
+        q, f, lr_f, S = _regression_family(L, 1.0, noise_dim), score_network(L, (256, 256)), 3e-3, 100
     opt_q = torch.optim.Adam(q.parameters(), lr=1e-3, betas=(0.9, 0.99))
     opt_f = torch.optim.Adam(f.parameters(), lr=lr_f, betas=(0.9, 0.99))
     every = _decay_every(steps, 1000, problem=problem)
@@ -225,12 +225,21 @@ def _fit_sivism(log_target, steps, anneal=False, L=2, problem="2-D", trans_trick
 
 
 def _fit_ksivi(
-    log_target, steps, anneal=False, kernel="rbf", sigma=1.0, L=2, problem="2-D", attached_bandwidth=None, **_
+    log_target,
+    steps,
+    anneal=False,
+    kernel="rbf",
+    sigma=1.0,
+    L=2,
+    problem="2-D",
+    attached_bandwidth=None,
+    noise_dim=None,
+    **_,
 ):
     if problem == "2-D":
         q, S = SemiImplicitGaussian.mlp(L=L, noise_dim=3, hidden=(50, 50), sigma=sigma, learn_sigma=True), 500
     else:
-        q, S = _regression_family(L, sigma=math.exp(-5 / 2)), 100  # their log-variance starts at -5
+        q, S = _regression_family(L, math.exp(-5 / 2), noise_dim), 100  # their log-variance starts at -5
     opt = torch.optim.Adam(q.parameters(), lr=1e-3, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.StepLR(opt, _decay_every(steps, 1000, problem=problem), gamma=0.9)
     k, bandwidth = (imq_kernel, imq_bandwidth) if kernel == "imq" else (rbf_kernel, median_bandwidth)
@@ -282,7 +291,8 @@ def fit(method, log_target, steps, seed, desc=None, checkpoint=None, **options):
     in ``{"rbf", "imq"}`` and ``sigma`` (KSIVI's initial conditional scale, 2-D), ``batch`` (UIVI's draws a
     step; by default ``50000 / steps``, at most 500, in 2-D and 100 on the regression) and ``optimizer``
     (UIVI's: ``"rmsprop"``, the authors', or ``"adam"``); ``trans_trick`` (SIVI-SM) and ``attached_bandwidth``
-    (KSIVI), each by default true on the regression only, as the authors' regression code.
+    (KSIVI), each by default true on the regression only, as the authors' regression code; ``noise_dim`` (the
+    regression family's noise dimension for UIVI, SIVI-SM and KSIVI, 10 by default, as the authors').
     ``checkpoint``, a pair ``(t, callback)``, calls ``callback(Fit)`` after update ``t`` (to see whether
     training has reached its plateau); its time is not counted. A progress bar is shown when ``desc`` is
     given. Returns a :class:`Fit`.

@@ -26,9 +26,10 @@ from helpers.tooling.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 LESSON = ROOT / "lessons" / "01_elbo.ipynb"
 SOLUTION = ROOT / "solutions" / "01_elbo.ipynb"
-# The limit is per cell, the kernel's start excluded. A cell of the tiny course takes well under 0.1 s at
-# idle (no torch); an endless loop is endless at any limit. 10 s leaves a margin of 100 or more, and of 25
-# even on a machine loaded four times over.
+# The limit is per cell, the kernel's start excluded. The slowest cells of the tiny course are the first two,
+# which import torch (the grader's recorder, then the checkers' core): about 1.5 s at idle; the others take
+# well under 0.1 s, and an endless loop is endless at any limit. 10 s leaves a margin of 6 at idle, and of
+# about 1.5 on a machine loaded four times over.
 TINY_TIMEOUT = 10
 
 TINY_CHECKS = """from helpers.checks._core import call_learner, checker, fail

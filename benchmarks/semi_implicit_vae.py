@@ -13,11 +13,12 @@ Writes ``helpers/data/semi_implicit_vae.csv``, which lesson 07 prints.
 """
 
 import argparse
-import csv
 import math
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.studies import write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = [
@@ -128,11 +129,7 @@ def main(argv=None):
     rows = []
     for seed in range(args.seeds):
         rows += run_seed(seed, args.epochs, CHECKPOINTS)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(args.out, COLUMNS, rows)
     print(f"{len(rows)} rows in {time.perf_counter() - start:.0f} s; wrote {args.out}")
     return 0
 

@@ -8,11 +8,12 @@ lower and upper bounds (``K = 5000``, 2000 draws), with their Monte Carlo standa
 """
 
 import argparse
-import csv
 import math
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.studies import write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["seed", "family", "value", "se", "upper", "se_upper", "train_seconds"]
@@ -93,10 +94,7 @@ def main(argv=None):
         for row in run_seed(seed):
             rows.append(row)
             print(f"seed {seed}  {row['family']:<14} {row['value']} ({row['se']})  upper {row['upper']}", flush=True)
-    with open(args.out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(args.out, COLUMNS, rows)
     print(f"wrote {args.out}")
     return 0
 

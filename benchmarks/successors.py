@@ -14,14 +14,14 @@ takes about an hour on two cores, far beyond a lesson's minute. Rerun it after c
 """
 
 import argparse
-import contextlib
 import csv
 import math
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from benchmarks.studies import run_jobs, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = [
@@ -157,25 +157,15 @@ def main(argv=None):
     jobs = [(*c, seed, args.steps, args.K, args.grid) for c in configurations for seed in range(args.seeds)]
     start = time.perf_counter()
     rows = []
-    with contextlib.ExitStack() as stack:
-        if args.jobs > 1:
-            pool = stack.enter_context(ProcessPoolExecutor(args.jobs))
-            results = (future.result() for future in [pool.submit(run_one, *job) for job in jobs])
-        else:  # in this process: no start-up cost, and a debugger sees every run
-            results = (run_one(*job) for job in jobs)
-        for i, row in enumerate(results):
-            rows.append(row)
-            print(
-                f"[{i + 1}/{len(jobs)}] {row['target']:<17}{row['method']:<27}seed {row['seed']}  "
-                f"{row['train_seconds']:>6} s  KL(q||p) {row['kl_qp']}  KL(p||q) {row['kl_pq']}  "
-                f"{row['right_mode_weight']}",
-                flush=True,
-            )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    for i, row in enumerate(run_jobs(run_one, jobs, args.jobs)):
+        rows.append(row)
+        print(
+            f"[{i + 1}/{len(jobs)}] {row['target']:<17}{row['method']:<27}seed {row['seed']}  "
+            f"{row['train_seconds']:>6} s  KL(q||p) {row['kl_qp']}  KL(p||q) {row['kl_pq']}  "
+            f"{row['right_mode_weight']}",
+            flush=True,
+        )
+    write_rows(args.out, COLUMNS, rows)
     print(f"{len(rows)} runs in {time.perf_counter() - start:.0f} s; wrote {args.out}")
     return 0
 

@@ -18,7 +18,6 @@ Writes ``helpers/data/successors_logistic.csv``, which lesson 08 prints. About 5
 """
 
 import argparse
-import contextlib
 import csv
 import functools
 import math
@@ -26,8 +25,9 @@ import os
 import sys
 import time
 import types
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from benchmarks.studies import run_jobs, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = (
@@ -226,29 +226,19 @@ def main(argv=None):
     jobs = [(m, seed, args.steps) for m in sorted(methods, key=lambda m: "UIVI" not in m) for seed in range(args.seeds)]
     start = time.perf_counter()
     rows = []
-    with contextlib.ExitStack() as stack:
-        if args.jobs > 1:
-            pool = stack.enter_context(ProcessPoolExecutor(args.jobs))
-            results = (future.result() for future in [pool.submit(run_one, *job) for job in jobs])
-        else:
-            results = (run_one(*job) for job in jobs)
-        for i, row in enumerate(results):
-            rows.append(row)
-            print(
-                f"[{i + 1}/{len(jobs)}] {row['method']:<19}seed {row['seed']}  {row['train_seconds']:>6} s  "
-                f"ELBO {row['elbo']} (half {row['elbo_half']})  mean error {row['mean_error']}  "
-                f"sd ratio {row['sd_ratio_min']}-{row['sd_ratio_max']}  corr error {row['corr_error']}",
-                flush=True,
-            )
+    for i, row in enumerate(run_jobs(run_one, jobs, args.jobs)):
+        rows.append(row)
+        print(
+            f"[{i + 1}/{len(jobs)}] {row['method']:<19}seed {row['seed']}  {row['train_seconds']:>6} s  "
+            f"ELBO {row['elbo']} (half {row['elbo_half']})  mean error {row['mean_error']}  "
+            f"sd ratio {row['sd_ratio_min']}-{row['sd_ratio_max']}  corr error {row['corr_error']}",
+            flush=True,
+        )
     if args.merge and args.out.is_file():  # keep the other methods' rows of an earlier run
         with open(args.out, newline="") as handle:
             rows += [r for r in csv.DictReader(handle) if r["method"] not in methods]
     rows.sort(key=lambda r: (METHODS.index(r["method"]), int(r["seed"])))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(args.out, COLUMNS, rows)
     print(f"{len(rows)} runs in {time.perf_counter() - start:.0f} s; wrote {args.out}")
     return 0
 

@@ -10,9 +10,15 @@
   units), then the tests that run kernels, then the short unit tests.
   (``--dist loadgroup`` with marks would say the same, but pytest 9.2 ignores
   the node ids it rewrites: pytest-xdist issue 1386.)
+- Where bubblewrap cannot run, the grading tests that test containment are
+  skipped (``needs_sandbox`` in tests/test_grading.py) and the summary says so
+  in one line; under ``VI_COURSE_REQUIRE_SANDBOX=1`` (``.ci/run``) that is an
+  error instead.
 """
 
 import os
+
+import pytest
 
 from helpers.tooling.execution import apply_kernel_env
 
@@ -27,6 +33,24 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
+    elif os.environ.get("VI_COURSE_REQUIRE_SANDBOX") == "1":  # CI: every grading test runs contained
+        from helpers.tooling.sandbox import why_unavailable
+
+        why = why_unavailable()
+        if why:
+            raise pytest.UsageError(f"VI_COURSE_REQUIRE_SANDBOX=1, but the grader's sandbox cannot run here: {why}")
+
+
+SANDBOX_SKIP = "needs bubblewrap, the grader's sandbox"  # the reason of the tests skipped without it
+
+
+def pytest_terminal_summary(terminalreporter):
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if SANDBOX_SKIP in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_line(
+            f"bubblewrap cannot run here: {len(skipped)} grading tests that need the sandbox were skipped; "
+            "install it with `apt-get install -y bubblewrap` (CI does)"
+        )
 
 
 # Tests that run whole Jupyter kernels (a lesson top to bottom, a grading run): each takes 5 to 20 s. Handed
@@ -34,8 +58,16 @@ def pytest_configure(config):
 _KERNEL_TESTS = ("tests/test_notebooks.py::", "tests/test_grading")  # test_grading*.py
 
 
+# nbval waits 5 s (fixed) for a cell's outputs once the kernel has answered; on a loaded machine a cell with a
+# figure can take longer to deliver them, and the cell failed "waiting for output". 120 s only bounds a hang.
+NBVAL_OUTPUT_TIMEOUT = 120
+
+
 def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: not item.nodeid.startswith(_KERNEL_TESTS))  # stable: otherwise in order
+    for item in items:
+        if hasattr(item, "output_timeout"):  # nbval's cells
+            item.output_timeout = NBVAL_OUTPUT_TIMEOUT
 
 
 def pytest_xdist_make_scheduler(config, log):

@@ -13,7 +13,17 @@ passes."""
 import json
 import os
 
-from test_grading import LESSON, TINY_CORRECT, TINY_TIMEOUT, answered, grade, tiny, tiny_answered, write  # noqa: F401
+from test_grading import (  # noqa: F401
+    LESSON,
+    TINY_CORRECT,
+    TINY_TIMEOUT,
+    answered,
+    grade,
+    needs_sandbox,
+    tiny,
+    tiny_answered,
+    write,
+)
 
 _FORGE_ALL = [
     "import json, os",
@@ -150,6 +160,7 @@ CHEATS = {
 }
 
 
+@needs_sandbox  # two tricks forge records in the sandbox's own record folder, /grade/records
 def test_no_cheat_gets_passed(capsys, tmp_path, tiny):  # noqa: F811
     folder = tmp_path / "class"
     for trick, (answer, _) in CHEATS.items():
@@ -185,7 +196,7 @@ def test_lesson_01_cheats_and_the_reference(capsys, tmp_path):
     allclose = {"1.2": ["import torch", "torch.allclose = lambda *a, **k: True", "return mu_q * 0"]}
     for student, answers in (("reference", reference), ("diagnose", diagnose), ("allclose", allclose)):
         write(answered(answers), folder / student / "01_elbo.ipynb")
-    status, out, err = grade(capsys, folder, "--jobs", 2, "--json", tmp_path / "g.json", timeout=120)
+    status, out, err = grade(capsys, folder, "--jobs", 2, "--json", tmp_path / "g.json")
     grades = {(g["student"], g["exercise"]): g["status"] for g in json.loads((tmp_path / "g.json").read_text())}
     assert grades[("reference", "1.1")] == "passed", out
     assert grades[("diagnose", "1.1")] == "flagged", out

@@ -57,6 +57,13 @@ def _class_folder(tiny, folder):  # noqa: F811
     # continuation lines at column 0 inside the function body are fine
     ivan = tiny_answered(tiny, {"0.1": ["y = '''two", "lines'''", "return (2 *", "x)"]})
     write(ivan, folder / "ivan" / "00_tiny.ipynb")
+    # what has a notebook's name but is no notebook: a row each, never silently dropped
+    (folder / "kim").mkdir()
+    (folder / "kim" / "00_tiny.ipynb").symlink_to(folder / "kim" / "gone.ipynb")  # a dangling symbolic link
+    (folder / "lea" / "00_tiny.ipynb").mkdir(parents=True)  # an empty folder
+    write(correct, folder / "max.ipynb" / "00_tiny.ipynb")  # a folder with a notebook's name, holding one: graded
+    # sys.exit() in an answer is the answer raising: failed, not flagged
+    write(tiny_answered(tiny, {"0.1": ["import sys", "sys.exit(3)"]}), folder / "otto" / "00_tiny.ipynb")
 
 
 def test_a_messy_class_folder_grades_cleanly(capsys, tmp_path, tiny):  # noqa: F811
@@ -91,6 +98,11 @@ def test_a_messy_class_folder_grades_cleanly(capsys, tmp_path, tiny):  # noqa: F
     assert by["gina"]["0.2"][0] == "passed"
     assert by["harry"]["0.2"][0] == "error" and by["harry"]["0.3"][0] == "passed", by["harry"]
     assert by["ivan"]["0.1"][0] == "passed", by["ivan"]
+    assert by["kim"] == {"-": ("error", by["kim"]["-"][1])} and "symbolic link to a missing file" in by["kim"]["-"][1]
+    assert by["lea"] == {"-": ("error", by["lea"]["-"][1])} and "a folder, not a notebook" in by["lea"]["-"][1]
+    assert {n: s for n, (s, _) in by["max.ipynb"].items()} == every, by["max.ipynb"]
+    assert by["otto"]["0.1"] == ("failed", by["otto"]["0.1"][1]), by["otto"]
+    assert "your function raised SystemExit: 3" in by["otto"]["0.1"][1], by["otto"]
     # results an instructor can use: the summary, the CSV, one feedback file per student
     assert "student" in out and "anna" in out and "3 of 3" in out and "1 of 3" in out
     with open(out_dir / "g.csv", encoding="utf-8-sig", newline="") as fh:

@@ -7,9 +7,12 @@ sandbox held, seen from inside."""
 import hashlib
 import json
 import os
+import resource
 import socket
+import subprocess
+import sys
 
-from test_grading import TINY_CORRECT, TINY_TIMEOUT, grade, tiny, tiny_answered, write  # noqa: F401
+from test_grading import TINY_CORRECT, TINY_TIMEOUT, grade, needs_sandbox, tiny, tiny_answered, write  # noqa: F401
 
 HOSTILE = [  # returns the right value only if it saw no submission and changed nothing outside its own space
     "import os",
@@ -72,6 +75,7 @@ def _snapshot(root):
     }
 
 
+@needs_sandbox
 def test_answers_cannot_touch_files_or_network_and_memory_is_bounded(capsys, tmp_path, tiny, monkeypatch):  # noqa: F811
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -116,7 +120,7 @@ def test_without_bubblewrap_the_first_line_says_so_and_nothing_runs(capsys, tmp_
     empty = tmp_path / "bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))  # no bwrap on the PATH
-    status, out, err = grade(capsys, sub, root=tiny, timeout=TINY_TIMEOUT)
+    status, out, err = grade(capsys, sub, root=tiny, timeout=TINY_TIMEOUT, fallback=False)
     assert status == 2 and out == ""
     first = err.splitlines()[0]
     assert "cannot contain learner code" in first and "bubblewrap" in first and "--no-sandbox" in first
@@ -130,3 +134,35 @@ def test_no_sandbox_runs_uncontained_and_says_so_first(capsys, tmp_path, tiny): 
     assert out.splitlines()[0].startswith("WARNING: grading WITHOUT containment")
     assert "3 of 3 exercises passed" in out
     assert os.listdir(tmp_path / "s") == ["00_tiny.ipynb"]
+
+
+def _grade_under_address_space_limit(tiny, sub, limit_kib, *args):  # noqa: F811
+    """``python -m helpers grade`` in a process started under ``ulimit -v limit_kib`` (soft and hard)."""
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (limit_kib << 10, limit_kib << 10))
+
+    command = [sys.executable, "-m", "helpers", "--root", str(tiny), "grade", str(sub)]
+    command += ["--checks", str(tiny / "tiny_checks.py"), "--timeout", str(TINY_TIMEOUT), *args]
+    return subprocess.run(command, capture_output=True, text=True, preexec_fn=limited, check=False)
+
+
+@needs_sandbox
+def test_memory_is_clamped_to_an_inherited_address_space_limit(tmp_path, tiny):  # noqa: F811
+    # Under `ulimit -v 6000000` (5.7 GB) the default --memory 8 cannot be set (a limit can only be lowered): the
+    # grader once reported that as bubblewrap failing. It clamps the limit, says so, and grades.
+    sub = write(tiny_answered(tiny, TINY_CORRECT), tmp_path / "s" / "00_tiny.ipynb")
+    done = _grade_under_address_space_limit(tiny, sub, 6_000_000)
+    first = done.stdout.splitlines()[0] if done.stdout else ""
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert first.startswith("contained: bubblewrap") and "5.72 GB per process" in first, first
+    assert "--memory 8 is above the address-space limit" in first and "ulimit -v" in first, first
+    assert "3 of 3 exercises passed" in done.stdout
+
+
+def test_an_address_space_limit_too_small_to_grade_is_named(tmp_path, tiny):  # noqa: F811
+    sub = write(tiny_answered(tiny, TINY_CORRECT), tmp_path / "s" / "00_tiny.ipynb")
+    done = _grade_under_address_space_limit(tiny, sub, 400_000)
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    assert "ulimit -v" in done.stderr and "0.381 GB" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert "install" not in done.stderr  # bubblewrap is not what is missing

@@ -97,3 +97,44 @@ def test_a_check_without_effects_replays_unchanged(record_of):
     assert result.status == "passed"
     assert all(event["effects"] == [] for event in record["events"])
     assert replay.replay_record(record) == ("passed", result.message)
+
+
+def _svi_without_clearing(model, guide, optimizer, loss, data):
+    from pyro.infer import SVI
+
+    svi = SVI(model, guide, optimizer, loss)
+    return [svi.step(*args) for args in data]
+
+
+@pytest.mark.parametrize(
+    "answer, status, words",
+    [
+        ("reference", "passed", "trained parameters"),
+        (_svi_without_clearing, "failed", "pyro.clear_param_store()"),
+    ],
+)
+def test_svi_loop_replays_to_the_kernels_verdict(record_of, answer, status, words):
+    """9.3 reads what the learner's loop left in Pyro's parameter store. The replay never runs the loop, so the
+    store must come back through ``call_learner`` (a checker that read the global store itself saw the
+    checker's own starting values in the replay, and the reference answer was flagged)."""
+    from helpers import pyro_bridge
+    from helpers.checks.pyro import check_train_svi
+
+    answer = pyro_bridge.train_svi if answer == "reference" else answer
+    result, record = record_of(check_train_svi, answer)
+    assert result.status == status and words in result.message, result.message
+    assert replay.replay_record(record) == (result.status, result.message)
+
+
+def _exits(*args):
+    import sys
+
+    sys.exit("done")
+
+
+def test_an_answer_that_calls_sys_exit_fails_and_replays_to_the_same_verdict(record_of):
+    """``sys.exit()`` in an answer is the answer raising (``SystemExit``): ``failed``, with the message, in the
+    kernel and in the replay alike (it once escaped the checker, and the grader flagged the answer)."""
+    result, record = record_of(check_kl_normal, _exits)
+    assert result.status == "failed" and "your function raised SystemExit: done" in result.message
+    assert replay.replay_record(record) == (result.status, result.message)

@@ -70,6 +70,8 @@ def _learner_error(exc, during=""):
             "of computed values)" + during
         )
     hint = ""
+    if isinstance(exc, SystemExit):  # sys.exit() or exit() in an answer: it raised, like any other error
+        hint = " (sys.exit() or exit() ends the program; a function returns its result instead)"
     if "only one element tensors can be converted" in text or "must be real number, not Tensor" in text:
         hint = " (use torch.log, torch.exp, torch.sqrt on tensors, not math.log, math.exp, math.sqrt)"
     what = "your function raised" if not during else "taking the gradient through your function raised"
@@ -85,7 +87,9 @@ def call_learner(fn, *args, **kwargs):
 
     The tensors it is given must come back unchanged: a function that modifies
     its caller's tensor in place (``mean += ...``) is told so, because the
-    caller's later cells would silently use the changed values.
+    caller's later cells would silently use the changed values. ``sys.exit()`` in
+    the learner's code is the learner's code raising too (``SystemExit``), never
+    the end of the check.
     """
     if _channel is not None:  # grading: recorded in the kernel, answered from the record by the grader
         return _channel.call(_call_learner, fn, args, kwargs)
@@ -99,7 +103,7 @@ def _call_learner(fn, *args, **kwargs):
         out = fn(*args, **kwargs)
     except NotImplementedError as exc:
         raise _NotAttempted(str(exc)) from None
-    except Exception as exc:  # the learner's code raised: say what, do not crash the notebook
+    except (Exception, SystemExit) as exc:  # the learner's code raised: say what, do not crash the notebook
         raise _learner_error(exc) from None
     for i, value, copy in before:
         same = value.shape == copy.shape and torch.equal(value.detach(), copy)

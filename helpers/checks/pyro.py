@@ -12,6 +12,7 @@ and named when the answer matches one of them. Pyro is imported inside the check
 :mod:`helpers.checks` stays fast for the other lessons.
 """
 
+import functools
 import math
 
 import torch
@@ -228,8 +229,29 @@ def _svi_problem():
     return [(batch, 0.5, 2.0, 1.5) for batch in x]  # (x, prior_mean, prior_std, noise_std)
 
 
+def _trained(train, *args):
+    """Run ``train(*args)`` and read what it leaves: ``(its output, Pyro's parameter store, swapped)``.
+
+    The checker reads the parameter store and Pyro's warnings through this function's return value, never
+    directly: called through :func:`call_learner`, all of it is recorded in the grading kernel and answered
+    from the record in the grader's replay, where the learner's loop never runs and the store holds only
+    the checker's own values. ``swapped``: Pyro warned that the guide has a site the model lacks (the
+    model and the guide were passed the other way round).
+    """
+    import warnings
+
+    import pyro
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = train(*args)
+    store = {name: value.detach().clone() for name, value in pyro.get_param_store().items()}
+    return out, store, any("in guide but not model" in str(w.message) for w in caught)
+
+
 def _svi_fit(train, stale=True):
-    """Run ``train(model, guide, optimizer, loss, data)`` on the checker's problem; return (output, store)."""
+    """Run ``train(model, guide, optimizer, loss, data)`` on the checker's problem, from a store holding an
+    earlier fit's values (``stale``); whatever ``train`` returns (``_trained``'s triple)."""
     import pyro
     from pyro.infer import Trace_ELBO
 
@@ -243,11 +265,14 @@ def _svi_fit(train, stale=True):
     optimizer = pyro.optim.Adam({"lr": 0.1})  # fresh: a pyro.optim optimiser keeps its state per parameter
     loss = Trace_ELBO(num_particles=2, vectorize_particles=True, max_plate_nesting=1)
     try:
-        out = train(normal_normal_model, normal_guide, optimizer, loss, _svi_problem())
-        store = {name: value.detach().clone() for name, value in pyro.get_param_store().items()}
+        return train(normal_normal_model, normal_guide, optimizer, loss, _svi_problem())
     finally:
         pyro.clear_param_store()
-    return out, store
+
+
+def _svi_run(train):
+    """``(losses, store, swapped)`` of ``train`` (the reference or a plausible mistake), run like the answer."""
+    return _svi_fit(functools.partial(_trained, train))
 
 
 def _svi_variants():
@@ -315,15 +340,14 @@ def check_train_svi(train_svi):
     from ..pyro_bridge import train_svi as reference
 
     T = len(_svi_problem())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            out, store = _svi_fit(lambda *args: call_learner(train_svi, *args))
-        except Mistake as exc:
-            if "'tuple' object" in str(exc):
-                fail(f"{exc}; each element of data is a tuple of arguments: svi.step(*args) passes them one by one")
-            raise
-        swapped = any("in guide but not model" in str(w.message) for w in caught)
+    try:
+        # the learner's loop and everything the checker reads after it (the store, Pyro's warnings) cross in one
+        # call, so the grader's replay sees what the loop left (see _trained)
+        out, store, swapped = _svi_fit(lambda *args: call_learner(functools.partial(_trained, train_svi), *args))
+    except Mistake as exc:
+        if "'tuple' object" in str(exc):
+            fail(f"{exc}; each element of data is a tuple of arguments: svi.step(*args) passes them one by one")
+        raise
     if swapped:
         fail(
             "the model and the guide are swapped: SVI(model, guide, optimizer, loss) takes the model first "
@@ -332,7 +356,7 @@ def check_train_svi(train_svi):
     losses = _as_losses(out, T)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        want, want_store = _svi_fit(reference)
+        want, want_store, _ = _svi_run(reference)
         want = torch.tensor(want, dtype=_F64)
         if not close(losses, want, rtol=1e-5, atol=1e-6):
             if close(losses, -want, rtol=1e-5, atol=1e-6):
@@ -341,7 +365,7 @@ def check_train_svi(train_svi):
                     "it is (the notebook negates it where it needs the ELBO)"
                 )
             for message, variant in _svi_variants().items():
-                wrong, wrong_store = _svi_fit(variant)
+                wrong, wrong_store, _ = _svi_run(variant)
                 if close(losses, torch.tensor(wrong, dtype=_F64), rtol=1e-5, atol=1e-6) and _same_store(
                     store, wrong_store
                 ):

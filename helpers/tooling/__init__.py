@@ -1,8 +1,11 @@
 """Instructor tooling, apart from the mathematics the lessons import.
 
-- :mod:`.build`: generate ``lessons/`` from ``solutions/`` (``python -m helpers build-lessons``);
+- :mod:`.build`: generate a lesson from its solution; :mod:`.sync`: ``lessons/`` against ``solutions/``, the
+  ``python -m helpers build-lessons [--check] [--force]`` command;
 - :mod:`.execution`: run notebooks in fresh kernels, store solution outputs (``execute-solutions``);
-- :mod:`.grading`: grade learners' notebooks (``grade``);
+- :mod:`.grading`: grade learners' notebooks (``grade``), from :mod:`.submissions` (find them),
+  :mod:`.rebuild` (copy their answers into the pristine lesson), :mod:`.runner` (run it, replay its
+  checks), :mod:`.verdicts` (the grades) and :mod:`.reports` (table, CSV, JSON, feedback);
 - :mod:`.sandbox`: contain the learner code a grading run executes (bubblewrap);
 - :mod:`.replay`: record the checks in the grading kernel, replay them in the grader;
 - :mod:`.nbgrader`: export an nbgrader course (``export-nbgrader``);

@@ -38,7 +38,11 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     build = sub.add_parser("build-lessons", help="generate lessons/ from solutions/")
-    build.add_argument("--check", action="store_true", help="write nothing; exit 1 naming every stale lesson")
+    build.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 naming every stale lesson (front-end metadata ignored, a learner's work reported)",
+    )
     build.add_argument("--force", action="store_true", help="overwrite lessons even if they hold a learner's work")
 
     run = sub.add_parser("execute-solutions", help="run solutions/ in fresh kernels and store the outputs")
@@ -83,7 +87,7 @@ def main(argv=None):
         parser.error(f"{root} has no solutions/ folder; pass --root PATH to the course repository")
 
     if args.command == "build-lessons":
-        from .build import build_lessons
+        from .sync import build_lessons
 
         return build_lessons(root, check=args.check, force=args.force)
     if args.command == "execute-solutions":
@@ -135,20 +139,14 @@ def _grade(parser, root, args):
         if problem:
             parser.error(problem)
     for path in args.paths:
-        if not os.path.exists(path):
+        if not os.path.lexists(path):  # a dangling symbolic link is named by find_submissions
             parser.error(f"no such file or folder: {path}")
 
-    from .grading import (  # nothing heavy: torch is imported by the kernels and the replay only
-        UsageError,
-        find_submissions,
-        format_summary,
-        format_table,
-        grade,
-        write_csv,
-        write_feedback,
-        write_json,
-    )
-    from .sandbox import INSTALL_HINT, Sandbox, SandboxUnavailable
+    # nothing heavy: torch is imported by the kernels and the replay only
+    from .grading import grade
+    from .reports import format_summary, format_table, write_csv, write_feedback, write_json
+    from .sandbox import Sandbox, SandboxUnavailable, address_space_limit
+    from .submissions import UsageError, find_submissions
 
     try:
         found = find_submissions(args.paths, root / "lessons")
@@ -164,18 +162,30 @@ def _grade(parser, root, args):
             "can read and change your files, and a process it detaches can outlive the grade"
         )
     else:
+        inherited = address_space_limit()
+        if inherited is not None and inherited < (1 << 29):
+            parser.error(
+                f"the address-space limit this grader inherited (`ulimit -v`) is {inherited / (1 << 30):.3g} GB, "
+                "below the 0.5 GB a contained process needs: raise it (`ulimit -v unlimited`)"
+            )
         try:
             sandbox = Sandbox(extra_modules=args.checks, memory=int(args.memory * (1 << 30)))
         except SandboxUnavailable as exc:
             print(
                 f"python -m helpers grade: error: cannot contain learner code: {exc}. Grading runs learner code; "
-                f"{INSTALL_HINT}, or pass --no-sandbox to grade uncontained at your own risk",
+                "fix this, or pass --no-sandbox to grade uncontained at your own risk",
                 file=sys.stderr,
             )
             return 2
+        clamped = ""
+        if sandbox.clamped is not None:
+            clamped = (
+                f" (--memory {args.memory:g} is above the address-space limit this grader inherited, "
+                f"`ulimit -v`: clamped to it)"
+            )
         print(
-            f"contained: bubblewrap, no network, no view of your files, {args.memory:g} GB per process; "
-            "verdicts replayed by the grader"
+            f"contained: bubblewrap, no network, no view of your files, {sandbox.memory / (1 << 30):.3g} GB per "
+            f"process{clamped}; verdicts replayed by the grader"
         )
     for label, why in found.skipped:
         print(f"skipped {label}: {why}")

@@ -18,7 +18,9 @@ Debian's ``bubblewrap`` package):
 
 Resources: ``RLIMIT_AS`` (memory, per process), ``RLIMIT_NPROC`` (processes
 and threads), ``RLIMIT_FSIZE`` (size of a file written), no core files, set by
-``prlimit``. When the grader runs as root, the contained processes run as an
+``prlimit``. A limit can only be lowered: under an address-space limit the grader
+inherited (``ulimit -v``), the memory limit is clamped to it, and
+:attr:`Sandbox.clamped` says so. When the grader runs as root, the contained processes run as an
 unprivileged user id of their own (``setpriv``), without capabilities, so the
 process limit applies (root is exempt from it) and the read-only mounts are
 also read-only by permission. Otherwise ``bwrap --unshare-user`` runs them in
@@ -38,12 +40,13 @@ import tempfile
 import threading
 from pathlib import Path
 
-__all__ = ["Sandbox", "SandboxUnavailable", "INSTALL_HINT"]
+__all__ = ["Sandbox", "SandboxUnavailable", "INSTALL_HINT", "address_space_limit", "why_unavailable"]
 
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap)"
 GRADE_DIR = "/grade"  # the run's folder, as the contained processes see it
 LIB_DIR = "/course/lib"  # the read-only copy of the helpers package
 _SYSTEM = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_GB = 1 << 30
 _uid_lock = threading.Lock()
 _uid_next = [0]
 
@@ -63,11 +66,22 @@ def _copy_package(dest, extra_modules):
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
+def address_space_limit():
+    """The hard address-space limit (``RLIMIT_AS``, what ``ulimit -v`` sets) this process inherited, in bytes;
+    None when there is none. No process it starts can be given more: ``prlimit`` cannot raise it."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    return None if hard == resource.RLIM_INFINITY else hard
+
+
 class Sandbox:
     """One grading run's containment: a read-only course copy and the command line that wraps a worker.
 
-    ``memory``: bytes of address space per process; ``processes``: processes
-    and threads at once; ``file_size``: bytes of one written file.
+    ``memory``: bytes of address space per process, clamped to the limit this
+    process inherited (:func:`address_space_limit`; ``clamped`` is then the
+    amount asked for, else None); ``processes``: processes and threads at once;
+    ``file_size``: bytes of one written file.
     """
 
     def __init__(self, extra_modules=(), memory=8 << 30, processes=512, file_size=256 << 20):
@@ -79,7 +93,9 @@ class Sandbox:
             raise SandboxUnavailable("prlimit and setpriv (util-linux) are needed to bound the contained processes")
         self.root = os.geteuid() == 0
         self.version = _version(self.bwrap)
-        self.memory, self.processes, self.file_size = memory, processes, file_size
+        inherited = address_space_limit()
+        self.clamped = memory if inherited is not None and memory > inherited else None
+        self.memory, self.processes, self.file_size = min(memory, inherited or memory), processes, file_size
         self._staging = tempfile.TemporaryDirectory(prefix="vi-grade-course-")
         self.lib = Path(self._staging.name) / "lib"
         self.lib.mkdir()
@@ -170,7 +186,20 @@ class Sandbox:
                 raise SandboxUnavailable(f"bubblewrap could not start ({exc})") from None
             if done.returncode != 0 or not (Path(tmp) / "ok").exists():
                 words = (done.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
-                raise SandboxUnavailable(f"bubblewrap failed here ({words})")
+                inherited = address_space_limit()
+                if inherited is not None:  # the contained kernel gets no more than this process may use
+                    words += f"; this process has an address-space limit (ulimit -v) of {inherited / _GB:.3g} GB"
+                raise SandboxUnavailable(f"bubblewrap is installed but failed here ({words})")
+
+
+def why_unavailable():
+    """Why learner code cannot be contained on this machine (bubblewrap missing, or unable to create its
+    namespaces here), in bwrap's or our words; None when it can. Starts one contained probe."""
+    try:
+        Sandbox().close()
+    except SandboxUnavailable as exc:
+        return str(exc)
+    return None
 
 
 def _version(bwrap):

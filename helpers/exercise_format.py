@@ -57,6 +57,9 @@ __all__ = [
     "stub_lines",
     "answer_prompt",
     "find_stub",
+    "find_answer_prompt",
+    "answer_slot",
+    "only_the_answer_differs",
     "is_stub_message",
     "check_line",
     "report",
@@ -126,6 +129,54 @@ def find_stub(lines):
         if lines[i].strip() == STUB_FIRST_LINE and lines[i + 1].strip().startswith("raise NotImplementedError("):
             return i, i + 2
     return None
+
+
+_ANSWER_PROMPT = re.compile(r"^\*Your answer to (question|exercise) \d+\.\d+ here\.\*$")
+
+
+def find_answer_prompt(lines):
+    """``(start, stop)`` of a written answer's prompt (:func:`answer_prompt`) in a list of source lines, or None."""
+    for i, line in enumerate(lines):
+        if _ANSWER_PROMPT.match(line.strip()):
+            return i, i + 1
+    return None
+
+
+def answer_slot(lines):
+    """``(start, stop)`` of the lines a learner replaces in a generated exercise cell, or None.
+
+    The slot is the stub of a code exercise (:func:`find_stub`) or the prompt of
+    a written answer (:func:`find_answer_prompt`); everything before and after it
+    (label, signature, docstring, the question) is the lesson's, not the learner's.
+    """
+    return find_stub(lines) or find_answer_prompt(lines)
+
+
+def _without_trailing_blank_lines(source):
+    lines = source.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def only_the_answer_differs(generated, edited):
+    """True when source ``edited`` is the generated exercise cell ``generated`` with at most its answer slot replaced.
+
+    The lines before and after the slot (:func:`answer_slot`) must be unchanged
+    (trailing blank lines aside), the same way the grader reads an answer; what
+    stands between them is the learner's answer, whatever it is.
+    """
+    pristine = _without_trailing_blank_lines(generated)
+    slot = answer_slot(pristine)
+    if slot is None:
+        return False
+    before, after = pristine[: slot[0]], pristine[slot[1] :]
+    lines = _without_trailing_blank_lines(edited)
+    return (
+        len(lines) >= len(before) + len(after)
+        and lines[: len(before)] == before
+        and lines[len(lines) - len(after) :] == after
+    )
 
 
 # ------------------------------------------------------------------ statuses and the check line

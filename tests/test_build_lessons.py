@@ -1,5 +1,7 @@
 """The lesson generator: stubs, prompts, determinism, --check, and never
-overwriting a learner's work without --force."""
+overwriting a learner's work without --force. A lesson only opened in
+JupyterLab is up to date; one that holds only a learner's answers and outputs
+is reported by name, not failed; a stale one fails, also when it holds them."""
 
 import json
 
@@ -10,6 +12,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 from helpers.tooling.build import BuildError, learner_work, lesson_from_solution
 from helpers.tooling.cli import main
 from helpers.tooling.notebook_io import render_notebook
+from helpers.tooling.sync import LEARNER_WORK, OPENED, STALE, survey_lessons
 
 SOLUTION_CODE = '''# Exercise 3.2: add one, twice
 def add_two(a):
@@ -190,6 +193,190 @@ def test_learner_work_is_never_overwritten_without_force(course, capsys, edit, r
     assert path.read_bytes() == work
     assert build(course, "--force") == 0
     assert path.read_bytes() != work and build(course, "--check") == 0
+
+
+# ------------------------------------------------------------------ what opening and working in a lesson changes
+
+# What JupyterLab 4 (4.6) writes into a lesson it opens, then autosaves without any edit: the kernel's
+# `language_info` from its kernel_info reply (here ipykernel's, Python 3.11.7) and the `kernelspec` of the
+# kernel it started (NotebookPanel._updateLanguage and _updateSpec in jlab_core). jupyter_server saves the
+# model with nbformat.write: indent 1, sorted keys, a trailing newline, as the build renders.
+LANGUAGE_INFO = {
+    "codemirror_mode": {"name": "ipython", "version": 3},
+    "file_extension": ".py",
+    "mimetype": "text/x-python",
+    "name": "python",
+    "nbconvert_exporter": "python",
+    "pygments_lexer": "ipython3",
+    "version": "3.11.7",
+}
+
+
+def open_in_jupyterlab(lesson, kernel="python3"):
+    """``lesson`` as JupyterLab saves it after opening it with a kernel named ``kernel``."""
+    lesson.metadata["language_info"] = dict(LANGUAGE_INFO)
+    lesson.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": kernel}
+    return lesson
+
+
+def fold_and_scroll(lesson):
+    """What a front end adds to cells without editing them: folded headings and outputs, timing, trust, widgets."""
+    lesson.cells[0].metadata["jp-MarkdownHeadingCollapsed"] = True
+    lesson.cells[1].metadata.update(collapsed=True, scrolled=True, trusted=True)
+    lesson.cells[1].metadata["execution"] = {"iopub.status.busy": "2026-12-08T10:00:00.000Z"}
+    lesson.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2}}
+    return lesson
+
+
+def answer_everything(lesson):
+    """A learner's work: a code answer in place of the stub, a written answer, outputs and execution counts."""
+    code, written = lesson.cells[2], lesson.cells[4]
+    code.source = code.source.replace(
+        '# YOUR CODE HERE\n        raise NotImplementedError("Exercise 3.2: add one, twice")',
+        "b = a + 2  # my answer\n        return b\n",
+    )
+    written.source = written.source.replace("*Your answer to question 3.3 here.*", "Since.\n\nAnd more.")
+    lesson.cells[3].execution_count = 3
+    lesson.cells[3].outputs = [new_output("execute_result", {"text/plain": "3"}, execution_count=3)]
+    lesson.cells[5].outputs = [new_output("stream", name="stdout", text="Exercise 3.2 (add one, twice): passed\n")]
+    return lesson
+
+
+def edit_lesson(course, *edits):
+    """Apply ``edits`` (functions of a notebook) to the built lesson, saved as jupyter_server saves it."""
+    path = course / "lessons" / "03_demo.ipynb"
+    lesson = nbformat.read(path, 4)
+    for edit in edits:
+        lesson = edit(lesson)
+    nbformat.write(lesson, path)
+    return path
+
+
+def change_the_solution(course):
+    sol = nbformat.read(course / "solutions" / "03_demo.ipynb", 4)
+    sol.cells[0].source = "# A new title"
+    nbformat.write(sol, course / "solutions" / "03_demo.ipynb")
+
+
+@pytest.mark.parametrize(
+    "edits",
+    [(open_in_jupyterlab,), (lambda nb: open_in_jupyterlab(nb, kernel="vi-course"),), (fold_and_scroll,)],
+    ids=["opened", "another-kernel", "folded"],
+)
+def test_a_lesson_opened_in_jupyterlab_is_up_to_date(course, capsys, edits):
+    build(course)
+    path = edit_lesson(course, *edits)
+    opened = path.read_bytes()
+    assert b'"pygments_lexer"' in opened or b'"collapsed"' in opened  # the fixture did change the file
+    capsys.readouterr()
+    assert build(course, "--check") == 0 and capsys.readouterr().out == ""
+    assert [s.status for s in survey_lessons(course).lessons] == [OPENED]
+    assert path.read_bytes() == opened  # --check writes nothing
+    assert build(course) == 0  # no learner's work: the build may normalise it
+    assert "written (only metadata that JupyterLab adds differed)" in capsys.readouterr().out
+    assert build(course, "--check") == 0 and build(course) == 0 and "up to date" in capsys.readouterr().out
+
+
+def test_a_lesson_holding_only_the_learner_s_work_is_reported_by_name_not_failed(course, capsys):
+    build(course)
+    path = edit_lesson(course, open_in_jupyterlab, fold_and_scroll, answer_everything)
+    work = path.read_bytes()
+    capsys.readouterr()
+    assert build(course, "--check") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("lessons/03_demo.ipynb holds your work (it has executed outputs and exercises 3.2 and 3.3")
+    assert "up to date with solutions/03_demo.ipynb" in out and "`python -m helpers grade lessons/`" in out
+    assert "stale" not in out
+    [state] = survey_lessons(course).lessons
+    assert state.status == LEARNER_WORK
+    assert state.work == ["it has executed outputs", "exercises 3.2 and 3.3 are edited"]
+    assert build(course) == 0 and "up to date apart from your work" in capsys.readouterr().out
+    assert path.read_bytes() == work  # left as it is
+    assert build(course, "--force") == 0 and "replaced your work" in capsys.readouterr().out
+    assert build(course, "--check") == 0 and capsys.readouterr().out == ""
+
+
+def test_a_stale_lesson_fails_and_names_where_it_differs(course, capsys):
+    build(course)
+    edit_lesson(course, open_in_jupyterlab)  # opened, and stale: the solution changed since
+    change_the_solution(course)
+    capsys.readouterr()
+    assert build(course, "--check") == 1
+    out = capsys.readouterr().out
+    assert out.startswith("lessons/03_demo.ipynb: stale (outside the answers, it differs from what ")
+    assert 'cell 1 "# A new title" has another source' in out and "run `python -m helpers build-lessons`" in out
+    assert "your work" not in out and out.endswith("1 lesson(s) out of sync with solutions/\n")
+    assert build(course) == 0 and build(course, "--check") == 0
+
+
+def test_a_stale_lesson_that_holds_the_learner_s_work_fails_naming_both(course, capsys):
+    build(course)
+    path = edit_lesson(course, open_in_jupyterlab, answer_everything)
+    change_the_solution(course)
+    work = path.read_bytes()
+    capsys.readouterr()
+    assert build(course, "--check") == 1
+    out = capsys.readouterr().out
+    assert out.startswith("lessons/03_demo.ipynb: stale (") and 'cell 1 "# A new title" has another source' in out
+    assert "it holds your work (it has executed outputs and exercises 3.2 and 3.3 are edited)" in out
+    assert "keep a copy of it elsewhere, then run `python -m helpers build-lessons --force`" in out
+    assert build(course) == 1 and "not overwritten" in capsys.readouterr().out and path.read_bytes() == work
+
+
+def rename_the_function(lesson):
+    lesson.cells[2].source = lesson.cells[2].source.replace("def add_two(a):", "def add_two(a, b=1):")
+    return lesson
+
+
+def reword_the_question(lesson):
+    lesson.cells[4].source = lesson.cells[4].source.replace("Why?", "Why not?")
+    return lesson
+
+
+def add_a_cell(lesson):
+    lesson.cells.insert(3, new_code_cell("add_two(41)", id="mine"))
+    return lesson
+
+
+@pytest.mark.parametrize(
+    "edit, where",
+    [
+        (rename_the_function, 'cell 3 "# Exercise 3.2: add one, twice" has another source'),
+        (reword_the_question, 'cell 5 "### Question 3.3 (written)" has another source'),
+        (add_a_cell, 'cell "add_two(41)" is not in it'),
+    ],
+)
+def test_edits_outside_the_answers_are_differences_not_learner_work(course, capsys, edit, where):
+    """Only the answer slots (a stub, a prompt) and outputs are the learner's: anything else shows as a difference,
+    so that a lesson that is really stale can never pass as a learner's work."""
+    build(course)
+    edit_lesson(course, answer_everything, edit)
+    capsys.readouterr()
+    assert build(course, "--check") == 1
+    out = capsys.readouterr().out
+    assert "stale" in out and where in out and "holds your work" in out
+    assert [s.status for s in survey_lessons(course).lessons] == [STALE]
+
+
+def test_an_unreadable_lesson_is_stale_and_kept(course, capsys):
+    build(course)
+    path = course / "lessons" / "03_demo.ipynb"
+    path.write_text("<<<<<<< HEAD\n{}\n")
+    capsys.readouterr()
+    assert build(course, "--check") == 1 and "it is not a readable notebook" in capsys.readouterr().out
+    assert build(course) == 1 and path.read_text().startswith("<<<<<<<")
+    assert build(course, "--force") == 0 and build(course, "--check") == 0
+
+
+def test_a_lesson_duplicated_in_jupyterlab_is_the_learner_s_copy(course, capsys):
+    build(course)
+    lessons = course / "lessons"
+    (lessons / "03_demo-Copy1.ipynb").write_bytes((lessons / "03_demo.ipynb").read_bytes())
+    capsys.readouterr()
+    assert build(course, "--check") == 0
+    assert "lessons/03_demo-Copy1.ipynb is your copy of lessons/03_demo.ipynb" in capsys.readouterr().out
+    (lessons / "04_other-Copy1.ipynb").write_text("{}")  # a copy of no lesson: an orphan, as before
+    assert build(course, "--check") == 1 and "04_other-Copy1.ipynb: has no solution" in capsys.readouterr().out
 
 
 def test_orphan_lesson_is_left_alone_but_flagged(course, capsys):

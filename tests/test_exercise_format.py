@@ -84,3 +84,33 @@ def test_checkers_load_on_demand_and_all_register():
             if cell.cell_type == "code" and fmt.exercise_of(cell):
                 exercises.add(fmt.exercise_of(cell))
     assert exercises and exercises <= set(CHECKERS), sorted(exercises - set(CHECKERS))
+
+
+CODE = 'def f(x):\n    """doc"""\n    # YOUR CODE HERE\n    raise NotImplementedError("Exercise 1.2: f")\n    return x'
+WRITTEN = "**Question 1.3** Why?\n\n*Your answer to question 1.3 here.*"
+
+
+@pytest.mark.parametrize(
+    "generated, edited, learner_s_only",
+    [
+        (CODE, CODE, True),  # untouched
+        (CODE, CODE.replace('# YOUR CODE HERE\n    raise NotImplementedError("Exercise 1.2: f")', "y = x"), True),
+        (CODE, CODE.replace("    raise NotImplementedError", "    x = x + 1\n    raise NotImplementedError"), True),
+        (CODE, CODE.replace("    # YOUR CODE HERE\n", "") + "\n\n", True),  # trailing blank lines aside
+        (CODE, CODE.replace('"""doc"""', '"""my doc"""'), False),  # the docstring is the lesson's
+        (CODE, CODE.replace("def f(x):", "def f(x, y):"), False),
+        (CODE, CODE.replace("    return x", ""), False),  # so is what follows the stub
+        (WRITTEN, WRITTEN.replace("*Your answer to question 1.3 here.*", "Because.\n\nAnd so."), True),
+        (WRITTEN, WRITTEN.replace("Why?", "Why not?"), False),
+        ("x = 1", "x = 2", False),  # no answer slot at all
+    ],
+)
+def test_only_the_answer_slot_is_the_learner_s(generated, edited, learner_s_only):
+    assert fmt.only_the_answer_differs(generated, edited) is learner_s_only
+
+
+def test_the_answer_slot_is_the_stub_or_the_prompt():
+    assert fmt.answer_slot(CODE.splitlines()) == (2, 4)
+    assert fmt.answer_slot(WRITTEN.splitlines()) == (2, 3)
+    assert fmt.find_answer_prompt([fmt.answer_prompt("2.1", "Exercise")]) == (0, 1)
+    assert fmt.answer_slot(["x = 1"]) is None

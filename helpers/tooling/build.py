@@ -20,12 +20,14 @@ that a lesson holding a learner's work is recognised and never overwritten
 without ``--force``; every exercise's check cell (the first later cell that
 calls a ``check_*`` function on the exercise's function) records the number it
 checks, which is how the grader and the nbgrader export find it.
+
+Whether ``lessons/`` is in step with what this writes, and the ``build-lessons``
+command itself, are :mod:`.sync`'s.
 """
 
 import ast
 import hashlib
 import json
-from pathlib import Path
 
 import nbformat
 
@@ -41,13 +43,13 @@ from ..exercise_format import (
     find_label,
     stub_lines,
 )
-from .notebook_io import normalize_metadata, read_notebook, render_notebook
+from .notebook_io import normalize_metadata
 
 __all__ = [
     "BuildError",
     "lesson_from_solution",
     "learner_work",
-    "build_lessons",
+    "clear_outputs",
     "replace_regions",
     "exercise_function",
     "checksum",
@@ -105,7 +107,7 @@ def lesson_from_solution(solution, name="notebook"):
         where = f"{name}, cell {index} (id {cell.get('id', '?')})"
         cell.metadata.pop(METADATA_KEY, None)
         if BEGIN not in cell.source and END not in cell.source:
-            _clear(cell)
+            clear_outputs(cell)
             continue
         label = find_label(cell.source)
         if label is None:
@@ -134,7 +136,7 @@ def lesson_from_solution(solution, name="notebook"):
             if label.number in functions:
                 raise BuildError(f"{where}: {label.kind} {label.number} appears twice")
             functions[label.number] = (index, function)
-        _clear(cell)
+        clear_outputs(cell)
         cell.metadata[METADATA_KEY] = exercise_meta(label.number, checksum(cell.source))
     for number, (index, function) in functions.items():
         check = next(
@@ -150,14 +152,20 @@ def lesson_from_solution(solution, name="notebook"):
     return normalize_metadata(nb)
 
 
-def _clear(cell):
+def clear_outputs(cell):
+    """Empty a code cell's outputs and execution count (in place); other cells are left as they are."""
     if cell.cell_type == "code":
         cell.outputs = []
         cell.execution_count = None
 
 
 def learner_work(lesson):
-    """Reasons why a lesson notebook holds a learner's work (empty list: it does not)."""
+    """Reasons why a lesson notebook holds a learner's work (empty list: it does not).
+
+    Executed outputs, and exercise cells whose source no longer matches the
+    checksum the build recorded in them. This reads only the lesson itself, so
+    it holds also for a lesson whose solution has changed since.
+    """
     reasons = []
     code = [c for c in lesson.cells if c.cell_type == "code"]
     if any(c.get("outputs") for c in code) or any(c.get("execution_count") for c in code):
@@ -168,65 +176,11 @@ def learner_work(lesson):
         if exercise_of(c) and checksum(c.source) != c.metadata[METADATA_KEY].get("checksum")
     ]
     if edited:
-        reasons.append("exercise " + ", ".join(edited) + (" is" if len(edited) == 1 else " are") + " edited")
+        one = len(edited) == 1
+        reasons.append(f"exercise{'' if one else 's'} {_and(edited)} {'is' if one else 'are'} edited")
     return reasons
 
 
-def build_lessons(root, check=False, force=False, echo=print):
-    """Write (or with ``check``, compare) every lesson; return the exit status.
-
-    Exit 0: everything up to date (or written). Exit 1: with ``check``, some
-    lesson is stale, missing or has no solution; without it, some lesson was
-    left alone because it holds a learner's work, or a solution is malformed.
-    """
-    root = Path(root)
-    solutions_dir, lessons_dir = root / "solutions", root / "lessons"
-    solutions = sorted(solutions_dir.glob("*.ipynb"))
-    if not solutions:
-        echo(f"error: no solution notebooks in {solutions_dir}")
-        return 1
-    lessons_dir.mkdir(exist_ok=True)
-    problems = 0
-    for sol_path in solutions:
-        target = lessons_dir / sol_path.name
-        rel = f"lessons/{target.name}"
-        try:
-            text = render_notebook(lesson_from_solution(read_notebook(sol_path), f"solutions/{sol_path.name}"))
-        except (BuildError, ValueError) as exc:
-            echo(f"error: {exc}")
-            problems += 1
-            continue
-        current = target.read_text(encoding="utf-8") if target.exists() else None
-        if current == text:
-            if not check:
-                echo(f"{rel}: up to date")
-            continue
-        if check:
-            state = "missing" if current is None else "stale"
-            echo(
-                f"{rel}: {state} (does not match what solutions/{sol_path.name} generates); "
-                "run `python -m helpers build-lessons`"
-            )
-            problems += 1
-            continue
-        if current is not None and not force:
-            try:
-                reasons = learner_work(nbformat.reads(current, as_version=4))
-            except Exception:
-                reasons = ["it is not a readable notebook"]
-            if reasons:
-                echo(
-                    f"{rel}: not overwritten, {' and '.join(reasons)} (a learner's work?). "
-                    "Move it aside, or rerun with --force to replace it."
-                )
-                problems += 1
-                continue
-        target.write_text(text, encoding="utf-8")
-        echo(f"{rel}: written")
-    names = {p.name for p in solutions}
-    for orphan in sorted(p for p in lessons_dir.glob("*.ipynb") if p.name not in names):
-        echo(f"lessons/{orphan.name}: has no solution notebook (left alone)")
-        problems += check
-    if check and problems:
-        echo(f"{problems} lesson(s) out of sync with solutions/")
-    return 1 if problems else 0
+def _and(items):
+    """``"a"``, ``"a and b"``, ``"a, b and c"``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

@@ -227,8 +227,15 @@ def _diagnose_expectation(answer, variant, mistakes, Ks, reps, what="the bound")
     if max(z_score(learner[K], reference[K]) for K in Ks) <= 4:
         return
     best, best_z = None, 4.0
+    # A mistake is ruled out at the first K where it is off by more than the best so far: try first the K at
+    # which the answer is furthest from the reference, where the wrong variants differ most.
+    order = sorted(Ks, key=lambda K: -z_score(learner[K], reference[K]))
     for kind, message in mistakes.items():
-        worst = max(z_score(learner[K], _expectation(lambda K=K, kind=kind: variant(kind, K))) for K in Ks)
+        worst = 0.0
+        for K in order:
+            worst = max(worst, z_score(learner[K], _expectation(lambda K=K, kind=kind: variant(kind, K))))
+            if worst > best_z:
+                break
         if worst <= best_z:
             best, best_z = message, worst
     if best is not None:

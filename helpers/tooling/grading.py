@@ -40,7 +40,7 @@ from pathlib import Path
 from ..exercise_format import ERROR, NOT_ATTEMPTED, PASSED
 from .rebuild import exercises, rebuild, truncate_after_check
 from .reports import Grade
-from .runner import ReplayServer, Settings
+from .runner import ReplayServer, Settings, shared_replay_server
 from .runner import run as run_notebook
 from .submissions import display, find_submissions
 from .verdicts import abnormal, drop_interrupted, verdicts
@@ -141,7 +141,7 @@ def grade(paths, lessons_dir, timeout=300, jobs=1, sandbox=None, checks=(), foun
     """
     found = found or find_submissions(paths, Path(lessons_dir))
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None  # share the cores between jobs
-    settings = Settings(timeout, threads, sandbox, tuple(checks), ReplayServer(checks))
+    settings = Settings(timeout, threads, sandbox, tuple(checks), shared_replay_server(checks))
 
     def one(sub):
         if sub.problem:
@@ -149,9 +149,6 @@ def grade(paths, lessons_dir, timeout=300, jobs=1, sandbox=None, checks=(), foun
             return [Grade(sub.student, sub.label, lesson, "-", ERROR, sub.problem)]
         return grade_notebook(sub.path, sub.lesson, label=sub.label, settings=settings, student=sub.student)
 
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = [pool.submit(one, sub) for sub in found.submissions]
-            return [g for f in futures for g in f.result()]
-    finally:
-        settings.replayer.close()
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(one, sub) for sub in found.submissions]
+        return [g for f in futures for g in f.result()]

@@ -8,6 +8,7 @@ killed, and the :class:`ReplayServer` replays the records with the grader's own 
 kernel.
 """
 
+import atexit
 import json
 import os
 import select
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from ..exercise_format import FLAGGED, RESULTS_ENV
 
-__all__ = ["Settings", "ReplayServer", "run"]
+__all__ = ["Settings", "ReplayServer", "shared_replay_server", "run"]
 
 _DIED = 3  # worker exit status: the kernel died
 _CELL_TIMEOUT = 4  # worker exit status: a cell ran past the limit
@@ -195,6 +196,22 @@ class ReplayServer:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+
+
+_SHARED = {}
+
+
+def shared_replay_server(checks=()):
+    """The process's :class:`ReplayServer` for these extra ``checks``, started on first use, closed at exit.
+
+    It runs no learner code, only the grader's checkers on records, so one server can serve every
+    ``grade`` call of a process (a test session makes dozens): each start costs torch's import.
+    """
+    key = tuple(str(c) for c in checks)
+    if key not in _SHARED:
+        _SHARED[key] = ReplayServer(checks)
+        atexit.register(_SHARED[key].close)
+    return _SHARED[key]
 
 
 def _worker(path, timeout):

@@ -13,11 +13,13 @@ one line; the others grade with ``--no-sandbox``, since what they test does
 not depend on containment. Under ``VI_COURSE_REQUIRE_SANDBOX=1`` (CI) nothing
 is skipped: a missing sandbox fails."""
 
+import atexit
 import csv
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -27,13 +29,27 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from conftest import SANDBOX_SKIP  # the reason conftest.py counts in its one line on skipped grading tests
 from helpers.exercise_format import STATUSES, STUB_FIRST_LINE, exercise_of, find_stub
+from helpers.tooling.build import lesson_from_solution
 from helpers.tooling.cli import main
+from helpers.tooling.notebook_io import read_notebook, write_notebook
 from helpers.tooling.sandbox import why_unavailable
 from helpers.tooling.sync import build_lessons
 
 ROOT = Path(__file__).resolve().parents[1]
-LESSON = ROOT / "lessons" / "01_elbo.ipynb"
 SOLUTION = ROOT / "solutions" / "01_elbo.ipynb"
+
+
+def _pristine_lesson():
+    """Lesson 01 as ``build-lessons`` generates it, in a folder of its own: ``lessons/01_elbo.ipynb`` may hold a
+    learner's answers (the suite must pass in a learner's working copy too)."""
+    folder = Path(tempfile.mkdtemp(prefix="vi-pristine-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / "01_elbo.ipynb"
+    write_notebook(lesson_from_solution(read_notebook(SOLUTION), name=SOLUTION.name), path)
+    return path
+
+
+LESSON = _pristine_lesson()
 # The limit is per cell of the notebook, the kernel's start and the grader's own first cell (which imports torch:
 # 1.5 s at idle, 15 s at load 20 on 2 cores) excluded. The tiny course's cells then take well under 0.1 s at
 # idle, about a second on a machine loaded ten times over. No cell of these tests is meant to time out, so the

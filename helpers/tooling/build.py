@@ -27,9 +27,6 @@ command itself, are :mod:`.sync`'s.
 
 import ast
 import hashlib
-import json
-
-import nbformat
 
 from ..exercise_format import (
     BEGIN,
@@ -43,7 +40,7 @@ from ..exercise_format import (
     find_label,
     stub_lines,
 )
-from .notebook_io import normalize_metadata
+from .notebook_io import copy_notebook, normalize_metadata
 
 __all__ = [
     "BuildError",
@@ -101,7 +98,7 @@ def exercise_function(source):
 
 def lesson_from_solution(solution, name="notebook"):
     """The learner notebook for a solution notebook (a new object; the input is not changed)."""
-    nb = nbformat.from_dict(json.loads(json.dumps(solution)))  # deep copy
+    nb = copy_notebook(solution)
     functions = {}  # exercise number -> (cell index, function name), code exercises only
     for index, cell in enumerate(nb.cells):
         where = f"{name}, cell {index} (id {cell.get('id', '?')})"

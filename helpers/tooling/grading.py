@@ -40,7 +40,7 @@ from pathlib import Path
 from ..exercise_format import ERROR, NOT_ATTEMPTED, PASSED
 from .rebuild import exercises, rebuild, truncate_after_check
 from .reports import Grade
-from .runner import ReplayServer, Settings, shared_replay_server
+from .runner import Settings, shared_replay_server
 from .runner import run as run_notebook
 from .submissions import display, find_submissions
 from .verdicts import abnormal, drop_interrupted, verdicts
@@ -76,12 +76,11 @@ def grade_notebook(path, lesson_path, timeout=300, label=None, threads=None, set
     own first only when that could change its fate: when an earlier answer that
     did not pass ran before it (it might be the one to blame).
     """
-    own = settings is None
-    settings = settings or Settings(timeout=timeout, threads=threads, replayer=ReplayServer(()))
-    label = label or display(path)
-    lesson = pristine_lesson(lesson_path)
     from .notebook_io import read_notebook
 
+    settings = settings or Settings(timeout=timeout, threads=threads, replayer=shared_replay_server())
+    label = label or display(path)
+    lesson = pristine_lesson(lesson_path)
     numbers = [ex.number for ex in exercises(lesson)]
     try:
         submission = read_notebook(path)
@@ -89,9 +88,6 @@ def grade_notebook(path, lesson_path, timeout=300, label=None, threads=None, set
     except Exception as exc:  # one notebook's failure is its own rows, never the batch's
         why = display(f"{type(exc).__name__}: {exc}")[:300]
         grades = {n: (ERROR, f"the grader could not grade this notebook ({why})") for n in numbers}
-    finally:
-        if own:
-            settings.replayer.close()
     return [Grade(student, label, lesson_path.stem, n, *grades[n]) for n in numbers]
 
 

@@ -32,7 +32,6 @@ nbgrader documentation, "Developing assignments with the assignment toolbar"
 (cell types and their metadata), https://nbgrader.readthedocs.io
 """
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -41,7 +40,7 @@ import nbformat
 
 from ..exercise_format import BEGIN, answer_prompt, check_of, exercise_of, find_label, stub_lines
 from .build import lesson_from_solution
-from .notebook_io import read_notebook, render_notebook
+from .notebook_io import copy_notebook, read_notebook, render_notebook
 
 __all__ = ["export_nbgrader", "nbgrader_notebook", "course_preprocessors", "CONFIG"]
 
@@ -91,7 +90,7 @@ def nbgrader_notebook(solution, name="notebook"):
     builder would refuse.
     """
     lesson = lesson_from_solution(solution, name)  # validates, and finds the check cells
-    nb = nbformat.from_dict(json.loads(json.dumps(solution)))
+    nb = copy_notebook(solution)
     for cell, built in zip(nb.cells, lesson.cells, strict=True):
         cell.metadata = nbformat.from_dict({k: v for k, v in cell.metadata.items() if k == "tags"})
         if cell.cell_type == "code":

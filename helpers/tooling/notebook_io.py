@@ -5,13 +5,14 @@ bytes depend only on the content: sorted keys, one-space indent, a trailing
 newline, normalised metadata (no versions, timings or widget state).
 """
 
+import json
 from pathlib import Path
 
 import nbformat
 
 from ..exercise_format import METADATA_KEY
 
-__all__ = ["read_notebook", "render_notebook", "write_notebook", "normalize_metadata", "KERNELSPEC"]
+__all__ = ["read_notebook", "copy_notebook", "render_notebook", "write_notebook", "normalize_metadata", "KERNELSPEC"]
 
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 _CELL_KEYS = ("tags", METADATA_KEY)  # cell metadata worth keeping; the rest is editor noise
@@ -24,6 +25,11 @@ def read_notebook(path):
         return nbformat.read(path, as_version=4)
     except Exception as exc:
         raise ValueError(f"{path} is not a readable Jupyter notebook ({type(exc).__name__}: {exc})") from None
+
+
+def copy_notebook(nb):
+    """A deep copy of notebook ``nb`` (a dict or a ``NotebookNode``), as a ``NotebookNode``."""
+    return nbformat.from_dict(json.loads(json.dumps(nb)))
 
 
 def normalize_metadata(nb):

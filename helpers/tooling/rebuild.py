@@ -9,7 +9,6 @@ told apart from it.
 """
 
 import ast
-import json
 from dataclasses import dataclass
 
 from ..exercise_format import check_of, exercise_of, find_label, find_stub
@@ -131,9 +130,9 @@ def rebuild(lesson, submission, only=None):
     to an ``error`` message (the stub stays in place for it). ``only``: copy
     in just these exercise numbers.
     """
-    import nbformat
+    from .notebook_io import copy_notebook
 
-    nb = nbformat.from_dict(json.loads(json.dumps(lesson)))
+    nb = copy_notebook(lesson)
     problems = {}
     for ex in exercises(lesson):
         if only is not None and ex.number not in only:

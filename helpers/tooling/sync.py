@@ -21,7 +21,7 @@ import nbformat
 
 from ..exercise_format import exercise_of, only_the_answer_differs
 from .build import BuildError, clear_outputs, learner_work, lesson_from_solution
-from .notebook_io import normalize_metadata, read_notebook, render_notebook
+from .notebook_io import copy_notebook, normalize_metadata, read_notebook, render_notebook
 
 __all__ = ["LessonState", "assess_lesson", "survey_lessons", "LearnerWork", "build_lessons"]
 
@@ -54,10 +54,6 @@ class LessonState:
         return f"solutions/{self.name}"
 
 
-def _copy(nb):
-    return nbformat.from_dict(json.loads(json.dumps(nb)))
-
-
 def without_front_end_metadata(lesson):
     """A copy of ``lesson`` with only the metadata the build writes: what JupyterLab adds on opening is gone.
 
@@ -67,7 +63,7 @@ def without_front_end_metadata(lesson):
     ``scrolled``, ``jp-MarkdownHeadingCollapsed``, ``trusted``), widgets add
     ``widgets``. :func:`normalize_metadata` keeps what the build owns.
     """
-    return normalize_metadata(_copy(lesson))
+    return normalize_metadata(copy_notebook(lesson))
 
 
 def without_learner_work(lesson, generated):

@@ -292,7 +292,7 @@ def test_usage_errors_exit_2_with_one_line(capsys, tmp_path, make, words):
     assert status == 2 and words in err and "Traceback" not in err and err.count("\n") == 1
 
 
-def test_the_readme_status_table_is_what_the_grader_prints():
-    section = (ROOT / "README.md").read_text().split("### Grading\n", 1)[1].split("\n### ", 1)[0]
+def test_the_instructors_guide_status_table_is_what_the_grader_prints():
+    section = (ROOT / "INSTRUCTORS.md").read_text().split("## Grading\n", 1)[1].split("\n## ", 1)[0]
     table = [line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")]
     assert table == list(STATUSES)

@@ -1,6 +1,6 @@
 """Repository-level promises: lessons in sync (a learner's own work in them
 reported, not failed), stored solution outputs all passing, the two environment
-files agreeing, CI doing what the README says."""
+files agreeing, CI doing what the README and the instructor's guide (INSTRUCTORS.md) say."""
 
 import re
 import subprocess
@@ -113,8 +113,8 @@ def test_no_exact_pins():
         assert "==" not in req, f"{req}: use a range, not an exact pin"
 
 
-def _readme_block(title):
-    text = (ROOT / "README.md").read_text()
+def _readme_block(title, name="README.md"):
+    text = (ROOT / name).read_text()
     section = text.split(title, 1)[1]
     return re.search(r"```(?:bash|sh)\n(.*?)```", section, re.S).group(1)
 
@@ -131,12 +131,20 @@ def test_ci_runs_the_readme_commands():
     assert setup in ci, f".ci/run must set up exactly as the README does: {setup}"
     assert test.strip() in ci
     assert "pip install torch==2.13.0" in setup and setup.index("torch==2.13.0") < setup.index('-e ".[dev]"')
-    nbgrader = _readme_block("### Grading with nbgrader").splitlines()[0]
-    assert nbgrader in ci and ci.index(nbgrader) > ci.index(test.strip()), "CI installs nbgrader as the README does"
+    nbgrader = _readme_block("## Grading with nbgrader", "INSTRUCTORS.md").splitlines()[0]
+    assert nbgrader in ci and ci.index(nbgrader) > ci.index(test.strip()), "CI installs nbgrader as the guide does"
     assert "tests/nbgrader_roundtrip.py" in ci
-    bubblewrap = _readme_block("### Grading\n").splitlines()[0]
+    bubblewrap = _readme_block("## Grading\n", "INSTRUCTORS.md").splitlines()[0]
     assert bubblewrap == "apt-get install -y bubblewrap", "the Grading section installs bubblewrap first"
-    assert bubblewrap in ci and ci.index(bubblewrap) < ci.index(test.strip()), "CI grades contained, as the README"
+    assert bubblewrap in ci and ci.index(bubblewrap) < ci.index(test.strip()), "CI grades contained, as the guide"
+    # the website: installed, built and checked in Chromium as INSTRUCTORS.md says, after the test command
+    site_install, site_build = _readme_block("## The website", "INSTRUCTORS.md").splitlines()[:2]
+    assert site_install in ci and ci.index(site_install) > ci.index(test.strip())
+    assert site_build == ".venv/bin/python -m helpers build-site _site"
+    browser = _readme_block("**The browser check.**", "INSTRUCTORS.md").strip().splitlines()
+    assert browser == ["apt-get install -y chromium", ".venv/bin/python tests/site_check.py"]
+    for line in browser + [".venv/bin/python tests/wheel_check.py"]:
+        assert line in ci and ci.index(line) > ci.index(site_install), f"CI runs `{line}` as INSTRUCTORS.md says"
 
 
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["lint", "format"])

@@ -11,6 +11,8 @@ grade PATH [PATH ...] [--json FILE] [--csv FILE] [--feedback DIR] [--timeout SEC
     Grade learners' notebooks (files or folders), contained; exit 0 only if every exercise passed.
 export-nbgrader DEST [--assignment NAME]
     Write an nbgrader course (``nbgrader_config.py`` and ``source/``) built from solutions/.
+build-site DEST
+    Build the website (HTML) from solutions/ with their stored outputs, offline (needs the ``site`` extra).
 """
 
 import argparse
@@ -81,6 +83,10 @@ def main(argv=None):
     )
     export.add_argument("--force", action="store_true", help="replace DEST/source if it exists")
 
+    site = sub.add_parser("build-site", help="build the website from solutions/ and their stored outputs")
+    site.add_argument("dest", type=Path, metavar="DEST", help="the folder to write the HTML into (replaced)")
+    site.add_argument("--verbose", action="store_true", help="show Sphinx's progress")
+
     args = parser.parse_args(argv)
     root = args.root
     if not (root / "solutions").is_dir():
@@ -103,6 +109,10 @@ def main(argv=None):
         from .nbgrader import export_nbgrader
 
         return export_nbgrader(root, args.dest, assignment=args.assignment, force=args.force)
+    if args.command == "build-site":
+        from .site import build_site
+
+        return build_site(root, args.dest, quiet=not args.verbose)
     return 2  # unreachable: argparse rejects unknown commands
 
 

@@ -102,7 +102,8 @@ def reverse_conditional_draws(q, z, eps0, n_samples, n_warmup, step_size, n_leap
             lp = q.log_conditional(z, psi) + log_normal_diag(eps, 0.0, torch.zeros_like(eps))
             return lp, vjp(-conditional_score(q, z, psi)) - eps  # d log N(z; psi) / d psi = -(score in z)
 
-    return hmc(log_prob_and_grad, eps0, step_size, n_leapfrog, n_samples, n_warmup)
+    # UIVI's authors run HMC at a fixed, adapted step: no jitter, so the step their adaptation sets is the one taken
+    return hmc(log_prob_and_grad, eps0, step_size, n_leapfrog, n_samples, n_warmup, jitter=0.0)
 
 
 def conditional_score(q, z, psi):

@@ -25,7 +25,16 @@ from torch import nn
 from .encoders import GaussianEncoder
 from .gaussian import LOG_2PI
 
-__all__ = ["VAE", "reparameterize", "kl_standard_normal", "training_step", "log_mean_exp", "binomial_log_prob"]
+__all__ = [
+    "VAE",
+    "reparameterize",
+    "kl_standard_normal",
+    "training_step",
+    "log_mean_exp",
+    "binomial_log_prob",
+    "aggregate_log_density",
+    "aggregate_kl",
+]
 
 
 def reparameterize(mean, log_scale, eps):
@@ -60,6 +69,40 @@ def training_step(elbo, model, optimizer, x, eps):
 def log_mean_exp(log_w, dim=0):
     r""":math:`\log\frac1K\sum_k e^{\log w_k}` along ``dim``, with ``logsumexp``: no overflow, no underflow."""
     return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
+
+
+def aggregate_log_density(z, mean, log_scale, chunk=512):
+    r"""Log density of the aggregate posterior :math:`\bar q_\phi(z) = \frac1N\sum_i q_\phi(z\mid x_i)`, a mixture
+    of :math:`N` diagonal Gaussians, at the points ``z``:
+
+    .. math::
+        \log\bar q_\phi(z) = \operatorname{logsumexp}_i
+        \sum_{l=1}^L \log\mathcal N(z_l;\, \mu_{il},\, \sigma_{il}^2) - \log N.
+
+    ``z (M, L)``; ``mean``, ``log_scale (N, L)``, the encoder's outputs for the ``N`` images. Returns ``(M,)``.
+    Averages the densities in log space (each is far below float32's smallest number at the lesson's
+    widths), ``chunk`` points at a time so that memory stays at ``chunk x N x L``.
+
+    References
+    ----------
+    Hoffman, M. D. & Johnson, M. J. ELBO surgery. NeurIPS workshop on approximate Bayesian inference (2016).
+    """
+    scale = log_scale.exp()
+    parts = []
+    for start in range(0, len(z), chunk):
+        zc = z[start : start + chunk, None, :]  # (m, 1, L) against (N, L)
+        log_components = (-0.5 * ((zc - mean) / scale) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)).sum(-1)
+        parts.append(torch.logsumexp(log_components, dim=1) - math.log(mean.shape[0]))
+    return torch.cat(parts)
+
+
+def aggregate_kl(z, mean, log_scale):
+    r"""Monte Carlo :math:`\mathrm{KL}(\bar q_\phi(z)\,\|\,\mathcal N(0, I)) \approx \frac1M\sum_m
+    [\log\bar q_\phi(z_m) - \log\mathcal N(z_m; 0, I)]` from draws ``z (M, L)`` of the aggregate posterior;
+    returns ``(estimate, standard error)`` as floats. ``mean``, ``log_scale (N, L)`` as in
+    :func:`aggregate_log_density`."""
+    terms = aggregate_log_density(z, mean, log_scale) - (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return float(terms.mean()), float(terms.std() / math.sqrt(len(terms)))
 
 
 def binomial_log_prob(x, n, logits):

@@ -10,6 +10,7 @@ from torch.distributions import Normal, kl_divergence
 
 from helpers import vae
 from helpers.checks import (
+    check_aggregate_log_ratio,
     check_kl_standard_normal,
     check_log_mean_exp,
     check_log_weights,
@@ -349,3 +350,118 @@ def step_own_optimizer(elbo, model, optimizer, x, eps):  # ignores the optimizer
 )
 def test_training_step_names_mistakes(fn, words, capsys):
     rejects(check_training_step, fn, capsys, words)
+
+
+# ------------------------------------------------------------ 5.8
+
+
+def _mixture_log_ratio(z, mean, log_scale):
+    from torch.distributions import Categorical, Independent, MixtureSameFamily
+
+    mixture = MixtureSameFamily(
+        Categorical(logits=torch.zeros(mean.shape[0], dtype=mean.dtype)), Independent(Normal(mean, log_scale.exp()), 1)
+    )
+    return mixture.log_prob(z) - Independent(Normal(torch.zeros_like(z), 1.0), 1).log_prob(z)
+
+
+def _by_hand(z, mean, log_scale):
+    d = (z[:, None, :] - mean) / log_scale.exp()
+    log_comp = (-0.5 * d**2 - log_scale - 0.5 * math.log(2 * math.pi)).sum(-1)  # (M, N)
+    top = log_comp.max(1, keepdim=True).values
+    log_q = top[:, 0] + torch.log(torch.exp(log_comp - top).sum(1)) - math.log(mean.shape[0])
+    return log_q - (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda z, m, ls: vae.aggregate_log_density(z, m, ls) - Normal(0.0, 1.0).log_prob(z).sum(-1),
+        _mixture_log_ratio,
+        _by_hand,
+        lambda z, m, ls: (
+            torch.logsumexp(Normal(m, ls.exp()).log_prob(z.unsqueeze(1)).sum(2), 1)
+            - math.log(len(m))
+            - Normal(0.0, 1.0).log_prob(z).sum(1)
+        ),
+    ],
+)
+def test_aggregate_log_ratio_accepts(fn, capsys):
+    accepts(check_aggregate_log_ratio, fn, capsys)
+
+
+def _log_components(z, m, ls):
+    return Normal(m, ls.exp()).log_prob(z[:, None, :]).sum(-1)
+
+
+def _log_prior(z):
+    return Normal(0.0, 1.0).log_prob(z).sum(-1)
+
+
+def test_aggregate_log_ratio_names_mistakes(capsys):
+    check = check_aggregate_log_ratio
+    rejects(check, lambda z, m, ls: torch.logsumexp(_log_components(z, m, ls), 1) - _log_prior(z), capsys, "-log N")
+    rejects(check, lambda z, m, ls: _log_components(z, m, ls).mean(1) - _log_prior(z), capsys, "averages the N log")
+    rejects(
+        check,
+        lambda z, m, ls: torch.logsumexp(_log_components(z, m, ls), 1) - math.log(len(m)),
+        capsys,
+        "missing the prior",
+    )
+    rejects(
+        check,
+        lambda z, m, ls: _log_prior(z) - torch.logsumexp(_log_components(z, m, ls), 1) + math.log(len(m)),
+        capsys,
+        "upside down",
+    )
+    rejects(
+        check,
+        lambda z, m, ls: _log_components(z, m, ls).max(1).values - math.log(len(m)) - _log_prior(z),
+        capsys,
+        "nearest component",
+    )
+    rejects(
+        check,
+        lambda z, m, ls: torch.log(_log_components(z, m, ls).exp().mean(1)) - _log_prior(z),
+        capsys,
+        "at draws of the prior",
+        "logsumexp",
+    )
+    rejects(
+        check,
+        lambda z, m, ls: (torch.logsumexp(_log_components(z, m, ls), 1) - math.log(len(m)) - _log_prior(z)).mean(),
+        capsys,
+        "returned one number",
+    )
+    rejects(check, lambda z, m, ls: _log_components(z, m, ls) - _log_prior(z)[:, None], capsys, "one value per draw")
+    rejects(
+        check,
+        lambda z, m, ls: (
+            torch.logsumexp(Normal(m, (2 * ls).exp()).log_prob(z[:, None, :]).sum(-1), 1)
+            - math.log(len(m))
+            - _log_prior(z)
+        ),
+        capsys,
+        "not exp(2 log_scale)",
+    )
+
+
+def test_training_step_names_an_ignored_elbo_argument(capsys):
+    def ignores_elbo(elbo, model, optimizer, x, eps):
+        values = vae.VAE.elbo(model, x)  # a function of the notebook's, not the one it is given
+        loss = -values.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return values.detach()
+
+    rejects(check_training_step, ignores_elbo, capsys, "never called the `elbo` it is given")
+
+
+def test_log_weights_names_a_ratio_of_exponentials_at_the_lessons_scale(capsys):
+    def ratio(model, x, eps):
+        mean, log_scale = model.encoder(x)
+        z = mean + log_scale.exp() * eps
+        q = Normal(mean, log_scale.exp()).log_prob(z).sum(-1).exp()
+        return torch.log(model.log_joint(x, z).exp() / q)
+
+    rejects(check_log_weights, ratio, capsys, "at the lesson's scale", "difference of logs")

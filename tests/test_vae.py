@@ -105,3 +105,28 @@ def test_log_weights_against_torch_distributions():
     prior = Normal(0.0, 1.0).log_prob(z).sum(-1)
     q = Normal(mean, log_scale.exp()).log_prob(z).sum(-1)
     torch.testing.assert_close(model.log_weights(x, eps), model.log_likelihood(x, z) + prior - q)
+
+
+def test_aggregate_log_density_is_the_mixture_of_the_encoders_gaussians():
+    from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+
+    from helpers.vae import aggregate_kl, aggregate_log_density
+
+    g = torch.Generator().manual_seed(0)
+    N, L = 37, 3
+    mean = torch.randn(N, L, generator=g, dtype=torch.float64)
+    log_scale = torch.randn(N, L, generator=g, dtype=torch.float64) * 0.3 - 1.5  # narrow, as a trained encoder's
+    mixture = MixtureSameFamily(
+        Categorical(torch.ones(N, dtype=torch.float64)), Independent(Normal(mean, log_scale.exp()), 1)
+    )
+    z = mixture.sample((300,))
+    torch.testing.assert_close(aggregate_log_density(z, mean, log_scale, chunk=64), mixture.log_prob(z))
+    # float32 at the lesson's widths: each component's density underflows, the log-space average does not
+    far = aggregate_log_density(z.float() + 3, mean.float(), log_scale.float() - 2)
+    assert torch.isfinite(far).all()
+    # the KL estimate agrees with its definition, within its own standard error over independent draws
+    value, se = aggregate_kl(mixture.sample((4000,)), mean, log_scale)
+    big = mixture.sample((100_000,))
+    prior = Independent(Normal(torch.zeros(L, dtype=torch.float64), 1.0), 1)
+    exact = float((mixture.log_prob(big) - prior.log_prob(big)).mean())
+    assert abs(value - exact) < 4 * se + 0.02

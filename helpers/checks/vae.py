@@ -33,6 +33,7 @@ __all__ = [
     "check_training_step",
     "check_log_mean_exp",
     "check_log_weights",
+    "check_aggregate_log_ratio",
 ]
 
 _F64 = torch.float64
@@ -250,9 +251,20 @@ def _two_steps(step_fn, model, x, draws, lr=0.05, learner=False):
     """Copy ``model``, take one step per element of ``draws`` with a fresh counting SGD; return (copy, outputs, opt)."""
     copy_ = copy.deepcopy(model)
     optimizer = _CountingSGD(copy_.parameters(), lr=lr)
-    outs = []
+    outs, calls = [], []
+
+    def elbo(x_, model_, eps_):  # the reference ELBO, counting the calls: the step must use the one it is given
+        calls.append(1)
+        return _closed_form_elbo(x_, model_, eps_)
+
     for eps in draws:
-        outs.append(call_learner(step_fn, *(((_closed_form_elbo,) if learner else ()) + (copy_, optimizer, x, eps))))
+        outs.append(call_learner(step_fn, *(((elbo,) if learner else ()) + (copy_, optimizer, x, eps))))
+    if learner and not calls:
+        fail(
+            "your training_step never called the `elbo` it is given (its first argument): compute the batch's "
+            "ELBOs with values = elbo(x, model, eps), not with a function from the notebook, so that the loop "
+            "can pass in whichever ELBO it trains"
+        )
     return copy_, outs, optimizer
 
 
@@ -411,4 +423,96 @@ def check_log_weights(log_weights):
             },
             context=" (K = 4 draws, B = 3 images)",
         )
+        # the lesson's scale: 64 pixel counts and L = 8 in float32, where a log-weight is about -300 nats, so
+        # exp of any term underflows to 0 and a ratio of exponentials is nan
+        g = torch.Generator().manual_seed(7)
+        torch.manual_seed(7)
+        big = vae.VAE(D=64, L=8, hidden=(32,))
+        x64 = torch.randint(0, 17, (5, 64), generator=g).float()
+        eps64 = torch.randn(3, 5, 8, generator=g)
+        out64 = as_tensor_result(call_learner(log_weights, big, x64, eps64))
+        expect_shape(out64, (3, 5), " (K = 3 draws, B = 5 digits)")
+        expect_finite(
+            out64,
+            " at the lesson's scale (64 pixels, float32, log-weights near -300 nats): exp of such a number is 0, "
+            "so compute log p(x, z) - log q(z | x) as a difference of logs, never as the log of a ratio of exp's",
+        )
+        diagnose(out64.double(), big.log_weights(x64, eps64).double(), {}, " at the lesson's scale", 1e-4, 1e-2)
     return "matches log p(x, z_k) - log q(z_k | x) for the draws given, one per draw and image."
+
+
+def _aggregate_problem(dtype=torch.float32):
+    """An encoder's output for N = 50 images (narrow Gaussians, as a trained encoder's: sd about 0.1 to 0.3, L = 8)
+    and draws of its aggregate posterior, at the lesson's dtype."""
+    g = torch.Generator().manual_seed(5)
+    N, L, M = 50, 8, 300
+    mean = torch.randn(N, L, generator=g, dtype=_F64)
+    log_scale = -1.2 - 0.8 * torch.rand(N, L, generator=g, dtype=_F64)
+    pick = torch.randint(N, (M,), generator=g)
+    z = mean[pick] + log_scale[pick].exp() * torch.randn(M, L, generator=g, dtype=_F64)
+    return z.to(dtype), mean.to(dtype), log_scale.to(dtype)
+
+
+def _log_ratio_variants(z, mean, log_scale):
+    z, mean, log_scale = z.double(), mean.double(), log_scale.double()
+    N = mean.shape[0]
+    per = Normal(mean, log_scale.exp()).log_prob(z[:, None, :])  # (M, N, L)
+    log_components = per.sum(-1)  # (M, N)
+    log_prior = Normal(0.0, 1.0).log_prob(z).sum(-1)
+    log_q = torch.logsumexp(log_components, 1) - math.log(N)
+    ref = log_q - log_prior
+    mistakes = {
+        "missing -log N: the aggregate posterior is the *average* of the N Gaussians, (1/N) sum_i q(z | x_i)": ref
+        + math.log(N),
+        "that averages the N log densities, mean_i log q(z | x_i); the aggregate posterior averages the densities "
+        "themselves, in log space: logsumexp over the N components minus log N": log_components.mean(1) - log_prior,
+        "missing the prior: the ratio is log q(z) - log p(z), with p(z) = N(0, I)": log_q,
+        "the ratio is upside down: log q(z) - log p(z), not log p(z) - log q(z)": -ref,
+        "each component's log density must be summed over the L latent dimensions (a diagonal Gaussian is a "
+        "product), and so must the prior's": torch.logsumexp(per.mean(-1), 1) - math.log(N) - log_prior / z.shape[1],
+        "that is the nearest component's log density alone (a max over the N Gaussians); the mixture sums them all: "
+        "logsumexp, not max": log_components.max(1).values - math.log(N) - log_prior,
+        "the scale of each Gaussian is exp(log_scale), not exp(2 log_scale)": torch.logsumexp(
+            Normal(mean, (2 * log_scale).exp()).log_prob(z[:, None, :]).sum(-1), 1
+        )
+        - math.log(N)
+        - log_prior,
+    }
+    return ref, mistakes
+
+
+@checker("5.8", "the log density ratio of the aggregate posterior to the prior")
+def check_aggregate_log_ratio(aggregate_log_ratio):
+    r"""Compare with the mixture's log density (:func:`helpers.vae.aggregate_log_density`) on draws of an encoder's
+    aggregate posterior (``N = 50`` narrow Gaussians in ``L = 8``, float32 as in the lesson), then at prior draws,
+    where most of the mixture's components underflow: the average must be taken in log space."""
+    z, mean, log_scale = _aggregate_problem()
+    with torch.no_grad():
+        out = as_tensor_result(call_learner(aggregate_log_ratio, z, mean, log_scale))
+        M, N = z.shape[0], mean.shape[0]
+        if out.dim() == 0:
+            fail(f"returned one number; return one log ratio per draw, shape ({M},): the lesson averages them itself")
+        if out.shape == (M, N):
+            fail(
+                f"returned shape {(M, N)}, one value per draw and component: combine the N components of the "
+                "mixture (logsumexp over them, minus log N)"
+            )
+        expect_shape(out, (M,), " (one log ratio per draw of z)")
+        expect_finite(
+            out,
+            " for draws of the aggregate posterior in float32: average the N densities in log space "
+            "(torch.logsumexp over the components), never as exp(...)",
+        )
+        ref, mistakes = _log_ratio_variants(z, mean, log_scale)
+        diagnose(out.double(), ref, mistakes, context=" (N = 50 Gaussians, L = 8, float32)", rtol=1e-4, atol=1e-3)
+        prior_draws = torch.randn(M, z.shape[1], generator=torch.Generator().manual_seed(6)).to(z.dtype)
+        far = as_tensor_result(call_learner(aggregate_log_ratio, prior_draws, mean, log_scale))
+        expect_finite(
+            far,
+            " at draws of the prior, which land between the narrow Gaussians: there every density exp(log q(z | x_i)) "
+            "rounds to 0 in float32, so log of their mean is -inf. Average them in log space: torch.logsumexp over "
+            "the N components, minus log N",
+        )
+        far_ref, _ = _log_ratio_variants(prior_draws, mean, log_scale)
+        diagnose(far.double(), far_ref, {}, context=" at draws of the prior (float32)", rtol=1e-4, atol=1e-2)
+    return "log q_bar(z) - log p(z) for the mixture of the N encoder Gaussians, in log space, finite anywhere."

@@ -11,44 +11,52 @@ from torch.distributions import Normal, kl_divergence
 from helpers import vae
 from helpers.checks import (
     check_aggregate_log_ratio,
+    check_binomial_log_likelihood,
     check_kl_standard_normal,
     check_log_mean_exp,
     check_log_weights,
-    check_reparameterize,
     check_training_step,
     check_vae_elbo,
 )
 
 # ------------------------------------------------------------ 5.1
 
+_SP = torch.nn.functional.softplus
+
+
+def _log_choose(x, n):
+    return math.lgamma(n + 1) - torch.lgamma(x + 1) - torch.lgamma(n - x + 1)
+
 
 @pytest.mark.parametrize(
-    "fn", [vae.reparameterize, lambda m, ls, e: torch.exp(ls) * e + m, lambda m, ls, e: m + (0.5 * (2 * ls)).exp() * e]
+    "fn",
+    [
+        lambda x, l, n: vae.binomial_log_prob(x, n, l),
+        lambda x, l, n: torch.distributions.Binomial(n, logits=l).log_prob(x),
+        lambda x, l, n: _log_choose(x, n) + x * l - n * _SP(l),
+        lambda x, l, n: (
+            _log_choose(x, n) + x * torch.nn.functional.logsigmoid(l) + (n - x) * torch.nn.functional.logsigmoid(-l)
+        ),
+        lambda x, l, n: _log_choose(x, n) - x * _SP(-l) - (n - x) * _SP(l),
+    ],
 )
-def test_reparameterize_accepts(fn, capsys):
-    accepts(check_reparameterize, fn, capsys)
+def test_binomial_log_likelihood_accepts(fn, capsys):
+    accepts(check_binomial_log_likelihood, fn, capsys)
 
 
-def test_reparameterize_names_mistakes(capsys):
-    rejects(check_reparameterize, lambda m, ls, e: m + ls * e, capsys, "exp(log_scale)")
-    rejects(check_reparameterize, lambda m, ls, e: m + (2 * ls).exp() * e, capsys, "not the variance")
-    rejects(check_reparameterize, lambda m, ls, e: ls.exp() * e, capsys, "missing the mean")
-    rejects(check_reparameterize, lambda m, ls, e: (m + ls.exp() * e).detach(), capsys, "no gradient")
-    rejects(check_reparameterize, lambda m, ls, e: m + ls.exp() * e[0], capsys, "wrong shape")
-    rejects(check_reparameterize, lambda m, ls, e: m + (0.5 * ls).exp() * e, capsys, "not log sigma^2")
-    rejects(check_reparameterize, lambda m, ls, e: m + ls.exp() * torch.randn_like(e), capsys, "the noise eps you are")
-    rejects(check_reparameterize, lambda m, ls, e: m.detach() + ls.exp() * e, capsys, "no gradient reaches mean")
-    rejects(check_reparameterize, lambda m, ls, e: e.mul_(ls.exp()).add_(m), capsys, "changed its argument 3 in place")
-
-
-def test_reparameterize_reports_the_learners_in_place_error_as_theirs(capsys):
-    def in_place(m, ls, e):
-        s = ls.exp()  # exp's backward needs its output s ...
-        z = m + s * e
-        s.add_(0.0)  # ... which is then modified in place
-        return z
-
-    rejects(check_reparameterize, in_place, capsys, "changes a tensor in place", "x = x + ...")
+def test_binomial_log_likelihood_names_mistakes(capsys):
+    check = check_binomial_log_likelihood
+    rejects(check, lambda x, l, n: x * l - n * _SP(l), capsys, "missing log C(n, x)")
+    rejects(check, lambda x, l, n: _log_choose(x, n) + (n - x) * l - n * _SP(l), capsys, "swapped")
+    rejects(check, lambda x, l, n: _log_choose(x, n) + x * l - n * _SP(-l), capsys, "sign inside softplus")
+    rejects(check, lambda x, l, n: _log_choose(x, n) + x * l - _SP(l), capsys, "Bernoulli")
+    rejects(check, lambda x, l, n: _log_choose(x, n) + x * (l - _SP(l)), capsys, "failures' term is missing")
+    naive = lambda x, l, n: (  # noqa: E731
+        _log_choose(x, n) + x * torch.log(torch.sigmoid(l)) + (n - x) * torch.log(1 - torch.sigmoid(l))
+    )
+    rejects(check, naive, capsys, "in float32 at logits beyond", "softplus")
+    rejects(check, lambda x, l, n: (_log_choose(x, n) + x * l - n * _SP(l)).sum(), capsys, "returned one number")
+    rejects(check, lambda x, l, n: (_log_choose(x, n) + x * l - n * _SP(l)).detach(), capsys, "no gradient")
 
 
 # ------------------------------------------------------------ 5.2

@@ -27,7 +27,7 @@ from ._core import (
 )
 
 __all__ = [
-    "check_reparameterize",
+    "check_binomial_log_likelihood",
     "check_kl_standard_normal",
     "check_vae_elbo",
     "check_training_step",
@@ -45,34 +45,67 @@ def _gaussian_params():
     return mean, log_scale
 
 
-@checker("5.1", "reparameterized sampling")
-def check_reparameterize(reparameterize):
-    mean, log_scale = _gaussian_params()
-    eps = torch.randn(4, 2, 3, dtype=_F64)
-    z = as_tensor_result(call_learner(reparameterize, mean, log_scale, eps))
-    expect_shape(z, eps.shape, " (one draw per row of eps: broadcast (B, L) against (S, B, L))")
-    expect_finite(z)
-    again = as_tensor_result(call_learner(reparameterize, mean, log_scale, eps))
-    if not torch.equal(z.detach(), again.detach()):
-        fail("two calls with the same eps gave different z: use the noise eps you are given, do not draw new noise")
-    s = log_scale.exp()
-    diagnose(
-        z.detach(),
-        (mean + s * eps).detach(),
-        {
-            "the scale is exp(log_scale): z = mean + exp(log_scale) * eps": (mean + log_scale * eps).detach(),
-            "multiply eps by the standard deviation exp(log_scale), not the variance exp(2 log_scale)": (
-                mean + s**2 * eps
-            ).detach(),
-            "z = mean + exp(log_scale) * eps: the mean is added, not multiplied": (mean * s * eps).detach(),
-            "missing the mean: z = mean + exp(log_scale) * eps": (s * eps).detach(),
-            "log_scale is log sigma, not log sigma^2: the scale is exp(log_scale), not exp(log_scale / 2)": (
-                mean + (0.5 * log_scale).exp() * eps
-            ).detach(),
-        },
+def _binomial_problem(dtype):
+    """Pixel counts 0..16 (every value, at every logit) and logits from -40 to 40, where sigmoid rounds to 0 or 1."""
+    counts = torch.arange(17, dtype=dtype).repeat(9)  # (153,)
+    logits = torch.linspace(-40.0, 40.0, 153, dtype=dtype)
+    return counts, logits
+
+
+def _binomial_variants(x, logits, n):
+    x, l = x.double(), logits.double()
+    sp = torch.nn.functional.softplus
+    log_choose = torch.lgamma(torch.tensor(n + 1.0, dtype=_F64)) - torch.lgamma(x + 1) - torch.lgamma(n - x + 1)
+    ref = torch.distributions.Binomial(n, logits=l).log_prob(x)
+    return ref, {
+        "missing log C(n, x): the Binomial counts the ways to choose which x of the n sub-pixels are on "
+        "(torch.lgamma gives log k!)": ref - log_choose,
+        "x and n - x are swapped: x counts the 'on' sub-pixels, which have probability sigmoid(logit)": log_choose
+        + (n - x) * l
+        - n * sp(l),
+        "log(1 - sigmoid(l)) = -softplus(l) and log sigmoid(l) = l - softplus(l): the sign inside softplus is off": (
+            log_choose + x * l - n * sp(-l)
+        ),
+        "that is a Bernoulli (n = 1): each of the n trials contributes softplus(l), so the term is n * softplus(l)": (
+            log_choose + x * l - sp(l)
+        ),
+        "the failures' term is missing: (n - x) log(1 - sigmoid(l)) = -(n - x) softplus(l)": log_choose
+        + x * (l - sp(l)),
+    }
+
+
+@checker("5.1", "the Binomial log-likelihood in logits")
+def check_binomial_log_likelihood(binomial_log_likelihood):
+    r"""Compare with ``torch.distributions.Binomial(n, logits=...).log_prob`` in float64, first at moderate logits
+    (where a form through ``log(sigmoid)`` is still right), then over logits from -40 to 40 in float32, the lesson's
+    dtype, where ``sigmoid`` rounds to 0 or 1; the gradient in the logits too (training differentiates it)."""
+    n = 16
+    x, logits = _binomial_problem(_F64)
+    mild = (logits / 8).requires_grad_(True)
+    out = as_tensor_result(call_learner(binomial_log_likelihood, x, mild, n))
+    if out.dim() == 0:
+        fail("returned one number: return one log-probability per count, elementwise (the model sums them itself)")
+    expect_shape(out, x.shape, " (one log-probability per pixel count, elementwise)")
+    expect_finite(out, " at logits between -5 and 5")
+    ref, mistakes = _binomial_variants(x, mild.detach(), n)
+    diagnose(out.detach().double(), ref, mistakes, context=" (counts 0 to 16, n = 16)")
+    expect_gradient(
+        out,
+        (mild,),
+        torch.distributions.Binomial(n, logits=mild).log_prob(x),
+        ("logits",),
+        " (training differentiates the likelihood in the decoder's logits)",
     )
-    expect_gradient(z, (mean, log_scale), mean + s * eps, ("mean", "log_scale"), " (training differentiates z)")
-    return "z = mean + exp(log_scale) * eps, with gradients to both parameters."
+    x32, logits32 = _binomial_problem(torch.float32)
+    wide = as_tensor_result(call_learner(binomial_log_likelihood, x32, logits32, n))
+    expect_finite(
+        wide,
+        " in float32 at logits beyond about +-17, where sigmoid(l) rounds to exactly 1 or 0 and its log is -inf: "
+        "write log sigmoid(l) and log(1 - sigmoid(l)) with softplus, which never forms the probability",
+    )
+    ref32, _ = _binomial_variants(x32, logits32, n)
+    diagnose(wide.double(), ref32, {}, context=" at logits from -40 to 40 in float32", rtol=1e-5, atol=1e-3)
+    return "matches Binomial(16, logits=l).log_prob(x) for every count, stable at logits from -40 to 40 in float32."
 
 
 @checker("5.2", "KL to the standard normal in closed form")

@@ -4,10 +4,14 @@ Throughout, ``log_joint(x, z)`` maps data ``x (B, D)`` and latents
 ``z (S, B, L)`` to :math:`\log p(x_i, z_{s,i})` of shape ``(S, B)``, and a
 Gaussian ``q`` per data point is given by ``mean`` and ``log_scale``, both ``(B, L)``.
 
+- :func:`gaussian_elbo_terms`: the per-data-point ELBO of Gaussians given by their parameters (lesson 04 hands it
+  to exercises 4.5 and 4.6).
 - :func:`amortized_elbo`: the per-data-point ELBO of an encoder's ``q_\phi(z\mid x)`` (lesson 04, exercise 4.1).
 - :func:`fit_per_datapoint`: one ``q_i`` per data point by Adam, as in lesson 03, batched; with
   ``init`` from an encoder and few steps it is *semi-amortized* refinement (Kim et al. 2018).
-- :func:`refine`: ``steps`` Adam steps from the encoder's output at a constant rate (exercise 4.4).
+- :func:`refine`: ``steps`` Adam steps from the encoder's output at a constant rate (exercise 4.6).
+- :func:`break_even`: the number of new data points from which an encoder has paid for its training
+  (exercise 4.7).
 
 References
 ----------
@@ -101,13 +105,16 @@ def break_even(train_cost, optimise_cost, encode_cost):
     .. math::
         n^* = \Big\lceil \frac{T}{o - e} \Big\rceil \qquad (o > e),
 
-    and never when :math:`o \le e` (returns ``math.inf``). The costs are in any one unit (seconds, likelihood
+    and :math:`n^* = 0` when :math:`T = 0` (whatever :math:`o` and :math:`e`: :math:`0 \le 0`); otherwise, when
+    :math:`o \le e`, never (returns ``math.inf``). The costs are in any one unit (seconds, likelihood
     evaluations), non-negative numbers. Gershman & Goodman (2014) frame amortization as this trade.
     """
     costs = {"train_cost": train_cost, "optimise_cost": optimise_cost, "encode_cost": encode_cost}
     for name, value in costs.items():
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+    if train_cost == 0:  # n = 0 already satisfies T + n e <= n o
+        return 0
     if encode_cost >= optimise_cost:
         return math.inf
     return math.ceil(train_cost / (optimise_cost - encode_cost))

@@ -116,3 +116,12 @@ def test_nonlinear_model_errors():
         NonlinearGaussianModel(sigma=-1.0)
     with pytest.raises(ValueError, match="L = 2"):
         NonlinearGaussianModel(L=3).log_evidence_grid(torch.zeros(1, 10))
+
+
+def test_break_even_is_zero_without_a_training_cost():
+    # T = 0: n = 0 satisfies T + n e <= n o (0 <= 0), even for an encoder dearer per point than optimisation
+    assert amortized.break_even(0.0, 0.5, 0.1) == 0
+    assert amortized.break_even(0, 0.2, 0.2) == 0
+    assert amortized.break_even(0.0, 0.1, 0.4) == 0
+    assert amortized.break_even(1e-9, 0.1, 0.4) == math.inf  # any training cost at all: never repaid
+    assert amortized.break_even(1536000, 800, 0) == 1920  # lesson 04's count in log-joint evaluations

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from checker_assertions import accepts, rejects
+from checker_assertions import accepts, rejects, run
 from torch.distributions import Independent, Normal
 
 from helpers import amortized
@@ -86,6 +86,19 @@ def test_amortized_elbo_names_mistakes(capsys):
     rejects(check_amortized_elbo, variant(reduce=lambda t: -t.mean(0)), capsys, "sign error")
     rejects(check_amortized_elbo, variant(reduce=lambda t: t.sum(0)), capsys, "summed over the S draws")
     rejects(check_amortized_elbo, variant(detach=True), capsys, "no gradient reaches the encoder")
+
+    def no_latent_sum(x, encoder, log_joint, eps):  # (S, B) - (S, B, L): a broadcasting error
+        mean, log_scale = encoder(x)
+        z = mean + log_scale.exp() * eps
+        return (log_joint(x, z) - Normal(mean, log_scale.exp()).log_prob(z)).mean(0)
+
+    def no_latent_sum_aligned(x, encoder, log_joint, eps):  # broadcasts by hand: one ELBO per coordinate
+        mean, log_scale = encoder(x)
+        z = mean + log_scale.exp() * eps
+        return (log_joint(x, z).unsqueeze(-1) - Normal(mean, log_scale.exp()).log_prob(z)).mean(0)
+
+    rejects(check_amortized_elbo, no_latent_sum, capsys, "sum log q over the latent axis (dim -1)", "(S, B, L)")
+    rejects(check_amortized_elbo, no_latent_sum_aligned, capsys, "returned shape (4, 2)", "sum log q over the latent")
     # right value, wrong gradient: the draw does not depend on the parameters
     rejects(
         check_amortized_elbo,
@@ -95,7 +108,7 @@ def test_amortized_elbo_names_mistakes(capsys):
     )
 
 
-# ------------------------------------------------------------ exercise 4.2
+# ------------------------------------------------------------ exercise 4.4
 
 
 def linear_ref(W, b, sigma):
@@ -145,8 +158,20 @@ def test_linear_encoder_names_mistakes(capsys):
     rejects(check_linear_encoder, lambda W, b, s: (W.T / s**2, -(W.T / s**2) @ b), capsys, "misses the posterior")
     rejects(check_linear_encoder, lambda W, b, s: linear_ref(W, b, s)[0], capsys, "return the tuple (A, c)")
 
+    def diagonal_only(W, b, sigma):  # exact for the lesson's orthogonal W only
+        A = torch.diag(1 / (1 + (W * W).sum(0) / sigma**2)) @ W.T / sigma**2
+        return A, -A @ b
 
-# ------------------------------------------------------------ exercise 4.4
+    def precision_for_covariance(W, b, sigma):
+        A = (torch.eye(W.shape[1], dtype=W.dtype) + W.T @ W / sigma**2) @ W.T / sigma**2
+        return A, -A @ b
+
+    rejects(check_linear_encoder, diagonal_only, capsys, "only the diagonal of W^T W")
+    rejects(check_linear_encoder, precision_for_covariance, capsys, "Sigma is the precision, not its inverse")
+    rejects(check_linear_encoder, lambda W, b, s: linear_ref(W, b, 0.5), capsys, "ignores its argument sigma")
+
+
+# ------------------------------------------------------------ exercise 4.6
 
 
 def refine_sgd_loop(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
@@ -223,6 +248,52 @@ def test_refine_names_mistakes(capsys):
     rejects(check_refine, mean_only, capsys, "log_scale has not moved")
 
 
+def test_refine_names_detached_draws_and_its_own_arguments(capsys):
+    def detached_z(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
+        m = mean.detach().clone().requires_grad_(True)
+        ls = log_scale.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([m, ls], lr=lr)
+        for _ in range(steps):
+            z = (m + ls.exp() * torch.randn(S, *m.shape, dtype=m.dtype)).detach()
+            loss = -(log_joint(x, z) - Normal(m, ls.exp()).log_prob(z).sum(-1)).mean(0).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return m.detach(), ls.detach()
+
+    rejects(check_refine, detached_z, capsys, "as if driven by noise", "no .detach()")
+    result, out = run(check_refine, detached_z, capsys)
+    assert "pass lr" not in out
+
+    def mutates_mean(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
+        m, ls = amortized.refine(x, mean, log_scale, log_joint, steps, lr, S)
+        mean.add_(m - mean)
+        return m, ls
+
+    rejects(check_refine, mutates_mean, capsys, "argument mean in place", "mean.detach().clone()")
+    result, out = run(check_refine, mutates_mean, capsys)
+    assert "argument 2" not in out and "x = x + ..." not in out
+
+    def in_place_in_graph(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
+        m = mean.detach().clone().requires_grad_(True)
+        ls = log_scale.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([m, ls], lr=lr)
+        for _ in range(steps):
+            scale = ls.exp()
+            z = m + scale * torch.randn(S, *m.shape, dtype=m.dtype)
+            loss = -amortized.gaussian_elbo_terms(x, m, ls, log_joint, torch.randn(S, *m.shape, dtype=m.dtype)).sum()
+            loss = loss - 0.0 * log_joint(x, z).sum()
+            scale.mul_(1.0)  # exp's backward needs its output
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return m.detach(), ls.detach()
+
+    rejects(check_refine, in_place_in_graph, capsys, "in place", "`m += ...`", "optimizer.step()")
+    result, out = run(check_refine, in_place_in_graph, capsys)
+    assert "x = x + ..." not in out
+
+
 def _refine_with(steps_of=lambda k: k, lr_of=lambda lr: lr, S_of=lambda S: S, optimizer=torch.optim.Adam):
     def refine(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
         m = mean.detach().clone().requires_grad_(True)
@@ -252,9 +323,22 @@ def refine_sticking_the_landing(x, mean, log_scale, log_joint, steps, lr=0.05, S
     return m.detach(), ls.detach()
 
 
+def refine_with_given_elbo(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
+    params = [t.detach().clone().requires_grad_(True) for t in (mean, log_scale)]
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        eps = torch.randn(S, *mean.shape, dtype=mean.dtype)
+        loss = -amortized.gaussian_elbo_terms(x, *params, log_joint, eps).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return tuple(p.detach() for p in params)
+
+
 def test_refine_accepts_other_forms(capsys):
     accepts(check_refine, _refine_with(), capsys)
     accepts(check_refine, refine_sticking_the_landing, capsys)
+    accepts(check_refine, refine_with_given_elbo, capsys)
 
 
 @pytest.mark.parametrize(
@@ -271,7 +355,7 @@ def test_refine_honours_steps_lr_and_S(fn, words, capsys):
     rejects(check_refine, fn, capsys, words)
 
 
-# ------------------------------------------------------------ exercise 4.3
+# ------------------------------------------------------------ exercise 4.5
 
 
 def gaps_reference(x, log_joint, encoder_q, best_q, log_px, eps):
@@ -304,7 +388,16 @@ def gaps_in_one_batch(x, log_joint, encoder_q, best_q, log_px, eps):
     return total - amortization, amortization
 
 
-@pytest.mark.parametrize("fn", [gaps_reference, gaps_with_distributions, gaps_in_one_batch])
+def gaps_total_minus_amortization(x, log_joint, encoder_q, best_q, log_px, eps):
+    elbo_phi = amortized.gaussian_elbo_terms(x, encoder_q[0], encoder_q[1], log_joint, eps)
+    elbo_star = amortized.gaussian_elbo_terms(x, best_q[0], best_q[1], log_joint, eps)
+    total = log_px - elbo_phi  # the encoder's whole gap, then split
+    return total - (elbo_star - elbo_phi), elbo_star - elbo_phi
+
+
+@pytest.mark.parametrize(
+    "fn", [gaps_reference, gaps_with_distributions, gaps_in_one_batch, gaps_total_minus_amortization]
+)
 def test_inference_gaps_accepts_correct_answers(fn, capsys):
     accepts(check_inference_gaps, fn, capsys)
 
@@ -319,6 +412,15 @@ def _squared_scale(x, log_joint, encoder_q, best_q, log_px, eps):
         scale = log_scale.exp() ** 2
         z = mean + scale * eps
         return (log_joint(x, z) - Normal(mean, scale).log_prob(z).sum(-1)).mean(0)
+
+    return log_px - elbo(best_q), elbo(best_q) - elbo(encoder_q)
+
+
+def _encoder_draws_for_both(x, log_joint, encoder_q, best_q, log_px, eps):
+    z = encoder_q[0] + encoder_q[1].exp() * eps  # the encoder's draws, used for q* too
+
+    def elbo(q):
+        return (log_joint(x, z) - Normal(q[0], q[1].exp()).log_prob(z).sum(-1)).mean(0)
 
     return log_px - elbo(best_q), elbo(best_q) - elbo(encoder_q)
 
@@ -345,6 +447,15 @@ def _no_entropy(x, log_joint, encoder_q, best_q, log_px, eps):
         (_no_entropy, "misses its -log q(z) term"),
         (_squared_scale, "do not square it"),
         (_fresh_noise, "draws its own noise"),
+        (_encoder_draws_for_both, "estimated at the encoder's draws"),
+        (
+            lambda x, lj, qe, qb, lp, eps: (
+                gaps_reference(x, lj, qe, qb, lp, eps)[0],
+                lp - amortized.gaussian_elbo_terms(x, *qe, lj, eps),
+            ),
+            "not log p(x) - ELBO(q_phi), which is the sum of both",
+        ),
+        (lambda x, lj, qe, qb, lp, eps: gaps_reference(x, lj, qb, qe, lp, eps), "parameters are swapped"),
         (lambda *a: tuple(g.mean() for g in gaps_reference(*a)), "one gap per data point"),
         (lambda *a: gaps_reference(*a)[0], "return the tuple"),
     ],
@@ -353,25 +464,27 @@ def test_inference_gaps_names_mistakes(fn, words, capsys):
     rejects(check_inference_gaps, fn, capsys, words)
 
 
-# ------------------------------------------------------------ exercise 4.5
+# ------------------------------------------------------------ exercise 4.7
 
 
 def break_even_loop(train, optimise, encode):  # search, as a learner might
-    if encode >= optimise:
-        return math.inf
     n = 0
     while train + n * encode > n * optimise:
+        if encode >= optimise:  # the gap never closes
+            return math.inf
         n += 1
     return n
 
 
 def break_even_floor_division(train, optimise, encode):
+    if train == 0:
+        return 0
     return float("inf") if optimise <= encode else int(-(-train // (optimise - encode)))
 
 
 def break_even_tensor(train, optimise, encode):
     gain = torch.tensor(optimise - encode, dtype=torch.float64)
-    return math.inf if gain <= 0 else torch.ceil(train / gain)
+    return torch.tensor(0) if train == 0 else math.inf if gain <= 0 else torch.ceil(train / gain)
 
 
 @pytest.mark.parametrize("fn", [amortized.break_even, break_even_loop, break_even_floor_division, break_even_tensor])
@@ -397,6 +510,7 @@ def _never(fn):
         (lambda T, o, e: math.ceil(T / (o - e)) if o != e else math.inf, "never pays"),
         (_never(lambda T, o, e: str(math.ceil(T / (o - e)))), "returned a str"),
         (lambda T, o, e: math.inf if e >= o else max(1, math.ceil(T / (o - e))), "no training cost"),
+        (lambda T, o, e: math.inf if e >= o else math.ceil(T / (o - e)), "n = 0 already satisfies"),
     ],
 )
 def test_break_even_names_mistakes(fn, words, capsys):
@@ -412,3 +526,4 @@ def test_the_reference_break_even_rejects_bad_costs(bad):
 def test_the_reference_break_even_on_a_tie():
     assert amortized.break_even(6.0, 0.5, 0.25) == 24  # 6 + 24 * 0.25 == 24 * 0.5: a tie counts
     assert amortized.break_even(6.0, 0.5, 0.5) == math.inf
+    assert amortized.break_even(0.0, 0.5, 0.5) == 0  # no training cost: n = 0 already ties

@@ -1,8 +1,10 @@
 r"""Checkers for the amortized-inference exercises (lesson 04).
 
 References: :mod:`helpers.amortized` and :class:`helpers.linear_gaussian.LinearGaussianModel`.
-4.1 is compared on fixed noise, value and encoder gradients; 4.2 exactly;
-4.3, an optimiser, by what it must achieve on a model with a known posterior.
+4.1 is compared on fixed noise, value and encoder gradients; 4.4 exactly; 4.5 on a linear-Gaussian model whose
+best mean-field Gaussian is not its posterior (so that no two of the three quantities coincide); 4.6, an
+optimiser, by what it must achieve on a model with a known posterior, and by probes that show each argument;
+4.7 exactly. (4.2, 4.3 and 4.8 are written questions.)
 """
 
 import math
@@ -15,6 +17,8 @@ from .. import amortized
 from ..encoders import GaussianEncoder
 from ..linear_gaussian import LinearGaussianModel
 from ._core import (
+    _INPLACE,
+    Mistake,
     as_tensor_result,
     as_tensor_tuple,
     call_learner,
@@ -73,14 +77,26 @@ def _variant(model, encoder, x, eps, z_of=None, log_q_of=None, reduce=lambda t: 
 @checker("4.1", "amortized ELBO per data point")
 def check_amortized_elbo(amortized_elbo):
     model, encoder, x, eps = _encoder_and_data()
-    out = as_tensor_result(call_learner(amortized_elbo, x, encoder, model.log_joint, eps))
-    B = x.shape[0]
+    S, B, L = eps.shape
+    latent_sum = (
+        f"log q(z | x) has one term per latent coordinate, shape (S, B, L) = ({S}, {B}, {L}), where log_joint gives "
+        f"(S, B) = ({S}, {B}): sum log q over the latent axis (dim -1), since q is a product over the L coordinates"
+    )
+    try:
+        out = as_tensor_result(call_learner(amortized_elbo, x, encoder, model.log_joint, eps))
+    except Mistake as exc:  # the broadcasting error of (S, B) - (S, B, L) names the sizes B and L
+        text = str(exc)
+        if "must match the size of tensor" in text and f"({B})" in text and f"({L})" in text:
+            fail(latent_sum + f" (your function raised: {text.split('raised ', 1)[-1]})")
+        raise
     if out.dim() == 0:
         fail(
             f"returned one number; return one ELBO per data point, shape ({B},): average over the S draws (dim 0) only"
         )
-    if out.shape == (eps.shape[0], B):
+    if out.shape == (S, B):
         fail(f"returned shape {tuple(out.shape)}, one value per draw; average over the S draws (dim 0)")
+    if out.shape in ((B, L), (S, B, L)):
+        fail(f"returned shape {tuple(out.shape)}: " + latent_sum)
     expect_shape(out, (B,), " (one ELBO per data point)")
     expect_finite(out)
     if not out.requires_grad:
@@ -153,7 +169,7 @@ def check_amortized_elbo(amortized_elbo):
     )
 
 
-@checker("4.2", "the exact posterior mean as a linear encoder")
+@checker("4.4", "the exact posterior mean as a linear encoder")
 def check_linear_encoder(posterior_mean_map):
     model = _ppca(orthogonal=False)
     W, b, sigma = model.W, model.b, model.sigma
@@ -170,6 +186,12 @@ def check_linear_encoder(posterior_mean_map):
     x = torch.randn(3, D, dtype=_F64)
     torch.testing.assert_close(x @ ref_A.T + ref_c, model.posterior(x)[0])  # the reference itself, checked
     least_squares = torch.linalg.pinv(W)
+
+    def with_cov(cov_, sigma_=sigma):
+        A_ = cov_ @ W.T / sigma_**2
+        return flat(A_, -A_ @ b)
+
+    eye = torch.eye(L, dtype=_F64)
     diagnose(
         flat(A, c),
         flat(ref_A, ref_c),
@@ -183,33 +205,47 @@ def check_linear_encoder(posterior_mean_map):
                 -(torch.linalg.inv(torch.eye(L, dtype=_F64) + W.T @ W / sigma) @ W.T / sigma) @ b,
             ),
             "A misses the posterior covariance: A = Sigma W^T / sigma^2": flat(W.T / sigma**2, -(W.T / sigma**2) @ b),
+            "Sigma keeps only the diagonal of W^T W: that is exact only for orthogonal columns (as in the lesson's "
+            "W); invert the whole matrix I + W^T W / sigma^2": with_cov(
+                torch.diag(1 / (1 + (W * W).sum(0) / sigma**2))
+            ),
+            "Sigma is the precision, not its inverse: Sigma = (I + W^T W / sigma^2)^{-1}": with_cov(
+                eye + W.T @ W / sigma**2
+            ),
+            "the answer ignores its argument sigma (it uses the lesson's 0.5; this check passes sigma = 0.7)": with_cov(
+                torch.linalg.inv(eye + W.T @ W / 0.25), 0.5
+            ),
         },
         labels=["A"] * A.numel() + ["c"] * c.numel(),
     )
     return "A x + c is the exact posterior mean for every x."
 
 
-@checker("4.3", "the approximation and amortization gaps")
+@checker("4.5", "the approximation and amortization gaps")
 def check_inference_gaps(inference_gaps):
-    r"""Compare with :func:`helpers.amortized.gaussian_elbo_terms` on a linear-Gaussian model, whose
-    :math:`\log p(x)` is exact: an encoder's guess off the posterior, and a mean-field "best" :math:`q^*` (the
-    posterior means with the precision's diagonal), so that both gaps are positive. float64, as in lesson 04."""
-    model = _ppca()
-    _, x = model.sample(4, generator=torch.Generator().manual_seed(5))
+    r"""Compare with :func:`helpers.amortized.gaussian_elbo_terms` on a linear-Gaussian model whose posterior is
+    correlated, so that its exact :math:`\log p(x)`, the best mean-field Gaussian :math:`q^*` (the posterior means
+    with the precision's diagonal; it is not the posterior, so the approximation gap is positive) and an encoder's
+    guess off both give three different numbers per data point, and no two of the quantities compared coincide.
+    float64, as in lesson 04."""
+    model = _ppca(orthogonal=False)  # W^T W not diagonal: the posterior is correlated, q* is not exact
+    B, S = 5, 40
+    _, x = model.sample(B, generator=torch.Generator().manual_seed(5))
     mean_post, cov_post = model.posterior(x)
-    mean_star = mean_post.expand(x.shape[0], model.L).clone()
+    mean_star = mean_post.expand(B, model.L).clone()
     log_scale_star = (-0.5 * torch.linalg.inv(cov_post).diagonal().log()).expand_as(mean_star).clone()
-    mean_phi = mean_star + torch.tensor([[0.3, -0.2], [0.1, 0.4], [-0.5, 0.0], [0.2, 0.2]], dtype=_F64)
+    offsets = torch.tensor([[0.3, -0.2], [0.1, 0.4], [-0.5, 0.0], [0.2, 0.2], [-0.1, -0.3]], dtype=_F64)
+    mean_phi = mean_star + offsets
     log_scale_phi = log_scale_star + torch.tensor([0.3, -0.1], dtype=_F64)
     log_px = model.log_evidence(x)
-    eps = torch.randn(50, x.shape[0], model.L, dtype=_F64)
+    eps = torch.randn(S, B, model.L, dtype=_F64)
     args = (x, model.log_joint, (mean_phi, log_scale_phi), (mean_star, log_scale_star), log_px)
     out = call_learner(inference_gaps, *args, eps.clone())
     approximation, amortization = as_tensor_tuple(out, ("approximation_gap", "amortization_gap"))
     for value, name in ((approximation, "approximation_gap"), (amortization, "amortization_gap")):
         if value.dim() == 0:
-            fail(f"{name} is one number; return one gap per data point, shape (B,) = ({x.shape[0]},)")
-        expect_shape(value, (x.shape[0],), f" (for {name}: one gap per data point)")
+            fail(f"{name} is one number; return one gap per data point, shape (B,) = ({B},)")
+        expect_shape(value, (B,), f" (for {name}: one gap per data point)")
         expect_finite(value, f" (for {name})")
     again = as_tensor_tuple(call_learner(inference_gaps, *args, eps.clone()), ("approximation_gap", "amortization_gap"))
     if not torch.equal(flat(*again), flat(approximation, amortization)):
@@ -224,11 +260,16 @@ def check_inference_gaps(inference_gaps):
     def expected_log_joint(mean, log_scale):  # the ELBO without its -log q term
         return model.log_joint(x, mean + log_scale.exp() * eps).mean(0)
 
+    def elbo_at_encoder_draws(mean, log_scale):  # q's ELBO integrand at the encoder's draws, not q's own
+        z = mean_phi + log_scale_phi.exp() * eps
+        return (model.log_joint(x, z) - Normal(mean, log_scale.exp()).log_prob(z).sum(-1)).mean(0)
+
     elbo_phi, elbo_star = elbo_of(mean_phi, log_scale_phi), elbo_of(mean_star, log_scale_star)
     ref = flat(log_px - elbo_star, elbo_star - elbo_phi)
     plain_phi, plain_star = expected_log_joint(mean_phi, log_scale_phi), expected_log_joint(mean_star, log_scale_star)
     # a squared scale exp(log_scale)^2 is the Gaussian with log-scale 2 log_scale
     var_phi, var_star = elbo_of(mean_phi, 2 * log_scale_phi), elbo_of(mean_star, 2 * log_scale_star)
+    shared = elbo_at_encoder_draws(mean_star, log_scale_star)
     diagnose(
         flat(approximation, amortization),
         ref,
@@ -241,18 +282,53 @@ def check_inference_gaps(inference_gaps):
             "ELBO(q_phi)": -ref,
             "the approximation gap is measured from the best Gaussian q*, not from the encoder: log p(x) - "
             "ELBO(q_phi) is the sum of both gaps": flat(log_px - elbo_phi, elbo_star - elbo_phi),
+            "the amortization gap is ELBO(q*) - ELBO(q_phi), not log p(x) - ELBO(q_phi), which is the sum of both "
+            "gaps": flat(log_px - elbo_star, log_px - elbo_phi),
+            "ELBO(q*) was estimated at the encoder's draws: each q's ELBO averages over its own draws, z = mean + "
+            "exp(log_scale) * eps with that q's mean and log_scale (the same eps for both)": flat(
+                log_px - shared, shared - elbo_phi
+            ),
             "the ELBO misses its -log q(z) term: ELBO = E_q[log p(x, z) - log q(z)]": flat(
                 log_px - plain_star, plain_star - plain_phi
             ),
             "exp(log_scale) is already the standard deviation: do not square it": flat(
                 log_px - var_star, var_star - var_phi
             ),
+            "the encoder's and the best Gaussian's parameters are swapped: encoder_q is the third argument, "
+            "best_q the fourth": flat(log_px - elbo_phi, elbo_phi - elbo_star),
         },
-        context=" (4 data points of a linear-Gaussian model, 50 shared draws)",
-        labels=[f"the approximation gap of point {i}" for i in range(4)]
-        + [f"the amortization gap of point {i}" for i in range(4)],
+        context=f" ({B} data points of a linear-Gaussian model with a correlated posterior, {S} shared draws)",
+        labels=[f"the approximation gap of point {i}" for i in range(B)]
+        + [f"the amortization gap of point {i}" for i in range(B)],
     )
     return "matches log p(x) - ELBO(q*) and ELBO(q*) - ELBO(q_phi) per data point, with the draws given."
+
+
+_REFINE_ARGUMENTS = {"argument 1": "argument x", "argument 2": "argument mean", "argument 3": "argument log_scale"}
+
+
+def _call_refine(refine, *args, **kwargs):
+    """``call_learner`` for 4.6, whose first argument is the data ``x``: a diagnosis names the arguments by name and
+    says ``m = m + ...`` where the shared message says ``x = x + ...`` (here ``x`` is the data, never changed)."""
+    try:
+        return call_learner(refine, *args, **kwargs)
+    except Mistake as exc:
+        text = str(exc)
+        for number, name in _REFINE_ARGUMENTS.items():
+            text = text.replace(f"its {number} in place", f"its {name} in place")
+        text = text.replace(
+            "work on a copy (x = x + ..., or x.clone()) instead of modifying what you are given",
+            "optimise copies, m = mean.detach().clone().requires_grad_(True) (and the same for log_scale), and "
+            "return those",
+        )
+        if text.startswith(_INPLACE):
+            text = (
+                "your function changes a tensor in place that autograd still needs (`m += ...`, `m[i] = ...` or a "
+                "method ending in `_` on a tensor in the graph); let the optimiser update m and log_scale "
+                "(optimizer.step()), and build every other tensor anew, `z = m + log_scale.exp() * eps`"
+                + text[len(_INPLACE) :]
+            )
+        fail(text)
 
 
 def _check_refine_arguments(refine, x, start_mean, start_log_scale, steps=3, lr=0.01, S=5):
@@ -268,7 +344,7 @@ def _check_refine_arguments(refine, x, start_mean, start_log_scale, steps=3, lr=
         return (z * c).sum(-1)
 
     context = f" (called with steps = {steps}, lr = {lr}, S = {S} on a log joint linear in z)"
-    out = call_learner(refine, x, start_mean, start_log_scale, linear_log_joint, steps, lr=lr, S=S)
+    out = _call_refine(refine, x, start_mean, start_log_scale, linear_log_joint, steps, lr=lr, S=S)
     mean, _ = as_tensor_tuple(out, ("mean", "log_scale"))
     expect_shape(mean, start_mean.shape, " (for mean)" + context)
     sizes = {shape[0] for shape in shapes if len(shape) == 3}
@@ -283,25 +359,34 @@ def _check_refine_arguments(refine, x, start_mean, start_log_scale, steps=3, lr=
             f"after {steps} steps the means have not moved: step the optimiser on copies that require gradients, "
             "and return those copies" + context
         )
+    named_sgd = float(c.abs().mean())
     named = {
         -1.0: "the means moved away from higher ELBO: ascend the ELBO (minimise loss = -elbo)",
         (steps - 1) / steps: f"took {steps - 1} steps for steps = {steps}: one step short (range(steps))",
         (steps + 1) / steps: f"took {steps + 1} steps for steps = {steps}: one step too many (range(steps))",
         0.05 / lr: "ignores its lr argument (moved as if lr = 0.05): pass lr to the optimiser",
         0.005 / lr: "ignores its lr argument (moved as if lr = 0.005): pass lr to the optimiser",
-        float(c.abs().mean()): "moved by lr times the gradient, as plain gradient descent does: use torch.optim.Adam",
+        named_sgd: "moved by lr times the gradient, as plain gradient descent does: use torch.optim.Adam",
     }
-    if not 0.85 <= moved <= 1.05:
+    per_coordinate = (mean.detach() - start_mean) * c.sign() / (steps * lr)  # (B, L): each 1 for a right answer
+    if not 0.85 <= moved <= 1.05 or per_coordinate.std() > 0.2:
         for ratio, message in named.items():
-            if abs(moved - ratio) <= 0.1 * abs(ratio):
+            if abs(moved - ratio) <= 0.1 * abs(ratio) and (per_coordinate.std() <= 0.2 or ratio == named_sgd):
                 fail(message + context)
+        if per_coordinate.std() > 0.2:
+            fail(
+                "the means moved by different amounts, some away from higher log p(x, z), as if driven by noise: "
+                "the gradient of log p(x, z) does not reach them. Build the draws from the parameters being "
+                "optimised, z = m + exp(log_scale) * eps, with no .detach() or torch.no_grad() between them and the "
+                "loss (gaussian_elbo_terms does this for you)" + context
+            )
         fail(
             f"the means moved {moved:.2f} x steps x lr{context}, as if lr were {moved * lr:.3g}: pass lr to "
             "torch.optim.Adam, which moves each coordinate by about lr per step when the gradient is constant"
         )
 
 
-@checker("4.4", "semi-amortized refinement")
+@checker("4.6", "semi-amortized refinement")
 def check_refine(refine):
     model = _ppca()
     _, x = model.sample(6, generator=torch.Generator().manual_seed(2))
@@ -315,16 +400,19 @@ def check_refine(refine):
         return kl_divergence(Normal(mean, log_scale.exp()), Normal(mu, sd)).sum(-1)  # (B,)
 
     same = as_tensor_tuple(
-        call_learner(refine, x, start_mean, start_log_scale, model.log_joint, 0), ("mean", "log_scale")
+        _call_refine(refine, x, start_mean, start_log_scale, model.log_joint, 0), ("mean", "log_scale")
     )
     if not (torch.equal(same[0].detach(), start_mean) and torch.equal(same[1].detach(), start_log_scale)):
         fail("with steps = 0 it must return the starting point unchanged")
     _check_refine_arguments(refine, x, start_mean, start_log_scale)
     mean, log_scale = as_tensor_tuple(
-        call_learner(refine, x, start_mean, start_log_scale, model.log_joint, 100), ("mean", "log_scale")
+        _call_refine(refine, x, start_mean, start_log_scale, model.log_joint, 100), ("mean", "log_scale")
     )
     if not (torch.equal(start_mean, kept_mean) and torch.equal(start_log_scale, kept_log_scale)):
-        fail("it changed the tensors it was given in place; optimise copies: mean.detach().clone().requires_grad_()")
+        fail(
+            "it changed the mean or log_scale it was given in place; optimise copies: "
+            "m = mean.detach().clone().requires_grad_(True)"
+        )
     expect_shape(mean, start_mean.shape, " (for mean)")
     expect_shape(log_scale, start_log_scale.shape, " (for log_scale)")
     expect_finite(flat(mean, log_scale))
@@ -359,14 +447,15 @@ def check_refine(refine):
     )
 
 
-# ---------------------------------------------------------------- 4.5 the break-even count
+# ---------------------------------------------------------------- 4.7 the break-even count
 
 
-@checker("4.5", "the break-even number of new data points")
+@checker("4.7", "the break-even number of new data points")
 def check_break_even(break_even):
     r"""Compare with :func:`helpers.amortized.break_even` on costs where the slips differ: an exact division
     (where the totals tie, so ``<=`` and ``<`` differ), a fractional one (ceil, floor and round differ), an
-    encoder that costs nothing, and encoders as slow as or slower than optimisation (never pays)."""
+    encoder that costs nothing, encoders as slow as or slower than optimisation (never pays), and no training
+    cost (0, even for an encoder dearer than optimisation)."""
     cases = [  # (train, optimise, encode): exactly representable, so the exact divisions are exact
         (6.0, 0.5, 0.25),  # T / (o - e) = 24 exactly: the totals tie at n = 24
         (2.0, 0.0625, 0.015625),  # 42.67: floor, ceiling and every other slip differ
@@ -406,7 +495,15 @@ def check_break_even(break_even):
                 f"returned {out!r}: when encoding a point costs at least as much as optimising it, amortization "
                 f"never pays for its training; return math.inf{context}"
             )
-    out = call_learner(break_even, 0.0, 0.5, 0.1)
-    if out != 0:
-        fail(f"with no training cost amortization pays from the start: expected 0, got {out!r}")
-    return "the smallest n with train + n * encode <= n * optimise, and math.inf when the encoder is no cheaper."
+    for T, o, e in ((0.0, 0.5, 0.1), (0.0, 0.2, 0.3)):
+        context = f" (train_cost = {T:g}, optimise_cost = {o:g}, encode_cost = {e:g})"
+        out = call_learner(break_even, T, o, e)
+        if out != 0:
+            fail(
+                f"returned {out!r}: with no training cost, n = 0 already satisfies T + n e <= n o (0 <= 0), whatever "
+                f"the costs per point; return 0{context}"
+            )
+    return (
+        "the smallest n with train + n * encode <= n * optimise: 0 without a training cost, math.inf when the "
+        "encoder is no cheaper and training cost something."
+    )

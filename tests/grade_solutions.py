@@ -38,7 +38,7 @@ WRONG = {
     "01_elbo": "1.4",
     "02_cavi": "2.5",
     "03_stochastic_vi": "3.6",
-    "04_amortized_inference": "4.5",
+    "04_amortized_inference": "4.7",
     "05_vae": "5.6",
     "06_sivi": "6.6",
     "07_semi_implicit_extensions": "7.6",

@@ -374,3 +374,145 @@ def test_pyro_vae_guide_accepts(guide, capsys):
 )
 def test_pyro_vae_guide_names_mistakes(guide, words, capsys):
     rejects(check_pyro_vae_guide, guide, capsys, words)
+
+
+# ------------------------------------------------------------ slips of plates, sites and parameterisations (issue 29)
+
+
+def model_in_plate(prior_in_plate=False, y_event=False, plate_size=None):
+    def model(X, y, prior_std=1.0):
+        prior = dist.Normal(X.new_zeros(X.shape[-1]), prior_std).to_event(1)
+        w = None if prior_in_plate else pyro.sample("w", prior)
+        with pyro.plate("data", plate_size(X) if plate_size else X.shape[0]):
+            w = pyro.sample("w", prior) if prior_in_plate else w
+            likelihood = dist.Bernoulli(logits=(w * X).sum(-1))
+            pyro.sample("y", likelihood.to_event(1) if y_event else likelihood, obs=y)
+
+    return model
+
+
+def model_w_as_param(X, y, prior_std=1.0):
+    w = pyro.param("w", X.new_zeros(X.shape[-1]))
+    with pyro.plate("data", X.shape[0]):
+        pyro.sample("y", dist.Bernoulli(logits=(w * X).sum(-1)), obs=y)
+
+
+def model_float32_probs(X, y, prior_std=1.0):  # float32 zeros as in the lesson's data; probs from the sigmoid
+    w = pyro.sample("w", dist.Normal(torch.zeros(X.shape[-1]), prior_std).to_event(1))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Bernoulli(probs=torch.sigmoid((X * w).sum(-1))), obs=y)
+
+
+def test_pyro_model_accepts_probs_and_float32_prior(capsys):
+    accepts(check_pyro_logistic_model, model_float32_probs, capsys)
+
+
+@pytest.mark.parametrize(
+    "model, words",
+    [
+        (model_in_plate(prior_in_plate=True), "inside the data plate"),
+        (model_in_plate(y_event=True), "counts N times"),
+        (model_in_plate(plate_size=lambda X: X.shape[1]), "the data plate has size 3, but there are N = X.shape[0]"),
+        (model_w_as_param, "is a pyro.param"),
+        (model_with(logits=lambda w, X: torch.sigmoid((w * X).sum(-1))), "went through a sigmoid"),
+    ],
+)
+def test_pyro_model_names_plate_and_site_mistakes(model, words, capsys):
+    rejects(check_pyro_logistic_model, model, capsys, words)
+
+
+def test_pyro_model_names_probs_given_logits(capsys):
+    def probs_given_logits(X, y, prior_std=1.0):
+        w = pyro.sample("w", dist.Normal(X.new_zeros(X.shape[-1]), prior_std).to_event(1))
+        with pyro.plate("data", X.shape[0]):
+            pyro.sample("y", dist.Bernoulli(probs=(w * X).sum(-1)), obs=y)
+
+    rejects(check_pyro_logistic_model, probs_given_logits, capsys, "pass it as logits=")
+
+
+def guide_mvn_float32(X, y, prior_std=1.0):
+    D = X.shape[-1]
+    m = pyro.param("mean", torch.zeros(D))
+    ls = pyro.param("log_scale", -2.0 * torch.ones(D))
+    pyro.sample("w", dist.MultivariateNormal(m, scale_tril=torch.diag(ls.exp())))
+
+
+def guide_renamed(X, y, prior_std=1.0):
+    m = pyro.param("mean", X.new_zeros(X.shape[-1]))
+    ls = pyro.param("log_scale", X.new_full((X.shape[-1],), -2.0))
+    pyro.sample("weights", dist.Normal(m, ls.exp()).to_event(1))
+
+
+def test_pyro_guide_accepts_a_full_covariance_written_diagonal(capsys):
+    accepts(check_pyro_mean_field_guide, guide_mvn_float32, capsys)
+
+
+@pytest.mark.parametrize(
+    "guide, words",
+    [
+        (guide_with(scale=torch.nn.functional.softplus), "AutoNormal's"),
+        (guide_with(scale=lambda ls: ls), "scale must be positive"),
+        (guide_renamed, "pairs the guide's draws with the model's by name"),
+    ],
+)
+def test_pyro_guide_names_parameterisation_and_name_mistakes(guide, words, capsys):
+    rejects(check_pyro_mean_field_guide, guide, capsys, words)
+
+
+def vae_model_subsampled(vae, x):
+    pyro.module("decoder", vae.decoder)
+    with pyro.plate("data", 1000, subsample_size=x.shape[0]):
+        z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], vae.L), 1.0).to_event(1))
+        pyro.sample("x", dist.Binomial(vae.n_trials, logits=vae.decoder(z)).to_event(1), obs=x)
+
+
+@pytest.mark.parametrize(
+    "model, words",
+    [
+        (
+            vae_model_with(
+                likelihood=lambda vae, d, z: dist.Binomial(vae.n_trials, logits=torch.sigmoid(d(z))).to_event(1)
+            ),
+            "went through a sigmoid",
+        ),
+        (vae_model_with(likelihood=lambda vae, d, z: dist.Binomial(vae.n_trials, probs=d(z)).to_event(1)), "logits="),
+        (vae_model_with(likelihood=lambda vae, d, z: dist.Normal(d(z), 1.0).to_event(1)), "scored with a Normal"),
+        (
+            vae_model_with(prior=lambda vae, x: dist.Normal(x.new_zeros(x.shape[0], vae.L), 2.0).to_event(1)),
+            "standard deviation 2",
+        ),
+        (vae_model_with(plate=lambda x: pyro.plate("data", 128)), "the data plate has size 128"),
+        (vae_model_with(likelihood=lambda vae, d, z: dist.Binomial(vae.n_trials, logits=d(z))), "batch shape of 'x'"),
+        (vae_model_subsampled, "your plate subsamples"),
+    ],
+)
+def test_pyro_vae_model_names_likelihood_and_plate_mistakes(model, words, capsys):
+    rejects(check_pyro_vae_model, model, capsys, words)
+
+
+def vae_guide_non_amortized(vae, x):
+    pyro.module("encoder", vae.encoder)
+    loc = pyro.param("z_loc", x.new_zeros(x.shape[0], vae.L))
+    log_scale = pyro.param("z_log_scale", x.new_zeros(x.shape[0], vae.L))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+
+def vae_guide_subsampled(vae, x):
+    pyro.module("encoder", vae.encoder)
+    with pyro.plate("data", 1000, subsample_size=x.shape[0]):
+        mean, log_scale = vae.encoder(x)
+        pyro.sample("z", dist.Normal(mean, log_scale.exp()).to_event(1))
+
+
+@pytest.mark.parametrize(
+    "guide, words",
+    [
+        (vae_guide_non_amortized, "non-amortized"),
+        (vae_guide_subsampled, "your plate subsamples"),
+        (vae_guide_with(q=lambda m, ls: dist.Normal(m, torch.nn.functional.softplus(ls)).to_event(1)), "softplus"),
+        (vae_guide_with(q=lambda m, ls: dist.Normal(m, torch.ones_like(m)).to_event(1)), "fixed at 1"),
+    ],
+)
+def test_pyro_vae_guide_names_amortization_and_scale_mistakes(guide, words, capsys):
+    rejects(check_pyro_vae_guide, guide, capsys, words)

@@ -1,19 +1,23 @@
 r"""Checkers for the Pyro appendix (lesson 09).
 
 A Pyro model or guide is a program, so the checker runs it under ``pyro.poutine.trace`` and inspects the
-recorded sample sites: their names, distributions, event shapes, observed values and plates, and the
-total log density against the course's own :class:`helpers.logistic_regression.BayesianLogisticRegression`
-(9.1, 9.2) and against :mod:`helpers.pyro_bridge`'s VAE programs (9.4, 9.5), where it also looks for the
-network registered by ``pyro.module`` among the trace's parameter sites. 9.3, the SVI loop, is run on lesson
-01's Normal-Normal model, with one batch per step and a parameter store holding an earlier fit's values, and
-compared with :func:`helpers.pyro_bridge.train_svi` on the same random numbers; the plausible loops that go
-wrong (no ``pyro.clear_param_store()``, ``evaluate_loss``, the same batch every step, ...) are run the same way
-and named when the answer matches one of them. Pyro is imported inside the checkers, so importing
-:mod:`helpers.checks` stays fast for the other lessons.
+recorded sample sites: their names, distributions, event shapes, observed values and plates, and the total log
+density against the course's own :class:`helpers.logistic_regression.BayesianLogisticRegression` (9.1, 9.2)
+and against :mod:`helpers.pyro_bridge`'s VAE programs (9.4, 9.5), where it also looks for the network
+registered by ``pyro.module`` among the trace's parameter sites. The slips of a program are named from the
+trace: a site inside or outside the wrong plate, a plate of the wrong size or a subsampled one (its log
+densities rescaled), an event shape that counts the likelihood N times, a latent declared as a parameter, a
+guide with per-image parameters instead of the encoder, logits passed through a sigmoid or given as ``probs``.
+9.3, the SVI loop, is run on lesson 01's Normal-Normal model, with one batch per step and a parameter store
+holding an earlier fit's values, and compared with :func:`helpers.pyro_bridge.train_svi` on the same random
+numbers; the plausible loops that go wrong (no ``pyro.clear_param_store()``, ``evaluate_loss``, the same batch
+every step, ...) are run the same way and named when the answer matches one of them. Pyro is imported inside
+the checkers, so importing :mod:`helpers.checks` stays fast for the other lessons.
 """
 
 import functools
 import math
+import re
 
 import torch
 
@@ -65,6 +69,81 @@ def _sample_sites(trace):
     }
 
 
+_CRASH_HINTS = {
+    "Expected parameter scale": "a Normal's scale must be positive: log_scale is log sigma (the encoder's second "
+    "output is too), so the scale is exp(log_scale)",
+    "Expected parameter probs": "probs= takes probabilities in [0, 1], and a logit (x . w, or the decoder's "
+    "output) is any real number: pass it as logits=...",
+    "support": "the images hold counts from 0 to vae.n_trials: score them with a Binomial of vae.n_trials trials "
+    "whose logits are the decoder's output",
+}
+_PLATE_MISMATCH = re.compile(r"Shape mismatch inside plate\('[^']*'\) at site (\S+) dim -?\d+, (\d+) vs (\d+)")
+
+
+def _crash_hint(text, size, size_name):
+    """A hint for a crash a Pyro program typically has, or None. ``size``: the number of data points the data
+    plate must hold, ``size_name`` how the lesson writes it (``"N = X.shape[0]"``)."""
+    mismatch = _PLATE_MISMATCH.search(text)
+    if mismatch:
+        site, plate_size, batch = mismatch.group(1), int(mismatch.group(2)), int(mismatch.group(3))
+        if plate_size != size and batch == size:
+            return (
+                f"the data plate has size {plate_size}, but there are {size_name} = {size} data points: the plate's "
+                f"size is the number of data points, pyro.plate('data', {size_name.split(' = ')[1]})"
+            )
+        return (
+            f"inside pyro.plate('data', {size_name.split(' = ')[1]}) the batch shape of '{site}' must be "
+            f"({size_name.split(' = ')[0]},), one entry per data point; the coordinates of one draw (the L of z, "
+            "the D pixels of x) are one vector-valued draw, so add .to_event(1)"
+        )
+    for words, hint in _CRASH_HINTS.items():
+        if words in text:
+            return hint
+    return None
+
+
+def _log_prob_sum(trace):
+    """``trace.log_prob_sum()``, its error on one line (Pyro puts the cause on the second, after the site's name)."""
+    try:
+        return trace.log_prob_sum()
+    except ValueError as exc:
+        lines = str(exc).strip().splitlines()
+        raise ValueError(" ".join(lines[:2]).split(", but found")[0]) from None
+
+
+def _traced(fn, *args, data=None, log_prob=False, size=None):
+    """``_trace`` (and the trace's log density), with a hint added to the crashes a Pyro program typically has.
+    ``size``: ``(number of data points, how the lesson writes it)``, for the plate's size in the hint."""
+    try:
+        trace = _trace(fn, *args, data=data)
+        return trace, (call_learner(_log_prob_sum, trace) if log_prob else None)
+    except Mistake as exc:
+        text = str(exc).split(", but found")[0]
+        hint = _crash_hint(text, *(size or (0, "B = x.shape[0]")))
+        if hint:
+            fail(f"{text}; {hint}")
+        raise
+
+
+def _expect_unscaled(site, name):
+    """A subsampled plate (``subsample_size=``) multiplies the site's log density by its full size over the
+    subsample's: wrong where the program is given exactly the data points it scores."""
+    scale = float(site["scale"])
+    if scale != 1.0:
+        fail(
+            f"the log density of '{name}' is multiplied by {fmt(scale)}: your plate subsamples (subsample_size=), "
+            "which rescales each term by the full size over the subsample's; this program is given exactly the "
+            "data points it scores, so the plate's size is their number, with no subsample_size"
+        )
+
+
+def _base_name(fn):
+    """The name of the distribution under ``.to_event`` / ``Independent`` / ``.expand``."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return type(fn).__name__
+
+
 @checker("9.1", "Bayesian logistic regression as a Pyro model")
 def check_pyro_logistic_model(model):
     import pyro
@@ -73,10 +152,18 @@ def check_pyro_logistic_model(model):
     from ..pyro_bridge import logistic_regression_model, mean_field_guide
 
     X, y, prior_std = _problem()
+    N = X.shape[0]
     w = torch.tensor([0.4, -1.1, 0.7], dtype=_F64)
     pyro.clear_param_store()
-    sites = _sample_sites(_trace(model, X, y, prior_std, data={"w": w}))
+    trace, value = _traced(model, X, y, prior_std, data={"w": w}, log_prob=True, size=(N, "N = X.shape[0]"))
+    pyro.clear_param_store()
+    sites = _sample_sites(trace)
     if "w" not in sites:
+        if trace.nodes.get("w", {}).get("type") == "param":
+            fail(
+                "'w' is a pyro.param: a parameter is fitted without a prior, as a point; the weights are a latent "
+                "variable with the prior N(0, prior_std^2 I), drawn with pyro.sample('w', ...)"
+            )
         fail(f"no sample site named 'w' (found {sorted(sites) or 'none'}): draw the weights with pyro.sample('w', ...)")
     if "y" not in sites:
         fail(f"no sample site named 'y' (found {sorted(sites)}): pyro.sample('y', ..., obs=y)")
@@ -86,6 +173,11 @@ def check_pyro_logistic_model(model):
         fail(
             f"the prior's event shape is {tuple(sites['w']['fn'].event_shape)}, not (D,): the D weights are one "
             "vector-valued draw; add .to_event(1) to the Normal"
+        )
+    if sites["w"]["cond_indep_stack"]:
+        fail(
+            "'w' is drawn inside the data plate: the weights are one draw shared by all N labels (a global latent), "
+            "but inside pyro.plate('data', N) its prior counts once per label, N times; draw w before the plate"
         )
     frames = [frame.name for frame in sites["y"]["cond_indep_stack"]]
     if frames and "data" not in frames:
@@ -98,8 +190,14 @@ def check_pyro_logistic_model(model):
             "the likelihood is not inside pyro.plate('data', N): the labels are independent given w, "
             "and the plate tells Pyro so (and lets it vectorize over particles)"
         )
-    trace = _trace(model, X, y, prior_std, data={"w": w})
-    value = trace.log_prob_sum().item()
+    if tuple(sites["y"]["fn"].event_shape):
+        fail(
+            f"'y' has event shape {tuple(sites['y']['fn'].event_shape)} inside the plate: each entry of "
+            "pyro.plate('data', N) is one label, so the labels' distribution has batch shape (N,) and no "
+            ".to_event; with .to_event(1) every entry scores all N labels, and the log-likelihood counts N times"
+        )
+    _expect_unscaled(sites["y"], "y")
+    value = value.item()
     blr = BayesianLogisticRegression(X, y, prior_std)
     exact = blr.log_joint(w).item()
     if not math.isclose(value, exact, rel_tol=1e-6, abs_tol=1e-8):
@@ -112,14 +210,21 @@ def check_pyro_logistic_model(model):
         negated = blr.log_prior(w).item() + blr.log_likelihood(-w).item()
         if math.isclose(value, flipped, rel_tol=1e-6) or math.isclose(value, negated, rel_tol=1e-6):
             fail("the logits have the wrong sign: P(y = 1) = sigmoid(x . w), so Bernoulli(logits=X w)")
+        squashed = torch.distributions.Bernoulli(logits=torch.sigmoid(X @ w)).log_prob(y).sum()
+        if math.isclose(value, blr.log_prior(w).item() + squashed.item(), rel_tol=1e-6):
+            fail(
+                "the logits went through a sigmoid: logits=sigmoid(x . w) is P(y = 1) passed as a logit; the "
+                "logit is x . w itself, Bernoulli(logits=...) applies the sigmoid"
+            )
         fail(
             f"log p(y, w) at a test w is {fmt(value)}, expected {fmt(exact)} (the course's BayesianLogisticRegression)"
         )
     # vectorized particles: the same ELBO estimate as the reference model, on the same guide draws
     broadcast_hint = (
         "right for one draw of w, but not for a batch of particles: with vectorized particles w has "
-        "shape (P, 1, D); compute the logits so that they broadcast, e.g. (w * X).sum(-1), which works "
-        "for w of shape (D,) and (P, 1, D) (X @ w works only for the first)"
+        "shape (P, 1, D); compute the logits so that they broadcast: x_n . w as the sum over the last axis of "
+        "an elementwise product works for w of shape (D,) and (P, 1, D) (a matrix-vector product X @ w works only "
+        "for the first)"
     )
     estimates = []
     for fn in (model, logistic_regression_model):
@@ -145,7 +250,7 @@ def check_pyro_mean_field_guide(guide):
 
     X, y, prior_std = _problem()
     pyro.clear_param_store()
-    sites = _sample_sites(_trace(guide, X, y, prior_std))
+    sites = _sample_sites(_traced(guide, X, y, prior_std, size=(X.shape[0], "N = X.shape[0]"))[0])
     store = pyro.get_param_store()
     missing = {"mean", "log_scale"} - set(store.keys())
     if missing:
@@ -163,8 +268,8 @@ def check_pyro_mean_field_guide(guide):
         fail("start the parameters where lesson 03 did: mean zeros(D), log_scale full((D,), -2.0)")
     if "w" not in sites:
         fail(
-            f"no sample site named 'w' (found {sorted(sites) or 'none'}): the guide must draw the same site as the "
-            "model, pyro.sample('w', ...)"
+            f"no sample site named 'w' (found {sorted(sites) or 'none'}): Pyro pairs the guide's draws with the "
+            "model's by name, so the guide must draw the model's site, pyro.sample('w', ...)"
         )
     if set(sites) != {"w"} or sites["w"]["is_observed"]:
         fail("the guide draws only the latent site 'w' (no obs=, and no site for the data, which the model observes)")
@@ -178,7 +283,7 @@ def check_pyro_mean_field_guide(guide):
     mean, log_scale = torch.tensor([0.3, -1.0, 0.8], dtype=_F64), torch.tensor([-0.5, 0.2, -1.2], dtype=_F64)
     pyro.param("mean", mean.clone())
     pyro.param("log_scale", log_scale.clone())
-    fn = _sample_sites(_trace(guide, X, y, prior_std))["w"]["fn"]
+    fn = _sample_sites(_traced(guide, X, y, prior_std, size=(X.shape[0], "N = X.shape[0]"))[0])["w"]["fn"]
     pyro.clear_param_store()
     if tuple(fn.event_shape) != (3,):
         fail(f"the guide's event shape is {tuple(fn.event_shape)}, not (D,) as in the model: add .to_event(1)")
@@ -189,6 +294,11 @@ def check_pyro_mean_field_guide(guide):
         fail("that standard deviation is exp(2 log_scale), the variance; the scale is exp(log_scale)")
     if torch.allclose(sd, (0.5 * log_scale).exp()):
         fail("log_scale is log sigma, not log sigma^2: the scale is exp(log_scale)")
+    if torch.allclose(sd, torch.nn.functional.softplus(log_scale)):
+        fail(
+            "softplus(log_scale) is another parameterisation (AutoNormal's); this guide's parameter is log sigma, "
+            "as in lesson 03, so the scale is exp(log_scale)"
+        )
     if not torch.allclose(sd, log_scale.exp()):
         fail(f"the guide's standard deviation is {[round(v, 4) for v in sd.tolist()]}, expected exp(log_scale)")
     if not fn.has_rsample:
@@ -430,6 +540,7 @@ def _expect_data_plate(site, name, B):
             f"the data plate is at dim {frame.dim}: the images are the last batch axis, since the {name} of one "
             "image is one vector-valued draw; use pyro.plate('data', B) (dim -1) and .to_event(1)"
         )
+    _expect_unscaled(site, name)
 
 
 def _expect_networks(trace, vae, own, other, role):
@@ -450,38 +561,6 @@ def _expect_networks(trace, vae, own, other, role):
             f"the {own} is registered under the name {other!r}, the name of the {other}'s registration: give it its "
             f"own name, pyro.module({own!r}, vae.{own}), or the two networks share parameter names in the store"
         )
-
-
-_CRASH_HINTS = {
-    "Shape mismatch inside plate": "inside pyro.plate('data', B) a site's batch shape must be (B,), with B = "
-    "x.shape[0]; the L coordinates of z (the D pixels of x) are one vector-valued draw, so add .to_event(1)",
-    "Expected parameter scale": "a Normal's scale must be positive: the encoder returns log sigma, so the scale "
-    "is exp(log_scale)",
-    "support": "the images hold counts from 0 to vae.n_trials: score them with a Binomial of vae.n_trials trials "
-    "whose logits are the decoder's output",
-}
-
-
-def _log_prob_sum(trace):
-    """``trace.log_prob_sum()``, its error on one line (Pyro puts the cause on the second, after the site's name)."""
-    try:
-        return trace.log_prob_sum()
-    except ValueError as exc:
-        lines = str(exc).strip().splitlines()
-        raise ValueError(" ".join(lines[:2]).split(", but found")[0]) from None
-
-
-def _traced(fn, *args, data=None, log_prob=False):
-    """``_trace`` (and the trace's log density), with a hint added to the crashes a VAE program typically has."""
-    try:
-        trace = _trace(fn, *args, data=data)
-        return trace, (call_learner(_log_prob_sum, trace) if log_prob else None)
-    except Mistake as exc:
-        text = str(exc).split(", but found")[0]
-        for words, hint in _CRASH_HINTS.items():
-            if words in text:
-                fail(f"{text}; {hint}")
-        raise
 
 
 def _elbo_loss(model, guide, vae, x):
@@ -527,7 +606,7 @@ def check_pyro_vae_model(vae_model):
         B, L, D = x.shape[0], vae.L, vae.D
         z = torch.randn(B, L)
         pyro.clear_param_store()
-        trace, value = _traced(vae_model, vae, x, data={"z": z}, log_prob=True)
+        trace, value = _traced(vae_model, vae, x, data={"z": z}, log_prob=True, size=(B, "B = x.shape[0]"))
         pyro.clear_param_store()
         sites = _sample_sites(trace)
         if "z" not in sites:
@@ -554,6 +633,19 @@ def check_pyro_vae_model(vae_model):
                     "draw; add .to_event(1)"
                 )
         _expect_networks(trace, vae, "decoder", "encoder", "model")
+        prior_mean, prior_sd = call_learner(lambda fn=sites["z"]["fn"]: (fn.mean.detach(), fn.stddev.detach()))
+        if not (torch.all(prior_mean == 0) and torch.allclose(prior_sd, torch.ones_like(prior_sd))):
+            fail(
+                f"the prior of z has mean {fmt(prior_mean.flatten()[0])} and standard deviation "
+                f"{fmt(prior_sd.flatten()[0])} (first coordinate): the VAE's prior is N(0, I_L), mean 0 and "
+                "standard deviation 1"
+            )
+        family = _base_name(sites["x"]["fn"])
+        if family != "Binomial":
+            fail(
+                f"the images are scored with a {family}: they hold counts from 0 to vae.n_trials, lesson 05's "
+                "likelihood is a Binomial of vae.n_trials trials whose logits are the decoder's output"
+            )
         want_trace = poutine.trace(poutine.condition(reference, data={"z": z})).get_trace(vae, x)
         pyro.clear_param_store()
         want = want_trace.log_prob_sum()
@@ -561,10 +653,17 @@ def check_pyro_vae_model(vae_model):
             with torch.no_grad():
                 fixed_n = torch.distributions.Binomial(16, logits=vae.decoder(z)).log_prob(x).sum()
                 fixed_n = fixed_n + torch.distributions.Normal(0.0, 1.0).log_prob(z).sum()
+                squashed = torch.distributions.Binomial(vae.n_trials, logits=torch.sigmoid(vae.decoder(z)))
+                squashed = squashed.log_prob(x).sum() + torch.distributions.Normal(0.0, 1.0).log_prob(z).sum()
             if vae.n_trials != 16 and math.isclose(value.item(), fixed_n.item(), rel_tol=1e-5):
                 fail(f"the number of trials is vae.n_trials (here {vae.n_trials}), not 16")
+            if math.isclose(value.item(), squashed.item(), rel_tol=1e-5):
+                fail(
+                    "the logits went through a sigmoid: the decoder's output is already the logit, and "
+                    "Binomial(..., logits=...) applies the sigmoid itself"
+                )
             fail(
-                f"log p(x, z) at a test z is {fmt(value)}, expected {fmt(want)}: z ~ N(0, I_L) and "
+                f"log p(x, z) at a test z is {fmt(value.item())}, expected {fmt(want)}: z ~ N(0, I_L) and "
                 "x_d | z ~ Binomial(vae.n_trials, logits = decoder(z)_d)"
             )
         params = list(vae.decoder.parameters())
@@ -598,7 +697,7 @@ def check_pyro_vae_guide(vae_guide):
         B, L = x.shape[0], vae.L
         pyro.clear_param_store()
         torch.manual_seed(3)
-        trace, _ = _traced(vae_guide, vae, x)
+        trace, _ = _traced(vae_guide, vae, x, size=(B, "B = x.shape[0]"))
         pyro.clear_param_store()
         sites = _sample_sites(trace)
         if "z" not in sites:
@@ -618,6 +717,14 @@ def check_pyro_vae_guide(vae_guide):
                 f"'z' has event shape {tuple(fn.event_shape)}, not (L,) = ({L},) as in the model: the L coordinates "
                 "are one vector-valued draw; add .to_event(1)"
             )
+        networks = {id(p) for p in vae.parameters()}
+        own = [n for n, site in trace.nodes.items() if site["type"] == "param" and id(site["value"]) not in networks]
+        if own:
+            fail(
+                f"the guide has variational parameters of its own, {sorted(own)}: one mean and scale per image is "
+                "lesson 03's non-amortized guide, which needs new parameters for every new image; amortized, "
+                "q(z_b | x_b) comes from the encoder, mean, log_scale = vae.encoder(x)"
+            )
         _expect_networks(trace, vae, "encoder", "decoder", "guide")
         with torch.no_grad():
             mean, log_scale = vae.encoder(x)
@@ -630,6 +737,15 @@ def check_pyro_vae_guide(vae_guide):
             (log_scale, "the scale is log_scale itself; the encoder returns log sigma, so the scale is exp(log_scale)"),
             ((2 * log_scale).exp(), "that scale is exp(2 log_scale), the variance; the scale is exp(log_scale)"),
             ((0.5 * log_scale).exp(), "the encoder returns log sigma, not log sigma^2: the scale is exp(log_scale)"),
+            (
+                torch.nn.functional.softplus(log_scale),
+                "softplus(log_scale) is another parameterisation; the encoder's second output is log sigma, "
+                "so the scale is exp(log_scale)",
+            ),
+            (
+                torch.ones_like(log_scale),
+                "the scale is fixed at 1: q(z | x)'s standard deviations come from the encoder too, exp(log_scale)",
+            ),
         ):
             if close(got_sd, wrong, rtol=1e-5, atol=1e-6):
                 fail(message)

@@ -103,7 +103,7 @@ def ksivi_loss(log_target, q, S, bandwidth=None, ksd=ksd_u_statistic):
     bandwidth : positive number; a rule ``(S, L) -> 0-d`` applied to the draws (such as :func:`imq_bandwidth`);
         or ``None`` for :func:`median_bandwidth` of the draws.
     ksd : callable ``(z (S, L), diff (S, L), bandwidth) -> 0-d``, the U-statistic; :func:`ksd_u_statistic`
-        by default. Lesson 07 passes its exercise 7.5 here, so the loss runs on the learner's statistic.
+        by default. Lesson 07 passes its exercise 7.6 here, so the loss runs on the learner's statistic.
 
     Returns
     -------

@@ -41,7 +41,7 @@ WRONG = {
     "04_amortized_inference": "4.7",
     "05_vae": "5.6",
     "06_sivi": "6.6",
-    "07_semi_implicit_extensions": "7.6",
+    "07_semi_implicit_extensions": "7.7",
     "08_successors": "8.6",
     "09_from_scratch_to_pyro": "9.3",
 }

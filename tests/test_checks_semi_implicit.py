@@ -1,56 +1,21 @@
-"""The semi-implicit checkers (lesson 06) accept correct answers written in different ways
-and name the mistake in plausible wrong ones."""
+"""The semi-implicit checkers (lessons 06 and 07) accept correct answers written in different ways
+and name the mistake in plausible wrong ones; lesson 06's also stop a slow answer and name it."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from checker_assertions import accepts, rejects
 from torch.distributions import MultivariateNormal, Normal
 
-from helpers import semi_implicit
-from helpers.checks import check_linear_marginal, check_sivi_bound
-
-# ------------------------------------------------------------ 6.1
-
-
-def _normal(z, m, var, dims=None):
-    dims = z.shape[-1] if dims is None else dims
-    return -0.5 * ((z - m) ** 2).sum(-1) / var - 0.5 * dims * math.log(2 * math.pi * var)
-
-
-@pytest.mark.parametrize(
-    "fn",
-    [
-        lambda z, m, t, s: Normal(m, math.sqrt(t**2 + s**2)).log_prob(z).sum(-1),
-        lambda z, m, t, s: MultivariateNormal(m, (t**2 + s**2) * torch.eye(m.shape[-1], dtype=m.dtype)).log_prob(z),
-        lambda z, m, t, s: _normal(z, m, t * t + s * s),
-    ],
+from helpers import gaussian, semi_implicit
+from helpers.checks import (
+    check_log_normal_tril,
+    check_semi_implicit_covariance,
+    check_sivi_bound,
+    check_sivi_upper_bound,
 )
-def test_linear_marginal_accepts(fn, capsys):
-    accepts(check_linear_marginal, fn, capsys)
-
-
-def test_linear_marginal_names_mistakes(capsys):
-    rejects(check_linear_marginal, lambda z, m, t, s: _normal(z, m, (t + s) ** 2), capsys, "variances do")
-    rejects(check_linear_marginal, lambda z, m, t, s: _normal(z, m, s**2), capsys, "mixing variable is missing")
-    rejects(check_linear_marginal, lambda z, m, t, s: _normal(z, m, t**2), capsys, "own noise is missing")
-    rejects(check_linear_marginal, lambda z, m, t, s: _normal(z, m, t**2 * s**2), capsys, "do not multiply")
-    rejects(check_linear_marginal, lambda z, m, t, s: _normal(z, m, t**2 + s**2, dims=1), capsys, "once per coord")
-    rejects(
-        check_linear_marginal,
-        lambda z, m, t, s: Normal(m, math.sqrt(t**2 + s**2)).log_prob(z),
-        capsys,
-        "sum the log densities",
-    )
-    rejects(
-        check_linear_marginal,
-        lambda z, m, t, s: Normal(m, math.sqrt(t**2 + s**2)).log_prob(z).sum(1),
-        capsys,
-        "sum over the last",
-    )
-    rejects(check_linear_marginal, lambda z, m, t, s: _normal(z, m, (t**2 + s**2) ** 2), capsys, "not the standard")
-
 
 # ------------------------------------------------------------ 6.2
 
@@ -194,7 +159,7 @@ def test_semi_implicit_elbo_terms_names_mistakes(fn, words, capsys):
     rejects(check_semi_implicit_elbo_terms, fn, capsys, words)
 
 
-# ------------------------------------------------------------ 7.5
+# ------------------------------------------------------------ 7.6
 
 
 def _u_loop(z, diff, h):
@@ -254,22 +219,6 @@ def test_ksd_u_statistic_names_mistakes(fn, words, capsys):
 
 
 # ------------------------------------------------------------ from the lesson 06 review
-
-
-def test_linear_marginal_accepts_float32_answers(capsys):
-    accepts(
-        check_linear_marginal,
-        lambda z, m, t, s: MultivariateNormal(m.float(), (t**2 + s**2) * torch.eye(len(m))).log_prob(z.float()),
-        capsys,
-    )
-
-
-def test_linear_marginal_names_density_and_mean(capsys):
-    def log_q(z, m, t, s):
-        return Normal(m, math.sqrt(t**2 + s**2)).log_prob(z)
-
-    rejects(check_linear_marginal, lambda z, m, t, s: log_q(z, m, t, s).sum(-1).exp(), capsys, "density itself")
-    rejects(check_linear_marginal, lambda z, m, t, s: log_q(z, m, t, s).mean(-1), capsys, "averaged over the coord")
 
 
 def _gradient_breaker(where):
@@ -396,3 +345,210 @@ def test_ksd_u_statistic_rejects_detached_diff_and_half_pairs(capsys):
         return (k * (d[i] * d[j]).sum(-1)).sum() / (len(z) * (len(z) - 1))
 
     rejects(check_ksd_u_statistic, half, capsys, "i < j")
+
+
+# ------------------------------------------------------------ issue 29: lesson 06's checkers at the lesson's sizes
+
+
+def _reusing_psi0(with_psi0):  # the "extra" draws are psi0[:K], the draws that generated the first K draws of z
+    def bound(log_target, q, S, K):
+        z, psi0 = q.rsample(S)
+        log_terms = q.log_conditional(z.unsqueeze(1), psi0[:K].unsqueeze(0))  # (S, K)
+        if with_psi0:
+            log_terms = torch.cat([q.log_conditional(z, psi0).unsqueeze(1), log_terms], 1)
+        return (log_target(z) - (log_terms.logsumexp(1) - math.log(log_terms.shape[1]))).mean()
+
+    return bound
+
+
+def _draw_by_draw(with_psi0):  # a Python loop over the S draws of z: right, and far too slow for the lesson
+    def bound(log_target, q, S, K):
+        z, psi0 = q.rsample(S)
+        psi = q.sample_psi(K)
+        terms = []
+        for s in range(S):
+            log_q = q.log_conditional(z[s], psi)  # (K,)
+            if with_psi0:
+                log_q = torch.cat([q.log_conditional(z[s], psi0[s]).reshape(1), log_q])
+            terms.append(log_target(z[s : s + 1])[0] - (log_q.logsumexp(0) - math.log(len(log_q))))
+        return torch.stack(terms).mean()
+
+    return bound
+
+
+def test_sivi_bound_names_extra_draws_reused_from_psi0(capsys):
+    rejects(check_sivi_bound, _reusing_psi0(with_psi0=True), capsys, "independent of z", "psi0[:K]", "S = 500")
+
+
+def test_sivi_bound_stops_and_names_a_slow_answer(capsys):
+    rejects(check_sivi_bound, _draw_by_draw(with_psi0=True), capsys, "too slow", "no Python loop")
+
+
+def _upper_with_rsample_psi(log_target, q, S, K):  # fresh psi from rsample's second output: as right as sample_psi
+    z, _ = q.rsample(S)
+    _, psi = q.rsample(K)
+    return (log_target(z) - (q.log_conditional(z[:, None], psi[None]).logsumexp(1) - math.log(K))).mean()
+
+
+def _upper_in_float64(log_target, q, S, K):  # the log-mean-exp computed by torch.special, in a (K, S) layout
+    z, _ = q.rsample(S)
+    log_q = q.log_conditional(z[None], q.sample_psi(K)[:, None])  # (K, S)
+    return (log_target(z) - torch.special.logsumexp(log_q, 0) + math.log(K)).mean()
+
+
+@pytest.mark.parametrize("fn", [semi_implicit.sivi_upper_bound, _upper_with_rsample_psi, _upper_in_float64])
+def test_upper_bound_accepts_at_the_lessons_sizes(fn, capsys):
+    accepts(check_sivi_upper_bound, fn, capsys)
+
+
+def _upper(extra, combine=None):
+    """An upper bound whose K extra log densities come from ``extra(q, z, K)``, averaged by ``combine``."""
+
+    def bound(log_target, q, S, K):
+        z, _ = q.rsample(S)
+        log_q = extra(q, z, K)
+        average = log_q.logsumexp(1) - math.log(K) if combine is None else combine(log_q)
+        return (log_target(z) - average).mean()
+
+    return bound
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (_reusing_psi0(with_psi0=False), ("independent of z", "psi0[:K]")),
+        (_upper(lambda q, z, K: q.log_conditional(z[:, None], q.rsample(K)[0][None])), ("draws of z, not of psi",)),
+        (
+            _upper(lambda q, z, K: q.log_conditional(z[:, None], q.sample_psi(1)[None]), lambda log_q: log_q[:, 0]),
+            ("only one extra draw", "single draw"),
+        ),
+        (
+            _upper(lambda q, z, K: q.log_conditional(z[:, None], q.sample_psi(K)[None]), lambda log_q: log_q.mean(1)),
+            ("averages the log densities",),
+        ),
+        (
+            _upper(
+                lambda q, z, K: q.log_conditional(z[:, None], q.sample_psi(K)[None]),
+                lambda log_q: log_q.logsumexp(1) - math.log(log_q.shape[1] + 1),
+            ),
+            ("subtract log K, not log(K + 1)",),
+        ),
+        (semi_implicit.sivi_bound, ("lower bound of exercise 6.2",)),
+        (_draw_by_draw(with_psi0=False), ("too slow",)),
+    ],
+)
+def test_upper_bound_names_mistakes_at_the_lessons_sizes(fn, words, capsys):
+    rejects(check_sivi_upper_bound, fn, capsys, *words)
+
+
+def _tril_constant(L):
+    return 0.5 * L * math.log(2 * math.pi)
+
+
+def _tril_columns(z, psi, C):  # one solve, the pairs' differences as the columns of the right-hand side
+    d = z - psi
+    u = torch.linalg.solve_triangular(C, d.reshape(-1, d.shape[-1]).T, upper=False).T.reshape(d.shape)
+    return -0.5 * (u**2).sum(-1) - C.diagonal().log().sum() - _tril_constant(C.shape[-1])
+
+
+def _tril_right_solve(z, psi, C):  # u^T = (z - psi)^T C^{-T}: a solve from the right, left=False
+    d = z - psi
+    u = torch.linalg.solve_triangular(C.T, d.reshape(-1, d.shape[-1]), upper=True, left=False).reshape(d.shape)
+    return -0.5 * (u**2).sum(-1) - torch.logdet(C) - _tril_constant(C.shape[-1])
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        gaussian.log_normal_tril,
+        _tril_columns,
+        _tril_right_solve,
+        lambda z, psi, C: MultivariateNormal(psi, scale_tril=C).log_prob(z),  # a few times slower, still fine
+    ],
+)
+def test_log_normal_tril_accepts_fast_answers(fn, capsys):
+    accepts(check_log_normal_tril, fn, capsys)
+
+
+def _tril_wrong(quad=None, log_det=None, const=None, half=0.5):
+    def fn(z, psi, C):
+        d = z - psi
+        u = torch.linalg.solve_triangular(C, d.reshape(-1, d.shape[-1]).T, upper=False).T.reshape(d.shape)
+        q = (u**2).sum(-1) if quad is None else quad(d, C)
+        ld = C.diagonal().log().sum() if log_det is None else log_det(C)
+        return -half * q - ld - (_tril_constant(C.shape[-1]) if const is None else const)
+
+    return fn
+
+
+def _broadcast_solve(z, psi, C):  # the natural answer: right, and one small solve per (S, K) pair
+    u = torch.linalg.solve_triangular(C, (z - psi).unsqueeze(-1), upper=False).squeeze(-1)
+    return -0.5 * (u**2).sum(-1) - C.diagonal().log().sum() - _tril_constant(C.shape[-1])
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (_broadcast_solve, ("too slow", "broadcast over the pairs", "Solve once")),
+        (_tril_wrong(quad=lambda d, C: ((d @ C.T) ** 2).sum(-1)), ("not C (z - psi)",)),
+        (_tril_wrong(log_det=lambda C: 0.0), ("log-determinant term is missing",)),
+        (_tril_wrong(log_det=lambda C: 2 * C.diagonal().log().sum()), ("once",)),
+        (_tril_wrong(half=1.0), ("factor 1/2 is missing",)),
+        (_tril_wrong(const=0.0), ("normalising constant -L/2 log(2 pi) is missing",)),
+        (lambda z, psi, C: Normal(psi, C.diagonal()).log_prob(z).sum(-1), ("off-diagonal entries of C",)),
+    ],
+)
+def test_log_normal_tril_names_mistakes_and_a_slow_solve(fn, words, capsys):
+    rejects(check_log_normal_tril, fn, capsys, *words)
+
+
+def _cov_by_hand(psi, C):
+    centred = psi - psi.mean(0)
+    return centred.T @ centred / (psi.shape[0] - 1) + C @ C.T
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda psi, C: torch.cov(psi.T) + C @ C.T,
+        lambda psi, C: torch.cov(psi.mT, correction=0) + torch.einsum("ik,jk->ij", C, C),
+        _cov_by_hand,
+    ],
+)
+def test_covariance_accepts(fn, capsys):
+    accepts(check_semi_implicit_covariance, fn, capsys)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (lambda psi, C: np.cov(psi.numpy().T) + (C @ C.T).numpy(), ("numpy.ndarray", "not a torch tensor")),
+        (lambda psi, C: torch.tensor(np.cov(psi.numpy().T)) + C @ C.T, ("float64 for float32", "NumPy")),
+        (lambda psi, C: torch.cov(psi) + C @ C.T, ("broadcasting error", "pass psi.T")),
+        (lambda psi, C: torch.tensor(np.cov(psi.numpy())) + C @ C.T, ("broadcasting error", "pass psi.T")),
+        (lambda psi, C: torch.cov(psi.T) + C, ("not C itself",)),
+        (lambda psi, C: torch.cov(psi.T) + C.T @ C, ("not C^T C",)),
+        (lambda psi, C: torch.cov(psi.T), ("conditional's covariance is missing",)),
+        (lambda psi, C: psi.T @ psi / len(psi) + C @ C.T, ("must be centred",)),
+    ],
+)
+def test_covariance_names_numpy_a_transposed_covariance_and_more(fn, words, capsys):
+    rejects(check_semi_implicit_covariance, fn, capsys, *words)
+
+
+@pytest.mark.parametrize(
+    "check, fn",
+    [
+        (check_sivi_bound, _draw_by_draw(with_psi0=True)),
+        (check_sivi_upper_bound, _draw_by_draw(with_psi0=False)),
+        (check_log_normal_tril, _broadcast_solve),
+        (check_sivi_upper_bound, semi_implicit.sivi_upper_bound),
+    ],
+)
+def test_lesson_06_checkers_answer_slow_answers_within_seconds(check, fn, capsys):
+    import time
+
+    start = time.process_time()
+    check(fn)
+    capsys.readouterr()
+    assert time.process_time() - start < 20  # stopped: ~0.3 s at idle; a loop left to run takes minutes

@@ -111,8 +111,9 @@ def test_covariance_names_mistakes(fn, words, capsys):
 # ------------------------------------------------------------ 6.5
 
 
-def _solve(z, psi, C):
-    u = torch.linalg.solve_triangular(C, (z - psi).unsqueeze(-1), upper=False).squeeze(-1)
+def _solve(z, psi, C):  # one triangular solve, the pairs' differences as the columns of its right-hand side
+    d = z - psi
+    u = torch.linalg.solve_triangular(C, d.reshape(-1, d.shape[-1]).T, upper=False).T.reshape(d.shape)
     return -0.5 * (u**2).sum(-1) - torch.log(torch.diagonal(C)).sum() - 0.5 * C.shape[-1] * math.log(2 * math.pi)
 
 
@@ -179,7 +180,7 @@ def test_log_normal_tril_names_a_float32_determinant(capsys):
     rejects(check_log_normal_tril, via_det, capsys, "float32")
 
 
-# ------------------------------------------------------------ 7.3
+# ------------------------------------------------------------ 7.4
 
 from helpers.checks import check_dsivi_bound  # noqa: E402
 
@@ -205,9 +206,38 @@ def _dsivi_with_sivi_pieces(log_likelihood, prior, q, S, K):  # lesson 06's piec
     return (log_likelihood(z) + log_prior - math.log(K) - log_q + math.log(K + 1)).mean()
 
 
-@pytest.mark.parametrize("fn", [semi_implicit.dsivi_bound, _dsivi_per_z, _dsivi_with_sivi_pieces])
+def _dsivi_loop(log_likelihood, prior, q, S, K):  # one z at a time, fresh draws for each: slow but right
+    z, psi0 = q.rsample(S)
+    terms = []
+    for s in range(S):
+        log_p = torch.logsumexp(prior.log_conditional(z[s], prior.sample_psi(K)), 0) - math.log(K)
+        log_q = torch.cat([q.log_conditional(z[s], psi0[s]).reshape(1), q.log_conditional(z[s], q.sample_psi(K))])
+        terms.append(log_likelihood(z[s : s + 1])[0] + log_p - torch.logsumexp(log_q, 0) + math.log(K + 1))
+    return torch.stack(terms).mean()
+
+
+def _dsivi_draws_first(log_likelihood, prior, q, S, K):  # K draws per z laid out (K, S); extras from a second rsample
+    z, psi0 = q.rsample(S)
+    zeta = prior.sample_psi(K * S).view(K, S, -1)
+    _, psi = q.rsample(K)
+    log_p = Normal(zeta, prior.sigma).log_prob(z).sum(-1)  # (K, S)
+    log_q = torch.cat([q.log_conditional(z, psi0).unsqueeze(0), q.log_conditional(z, psi.unsqueeze(1))], 0)
+    return (log_likelihood(z) + log_p.logsumexp(0) - math.log(K) - log_q.logsumexp(0) + math.log(K + 1)).mean()
+
+
+@pytest.mark.parametrize(
+    "fn", [semi_implicit.dsivi_bound, _dsivi_per_z, _dsivi_with_sivi_pieces, _dsivi_loop, _dsivi_draws_first]
+)
 def test_dsivi_bound_accepts(fn, capsys):
     accepts(check_dsivi_bound, fn, capsys)
+
+
+def test_dsivi_bound_check_of_a_slow_answer_is_fast(capsys):
+    import time
+
+    start = time.process_time()
+    accepts(check_dsivi_bound, _dsivi_loop, capsys)
+    assert time.process_time() - start < 20  # about 0.3 s of CPU at idle; the old check took 80 s for this answer
 
 
 def _dsivi_wrong(prior_term, q_term, ll_sign=1.0, prior_sign=1.0):
@@ -263,13 +293,83 @@ def _good_q(own, others, K):
             ),
             "log space",
         ),
+        (
+            _dsivi_wrong(_good_prior, lambda own, oth, K: torch.logsumexp(oth, 1) - math.log(K), ll_sign=-1.0),
+            "psi_0, the draw",  # two slips, each named on its own side
+        ),
+        (_dsivi_wrong(_good_prior, lambda own, oth, K: own[:, 0]), "q's K extra draws are missing"),
+        (_dsivi_wrong(_good_prior, lambda own, oth, K: torch.logsumexp(torch.cat([own, oth], 1), 1)), "1/(K + 1)"),
+        (
+            _dsivi_wrong(
+                lambda p, q, z, zeta, psi, K: (
+                    q.log_conditional(z.unsqueeze(1), zeta.unsqueeze(0)).logsumexp(1) - math.log(K)
+                ),
+                _good_q,
+            ),
+            "prior's own conditional",
+        ),
     ],
 )
 def test_dsivi_bound_names_mistakes(fn, words, capsys):
     rejects(check_dsivi_bound, fn, capsys, words)
 
 
-# ------------------------------------------------------------ 7.6
+def _dsivi_prior_with_own(log_likelihood, prior, q, S, K):  # Question 7.5's colleague: an own term for the prior
+    z, psi0 = q.rsample(S)
+    log_p = torch.cat(
+        [prior.log_conditional(z, psi0).unsqueeze(1), prior.log_conditional(z[:, None], prior.sample_psi(K))], 1
+    )
+    log_q = torch.cat([q.log_conditional(z, psi0).unsqueeze(1), q.log_conditional(z[:, None], q.sample_psi(K))], 1)
+    return (log_likelihood(z) + log_p.logsumexp(1) - log_q.logsumexp(1)).mean()  # both over K + 1 terms
+
+
+def _dsivi_fresh_psi0(log_likelihood, prior, q, S, K):
+    z, _ = q.rsample(S)
+    log_p = prior.log_conditional(z[:, None], prior.sample_psi(K)).logsumexp(1) - math.log(K)
+    log_q = torch.cat(
+        [q.log_conditional(z, q.sample_psi(S)).unsqueeze(1), q.log_conditional(z[:, None], q.sample_psi(K))], 1
+    )
+    return (log_likelihood(z) + log_p - log_q.logsumexp(1) + math.log(K + 1)).mean()
+
+
+def _dsivi_reused(log_likelihood, prior, q, S, K):  # the z's own psi_0 reused as the K "fresh" draws
+    z, psi0 = q.rsample(S)
+    log_p = prior.log_conditional(z[:, None], prior.sample_psi(K)).logsumexp(1) - math.log(K)
+    log_q = torch.cat([q.log_conditional(z, psi0).unsqueeze(1), q.log_conditional(z[:, None], psi0[:K])], 1)
+    return (log_likelihood(z) + log_p - log_q.logsumexp(1) + math.log(K + 1)).mean()
+
+
+def _dsivi_summed(log_likelihood, prior, q, S, K):
+    return semi_implicit.dsivi_bound(log_likelihood, prior, q, S, K) * S
+
+
+def _dsivi_negated(log_likelihood, prior, q, S, K):
+    return -semi_implicit.dsivi_bound(log_likelihood, prior, q, S, K)
+
+
+def _dsivi_plain_both(log_likelihood, prior, q, S, K):  # lesson 07's "plain on both sides", with the mean of logs
+    z, _ = q.rsample(S)
+    log_p = prior.log_conditional(z[:, None], prior.sample_psi(K)).mean(1)
+    log_q = q.log_conditional(z[:, None], q.sample_psi(K)).logsumexp(1) - math.log(K)
+    return (log_likelihood(z) + log_p - log_q).mean()
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (_dsivi_prior_with_own, ("prior's average takes no own term",)),
+        (_dsivi_fresh_psi0, ("not a fresh draw",)),
+        (_dsivi_reused, ("reusing the draws psi_0",)),
+        (_dsivi_summed, ("not their sum",)),
+        (_dsivi_negated, ("whole estimate has the wrong sign",)),
+        (_dsivi_plain_both, ("First, the prior's term averages log densities", "Second, psi_0, the draw")),
+    ],
+)
+def test_dsivi_bound_names_each_slip(fn, words, capsys):
+    rejects(check_dsivi_bound, fn, capsys, *words)
+
+
+# ------------------------------------------------------------ 7.7
 
 from helpers import kernel_stein  # noqa: E402
 from helpers.checks import check_ksivi_loss  # noqa: E402
@@ -301,6 +401,17 @@ def _ksivi(
     return loss
 
 
+def _ksivi_by_log_conditional(log_target, q, S, bandwidth=None, ksd=kernel_stein.ksd_u_statistic):
+    # both scores in one gradient, through the family's own log_conditional (lessons 07 and 08 teach it)
+    z, psi = q.rsample(S)
+    (diff,) = torch.autograd.grad((log_target(z) - q.log_conditional(z, psi)).sum(), z, create_graph=True)
+    return ksd(z, diff, kernel_stein.median_bandwidth(z) if bandwidth is None else bandwidth)
+
+
+def _ksivi_negated(log_target, q, S, bandwidth=None, ksd=kernel_stein.ksd_u_statistic):
+    return -kernel_stein.ksivi_loss(log_target, q, S, bandwidth, ksd)
+
+
 def _median_by_hand(z, bandwidth):
     if bandwidth is not None:
         return bandwidth
@@ -315,6 +426,7 @@ def _median_by_hand(z, bandwidth):
         kernel_stein.ksivi_loss,
         _ksivi(score_q=lambda z, psi, s: (psi - z) / s.pow(2)),
         _ksivi(score_q=lambda z, psi, s: -(z - psi) * torch.exp(-2 * torch.log(s)), bandwidth_rule=_median_by_hand),
+        _ksivi_by_log_conditional,
     ],
 )
 def test_ksivi_loss_accepts(fn, capsys):
@@ -333,13 +445,17 @@ def test_ksivi_loss_accepts(fn, capsys):
         (_ksivi(use_given_ksd=False), "never called"),
         (_ksivi(bandwidth_rule=lambda z, b: 1.0 if b is None else b), "median heuristic"),
         (_ksivi(detach=True), "gradient"),
+        (_ksivi(combine=lambda sp, sq: -sq), "target's score s_p(z_i) is missing"),
+        (_ksivi(combine=lambda sp, sq: sp), "conditional score is missing"),
+        (_ksivi(combine=lambda sp, sq: sp / sp.shape[0] - sq), "divided by S"),
+        (_ksivi_negated, "wrong sign"),
     ],
 )
 def test_ksivi_loss_names_mistakes(fn, words, capsys):
     rejects(check_ksivi_loss, fn, capsys, words)
 
 
-# ------------------------------------------------------------ 7.2
+# ------------------------------------------------------------ 7.3
 
 
 def _lw_loop(x, z, psi_own, psi_extra, log_scale, log_joint):  # one weight at a time, densities by Normal

@@ -182,3 +182,23 @@ def test_arithmetic_paths_cover_every_kernel_choice_and_report_failed_cells(monk
     assert arithmetic.main([]) == 1
     out = capsys.readouterr().out
     assert out.count("failed: solutions/05_vae.ipynb::Cell 11") == 2 and "MKL_CBWR unset" in out
+
+
+def test_the_stored_2d_sivi_seeds_are_what_the_study_writes():
+    """Lesson 06 reads helpers/data/sivi_2d_seeds.csv: every target, five seeds, the study's columns, sandwiches
+    whose upper bound is above the lower one (the study itself takes 40 s: run it with python -m
+    benchmarks.sivi_2d_seeds)."""
+    import csv
+
+    from benchmarks.sivi_2d_seeds import COLUMNS
+    from helpers.datasets import DATA_DIR
+    from helpers.targets import TARGETS
+
+    with open(DATA_DIR / "sivi_2d_seeds.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames == COLUMNS
+        rows = list(reader)
+    assert sorted((r["target"], int(r["seed"])) for r in rows) == sorted(
+        (t, s) for t in TARGETS for s in range(100, 105)
+    )
+    assert all(float(r["lower"]) <= float(r["upper"]) + 1e-3 for r in rows)

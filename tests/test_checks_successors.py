@@ -1,6 +1,7 @@
 """The checkers of lesson 08's exercises (UIVI's reverse conditional and score estimate, the SIVI-SM objective,
 an affine coupling, KL on a grid) accept correct answers written in different ways and name the mistake in
-plausible wrong ones."""
+plausible wrong ones. Lesson 08 numbers its questions and exercises together: 8.1 and 8.4 are written
+questions, 8.2, 8.3 and 8.5 to 8.8 the code exercises checked here."""
 
 import math
 
@@ -22,7 +23,7 @@ from helpers.checks import (
 
 LOG_2PI = math.log(2 * math.pi)
 
-# ------------------------------------------------------------ 8.1
+# ------------------------------------------------------------ 8.2
 
 
 def _no_constants(q, z, eps):  # drops every term that depends on neither z nor eps: right up to a constant
@@ -76,7 +77,7 @@ def test_reverse_conditional_rejects(fn, words, capsys):
     rejects(check_reverse_conditional_log_prob, fn, capsys, words)
 
 
-# ------------------------------------------------------------ 8.2
+# ------------------------------------------------------------ 8.3
 
 
 def _mean_first(q, z, eps_draws):  # the conditional score is linear in psi: average psi first
@@ -102,6 +103,12 @@ def test_marginal_score_accepts(fn, capsys):
     accepts(check_marginal_score_estimate, fn, capsys)
 
 
+def _last_draw_loop(q, z, eps_draws):  # overwrites instead of adding up
+    for eps in eps_draws:
+        total = uivi.conditional_score(q, z, q.mixing(eps))
+    return total
+
+
 @pytest.mark.parametrize(
     "fn, words",
     [
@@ -110,6 +117,11 @@ def test_marginal_score_accepts(fn, capsys):
         (lambda q, z, d: (-(z - q.mixing(d)) / q.sigma**2).sum(0), "their average"),
         (lambda q, z, d: (-(z - d[..., :2]) / q.sigma**2).mean(0), "psi = q.mixing(eps)"),
         (lambda q, z, d: (-(z - q.mixing(d))).mean(0), "scale sigma^2 is missing"),
+        (lambda q, z, d: (-(z - q.mixing(d)) * q.sigma**2).mean(0), "multiplied by sigma^2 instead of dividing"),
+        (lambda q, z, d: -(z - q.mixing(d[-1])) / q.sigma**2, "only the last of the M draws"),
+        (lambda q, z, d: -(z - q.mixing(d[0])) / q.sigma**2, "only the first of the M draws"),
+        (_last_draw_loop, "only the last of the M draws"),
+        (lambda q, z, d: (-(z - q.mixing(d)) / q.sigma**2).mean(0) / len(d), "divided by M once more"),
         (lambda q, z, d: -(z - q.mixing(d)) / q.sigma**2, "one score per draw"),
         (lambda q, z, d: (-(z - q.mixing(d)) / q.sigma**2).mean(1), "wrong axis"),
     ],
@@ -118,7 +130,7 @@ def test_marginal_score_rejects(fn, words, capsys):
     rejects(check_marginal_score_estimate, fn, capsys, words)
 
 
-# ------------------------------------------------------------ 8.3
+# ------------------------------------------------------------ 8.5
 
 
 def _with_autograd_conditional(log_target, q, f, S):
@@ -152,7 +164,7 @@ def _sivism(kind):
         fz = f(psi) if kind == "f(psi)" else f(z)
         if kind == "detach":
             z, fz = z.detach(), fz.detach()
-        two, square = (1.0 if kind == "no 2" else 2.0), (-1.0 if kind == "+square" else 1.0)
+        two, square = (1.0 if kind == "no 2" else 2.0), {"+square": -1.0, "no square": 0.0}.get(kind, 1.0)
         per_draw = two * (fz * (score_p - score_q)).sum(-1) - square * (fz**2).sum(-1)
         return per_draw.sum() if kind == "sum" else per_draw.mean()
 
@@ -166,6 +178,7 @@ def _sivism(kind):
         ("sigma", "not by sigma"),
         ("no 2", "factor 2"),
         ("+square", "minus sign"),
+        ("no square", "the term -|f(z)|^2 is missing"),
         ("f(psi)", "evaluate f at z"),
         ("sum", "do not sum"),
         ("no graph", "create_graph=True"),
@@ -178,9 +191,9 @@ def test_sivism_rejects(kind, words, capsys):
     rejects(check_sivism_objective, _sivism(kind), capsys, words)
 
 
-# ------------------------------------------------------------ 8.4 (one SIVI-SM update)
+# ------------------------------------------------------------ 8.6 (one SIVI-SM update)
 
-_objective = score_matching.sivism_objective  # the learner's 8.3 (right), without the train_family flag
+_objective = score_matching.sivism_objective  # the learner's 8.5 (right), without the train_family flag
 
 
 def _family_then_f(log_target, q, f, opt_q, opt_f, S):  # the lesson's loop body, with the learner's 8.3
@@ -194,6 +207,18 @@ def _family_then_f(log_target, q, f, opt_q, opt_f, S):  # the lesson's loop body
     return value.item()
 
 
+def _with_log_conditional(log_target, q, f, opt_q, opt_f, S):  # an 8.5 that uses q.log_conditional
+    q.zero_grad()  # the modules' zero_grad clears the same gradients as the optimisers'
+    value = _with_autograd_conditional(log_target, q, f, S)
+    value.backward()
+    opt_q.step()
+    f.zero_grad()
+    loss_f = -_with_autograd_conditional(log_target, q, f, S)
+    loss_f.backward()
+    opt_f.step()
+    return value.detach()  # a 0-d tensor without its graph is a number too
+
+
 def _f_then_family(log_target, q, f, opt_q, opt_f, S):
     opt_f.zero_grad()
     (-_objective(log_target, q, f, S)).backward()
@@ -202,7 +227,7 @@ def _f_then_family(log_target, q, f, opt_q, opt_f, S):
     value = _objective(log_target, q, f, S)
     value.backward()
     opt_q.step()
-    return value.detach()  # a 0-d tensor without its graph is a number too
+    return value.item()
 
 
 def _simultaneous(log_target, q, f, opt_q, opt_f, S):  # both gradients from one objective: f's with the sign flipped
@@ -217,9 +242,43 @@ def _simultaneous(log_target, q, f, opt_q, opt_f, S):  # both gradients from one
     return float(value.detach())
 
 
-@pytest.mark.parametrize("fn", [score_matching.sivism_step, _family_then_f, _f_then_family, _simultaneous])
+@pytest.mark.parametrize("fn", [score_matching.sivism_step, _family_then_f, _with_log_conditional])
 def test_sivism_step_accepts(fn, capsys):
     accepts(check_sivism_step, fn, capsys)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [(_f_then_family, "f stepped before the family"), (_simultaneous, "both players stepped from one objective")],
+)
+def test_sivism_step_rejects_the_orders_the_lesson_rules_out(fn, words, capsys):
+    rejects(check_sivism_step, fn, capsys, words)
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("no square", "the term -|f(z)|^2 is missing"),
+        ("sign", "a sign is off in the conditional score"),
+        ("no graph", "create_graph=True"),
+        ("f(psi)", "evaluate f at z"),
+    ],
+)
+def test_sivism_step_names_exercise_8_5_when_the_objective_is_the_cause(kind, words, capsys):
+    objective = _sivism(kind)
+
+    def step(log_target, q, f, opt_q, opt_f, S):  # the lesson's update, right, on the learner's wrong 8.5
+        opt_q.zero_grad()
+        value = objective(log_target, q, f, S)
+        value.backward()
+        opt_q.step()
+        opt_f.zero_grad()
+        (-objective(log_target, q, f, S)).backward()
+        opt_f.step()
+        return value.item()
+
+    rejects(check_sivism_step, step, capsys, "exercise 8.5")
+    rejects(check_sivism_step, step, capsys, words)
 
 
 def _sm_step(kind):
@@ -277,7 +336,7 @@ def test_sivism_step_rejects(kind, words, capsys):
     rejects(check_sivism_step, _sm_step(kind), capsys, words)
 
 
-# ------------------------------------------------------------ 8.5
+# ------------------------------------------------------------ 8.7
 
 
 def _with_where(x, mask, net):
@@ -304,6 +363,15 @@ def _coupling(kind):
             log_det = -log_det
         elif kind == "det":
             log_det = log_det.exp()
+        elif kind == "det of all":
+            log_det = s.exp().prod(-1)
+        elif kind == "det with zeros":
+            log_det = torch.prod(free * torch.exp(s), dim=-1)
+        elif kind == "sum of e^s":
+            log_det = (free * s.exp()).sum(-1)
+        elif kind == "t and s swapped":
+            y = mask * x + free * (x * t.exp() + s)
+            log_det = (free * t).sum(-1)
         elif kind == "shift first":
             y = mask * x + free * (x + t) * s.exp()
         elif kind == "divide":
@@ -333,7 +401,11 @@ def test_coupling_accepts(fn, capsys):
     [
         ("all s", "only the transformed ones"),
         ("minus", "sign is off"),
-        ("det", "not the determinant itself"),
+        ("det", "not the determinant (a product of e^s) itself"),
+        ("det of all", "not the determinant"),
+        ("det with zeros", "not the determinant"),
+        ("sum of e^s", "sums the logs of the diagonal entries"),
+        ("t and s swapped", "t and s are swapped"),
         ("shift first", "scale first, then shift"),
         ("divide", "is the inverse step"),
         ("all coords", "must pass unchanged"),
@@ -347,7 +419,7 @@ def test_coupling_rejects(kind, words, capsys):
     rejects(check_affine_coupling, _coupling(kind), capsys, words)
 
 
-# ------------------------------------------------------------ 8.6
+# ------------------------------------------------------------ 8.8
 
 
 def _log_softmax(log_q, log_p):
@@ -372,6 +444,11 @@ def _normalised(x):
     return x - torch.logsumexp(x, 0)
 
 
+def _max_shift(log_q, log_p):  # the max trick without the sum: in range, but not normalised
+    lq, lp = log_q - log_q.max(), log_p - log_p.max()
+    return (lq.exp() * (lq - lp)).sum()
+
+
 @pytest.mark.parametrize(
     "fn, words",
     [
@@ -382,6 +459,9 @@ def _normalised(x):
         (lambda q, p: (torch.softmax(q, 0) * (_normalised(q) - _normalised(p))).mean(), "not a mean"),
         (lambda q, p: (q.exp() * (_normalised(q) - _normalised(p))).sum(), "not by exp(log q_i) itself"),
         (lambda q, p: -quadrature.kl_on_grid(q, p), "sign is off"),
+        (lambda q, p: (q.exp() * (q - p)).sum(), "neither density is renormalised"),
+        (_max_shift, "does not normalise"),
+        (lambda q, p: (torch.softmax(q, 0) * ((q - q.max()) - (p - p.max()))).sum(), "subtract logsumexp"),
         (
             lambda q, p: (
                 (q.exp() / q.exp().sum()) * ((q.exp() / q.exp().sum()).log() - (p.exp() / p.exp().sum()).log())

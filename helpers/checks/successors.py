@@ -1,16 +1,19 @@
 r"""Checkers for the exercises on SIVI's successors: UIVI, SIVI-SM and its update, a RealNVP coupling, KL by quadrature.
 
-8.1 (UIVI's reverse conditional, up to a constant) accepts any answer that differs from
+Lesson 08 numbers its questions and exercises together: 8.1 and 8.4 are written questions.
+8.2 (UIVI's reverse conditional, up to a constant) accepts any answer that differs from
 :func:`helpers.uivi.reverse_conditional_log_prob` by one constant, since HMC needs the log density only up
-to one, and checks its gradient in :math:`\varepsilon`, which HMC follows. 8.2 (the marginal score
-estimate) compares with :func:`helpers.uivi.marginal_score_estimate`. 8.3 (the SIVI-SM objective) runs on a
+to one, and checks its gradient in :math:`\varepsilon`, which HMC follows. 8.3 (the marginal score
+estimate) compares with :func:`helpers.uivi.marginal_score_estimate`. 8.5 (the SIVI-SM objective) runs on a
 stand-in family whose draws are fixed functions of its parameters, so that value and gradients compare
-exactly with :func:`helpers.score_matching.sivism_objective`. 8.4 (one SIVI-SM update) takes two updates
-from that stand-in and a small ``f`` with counting SGD, and compares both players' weights with
-:func:`helpers.score_matching.sivism_step`'s. 8.5 (the affine coupling) compares with
-:func:`helpers.flows.affine_coupling`, with gradients in the input and in the network's weights. 8.6 (KL on
-a grid) compares with :func:`helpers.quadrature.kl_on_grid`, in float32 with unnormalised, widely spread
-log densities, as a trained family gives them.
+exactly with :func:`helpers.score_matching.sivism_objective`. 8.6 (one SIVI-SM update) takes two updates
+from that stand-in (with the whole interface of lesson 06's family, ``log_conditional`` included) and a
+small ``f`` with counting SGD, and compares both players' weights with
+:func:`helpers.score_matching.sivism_step`'s, the family's step first, as the lesson prescribes; weights
+that match an update built on a known slip of 8.5's objective name exercise 8.5. 8.7 (the affine coupling)
+compares with :func:`helpers.flows.affine_coupling`, with gradients in the input and in the network's
+weights. 8.8 (KL on a grid) compares with :func:`helpers.quadrature.kl_on_grid`, in float32 with
+unnormalised, widely spread log densities, as a trained family gives them.
 """
 
 import torch
@@ -61,7 +64,7 @@ def _family(dtype=_F64, seed=11, noise_dim=3):
     return q.to(dtype)
 
 
-# ---------------------------------------------------------------- 8.1
+# ---------------------------------------------------------------- 8.2
 
 
 def _constant(difference, atol=1e-9):
@@ -70,7 +73,7 @@ def _constant(difference, atol=1e-9):
     return bool((d - d.mean()).abs().max() <= atol * max(1.0, float(d.abs().max())))
 
 
-@checker("8.1", "UIVI's reverse conditional, up to a constant")
+@checker("8.2", "UIVI's reverse conditional, up to a constant")
 def check_reverse_conditional_log_prob(reverse_conditional_log_prob):
     q = _family()
     z, eps = torch.randn(6, 2, dtype=_F64) * 2, torch.randn(6, 3, dtype=_F64)
@@ -111,7 +114,7 @@ def check_reverse_conditional_log_prob(reverse_conditional_log_prob):
         i = int((offset - offset.mean()).abs().argmax())
         fail(
             f"does not match log q(z | g(eps)) + log N(eps; 0, I) up to a constant: for row {i} expected "
-            f"{fmt(reference[i] + offset.mean())}, got {fmt(out[i])}"
+            f"{fmt((reference[i] + offset.mean()).detach())}, got {fmt(out[i].detach())}"
         )
     # HMC follows the gradient in eps; the lesson runs it in float32 on its own family
     eps_g = eps.clone().requires_grad_(True)
@@ -126,10 +129,10 @@ def check_reverse_conditional_log_prob(reverse_conditional_log_prob):
     return "log q(z | g(eps)) + log N(eps; 0, I), up to a constant, with the right gradient in eps."
 
 
-# ---------------------------------------------------------------- 8.2
+# ---------------------------------------------------------------- 8.3
 
 
-@checker("8.2", "UIVI's estimate of the marginal score")
+@checker("8.3", "UIVI's estimate of the marginal score")
 def check_marginal_score_estimate(marginal_score_estimate):
     q = _family()
     z = torch.randn(5, 2, dtype=_F64) * 2
@@ -159,6 +162,19 @@ def check_marginal_score_estimate(marginal_score_estimate):
                 -(z - draws[..., :2]) / var
             ).mean(0),
             "the scale sigma^2 is missing: grad_z log N(z; psi, sigma^2) = -(z - psi) / sigma^2": (-(z - psi)).mean(0),
+            "multiplied by sigma^2 instead of dividing: grad_z log N(z; psi, sigma^2) = -(z - psi) / sigma^2": (
+                -(z - psi) * var
+            ).mean(0),
+            "only the last of the M draws is used (a loop that overwrites instead of adding up?): average the "
+            "conditional scores over all M draws, axis 0": -(z - psi[-1]) / var,
+            "only the first of the M draws is used: average the conditional scores over all M draws, axis 0": -(
+                z - psi[0]
+            )
+            / var,
+            "the average over the M draws is divided by M once more: (1/M) sum_m, not (1/M^2) sum_m": (
+                -(z - psi) / var
+            ).mean(0)
+            / draws.shape[0],
         },
         rtol=1e-6,
         atol=1e-9,
@@ -172,7 +188,7 @@ def check_marginal_score_estimate(marginal_score_estimate):
     return "the average of -(z - g(eps_m)) / sigma^2 over the reverse conditional's draws."
 
 
-# ---------------------------------------------------------------- 8.3
+# ---------------------------------------------------------------- 8.5
 
 
 def _target(z):  # not Gaussian, so that its score depends on z non-linearly
@@ -215,7 +231,7 @@ def _sivism_variant(kind, q, f, S):
     }.get(kind, -(z - psi) / q.sigma**2)
     fz = f(psi) if kind == "f at psi" else f(z)
     two = 1.0 if kind == "no 2" else 2.0
-    square = -1.0 if kind == "plus square" else 1.0
+    square = {"plus square": -1.0, "no square": 0.0}.get(kind, 1.0)
     per_draw = two * (fz * (score_p - score_q)).sum(-1) - square * (fz**2).sum(-1)
     return per_draw.sum() if kind == "sum" else per_draw.mean()
 
@@ -225,6 +241,8 @@ _SIVISM_MISTAKES = {
     "s_p(z) - grad_z log q(z | psi) = s_p(z) + (z - psi) / sigma^2",
     "sigma": "the conditional score divides by the variance sigma^2, not by sigma",
     "no 2": "the cross term has a factor 2: 2 f(z)^T (s_p - s_q) - |f(z)|^2 (complete the square to see why)",
+    "no square": "the term -|f(z)|^2 is missing: without it the objective is linear in f and has no maximum; "
+    "2 f^T (s_p - s_q) - |f|^2 is at most |s_p - s_q|^2, with equality at f = s_p - s_q (Question 8.4)",
     "plus square": "the square enters with a minus sign: 2 f^T (s_p - s_q) - |f|^2, whose maximum over f is "
     "|s_p - s_q|^2",
     "f at psi": "evaluate f at z, the draw, not at psi: f approximates s_p(z) - s_q(z), a function of z",
@@ -238,7 +256,7 @@ _SIVISM_MISTAKES = {
 }
 
 
-@checker("8.3", "the SIVI-SM objective")
+@checker("8.5", "the SIVI-SM objective")
 def check_sivism_objective(sivism_objective):
     q, S = _FixedFamilyWithConditional(), 6
     torch.manual_seed(3)
@@ -272,21 +290,34 @@ def check_sivism_objective(sivism_objective):
     return "2 f(z)^T (s_p(z) - grad log q(z | psi)) - |f(z)|^2, averaged, with gradients for the family and for f."
 
 
-# ---------------------------------------------------------------- 8.4 (one SIVI-SM update)
+# ---------------------------------------------------------------- 8.6 (one SIVI-SM update)
 
 
 def _sm_step_variant(
-    q, f, opt_q, opt_f, S, order="family first", family_sign=1.0, f_sign=-1.0, zero_q=True, zero_f=True
+    q,
+    f,
+    opt_q,
+    opt_f,
+    S,
+    order="family first",
+    family_sign=1.0,
+    f_sign=-1.0,
+    zero_q=True,
+    zero_f=True,
+    objective=None,
 ):
-    """One SIVI-SM update as the reference takes it (``order``: family first, f first, or both from the same
-    point), or with one piece changed; returns the family step's objective."""
-    if order == "family first" and family_sign == 1.0 and f_sign == -1.0 and zero_q and zero_f is True:
+    """One SIVI-SM update as the reference takes it, or with one piece changed: ``order`` (the lesson's
+    "family first", or "f first", or "both from the same point"), a sign, a missing ``zero_grad``, or
+    ``objective`` (an 8.5 with a slip); returns the family step's objective."""
+    default = order == "family first" and family_sign == 1.0 and f_sign == -1.0 and zero_q and zero_f is True
+    if default and objective is None:
         return reference_sivism_step(_target, q, f, opt_q, opt_f, S)
+    objective = objective or reference_sivism
 
     def family_step():
         if zero_q:
             opt_q.zero_grad()
-        value = reference_sivism(_target, q, f, S)
+        value = objective(_target, q, f, S)
         (family_sign * value).backward()
         opt_q.step()
         return value.item()
@@ -294,7 +325,7 @@ def _sm_step_variant(
     def f_step():
         if zero_f is True:
             opt_f.zero_grad()
-        (f_sign * reference_sivism(_target, q, f, S)).backward()
+        (f_sign * objective(_target, q, f, S)).backward()
         opt_f.step()
 
     if zero_f == "first":  # cleared at the start of the update, before the family's backward fills them
@@ -307,7 +338,7 @@ def _sm_step_variant(
             opt_q.zero_grad()
         if zero_f:
             opt_f.zero_grad()
-        value = reference_sivism(_target, q, f, S)
+        value = objective(_target, q, f, S)
         grads = torch.autograd.grad(value, [*q.parameters(), *f.parameters()])
         for p, g in zip([*q.parameters(), *f.parameters()], grads, strict=True):
             sign = family_sign if any(p is r for r in q.parameters()) else f_sign
@@ -321,9 +352,19 @@ def _sm_step_variant(
 
 
 class _FixedDiagonalFamily(_FixedFamily):
-    """The fixed stand-in family (the same draws at every call), with the diagonal conditional it has."""
+    """The fixed stand-in family (the same draws at every call), with the diagonal conditional it has; it
+    inherits the whole interface lessons 06 to 08 teach (``rsample``, ``log_conditional``, ``sigma``, ...)."""
 
     full_covariance = False
+
+
+def _objective_with(kind):
+    """An 8.5 with one of the slips its checker names (``_SIVISM_MISTAKES``), to recognise it inside 8.6."""
+
+    def objective(log_target, q, f, S):
+        return _sivism_variant(kind, q, f, S)
+
+    return objective
 
 
 def _sm_problem():
@@ -349,6 +390,12 @@ def _flat(module):
 
 
 _SM_ORDERS = ("family first", "f first", "both from the same point")
+_SM_ORDER_MISTAKES = {
+    "f first": "f stepped before the family: the update steps the family first (opt_q), then f (opt_f) on "
+    "fresh draws at the family's new parameters, as the authors alternate them",
+    "both from the same point": "both players stepped from one objective: after the family's step, compute the "
+    "objective again (fresh draws, the family's new parameters) and step f up that one",
+}
 _SM_FAMILY_MISTAKES = {
     "the family climbed the objective: it should descend (the family's loss is +objective: its "
     "minimum over q is the Fisher divergence's)": {"family_sign": -1.0},
@@ -370,13 +417,14 @@ _SM_F_MISTAKES = [
 ]
 
 
-@checker("8.4", "one SIVI-SM update of the family and of f")
+@checker("8.6", "one SIVI-SM update of the family and of f")
 def check_sivism_step(sivism_step):
     r"""Two updates with the learner's function and with the reference (:func:`helpers.score_matching.sivism_step`)
     from the same stand-in family (fixed draws) and ``f``, with plain counting SGD (a sign or a missing
-    ``zero_grad`` changes where the weights go); the family's and ``f``'s steps may come in either order, or both
-    from the same point (all three are the alternating game's usual forms). Names a sign on either side, a
-    missing ``zero_grad`` on either side, a step not taken, and a return value that is not the objective."""
+    ``zero_grad`` changes where the weights go). The lesson and its hints fix the order: the family's step
+    first, then ``f``'s on a recomputed objective. Names the other orders, a sign on either side, a missing
+    ``zero_grad`` on either side, a step not taken, a return value that is not the objective, and an
+    objective (the learner's 8.5, which the step calls) with one of the slips 8.5's checker names."""
     q, f, outs, opt_q, opt_f = _sm_two_steps(sivism_step, learner=True)
     for k, out in enumerate(outs):
         if out is None:
@@ -405,19 +453,23 @@ def check_sivism_step(sivism_step):
     def matches(variant):
         return close(got[0], _flat(variant[0]), 1e-7, 1e-10) and close(got[1], _flat(variant[1]), 1e-7, 1e-10)
 
-    references = {order: _sm_two_steps(None, order=order) for order in _SM_ORDERS}
-    orders = [order for order, reference in references.items() if matches(reference)]
-    if not orders:  # the two players' updates interleave, so a slip on one side moves both: compare the pair
+    reference = _sm_two_steps(None)
+    if not matches(reference):  # the two players' updates interleave, so a slip on one side moves both
+        for order, message in _SM_ORDER_MISTAKES.items():
+            if matches(_sm_two_steps(None, order=order)):
+                fail(message)
         for message, kwargs in [*_SM_FAMILY_MISTAKES.items(), *_SM_F_MISTAKES]:
             if any(matches(_sm_two_steps(None, order=order, **kwargs)) for order in _SM_ORDERS):
                 fail(message)
+        for kind, message in _SIVISM_MISTAKES.items():
+            if kind != "fresh psi" and matches(_sm_two_steps(None, objective=_objective_with(kind))):
+                fail(f"the update is right, but your sivism_objective (exercise 8.5) is not: {message}; fix 8.5 first")
         fail(
-            "after two updates the weights differ from the reference's (if check 8.3 passed, your objective is "
+            "after two updates the weights differ from the reference's (if check 8.5 passed, your objective is "
             "right): each update clears the optimiser's gradients, computes the objective on fresh draws, and "
-            "steps the family down it (opt_q) and f up it (opt_f)"
+            "steps the family down it (opt_q), then f up it (opt_f)"
         )
-    order = orders[0]
-    ref_outs = references[order][2]
+    ref_outs = reference[2]
     for k, (out, ref) in enumerate(zip(outs, ref_outs, strict=True)):
         if not close(out, ref, 1e-7, 1e-10):
             if close(out, -ref, 1e-7, 1e-10):
@@ -429,7 +481,7 @@ def check_sivism_step(sivism_step):
     return "the family steps down the objective and f up it, each from cleared gradients."
 
 
-# ---------------------------------------------------------------- 8.5
+# ---------------------------------------------------------------- 8.7
 
 
 class _ShiftScale(nn.Module):
@@ -445,7 +497,7 @@ class _ShiftScale(nn.Module):
         return kept @ self.a.T + 0.3, torch.tanh(kept @ self.b.T)
 
 
-@checker("8.5", "an affine coupling step and its log-determinant")
+@checker("8.7", "an affine coupling step and its log-determinant")
 def check_affine_coupling(affine_coupling):
     L = 4
     net = _ShiftScale(L, _F64)
@@ -466,6 +518,8 @@ def check_affine_coupling(affine_coupling):
     kept = mask * x
     t, s = net(kept)
     free = 1 - mask
+    swapped_y = kept + free * (x * t.exp() + s)  # (s, t) = net(kept): the outputs read in the wrong order
+    determinant = "log_det must be the log of |det|, sum (1 - m) s, not the determinant (a product of e^s) itself"
     diagnose(
         torch.cat([y.reshape(-1), log_det]),
         torch.cat([ref_y.reshape(-1), ref_ld]),
@@ -475,8 +529,21 @@ def check_affine_coupling(affine_coupling):
             "the log-determinant of x -> x e^s + t is + sum (1 - m) s: the sign is off": torch.cat(
                 [ref_y.reshape(-1), -ref_ld]
             ),
-            "log_det must be the log of |det|, sum (1 - m) s, not the determinant itself": torch.cat(
-                [ref_y.reshape(-1), ref_ld.exp()]
+            determinant: torch.cat([ref_y.reshape(-1), ref_ld.exp()]),
+            determinant + " (and only the transformed coordinates, where mask is 0, contribute)": torch.cat(
+                [ref_y.reshape(-1), s.exp().prod(-1)]
+            ),
+            determinant + " (and a product of (1 - m) e^s is 0 wherever mask is 1)": torch.cat(
+                [ref_y.reshape(-1), (free * s.exp()).prod(-1)]
+            ),
+            "log_det sums e^s; the log-determinant sums the logs of the diagonal entries, sum (1 - m) s": torch.cat(
+                [ref_y.reshape(-1), (free * s.exp()).sum(-1)]
+            ),
+            "t and s are swapped: shift_and_log_scale returns (t, s), the shift first, then the log-scale": (
+                torch.cat([swapped_y.reshape(-1), (free * t).sum(-1)])
+            ),
+            "t and s are swapped in y: shift_and_log_scale returns (t, s), the shift first, then the log-scale": (
+                torch.cat([swapped_y.reshape(-1), ref_ld])
             ),
             "scale first, then shift: y = x e^s + t on the transformed coordinates, not (x + t) e^s": torch.cat(
                 [(kept + free * (x + t) * s.exp()).reshape(-1), ref_ld]
@@ -515,7 +582,7 @@ def check_affine_coupling(affine_coupling):
     return "y = m x + (1 - m)(x e^s + t) with log|det| = sum (1 - m) s, and gradients for the flow's training."
 
 
-# ---------------------------------------------------------------- 8.6
+# ---------------------------------------------------------------- 8.8
 
 
 def _grid_problem(dtype=_F64):
@@ -525,7 +592,7 @@ def _grid_problem(dtype=_F64):
     return log_q, log_p
 
 
-@checker("8.6", "the KL divergence on a grid")
+@checker("8.8", "the KL divergence on a grid")
 def check_kl_on_grid(kl_on_grid):
     log_q, log_p = _grid_problem()
     out = as_tensor_result(call_learner(kl_on_grid, log_q, log_p))
@@ -534,6 +601,11 @@ def check_kl_on_grid(kl_on_grid):
     reference = reference_kl(log_q, log_p)
     lq_n, lp_n = log_q - torch.logsumexp(log_q, 0), log_p - torch.logsumexp(log_p, 0)
     w = lq_n.exp()
+    lq_max, lp_max = log_q - log_q.max(), log_p - log_p.max()
+    max_shift = (
+        "subtracting the maximum keeps exp in range but does not normalise (the weights exp(log q_i - max) do not "
+        "sum to one): subtract logsumexp(log q) and logsumexp(log p), which include the max shift"
+    )
     diagnose(
         out,
         reference,
@@ -552,6 +624,11 @@ def check_kl_on_grid(kl_on_grid):
                 log_q.exp() * (lq_n - lp_n)
             ).sum(),
             "the sign is off: KL(q || p) = sum_i q_i (log q_i - log p_i), which is non-negative": -reference,
+            "neither density is renormalised over the grid: subtract logsumexp(log q) from log q and logsumexp(log p) "
+            "from log p first, so that both sum to one over the grid": (log_q.exp() * (log_q - log_p)).sum(),
+            max_shift: (lq_max.exp() * (lq_max - lp_max)).sum(),
+            max_shift + " (here in the logs)": (w * (lq_max - lp_max)).sum(),
+            max_shift + " (here in the weights)": (lq_max.exp() * (lq_n - lp_n)).sum(),
         },
         rtol=1e-6,
         atol=1e-9,

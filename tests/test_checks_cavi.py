@@ -1,6 +1,8 @@
 """The CAVI checkers accept correct answers written in different ways and
 name the mistake in plausible wrong ones."""
 
+import math
+
 import pytest
 import torch
 from checker_assertions import accepts, rejects, run
@@ -437,3 +439,134 @@ def _components_centring_in_place(x, phi, prior_std):
 )
 def test_common_slips_are_named(checker, fn, words, capsys):
     rejects(checker, fn, capsys, words)
+
+
+# ------------------------------------------------------------ exercise 2.3: the loop's slips, named from its calls
+
+
+def _hand_elbo(x, model, mu_N, lambda_N, a_N, b_N, skip=None):
+    # the five terms of the mean-field ELBO written out (Bishop 10.1.3); `skip` leaves one out
+    N, log_2pi = x.numel(), math.log(2 * math.pi)
+    E_tau, E_log_tau = a_N / b_N, torch.digamma(a_N) - torch.log(b_N)
+    terms = {
+        "lik": 0.5 * N * (E_log_tau - log_2pi) - 0.5 * E_tau * (((x - mu_N) ** 2).sum() + N / lambda_N),
+        "mu": 0.5 * (math.log(model.lambda0) + E_log_tau - log_2pi)
+        - 0.5 * model.lambda0 * E_tau * ((mu_N - model.mu0) ** 2 + 1 / lambda_N),
+        "tau": model.a0 * math.log(model.b0) - math.lgamma(model.a0) + (model.a0 - 1) * E_log_tau - model.b0 * E_tau,
+        "h_mu": 0.5 * (1 + log_2pi - torch.log(lambda_N)),
+        "h_tau": a_N - torch.log(b_N) + torch.lgamma(a_N) + (1 - a_N) * torch.digamma(a_N),
+    }
+    return sum(v for k, v in terms.items() if k != skip)
+
+
+def cavi_hand_written_elbo(x, model, update_q_mu, update_q_tau, a_N, b_N, sweeps):
+    # the ELBO written out term by term instead of model.mean_field_elbo
+    trace = []
+    for _ in range(sweeps):
+        mu_N, lambda_N = update_q_mu(x, a_N / b_N, model)
+        a_N, b_N = update_q_tau(x, mu_N, lambda_N, model)
+        trace.append(_hand_elbo(x, model, mu_N, lambda_N, a_N, b_N))
+    return (mu_N, lambda_N, a_N, b_N), trace
+
+
+def cavi_dict_state(x, model, update_q_mu, update_q_tau, a_N, b_N, sweeps):
+    # the factors kept in a dict, keyword arguments, a list comprehension-free loop over sweeps
+    q = {"a_N": a_N, "b_N": b_N}
+    trace = []
+    for _sweep in range(sweeps):
+        q["mu_N"], q["lambda_N"] = update_q_mu(x=x, E_tau=q["a_N"] / q["b_N"], model=model)
+        q["a_N"], q["b_N"] = update_q_tau(x, q["mu_N"], q["lambda_N"], model)
+        trace.append(model.mean_field_elbo(x, q["mu_N"], q["lambda_N"], q["a_N"], q["b_N"]).item())
+    return (q["mu_N"], q["lambda_N"], q["a_N"], q["b_N"]), trace
+
+
+@pytest.mark.parametrize("fn", [cavi_hand_written_elbo, cavi_dict_state])
+def test_cavi_accepts_more_correct_loops(fn, capsys):
+    accepts(check_cavi, fn, capsys)
+
+
+def _loop(order="mu-tau", e_tau=None, stale_mu=False, swap_tau_args=False, record="after", elbo=None, ret=None):
+    """A CAVI loop with one slip; the defaults give the correct loop."""
+
+    def fn(x, model, um, ut, a_N, b_N, sweeps):
+        start, trace = (a_N, b_N), []
+        E_tau0 = a_N / b_N
+        mu_N, lambda_N = um(x, E_tau0, model) if order == "tau-mu" else (None, None)
+        first = None
+        for k in range(sweeps):
+            if order == "tau-mu":  # q(tau) first, from the previous q(mu)
+                a_N, b_N = ut(x, mu_N, lambda_N, model)
+                mu_N, lambda_N = um(x, a_N / b_N, model)
+                trace.append(model.mean_field_elbo(x, mu_N, lambda_N, a_N, b_N))
+                continue
+            before = (mu_N, lambda_N, a_N, b_N)
+            E_tau = a_N / b_N if e_tau is None else e_tau(a_N, b_N, E_tau0)
+            old_mu = (mu_N, lambda_N)
+            mu_N, lambda_N = um(x, E_tau, model)
+            if record == "between":
+                trace.append(model.mean_field_elbo(x, mu_N, lambda_N, a_N, b_N))
+            if record == "before":  # at the top of the sweep, from a guess of q(mu) in the first
+                guess = (x.mean(), torch.ones((), dtype=x.dtype)) if k == 0 else before[:2]
+                trace.append(model.mean_field_elbo(x, *guess, *before[2:]))
+            given = old_mu if (stale_mu and k > 0) else (mu_N, lambda_N)
+            if swap_tau_args:
+                given = given[::-1]
+            a_N, b_N = ut(x, *given, model)
+            if record == "after":
+                value = model.mean_field_elbo(x, mu_N, lambda_N, a_N, b_N)
+                trace.append(value if elbo is None else elbo(x, model, mu_N, lambda_N, a_N, b_N))
+            if record == "each":
+                trace += [
+                    model.mean_field_elbo(x, mu_N, lambda_N, *start),
+                    model.mean_field_elbo(x, mu_N, lambda_N, a_N, b_N),
+                ]
+            if first is None:
+                first = (mu_N, lambda_N, a_N, b_N)
+        params = (mu_N, lambda_N, a_N, b_N)
+        if ret == "tau-first":
+            params = (a_N, b_N, mu_N, lambda_N)
+        elif ret == "start":
+            params = (mu_N, lambda_N, *start)
+        elif ret == "first":
+            params = first
+        return params, trace
+
+    return fn
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (_loop(order="tau-mu"), "wrong order: each sweep updates q(mu) first"),
+        (_loop(e_tau=lambda a, b, e0: e0), "stale E[tau]"),
+        (_loop(e_tau=lambda a, b, e0: 1 / b), "not 1 / b_N"),
+        (_loop(stale_mu=True), "stale q(mu)"),
+        (_loop(swap_tau_args=True), "mu_N and lambda_N are swapped"),
+        (_loop(record="between"), "yours was taken between them"),
+        (_loop(record="before"), "recorded before the sweep's updates"),
+        (_loop(record="each"), "not one after each update"),
+        (_loop(elbo=lambda x, model, *q: -model.mean_field_elbo(x, *q)), "the negative ELBO"),
+        (_loop(elbo=lambda x, model, m, l, a, b: model.mean_field_elbo(x, m, l, b, a)), "a_N and b_N are swapped"),
+        (_loop(elbo=lambda x, model, m, l, a, b: model.mean_field_elbo(x, m, 1 / l, a, b)), "not the variance"),
+        (_loop(elbo=lambda x, model, *q: model.log_evidence(x) - model.mean_field_elbo(x, *q)), "the gap"),
+        (
+            _loop(elbo=lambda x, model, *q: _hand_elbo(x, model, *q, skip="h_tau")),
+            "misses the term the entropy H[q(tau)]",
+        ),
+        (
+            _loop(elbo=lambda x, model, *q: _hand_elbo(x, model, *q, skip="h_mu")),
+            "misses the term the entropy H[q(mu)]",
+        ),
+        (_loop(elbo=lambda x, model, *q: _hand_elbo(x, model, *q, skip="tau")), "misses the term E[log p(tau)]"),
+        (_loop(elbo=lambda x, model, *q: _hand_elbo(x, model, *q, skip="mu")), "misses the term E[log p(mu | tau)]"),
+        (_loop(ret="tau-first"), "in the order (mu_N, lambda_N, a_N, b_N)"),
+        (_loop(ret="start"), "are the start's"),
+        (_loop(ret="first"), "the last sweep, not of the first"),
+    ],
+)
+def test_cavi_names_the_loops_slips(fn, words, capsys):
+    rejects(check_cavi, fn, capsys, words)
+
+
+def test_cavi_loop_helper_is_correct_by_default(capsys):
+    accepts(check_cavi, _loop(), capsys)

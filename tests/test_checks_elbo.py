@@ -426,3 +426,64 @@ def test_reverse_kl_reports_the_learners_in_place_error_as_theirs(capsys):
 
     result, out = run(check_reverse_kl, in_place, capsys)
     assert result.status == "failed" and "changes a tensor in place" in out, out
+
+
+# ------------------------------------------------------------ exercise 1.4 at the lesson's scale (float32, narrow q)
+
+
+def _kl_log_ratio(m, s, lt, z):  # log of a ratio of densities: 0 * log(0 / p) is nan where q underflows
+    q, p = Normal(m, s).log_prob(z).exp(), lt(z).exp()
+    return torch.trapezoid(q * torch.log(q / p), z)
+
+
+def _kl_log_of_exps(m, s, lt, z):  # log(q) of an exp: log 0 = -inf where q underflows
+    q = Normal(m, s).log_prob(z).exp()
+    return torch.trapezoid(q * (torch.log(q) - lt(z)), z)
+
+
+def _kl_log_p_of_exp(m, s, lt, z):  # log(p) of an exp: +inf where p underflows
+    log_q = Normal(m, s).log_prob(z)
+    return torch.trapezoid(log_q.exp() * (log_q - torch.log(lt(z).exp())), z)
+
+
+def _kl_masked(m, s, lt, z):  # the value is finite, but torch.where still sends the masked branch's nan gradient back
+    q, p = Normal(m, s).log_prob(z).exp(), lt(z).exp()
+    return torch.trapezoid(torch.where(q > 0, q * torch.log(q / p), torch.zeros_like(q)), z)
+
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (_kl_log_ratio, "q's density underflows to 0"),
+        (_kl_log_of_exps, "keep the logs"),
+        (_kl_log_p_of_exp, "in float32 at the lesson's scale"),
+        (_kl_masked, "the gradient with respect to m is nan"),
+        (
+            lambda m, s, lt, z: torch.trapezoid(z, Normal(m, s).log_prob(z).exp() * (Normal(m, s).log_prob(z) - lt(z))),
+            "the arguments of torch.trapezoid are swapped",
+        ),
+        (lambda m, s, lt, z: -reverse_kl_trapezoid(m, s, lt, z), "sign error: KL(q || p)"),
+    ],
+)
+def test_reverse_kl_names_the_lesson_scale_slips(fn, words, capsys):
+    rejects(check_reverse_kl, fn, capsys, words)
+
+
+def test_reverse_kl_swapped_arguments_are_not_called_a_sign_error(capsys):
+    def swapped(m, s, lt, z):
+        log_q = Normal(m, s).log_prob(z)
+        return torch.trapezoid(z, log_q.exp() * (log_q - lt(z)))
+
+    result, out = run(check_reverse_kl, swapped, capsys)
+    assert not result and "sign error" not in out, out
+
+
+def reverse_kl_float32_safe(m, s, log_target, z_grid):
+    # the lesson's dtype kept: xlogy-free, logs only, the integrand computed in the grid's dtype
+    log_q = torch.distributions.Normal(m.to(z_grid.dtype), s.to(z_grid.dtype)).log_prob(z_grid)
+    return torch.trapezoid(torch.exp(log_q) * (log_q - log_target(z_grid)), x=z_grid)
+
+
+def test_reverse_kl_accepts_the_keyword_form(capsys):
+    accepts(check_reverse_kl, reverse_kl_float32_safe, capsys)

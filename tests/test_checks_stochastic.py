@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from checker_assertions import accepts, rejects
+from checker_assertions import accepts, rejects, run
 from torch.distributions import Normal
 
 from helpers import gradient_estimators as ref
@@ -534,3 +534,72 @@ def test_the_reference_loo_baseline_needs_two_draws():
     m, log_s = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
     with pytest.raises(ValueError, match="at least 2 draws"):
         ref.score_function_loo_surrogate(lambda z: -(z**2).sum(-1), m, log_s, torch.zeros(1, 2))
+
+
+# ------------------------------------------------------------ 3.5 at the lesson's scale, and N not divisible by B
+
+
+def _scaled(factor_of):
+    def fn(w, X, y, b, p):
+        return _prior(w, p) + factor_of(X.shape[0], len(b)) * _batch_sum(w, X, y, b)
+
+    return fn
+
+
+def _subsampled_log_sigmoid(w, X, y, batch, prior_std):
+    # log(sigmoid(.)) and log(1 - sigmoid(.)): fine on small logits, log 0 at the MAP of the breast-cancer data
+    p = torch.sigmoid(w @ X[batch].T)
+    log_lik = (y[batch] * torch.log(p) + (1 - y[batch]) * torch.log(1 - p)).sum(-1)
+    return _prior(w, prior_std) + X.shape[0] / len(batch) * log_lik
+
+
+def _subsampled_one_minus(w, X, y, batch, prior_std):
+    # log(sigmoid(a)) for y = 1 and log(1 - sigmoid(a)) for y = 0, selected with torch.where
+    a = w @ X[batch].T
+    log_lik = torch.where(y[batch] == 1, torch.log(torch.sigmoid(a)), torch.log(1 - torch.sigmoid(a))).sum(-1)
+    return _prior(w, prior_std) + X.shape[0] / len(batch) * log_lik
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (_scaled(lambda N, B: N // B), "N // B is integer division (12 // 5 = 2, not 2.4)"),
+        (_scaled(lambda N, B: round(N / B)), "round(N / B) give the same"),
+        (_scaled(lambda N, B: int(N / B)), "integer division"),
+        (_subsampled_log_sigmoid, "use softplus"),
+        (_subsampled_log_sigmoid, "at the lesson's scale"),
+        (_subsampled_one_minus, "the gradient in w is not finite"),
+    ],
+)
+def test_subsampled_log_joint_names_the_lesson_scale_slips(fn, words, capsys):
+    rejects(check_subsampled_log_joint, fn, capsys, words)
+
+
+def subsampled_float64(w, X, y, batch, prior_std):
+    # computed in float64 and returned in the input's dtype
+    out = subsampled_reference(w.double(), X.double(), y.double(), batch, prior_std)
+    return out.to(w.dtype)
+
+
+def subsampled_bce(w, X, y, batch, prior_std):
+    a = w @ X[batch].T
+    bce = F.binary_cross_entropy_with_logits(a, y[batch].expand_as(a), reduction="none").sum(-1)
+    return _prior(w, prior_std) - X.shape[0] / batch.numel() * bce
+
+
+@pytest.mark.parametrize("fn", [subsampled_float64, subsampled_bce])
+def test_subsampled_log_joint_accepts_more_forms(fn, capsys):
+    accepts(check_subsampled_log_joint, fn, capsys)
+
+
+# ------------------------------------------------------------ 3.2: a biased answer is not told about baselines
+
+
+def test_reparameterization_bias_message_is_about_the_pathwise_estimate(capsys):
+    def folded(log_joint, m, log_s, eps):  # |eps| is not standard normal: the estimate is biased
+        z = m + log_s.exp() * eps.abs()
+        return (log_joint(z) - Normal(m, log_s.exp()).log_prob(z).sum(-1)).mean()
+
+    result, out = run(check_reparameterization, folded, capsys)
+    assert not result and "biased" in out and "z = m + exp(log_s) * eps" in out, out
+    assert "baseline" not in out, out

@@ -6,6 +6,8 @@ the tables below is a value the learner's answer is compared with, so the
 message can name it.
 """
 
+import math
+
 import torch
 
 from .. import mixture
@@ -15,11 +17,13 @@ from ._core import (
     as_tensor_tuple,
     call_learner,
     checker,
+    close,
     diagnose,
     expect_finite,
     expect_shape,
     fail,
     flat,
+    fmt,
 )
 
 __all__ = [
@@ -120,26 +124,156 @@ def check_update_q_tau(update_q_tau):
     return "matches the update of q(tau) for two settings of q(mu)."
 
 
+def _elbo_terms(model, x, mu_N, lambda_N, a_N, b_N):
+    """The five terms of :meth:`NormalGamma.mean_field_elbo` (its docstring's sum), for naming a missing one."""
+    N = x.numel()
+    E_tau, E_log_tau = a_N / b_N, torch.digamma(a_N) - torch.log(b_N)
+    log_2pi = math.log(2 * math.pi)
+    return {
+        "E[log p(x | mu, tau)]": 0.5 * N * (E_log_tau - log_2pi)
+        - 0.5 * E_tau * (((x - mu_N) ** 2).sum() + N / lambda_N),
+        "E[log p(mu | tau)]": 0.5 * (math.log(model.lambda0) + E_log_tau - log_2pi)
+        - 0.5 * model.lambda0 * E_tau * ((mu_N - model.mu0) ** 2 + 1 / lambda_N),
+        "E[log p(tau)]": model.a0 * math.log(model.b0)
+        - math.lgamma(model.a0)
+        + (model.a0 - 1) * E_log_tau
+        - model.b0 * E_tau,
+        "the entropy H[q(mu)]": 0.5 * (1 + log_2pi - torch.log(lambda_N)),
+        "the entropy H[q(tau)]": a_N - torch.log(b_N) + torch.lgamma(a_N) + (1 - a_N) * torch.digamma(a_N),
+    }
+
+
+def _same(a, b):
+    return close(torch.as_tensor(a, dtype=_F64), torch.as_tensor(b, dtype=_F64), rtol=1e-9, atol=1e-12)
+
+
+def _sweeps_from_log(log, x, model, a0, b0, context):
+    """Replay the order and the arguments of the learner's update calls; name a wrong order or a stale factor.
+
+    ``log`` holds ``("mu", E_tau, (mu_N, lambda_N))`` and ``("tau", (mu_N, lambda_N), (a_N, b_N))`` in call order.
+    Returns the factors after each sweep, ``[(mu_N, lambda_N, a_N, b_N), ...]``.
+    """
+    kinds = [event[0] for event in log]
+    if kinds != ["mu", "tau"] * (len(kinds) // 2):
+        fail(
+            "the updates do not alternate: each sweep calls update_q_mu once, then update_q_tau once, in that order "
+            f"(your loop called them in the order {', '.join(kinds[:6])}{', ...' if len(kinds) > 6 else ''})" + context
+        )
+    a_N, b_N = a0, b0
+    previous_mu, previous_tau = None, [(a0, b0)]
+    sweeps = []
+    for k in range(len(log) // 2):
+        (_, E_tau, (mu_N, lambda_N)), (_, given, (a_new, b_new)) = log[2 * k], log[2 * k + 1]
+        sweep = f" in sweep {k + 1}{context}"
+        if not _same(E_tau, a_N / b_N):
+            if _same(E_tau, b_N / a_N):
+                fail("E[tau] under Gamma(a_N, b_N) (shape, rate) is a_N / b_N, not b_N / a_N" + sweep)
+            if _same(E_tau, a_N):
+                fail("pass E[tau] = a_N / b_N to update_q_mu, not a_N alone" + sweep)
+            if _same(E_tau, 1 / b_N):
+                fail(
+                    "pass E[tau] = a_N / b_N to update_q_mu, not 1 / b_N (the mean of a Gamma has the shape on top)"
+                    + sweep
+                )
+            if any(_same(E_tau, a / b) for a, b in previous_tau[:-1]):
+                fail(
+                    "stale E[tau]: update_q_mu got E[tau] of an earlier q(tau), not of the one just updated; "
+                    "compute E[tau] = a_N / b_N from the latest (a_N, b_N) inside the loop, in every sweep" + sweep
+                )
+            if k == 0:
+                fail(
+                    f"the loop ignores its starting point a_N, b_N: the first update of q(mu) takes E[tau] = a_N / b_N "
+                    f"= {fmt(a_N / b_N)} of the start it is given, yours got {fmt(E_tau)}" + sweep
+                )
+            fail(
+                f"update_q_mu got E[tau] = {fmt(E_tau)}, but the current q(tau) = Gamma(a_N, b_N) has "
+                f"E[tau] = a_N / b_N = {fmt(a_N / b_N)}" + sweep
+            )
+        if not (_same(given[0], mu_N) and _same(given[1], lambda_N)):
+            if _same(given[0], lambda_N) and _same(given[1], mu_N):
+                fail("update_q_tau takes (x, mu_N, lambda_N, model): mu_N and lambda_N are swapped" + sweep)
+            if previous_mu is not None and _same(given[0], previous_mu[0]) and _same(given[1], previous_mu[1]):
+                fail(
+                    "stale q(mu): update_q_tau got the previous sweep's (mu_N, lambda_N); update q(tau) from the "
+                    "q(mu) just computed in the same sweep (that is what makes each step a coordinate ascent step)"
+                    + sweep
+                )
+            fail("update_q_tau must get the (mu_N, lambda_N) that update_q_mu just returned, unchanged" + sweep)
+        previous_mu = (mu_N, lambda_N)
+        a_N, b_N = a_new, b_new
+        previous_tau.append((a_N, b_N))
+        sweeps.append((mu_N, lambda_N, a_N, b_N))
+    return sweeps
+
+
+def _check_trace(trace, sweeps, x, model, a0, b0, context):
+    """Each value of the trace must be the ELBO of the factors after its sweep; name what it is instead."""
+    after = [model.mean_field_elbo(x, *factors) for factors in sweeps]
+    if len(sweeps) > 1 and not _same(trace[-1], after[-1]) and _same(trace[1:], torch.stack(after[:-1])):
+        fail(
+            "the ELBO is recorded before the sweep's updates (the previous sweep's factors), so the last sweep's "
+            "is missing; record it after both updates" + context
+        )
+    for k, (mu_N, lambda_N, a_N, b_N) in enumerate(sweeps):
+        want = model.mean_field_elbo(x, mu_N, lambda_N, a_N, b_N)
+        got = trace[k]
+        if _same(got, want):
+            continue
+        where = f" (the ELBO of sweep {k + 1}{context})"
+        a_before, b_before = (a0, b0) if k == 0 else sweeps[k - 1][2:]
+        terms = _elbo_terms(model, x, mu_N, lambda_N, a_N, b_N)
+        wrong = {
+            "record the ELBO after both updates of the sweep: yours was taken between them, with the new q(mu) and "
+            "the previous q(tau)": model.mean_field_elbo(x, mu_N, lambda_N, a_before, b_before),
+            "the trace holds the negative ELBO; record the ELBO itself (the cell below asserts it never "
+            "decreases)": -want,
+            "model.mean_field_elbo takes (x, mu_N, lambda_N, a_N, b_N): a_N and b_N are swapped": (
+                model.mean_field_elbo(x, mu_N, lambda_N, b_N, a_N)
+            ),
+            "model.mean_field_elbo takes (x, mu_N, lambda_N, a_N, b_N): pass the precision lambda_N, not the "
+            "variance 1 / lambda_N": model.mean_field_elbo(x, mu_N, 1 / lambda_N, a_N, b_N),
+            "the trace holds the gap log p(x) - ELBO (the KL); record the ELBO itself": model.log_evidence(x) - want,
+        }
+        for name, term in terms.items():
+            wrong[
+                f"your ELBO misses the term {name}: the ELBO is E[log p(x | mu, tau)] + E[log p(mu | tau)] + "
+                "E[log p(tau)] + H[q(mu)] + H[q(tau)] (model.mean_field_elbo computes it)"
+            ] = want - term
+        for message, value in wrong.items():
+            if _same(got, value):
+                fail(message + where)
+        fail(
+            f"the trace's value {fmt(got)} is not the ELBO of the factors after sweep {k + 1}, {fmt(want)}: append "
+            "model.mean_field_elbo(x, mu_N, lambda_N, a_N, b_N) once per sweep, after both updates" + context
+        )
+
+
 @checker("2.3", "the CAVI loop")
 def check_cavi(cavi):
-    """Run the learner's loop with the reference updates (counted) from two starts; compare with
-    :meth:`NormalGamma.cavi`, and name the mistakes a loop makes: E[tau] inverted or missing, the updates in the
-    wrong number of times, a sweep too few or too many, the start or the given updates ignored."""
+    """Run the learner's loop with the reference updates (logged) from two starts; compare with
+    :meth:`NormalGamma.cavi`, and name the mistakes a loop makes: E[tau] inverted, missing or stale, the updates
+    in the wrong order or the wrong number of times, q(tau) updated from a stale q(mu), a sweep too few or too
+    many, the ELBO recorded at the wrong moment, with a missing term or its arguments swapped, the factors
+    returned in another order or not the last ones, the start or the given updates ignored."""
     model, x = _normal_gamma_problem()
-    calls = {"mu": 0, "tau": 0}
+    log = []
 
-    def update_q_mu(x_, E_tau, model_):
-        calls["mu"] += 1
-        return model.update_q_mu(x_, E_tau)
+    reference_model = model
 
-    def update_q_tau(x_, mu_N, lambda_N, model_):
-        calls["tau"] += 1
-        return model.update_q_tau(x_, mu_N, lambda_N)
+    def update_q_mu(x, E_tau, model):  # the lesson's names, so keyword calls work
+        out = reference_model.update_q_mu(x, E_tau)
+        log.append(("mu", E_tau, out))
+        return out
+
+    def update_q_tau(x, mu_N, lambda_N, model):
+        out = reference_model.update_q_tau(x, mu_N, lambda_N)
+        log.append(("tau", (mu_N, lambda_N), out))
+        return out
 
     sweeps = 6
     starts = [(torch.tensor(a, dtype=_F64), torch.tensor(b, dtype=_F64)) for a, b in ((1.0, 20.0), (3.0, 0.5))]
     for index, (a0, b0) in enumerate(starts):
-        calls.update(mu=0, tau=0)
+        log.clear()
         context = f" (from q(tau) = Gamma({float(a0):g}, {float(b0):g}), {sweeps} sweeps)"
         out = call_learner(cavi, x, model, update_q_mu, update_q_tau, a0.clone(), b0.clone(), sweeps)
         if not (isinstance(out, (tuple, list)) and len(out) == 2):
@@ -149,41 +283,55 @@ def check_cavi(cavi):
             trace = torch.tensor([float(v) for v in out[1]], dtype=_F64)
         except (TypeError, ValueError):
             fail("the trace must be a list of ELBO values, one per sweep (floats or 0-d tensors)")
-        if calls["mu"] == 0 or calls["tau"] == 0:
+        n_mu = sum(event[0] == "mu" for event in log)
+        n_tau = len(log) - n_mu
+        kinds = [event[0] for event in log]
+        if kinds and (kinds[0] == "tau" or (n_tau and kinds == ["mu"] + ["tau", "mu"] * n_tau)):
+            fail(
+                "wrong order: each sweep updates q(mu) first, from E[tau] = a_N / b_N of the current q(tau) (the "
+                "start needs nothing else), then q(tau) from the q(mu) just computed" + context
+            )
+        if n_mu == 0 or n_tau == 0:
             fail(
                 "call the update functions passed in (update_q_mu, update_q_tau), not other ones: the check "
                 "passes its own to see what your loop does"
             )
-        if calls["mu"] != calls["tau"]:
+        if n_mu != n_tau:
             fail(
-                f"one sweep updates each factor once; your loop called update_q_mu {calls['mu']} times and "
-                f"update_q_tau {calls['tau']} times{context}"
+                f"one sweep updates each factor once; your loop called update_q_mu {n_mu} times and "
+                f"update_q_tau {n_tau} times{context}"
             )
-        if len(trace) != calls["mu"]:
-            fail(f"record one ELBO per sweep, after both updates: {len(trace)} values for {calls['mu']} sweeps")
-        if calls["mu"] != sweeps:
-            fail(f"ran {calls['mu']} sweeps instead of {sweeps}{context}: range(sweeps) runs exactly sweeps times")
+        done = _sweeps_from_log(log, x, model, a0, b0, context)
+        if len(trace) != n_mu:
+            if len(trace) == 2 * n_mu:
+                fail(
+                    f"record one ELBO per sweep, after both updates, not one after each update: {len(trace)} values "
+                    f"for {n_mu} sweeps{context}"
+                )
+            fail(f"record one ELBO per sweep, after both updates: {len(trace)} values for {n_mu} sweeps")
+        if n_mu != sweeps:
+            fail(f"ran {n_mu} sweeps instead of {sweeps}{context}: range(sweeps) runs exactly sweeps times")
+        _check_trace(trace, done, x, model, a0, b0, context)
+        last = done[-1]
+        if not all(_same(p, q) for p, q in zip(params, last, strict=True)):
+            if all(_same(p, q) for p, q in zip(params, (last[2], last[3], last[0], last[1]), strict=True)):
+                fail("return the factors in the order (mu_N, lambda_N, a_N, b_N): q(mu)'s first" + context)
+            if _same(params[2], a0) and _same(params[3], b0):
+                fail(
+                    "the a_N, b_N returned are the start's: keep the result of update_q_tau in the variables "
+                    "you return (a_N, b_N = update_q_tau(...))" + context
+                )
+            if all(_same(p, q) for p, q in zip(params, done[0], strict=True)):
+                fail("return the factors of the last sweep, not of the first" + context)
 
         def reference(a_N, b_N):
             factors, values = model.cavi(x, a_N, b_N, sweeps)
             return flat(*factors, torch.tensor(values, dtype=_F64))
 
-        def variant(E_tau_of, a_N=a0, b_N=b0):  # the reference loop with E[tau] computed wrongly
-            values = []
-            for _ in range(sweeps):
-                mu_N, lambda_N = model.update_q_mu(x, E_tau_of(a_N, b_N))
-                a_N, b_N = model.update_q_tau(x, mu_N, lambda_N)
-                values.append(float(model.mean_field_elbo(x, mu_N, lambda_N, a_N, b_N)))
-            return flat(mu_N, lambda_N, a_N, b_N, torch.tensor(values, dtype=_F64))
-
         diagnose(
             flat(*params, trace),
             reference(a0, b0),
-            {
-                "E[tau] under Gamma(a_N, b_N) (shape, rate) is a_N / b_N, not b_N / a_N": variant(lambda a, b: b / a),
-                "pass E[tau] = a_N / b_N to update_q_mu, not a_N alone": variant(lambda a, b: a),
-                "the loop ignores its starting point a_N, b_N": reference(*starts[1 - index]),
-            },
+            {"the loop ignores its starting point a_N, b_N": reference(*starts[1 - index])},
             context=context,
             labels=["mu_N", "lambda_N", "a_N", "b_N"] + [f"the ELBO of sweep {i + 1}" for i in range(sweeps)],
         )

@@ -17,6 +17,7 @@ from ._core import (
     as_tensor_result,
     call_learner,
     checker,
+    close,
     diagnose,
     expect_finite,
     expect_shape,
@@ -318,7 +319,6 @@ def check_reverse_kl(reverse_kl):
             mistakes = {
                 "computes the forward KL(p || q) = E_p[log p - log q]; variational inference uses the reverse "
                 "KL(q || p), an expectation under q": torch.trapezoid(p * (log_p - log_q), z_grid),
-                "sign error: KL(q || p) = E_q[log q - log p] >= 0": -ref,
                 "the integrand must be weighted by q's density: KL(q || p) = integral of q(z) (log q(z) - log p(z)) "
                 "dz": torch.trapezoid(log_q - log_p, z_grid),
                 "the weights are p's density; the reverse KL weights by q(z), the distribution it is an "
@@ -339,6 +339,8 @@ def check_reverse_kl(reverse_kl):
                     "your function ignores its log_target argument (it used the lesson's bimodal target): "
                     "evaluate log p with the log_target it is given"
                 ] = torch.trapezoid(q * (log_q - bimodal(z_grid)), z_grid)
+        if close(out, -ref, rtol=1e-6, atol=1e-7):
+            _sign_or_swapped(reverse_kl, m, s, log_target, context)
         diagnose(out, ref, mistakes, context=f" ({context})", rtol=1e-6, atol=1e-7)
         if index == 0:  # the gradient lesson 01's descent uses, against the closed form
             if not out.requires_grad:
@@ -354,4 +356,67 @@ def check_reverse_kl(reverse_kl):
                         f"the gradient with respect to {name} is {fmt(0.0 if g is None else g)}, the closed form's "
                         f"is {fmt(g_exact)} ({context}): keep q's density a torch function of m and s"
                     )
+    _check_lesson_scale(reverse_kl)
     return "matches the closed-form KL and its gradient on a Gaussian target, and the quadrature on two modes."
+
+
+def _sign_or_swapped(reverse_kl, m, s, log_target, context):
+    """The answer is minus the KL on a grid where the integrand vanishes at both ends: a sign error, or
+    ``torch.trapezoid(z_grid, values)`` (arguments swapped), which there is minus the integral too (by parts).
+    On a grid that cuts q off, the two differ; say which it is."""
+    cut = torch.linspace(-12.0, float(m.detach()), 3001, dtype=_F64)  # ends at q's mean, where q is far from 0
+    out = as_tensor_result(call_learner(reverse_kl, m, s, log_target, cut)).detach()
+    with torch.no_grad():
+        log_q = Normal(m, s).log_prob(cut)
+        values = log_q.exp() * (log_q - log_target(cut))
+        swapped = torch.trapezoid(cut, values)
+    if out.shape == () and close(out, swapped, rtol=1e-6, atol=1e-7):
+        fail(
+            "the arguments of torch.trapezoid are swapped: it takes the values first and the grid second, "
+            "torch.trapezoid(values, z_grid); torch.trapezoid(z_grid, values) integrates z d(values), which on this "
+            f"grid is minus the integral ({context})"
+        )
+    fail(f"sign error: KL(q || p) = E_q[log q - log p] >= 0 ({context})")
+
+
+def _check_lesson_scale(reverse_kl):
+    """The lesson runs 1.4 in float32 on the grid [-12, 12] with q as narrow as s = 0.54 (the reverse-KL fit
+    on the left mode) and as wide as the moment match (s = 1.76): there q's density underflows to 0 far out
+    in the grid, so an integrand written as a log of a ratio of densities, log(q / p) or log(exp(log q)),
+    is 0 * log 0 = nan or inf. Compared with the float64 quadrature, value and gradient."""
+    z32 = torch.linspace(-12.0, 12.0, 6001)
+    log_target32 = _mixture_log_density(torch.tensor([0.3, 0.7]), torch.tensor([-2.0, 1.5]), torch.tensor([0.5, 0.8]))
+    log_target64 = _mixture_log_density(
+        torch.tensor([0.3, 0.7], dtype=_F64),
+        torch.tensor([-2.0, 1.5], dtype=_F64),
+        torch.tensor([0.5, 0.8], dtype=_F64),
+    )
+    for m0, s0 in ((-1.968, 0.539), (0.45, 1.759)):
+        context = f"in float32 at the lesson's scale, q = N({m0:g}, {s0:g}^2) on the grid [-12, 12] of 6001 points"
+        m, s = torch.tensor(m0, requires_grad=True), torch.tensor(s0, requires_grad=True)
+        out = as_tensor_result(call_learner(reverse_kl, m, s, log_target32, z32))
+        expect_shape(out, (), f" ({context})")
+        if not torch.isfinite(out).all():
+            fail(
+                f"the result is {fmt(out.detach())} ({context}): q's density underflows to 0 far from m, and "
+                "log(q / p), log(q) of an exp, or log(p) of an exp is then log 0; keep the logs: "
+                "q * (log_q - log_p) with log_q = Normal(m, s).log_prob(z_grid) and log_p = log_target(z_grid)"
+            )
+        with torch.no_grad():
+            z64 = z32.double()
+            log_q = Normal(m.double(), s.double()).log_prob(z64)
+            ref = torch.trapezoid(log_q.exp() * (log_q - log_target64(z64)), z64)
+        diagnose(out.detach(), ref, {}, context=f" ({context})", rtol=1e-4, atol=1e-5)
+        if not out.requires_grad:
+            fail(
+                f"no gradient reaches m and s ({context}): build q's density from them with torch operations "
+                "(Normal(m, s).log_prob), without .item(), float() or NumPy"
+            )
+        grads = learner_grad(out, (m, s))
+        for name, g in zip(("m", "s"), grads, strict=True):
+            if g is not None and not torch.isfinite(g).all():
+                fail(
+                    f"the value is right but the gradient with respect to {name} is {fmt(g.detach())} ({context}): a "
+                    "torch.where or mask that skips log 0 still sends its nan gradient back; keep the logs instead, "
+                    "q * (log_q - log_p) with log_q = Normal(m, s).log_prob(z_grid)"
+                )

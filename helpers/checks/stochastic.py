@@ -19,6 +19,7 @@ import torch
 from torch.distributions import MultivariateNormal, Normal
 
 from .. import gradient_estimators as estimators  # the reference answers of 3.1 and 3.2
+from ..datasets import load_breast_cancer
 from ..gaussian import LOG_2PI, log_normal_diag, normal_entropy
 from ..linear_gaussian import LinearGaussianModel
 from ..logistic_regression import BayesianLogisticRegression
@@ -93,7 +94,14 @@ def _gradient(out, m, log_s, what):
     return flat(gm, gs)
 
 
-def _unbiased(fn, make_input, m, log_s, what, S=2, repeats=1000):
+_SCORE_HINT = "A baseline must leave out the draw it multiplies; average over draws, do not sum."
+_PATHWISE_HINT = (
+    "Build every draw as z = m + exp(log_s) * eps from the eps you are given, evaluate log p(x, z) and log q(z) at "
+    "that same z, and average over the draws, do not sum."
+)
+
+
+def _unbiased(fn, make_input, m, log_s, what, S=2, repeats=1000, hint=_SCORE_HINT):
     """Average the learner's gradient over many small-``S`` calls; compare with the exact ELBO gradient.
 
     A small ``S`` exposes biases of order 1/S (a baseline that includes the
@@ -121,8 +129,7 @@ def _unbiased(fn, make_input, m, log_s, what, S=2, repeats=1000):
         names = ["d/dm_1", "d/dm_2", "d/dlog_s_1", "d/dlog_s_2"]
         fail(
             f"biased: averaged over {repeats} calls with S = {S} draws, {names[i]} is {fmt(mean[i])} "
-            f"(standard error {fmt(se[i])}), but the exact ELBO gradient is {fmt(exact[i])}. (A baseline must "
-            "leave out the draw it multiplies; average over draws, do not sum.)"
+            f"(standard error {fmt(se[i])}), but the exact ELBO gradient is {fmt(exact[i])}. ({hint})"
         )
 
 
@@ -278,7 +285,14 @@ def check_reparameterization(reparameterization_surrogate):
         "summed over the S draws; average them (.mean())": ref * eps.shape[0],
     }
     if not _classify(grad, [ref, entropy, sticking], mistakes, " (on 6 fixed draws eps)"):
-        _unbiased(reparameterization_surrogate, lambda S: torch.randn(S, 2, dtype=_F64), m, log_s, what)
+        _unbiased(
+            reparameterization_surrogate,
+            lambda S: torch.randn(S, 2, dtype=_F64),
+            m,
+            log_s,
+            what,
+            hint=_PATHWISE_HINT,
+        )
     if not (
         math.isclose(float(value), float(ref_value), rel_tol=1e-6, abs_tol=1e-9)
         or math.isclose(float(value), float(entropy_value), rel_tol=1e-6, abs_tol=1e-9)
@@ -384,7 +398,7 @@ def check_subsampled_log_joint(subsampled_log_joint):
     X, y = torch.cat([X, -X.flip(0)[:5]]), torch.cat([y, 1 - y.flip(0)[:5]])  # N = 12 data points
     model = BayesianLogisticRegression(X, y, prior_std)
     N = X.shape[0]
-    for batch in (torch.tensor([3, 10, 0]), torch.tensor([7, 1, 11, 4, 2, 8])):
+    for batch in (torch.tensor([3, 10, 0, 6, 9]), torch.tensor([7, 1, 11, 4, 2, 8, 5])):  # B = 5, 7: N / B not whole
         B = batch.shape[0]
         context = f" (a batch of B = {B} of N = {N} data points, 4 draws of w)"
         out = as_tensor_result(call_learner(subsampled_log_joint, w, X, y, batch, prior_std))
@@ -414,9 +428,16 @@ def check_subsampled_log_joint(subsampled_log_joint):
                     log_prior + log_lik_batch / N
                 ),
                 "missing the log prior log N(w; 0, prior_std^2 I)": log_lik_batch,
+                f"N // B is integer division ({N} // {B} = {N // B}, not {N / B:.4g}): the factor is the ratio "
+                "N / B, written with /"
+                + (" (int(N / B) and round(N / B) give the same here)" if round(N / B) == N // B else ""): log_prior
+                + log_lik_batch * (N // B) * B / N,
+                f"the factor N / B was rounded ({round(N / B)} instead of {N / B:.4g}): keep the ratio N / B as it "
+                "is": log_prior + log_lik_batch * round(N / B) * B / N,
             },
             context=context,
         )
+    _check_lesson_scale(subsampled_log_joint)
     # unbiasedness, exactly: the mean over the batches of a partition is the full log joint, gradients included
     w_grad = w.clone().requires_grad_(True)
     partition = torch.randperm(N).reshape(3, 4)
@@ -434,6 +455,70 @@ def check_subsampled_log_joint(subsampled_log_joint):
     diagnose(estimates.mean(0).detach(), model.log_joint(w), {}, context=" averaged over the 3 batches of a partition")
     diagnose(grad, grad_ref, {}, context=" (the gradient in w, averaged over the 3 batches of a partition)")
     return "matches N / B times the batch's log-likelihood plus the prior; averaged over a partition, it is exact."
+
+
+def _check_lesson_scale(subsampled_log_joint):
+    """Lesson 03 runs 3.5 on the breast-cancer data (N = 426, D = 31, float32) near the posterior, with batches of
+    B = 32: at the MAP some logits exceed 50, where sigmoid(a) rounds to 1 in float32, so log(1 - sigmoid(a)) is
+    log 0 and a log-likelihood written with log(sigmoid(.)) is -inf or nan (0 * -inf). Compared, value and
+    gradient, with the reference in float64."""
+    data = load_breast_cancer()
+    X, y, prior_std = data.X_train, data.y_train, 1.0
+    model = BayesianLogisticRegression(X, y, prior_std)
+    w_map, cov = model.laplace(iters=10)  # Newton has converged to float32 rounding by then
+    gen = torch.Generator().manual_seed(0)
+    N = X.shape[0]
+    w = torch.cat(
+        [w_map.unsqueeze(0), w_map + torch.randn(3, w_map.shape[0], generator=gen) @ torch.linalg.cholesky(cov).T]
+    )
+    # a batch of B = 32 that holds the data points with the largest logits at the MAP (N / B = 13.3 is not whole)
+    largest = (X @ w_map).abs().argsort(descending=True)[:4]
+    rest = torch.randperm(N, generator=gen)
+    rest = rest[~torch.isin(rest, largest)][:28]
+    batch = torch.cat([largest, rest])[torch.randperm(32, generator=gen)]
+    context = (
+        " (at the lesson's scale: the breast-cancer data, N = 426, float32, w near the MAP where some logits "
+        "exceed 50, a batch of B = 32)"
+    )
+    w_grad = w.clone().requires_grad_(True)
+    out = as_tensor_result(call_learner(subsampled_log_joint, w_grad, X, y, batch, prior_std))
+    expect_shape(out, (w.shape[0],), context + ", one value per row of w")
+    if not torch.isfinite(out).all():
+        fail(
+            f"the result has {'NaN' if torch.isnan(out).any() else 'inf'}{context}: sigmoid(a) rounds to 1 for "
+            "large logits, so log(1 - sigmoid(a)) is log 0 (and 0 * log 0 is nan); use softplus: "
+            "y a - softplus(a), or torch.nn.functional.logsigmoid(a) and logsigmoid(-a)"
+        )
+    model64 = BayesianLogisticRegression(X.double(), y.double(), prior_std)
+    with torch.enable_grad():
+        w64 = w.double().requires_grad_(True)
+        ref = model64.subsampled_log_joint(w64, batch)
+        (grad_ref,) = torch.autograd.grad(ref.sum(), w64)
+    B = batch.shape[0]
+    log_prior = model64.log_prior(w.double())
+    diagnose(
+        out.detach(),
+        ref.detach(),
+        {
+            f"N // B is integer division ({N} // {B} = {N // B}, not {N / B:.4g}): the factor is the ratio N / B, "
+            "written with /": log_prior + (ref.detach() - log_prior) * (N // B) * B / N,
+        },
+        context=context + "; clamping probabilities or log(sigmoid) changes the answer there: use softplus",
+        rtol=1e-4,
+        atol=1e-3,
+    )
+    if not out.requires_grad:
+        fail(
+            "no gradient reaches w: the training loop differentiates this estimate; compute it with torch "
+            "operations on w (no .item(), float() or NumPy)"
+        )
+    (grad,) = learner_grad(out.sum(), w_grad)
+    if grad is None or not torch.isfinite(grad).all():
+        fail(
+            f"the value is right but the gradient in w is not finite{context}: log(sigmoid(a)) sends a nan or inf "
+            "gradient back where sigmoid(a) rounds to 0 or 1; use softplus or logsigmoid"
+        )
+    diagnose(grad, grad_ref, {}, context=" (the gradient in w" + context[1:], rtol=1e-3, atol=1e-2)
 
 
 # ---------------------------------------------------------------- 3.6 exact PPCA posterior

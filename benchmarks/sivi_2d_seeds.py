@@ -11,14 +11,11 @@ settings of the authors' ``SIVI_2d.py`` (sigma fixed at 0.1, Adam at 1e-3 x 0.75
 About a minute on one core.
 """
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
-from benchmarks.studies import write_rows
+from benchmarks.studies import seed_study_arguments, write_rows
 
-ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["target", "seed", "lower", "upper", "sigma_1", "sigma_2", "train_seconds"]
 
 
@@ -51,13 +48,7 @@ def run_seed(target, seed):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.sivi_2d_seeds", description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--first-seed", type=int, default=100, help="seeds first-seed, first-seed + 1, ...")
-    parser.add_argument("--out", type=Path, default=ROOT / "helpers" / "data" / "sivi_2d_seeds.csv")
-    args = parser.parse_args(argv)
-    if args.seeds < 1:
-        parser.error("--seeds must be positive")
+    args = seed_study_arguments("python -m benchmarks.sivi_2d_seeds", __doc__, "sivi_2d_seeds.csv", argv)
     import torch
 
     from helpers.targets import TARGETS

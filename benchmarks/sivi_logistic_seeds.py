@@ -7,15 +7,12 @@ lower and upper bounds (``K = 5000``, 2000 draws), with their Monte Carlo standa
 ``helpers/data/sivi_logistic_seeds.csv``, which lesson 06 reads. About 30 s a seed on one core.
 """
 
-import argparse
 import math
 import sys
 import time
-from pathlib import Path
 
-from benchmarks.studies import write_rows
+from benchmarks.studies import seed_study_arguments, write_rows
 
-ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["seed", "family", "value", "se", "upper", "se_upper", "train_seconds"]
 
 
@@ -77,15 +74,7 @@ def run_seed(seed):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.sivi_logistic_seeds", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--first-seed", type=int, default=100, help="seeds first-seed, first-seed + 1, ...")
-    parser.add_argument("--out", type=Path, default=ROOT / "helpers" / "data" / "sivi_logistic_seeds.csv")
-    args = parser.parse_args(argv)
-    if args.seeds < 1:
-        parser.error("--seeds must be positive")
+    args = seed_study_arguments("python -m benchmarks.sivi_logistic_seeds", __doc__, "sivi_logistic_seeds.csv", argv)
     import torch
 
     torch.set_num_threads(1)

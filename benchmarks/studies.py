@@ -1,11 +1,15 @@
 """What the studies behind lessons 06 to 08 share: running their jobs, one process each or in this one, and
 writing their rows."""
 
+import argparse
 import contextlib
 import csv
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
-__all__ = ["run_jobs", "write_rows"]
+__all__ = ["run_jobs", "write_rows", "seed_study_arguments"]
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_jobs(run_one, jobs, n_jobs):
@@ -32,3 +36,16 @@ def write_rows(path, columns, rows):
         writer = csv.DictWriter(handle, columns)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def seed_study_arguments(prog, doc, csv_name, argv=None):
+    """The options of a study rerun from several seeds: ``--seeds`` (5), ``--first-seed`` (100) and ``--out``
+    (``helpers/data/csv_name``); the parsed arguments, a usage error for a non-positive ``--seeds``."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=100, help="seeds first-seed, first-seed + 1, ...")
+    parser.add_argument("--out", type=Path, default=ROOT / "helpers" / "data" / csv_name)
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be positive")
+    return args

@@ -33,7 +33,6 @@ __all__ = [
     "log_mean_exp",
     "binomial_log_prob",
     "aggregate_log_density",
-    "aggregate_kl",
 ]
 
 
@@ -94,15 +93,6 @@ def aggregate_log_density(z, mean, log_scale, chunk=512):
         log_components = (-0.5 * ((zc - mean) / scale) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)).sum(-1)
         parts.append(torch.logsumexp(log_components, dim=1) - math.log(mean.shape[0]))
     return torch.cat(parts)
-
-
-def aggregate_kl(z, mean, log_scale):
-    r"""Monte Carlo :math:`\mathrm{KL}(\bar q_\phi(z)\,\|\,\mathcal N(0, I)) \approx \frac1M\sum_m
-    [\log\bar q_\phi(z_m) - \log\mathcal N(z_m; 0, I)]` from draws ``z (M, L)`` of the aggregate posterior;
-    returns ``(estimate, standard error)`` as floats. ``mean``, ``log_scale (N, L)`` as in
-    :func:`aggregate_log_density`."""
-    terms = aggregate_log_density(z, mean, log_scale) - (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
-    return float(terms.mean()), float(terms.std() / math.sqrt(len(terms)))
 
 
 def binomial_log_prob(x, n, logits):

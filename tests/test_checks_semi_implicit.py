@@ -3,7 +3,6 @@ and name the mistake in plausible wrong ones; lesson 06's also stop a slow answe
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from checker_assertions import accepts, rejects
@@ -12,7 +11,6 @@ from torch.distributions import MultivariateNormal, Normal
 from helpers import gaussian, semi_implicit
 from helpers.checks import (
     check_log_normal_tril,
-    check_semi_implicit_covariance,
     check_sivi_bound,
     check_sivi_upper_bound,
 )
@@ -500,40 +498,6 @@ def _broadcast_solve(z, psi, C):  # the natural answer: right, and one small sol
 )
 def test_log_normal_tril_names_mistakes_and_a_slow_solve(fn, words, capsys):
     rejects(check_log_normal_tril, fn, capsys, *words)
-
-
-def _cov_by_hand(psi, C):
-    centred = psi - psi.mean(0)
-    return centred.T @ centred / (psi.shape[0] - 1) + C @ C.T
-
-
-@pytest.mark.parametrize(
-    "fn",
-    [
-        lambda psi, C: torch.cov(psi.T) + C @ C.T,
-        lambda psi, C: torch.cov(psi.mT, correction=0) + torch.einsum("ik,jk->ij", C, C),
-        _cov_by_hand,
-    ],
-)
-def test_covariance_accepts(fn, capsys):
-    accepts(check_semi_implicit_covariance, fn, capsys)
-
-
-@pytest.mark.parametrize(
-    "fn, words",
-    [
-        (lambda psi, C: np.cov(psi.numpy().T) + (C @ C.T).numpy(), ("numpy.ndarray", "not a torch tensor")),
-        (lambda psi, C: torch.tensor(np.cov(psi.numpy().T)) + C @ C.T, ("float64 for float32", "NumPy")),
-        (lambda psi, C: torch.cov(psi) + C @ C.T, ("broadcasting error", "pass psi.T")),
-        (lambda psi, C: torch.tensor(np.cov(psi.numpy())) + C @ C.T, ("broadcasting error", "pass psi.T")),
-        (lambda psi, C: torch.cov(psi.T) + C, ("not C itself",)),
-        (lambda psi, C: torch.cov(psi.T) + C.T @ C, ("not C^T C",)),
-        (lambda psi, C: torch.cov(psi.T), ("conditional's covariance is missing",)),
-        (lambda psi, C: psi.T @ psi / len(psi) + C @ C.T, ("must be centred",)),
-    ],
-)
-def test_covariance_names_numpy_a_transposed_covariance_and_more(fn, words, capsys):
-    rejects(check_semi_implicit_covariance, fn, capsys, *words)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ name the mistake in plausible wrong ones."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from checker_assertions import accepts, rejects
@@ -85,6 +86,7 @@ def _by_hand(psi, C):
         lambda psi, C: torch.cov(psi.T, correction=0) + C @ C.T,  # dividing by n is as right
         _by_hand,
         lambda psi, C: torch.cov(psi.T) + torch.einsum("ik,jk->ij", C, C),
+        lambda psi, C: torch.cov(psi.mT, correction=0) + torch.einsum("ik,jk->ij", C, C),
     ],
 )
 def test_covariance_accepts(fn, capsys):
@@ -94,18 +96,22 @@ def test_covariance_accepts(fn, capsys):
 @pytest.mark.parametrize(
     "fn, words",
     [
-        (lambda psi, C: torch.cov(psi.T) + C, "not C itself"),
-        (lambda psi, C: torch.cov(psi.T) + C.T @ C, "not C^T C"),
-        (lambda psi, C: torch.cov(psi.T), "conditional's covariance is missing"),
-        (lambda psi, C: C @ C.T, "spread of the mixing variable is missing"),
-        (lambda psi, C: psi.T @ psi / psi.shape[0] + C @ C.T, "must be centred"),
-        (lambda psi, C: torch.diag(torch.cov(psi.T).diagonal() + (C @ C.T).diagonal()), "only the diagonal"),
-        (lambda psi, C: torch.cov(psi.T) + torch.diag((C**2).sum(0)), "not covariances"),
-        (lambda psi, C: torch.cov(psi)[:3, :3] + C @ C.T, "psi.T"),
+        (lambda psi, C: torch.cov(psi.T) + C, ("not C itself",)),
+        (lambda psi, C: torch.cov(psi.T) + C.T @ C, ("not C^T C",)),
+        (lambda psi, C: torch.cov(psi.T), ("conditional's covariance is missing",)),
+        (lambda psi, C: C @ C.T, ("spread of the mixing variable is missing",)),
+        (lambda psi, C: psi.T @ psi / psi.shape[0] + C @ C.T, ("must be centred",)),
+        (lambda psi, C: torch.diag(torch.cov(psi.T).diagonal() + (C @ C.T).diagonal()), ("only the diagonal",)),
+        (lambda psi, C: torch.cov(psi.T) + torch.diag((C**2).sum(0)), ("not covariances",)),
+        (lambda psi, C: torch.cov(psi)[:3, :3] + C @ C.T, ("psi.T",)),
+        (lambda psi, C: np.cov(psi.numpy().T) + (C @ C.T).numpy(), ("numpy.ndarray", "not a torch tensor")),
+        (lambda psi, C: torch.tensor(np.cov(psi.numpy().T)) + C @ C.T, ("float64 for float32", "NumPy")),
+        (lambda psi, C: torch.cov(psi) + C @ C.T, ("broadcasting error", "pass psi.T")),
+        (lambda psi, C: torch.tensor(np.cov(psi.numpy())) + C @ C.T, ("broadcasting error", "pass psi.T")),
     ],
 )
 def test_covariance_names_mistakes(fn, words, capsys):
-    rejects(check_semi_implicit_covariance, fn, capsys, words)
+    rejects(check_semi_implicit_covariance, fn, capsys, *words)
 
 
 # ------------------------------------------------------------ 6.5

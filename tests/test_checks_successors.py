@@ -196,15 +196,23 @@ def test_sivism_rejects(kind, words, capsys):
 _objective = score_matching.sivism_objective  # the learner's 8.5 (right), without the train_family flag
 
 
-def _family_then_f(log_target, q, f, opt_q, opt_f, S):  # the lesson's loop body, with the learner's 8.3
-    opt_q.zero_grad()
-    value = _objective(log_target, q, f, S)
-    value.backward()
-    opt_q.step()
-    opt_f.zero_grad()
-    (-_objective(log_target, q, f, S)).backward()
-    opt_f.step()
-    return value.item()
+def _lesson_step(objective):
+    """The lesson's update (the family first, then f on a recomputed objective) on the learner's 8.5 ``objective``."""
+
+    def step(log_target, q, f, opt_q, opt_f, S):
+        opt_q.zero_grad()
+        value = objective(log_target, q, f, S)
+        value.backward()
+        opt_q.step()
+        opt_f.zero_grad()
+        (-objective(log_target, q, f, S)).backward()
+        opt_f.step()
+        return value.item()
+
+    return step
+
+
+_family_then_f = _lesson_step(_objective)  # the lesson's loop body, with a right 8.5
 
 
 def _with_log_conditional(log_target, q, f, opt_q, opt_f, S):  # an 8.5 that uses q.log_conditional
@@ -265,18 +273,7 @@ def test_sivism_step_rejects_the_orders_the_lesson_rules_out(fn, words, capsys):
     ],
 )
 def test_sivism_step_names_exercise_8_5_when_the_objective_is_the_cause(kind, words, capsys):
-    objective = _sivism(kind)
-
-    def step(log_target, q, f, opt_q, opt_f, S):  # the lesson's update, right, on the learner's wrong 8.5
-        opt_q.zero_grad()
-        value = objective(log_target, q, f, S)
-        value.backward()
-        opt_q.step()
-        opt_f.zero_grad()
-        (-objective(log_target, q, f, S)).backward()
-        opt_f.step()
-        return value.item()
-
+    step = _lesson_step(_sivism(kind))  # the lesson's update, right, on the learner's wrong 8.5
     rejects(check_sivism_step, step, capsys, "exercise 8.5")
     rejects(check_sivism_step, step, capsys, words)
 

@@ -1,7 +1,8 @@
 """``python -m benchmarks.successors``: SIVI, UIVI, SIVI-SM, KSIVI and RealNVP on the three 2-D targets, over seeds.
 
 Each method is trained as its authors train it (``helpers.semi_implicit_fits`` says how, and where this
-differs), for the same number of updates, from several seeds, and scored by the KL divergence to the target
+differs: learning rates decay at the authors' own intervals, so 5000 updates are the first tenth of the
+authors' 50 000 runs), for the same number of updates, from several seeds, and scored by the KL divergence to the target
 in both directions, by quadrature on a grid (``helpers.quadrature``), at half and at the full run (has
 training reached its plateau?). On the two-mode target it also records the weight each fit gives the right
 mode, and adds KSIVI as lesson 07 ran it (RBF kernel, no annealing) and with each of the authors' two
@@ -10,7 +11,10 @@ torch thread per run; ``--jobs`` runs that many at once, so they are comparable 
 ``--timing STEPS`` times each method alone instead, on an idle machine, for lesson 08's time column.
 
 The CSV it writes (``helpers/data/successors_2d.csv`` by default) is what lesson 08's table reads: the study
-takes about an hour on two cores, far beyond a lesson's minute. Rerun it after changing a method.
+takes about an hour on two cores, far beyond a lesson's minute. Rerun it after changing a method. A run of
+other than 5000 updates labels its rows ``"METHOD (N updates)"``; ``--merge`` adds them to the file's other
+rows instead of replacing the file, for example the authors' full runs on the X:
+``python -m benchmarks.successors --steps 50000 --seeds 1 --targets "X shape" --methods "SIVI-SM;KSIVI" --merge``.
 """
 
 import argparse
@@ -24,6 +28,7 @@ from pathlib import Path
 from benchmarks.studies import run_jobs, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
+STUDY_STEPS = 5000  # every method's updates in lesson 08's table
 COLUMNS = [
     "target",
     "method",
@@ -89,7 +94,7 @@ def run_one(target_name, method, options, seed, steps, K, grid_n):
     kl_qp, kl_pq, weight = _score(result, target_name, grid, log_p, K)
     return {
         "target": target_name,
-        "method": method,
+        "method": method if steps == STUDY_STEPS else f"{method} ({steps:,} updates)".replace(",", " "),
         "seed": seed,
         "steps": steps,
         "train_seconds": f"{result.seconds:.1f}",
@@ -119,7 +124,7 @@ def time_per_update(target_name, method, options, steps, study_steps):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.successors", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--steps", type=int, default=STUDY_STEPS)
     parser.add_argument("--K", type=int, default=20_000, help="mixing draws for a semi-implicit density on the grid")
     parser.add_argument("--grid", type=int, default=120, help="grid points per axis")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
@@ -136,6 +141,7 @@ def main(argv=None):
         help="instead of the study, time STEPS updates of each method, one at a time, and write TIMING_CSV "
         "(run it on an idle machine: the study's own times are taken two runs at a time)",
     )
+    parser.add_argument("--merge", action="store_true", help="keep --out's rows of other targets and methods")
     parser.add_argument("--timing-out", type=Path, default=ROOT / "helpers" / "data" / "successors_2d_timing.csv")
     args = parser.parse_args(argv)
     if min(args.seeds, args.steps, args.K, args.jobs) < 1 or args.grid < 2:
@@ -165,6 +171,10 @@ def main(argv=None):
             f"{row['right_mode_weight']}",
             flush=True,
         )
+    if args.merge and args.out.is_file():  # keep the other rows of an earlier run
+        new = {(r["target"], r["method"]) for r in rows}
+        with open(args.out, newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if (r["target"], r["method"]) not in new] + rows
     write_rows(args.out, COLUMNS, rows)
     print(f"{len(rows)} runs in {time.perf_counter() - start:.0f} s; wrote {args.out}")
     return 0

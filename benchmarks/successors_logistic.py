@@ -89,12 +89,13 @@ def posterior():
     samples, _ = hmc(
         blr.log_joint_and_grad,
         init,
-        step_size=0.5,
+        step_size=0.3,  # lesson 03's validated sampler: 0.3 x 6 with the step jittered, as lesson 06
         n_leapfrog=6,
         n_samples=1000,
         n_warmup=200,
         scale_tril=L_laplace,
         generator=gen,
+        jitter=0.2,
     )
     return blr, samples.reshape(-1, w_map.shape[0])
 

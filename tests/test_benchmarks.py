@@ -116,11 +116,16 @@ def test_successor_study_writes_the_table_lesson_08_reads(tmp_path, capsys):
         )
         == 0
     )
-    table = read_study(out)
-    assert set(table) == {("Gaussian mixture", "SIVI"), ("Gaussian mixture", "RealNVP")}
-    row = table[("Gaussian mixture", "SIVI")]
+    table = read_study(out)  # a run of other than 5000 updates names its length
+    assert set(table) == {("Gaussian mixture", "SIVI (2 updates)"), ("Gaussian mixture", "RealNVP (2 updates)")}
+    row = table[("Gaussian mixture", "SIVI (2 updates)")]
     assert row["seed"] == [0.0, 1.0] and all(kl >= -1e-6 for kl in row["kl_qp"] + row["kl_pq"])
     assert all(0 <= w <= 1 for w in row["right_mode_weight"])
+    argv = ["--seeds", "1", "--steps", "3", "--K", "50", "--grid", "10", "--jobs", "1", "--targets", "X shape"]
+    assert successors.main([*argv, "--methods", "RealNVP", "--out", str(out), "--merge"]) == 0
+    merged = read_study(out)  # --merge keeps the earlier rows and adds the new ones
+    assert set(merged) == set(table) | {("X shape", "RealNVP (3 updates)")}
+    assert merged[("Gaussian mixture", "SIVI (2 updates)")] == row
     methods = {(t, m) for t, m, _ in successors._configurations(["banana", "Gaussian mixture", "X shape"])}
     assert len(methods) == 18 and ("Gaussian mixture", "KSIVI (RBF, no annealing)") in methods
     with pytest.raises(SystemExit):

@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from helpers.flows import RealNVP
-from helpers.semi_implicit_fits import METHODS, Fit, _anneal_factor, _decay_every, annealed, fit, mode_weight
+from helpers.semi_implicit_fits import (
+    METHODS,
+    Fit,
+    TitsiasRMSprop,
+    _anneal_factor,
+    _decay_every,
+    annealed,
+    fit,
+    mode_weight,
+)
 from helpers.targets import gaussian_mixture
 
 
@@ -32,7 +41,8 @@ def test_a_fit_is_reproducible_from_its_seed():
 
 
 def test_schedules_and_annealing_follow_the_authors_counts():
-    assert _decay_every(50_000, 1000) == 1000 and _decay_every(5000, 1000) == 100 and _decay_every(5000, 3000) == 300
+    assert _decay_every(1000) == 1000 and _decay_every(3000) == 3000  # in updates, whatever the run's length
+    assert _decay_every(1000, "logistic regression") == 3000
     assert _anneal_factor(0, 5000, True) == pytest.approx(0.1)
     assert _anneal_factor(1250, 5000, True) == pytest.approx(0.6)
     assert _anneal_factor(2500, 5000, True) == 1.0 and _anneal_factor(0, 5000, False) == 1.0
@@ -61,3 +71,33 @@ def test_fit_knows_its_problems():
         fit("SIVI", lambda z: -(z**2).sum(-1), 1, 0, problem="3-D")
     result = fit("SIVI-SM", lambda z: -(z**2).sum(-1), 1, 0, problem="logistic regression")
     assert result.sample(5).shape == (5, 31)  # the regression's 31 weights
+
+
+def test_titsias_rmsprop_starts_its_average_at_the_first_squared_gradient():
+    """Two steps by hand (main_demo.m: kappa = 1 at the first iteration, then 0.1; tau = 1)."""
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    opt = TitsiasRMSprop([p], lr=0.5)
+    g1, g2 = torch.tensor([3.0, -1.0], dtype=torch.float64), torch.tensor([1.0, 2.0], dtype=torch.float64)
+    expected, G = p.detach().clone(), g1**2
+    expected -= 0.5 * g1 / (1 + G.sqrt())
+    G = 0.1 * g2**2 + 0.9 * G
+    expected -= 0.5 * g2 / (1 + G.sqrt())
+    for g in (g1, g2):
+        p.grad = g.clone()
+        opt.step()
+    torch.testing.assert_close(p.detach(), expected)
+    with pytest.raises(ValueError, match="kappa"):
+        TitsiasRMSprop([p], lr=0.1, kappa=0.0)
+
+
+@pytest.mark.parametrize("method, learned, start", [("UIVI", "sigma", 0.5), ("SIVI-SM", "log sigma^2", 0.0)])
+def test_each_family_learns_sigma_as_its_authors_do(method, learned, start):
+    """UIVI learns sigma itself, SIVI-SM and KSIVI log sigma^2; the family still reads log sigma."""
+    options = {"batch": 4} if method == "UIVI" else {}
+    q = fit(method, gaussian_mixture, 1, seed=0, **options).family
+    original = q.parametrizations.log_sigma.original
+    assert original.requires_grad and original.shape == (2,)
+    expected_log_sigma = original.log() if learned == "sigma" else original / 2
+    torch.testing.assert_close(q.log_sigma, expected_log_sigma)
+    fresh = fit(method, gaussian_mixture, 1, seed=0, **options).family  # one update moved it only a little
+    assert abs(fresh.parametrizations.log_sigma.original.detach()[0].item() - start) < 0.05

@@ -26,15 +26,16 @@ apply_kernel_env()
 
 
 def pytest_configure(config):
-    # Parallel workers replace torch's own threads: two workers with two threads each on two cores spend
-    # their time waiting for each other (a unit test ran 15 times slower). Notebooks pin one thread anyway.
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
-        import torch
+    # One torch thread in every test process. Parallel workers replace torch's own threads: two workers with
+    # two threads each on two cores spend their time waiting for each other (a unit test ran 15 times slower);
+    # and with `-n 0` on a loaded machine, a second thread makes the checkers' timing tests depend on the
+    # load. Notebooks pin one thread anyway.
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
 
-        torch.set_num_threads(1)
-    elif os.environ.get("VI_COURSE_REQUIRE_SANDBOX") == "1":  # CI: every grading test runs contained
-        from helpers.tooling.sandbox import why_unavailable
+    torch.set_num_threads(1)
+    if not os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("VI_COURSE_REQUIRE_SANDBOX") == "1":
+        from helpers.tooling.sandbox import why_unavailable  # CI: every grading test runs contained
 
         why = why_unavailable()
         if why:

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-__all__ = ["log_weights", "elbo", "iwae_bound", "mc_stderr"]
+__all__ = ["log_weights", "elbo", "iwae_bound", "standard_error"]
 
 
 def log_weights(log_joint, q, S):
@@ -71,7 +71,30 @@ def iwae_bound(log_joint, q, S):
     return torch.logsumexp(log_w, 0) - math.log(S)
 
 
-def mc_stderr(values):
-    r"""Monte Carlo standard error of the mean of ``values`` (shape ``(S,)``): :math:`\hat\sigma/\sqrt S`."""
-    values = torch.as_tensor(values)
-    return values.std() / math.sqrt(values.numel())
+def standard_error(values, dim=0):
+    r"""Monte Carlo standard error of the mean of ``values`` along ``dim``.
+
+    .. math::
+        \widehat{\mathrm{se}} = \frac{\hat\sigma}{\sqrt S}, \qquad
+        \hat\sigma^2 = \frac{1}{S - 1}\sum_{s=1}^S \big(v_s - \bar v\big)^2
+
+    with ``S = values.shape[dim]`` independent draws :math:`v_s` (the sample standard deviation, with
+    ``S - 1``). An estimate's error is quoted as a few standard errors: a mean further than about 4 of them
+    from its expectation is a mistake, not bad luck.
+
+    Parameters
+    ----------
+    values : tensor (or array, or list of floats) of shape ``(S, ...)``, with ``S >= 2`` along ``dim``.
+    dim : int. The axis of the draws.
+
+    Returns
+    -------
+    Tensor of ``values``'s shape without ``dim``: one standard error per entry.
+
+    References
+    ----------
+    Robert, C. P. & Casella, G. Monte Carlo Statistical Methods, 2nd ed., section 3.2 (2004).
+    """
+    if not isinstance(values, torch.Tensor):
+        values = torch.as_tensor(values, dtype=torch.float64)  # a list of Python floats keeps its precision
+    return values.std(dim) / math.sqrt(values.shape[dim])

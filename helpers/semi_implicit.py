@@ -30,6 +30,7 @@ import math
 import torch
 from torch import nn
 
+from .estimators import standard_error
 from .gaussian import log_normal_diag, log_normal_tril
 
 __all__ = [
@@ -226,7 +227,7 @@ def sivi_sandwich(log_target, q, S, K, chunk=256, with_se=False):
     lower, upper = torch.cat(lower), torch.cat(upper)
     values = (float(lower.mean()), float(upper.mean()))
     if with_se:
-        values += (float(lower.std()) / math.sqrt(S), float(upper.std()) / math.sqrt(S))
+        values += (float(standard_error(lower)), float(standard_error(upper)))
     return values
 
 

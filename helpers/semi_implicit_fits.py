@@ -361,12 +361,12 @@ def fit(method, log_target, steps, seed, desc=None, checkpoint=None, **options):
     step; by default ``50000 / steps``, at most 500, in 2-D and 100 on the regression) and ``optimizer``
     (UIVI's: ``"rmsprop"``, the authors', or ``"adam"``); ``trans_trick`` (SIVI-SM, by default true on the
     regression only, as the authors' regression code) and ``attached_bandwidth`` (KSIVI's RBF kernel, by
-    default true, as the authors' code); ``noise_dim`` (the
-    regression family's noise dimension for UIVI, SIVI-SM and KSIVI, 10 by default, as the authors').
-    ``checkpoint``, a pair ``(t, callback)``, calls ``callback(Fit)`` after update ``t`` (to see whether
-    training has reached its plateau); its time is not counted. ``Fit.seconds`` is the updates' CPU time
-    (``time.process_time``: with one torch thread, the compute they took, even on a shared machine). A progress bar is shown when ``desc`` is
-    given. Returns a :class:`Fit`.
+    default true, as the authors' code); ``noise_dim`` (the regression family's noise dimension for UIVI,
+    SIVI-SM and KSIVI, 10 by default, as the authors'). ``checkpoint``, a pair ``(t, callback)``, calls
+    ``callback(Fit)`` after update ``t`` (to see whether training has reached its plateau); its time is not
+    counted. ``Fit.seconds`` is the updates' CPU time (``time.process_time``: with one torch thread, the
+    compute they took, even on a shared machine). A progress bar is shown when ``desc`` is given. Returns a
+    :class:`Fit`.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")

@@ -1,21 +1,19 @@
-"""The semi-implicit checkers (lessons 06 and 07) accept correct answers written in different ways
-and name the mistake in plausible wrong ones; lesson 06's also stop a slow answer and name it."""
+"""The checkers of helpers.checks.semi_implicit (lesson 06's 6.2, 6.3 and 6.6, lesson 07's 7.4) accept correct
+answers written in different ways and name the mistake in plausible wrong ones; 6.2's and 6.3's also stop a slow
+answer and name it."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from checker_assertions import accepts, rejects
-from torch.distributions import MultivariateNormal, Normal
+from torch.distributions import Normal
 
-from helpers import gaussian, semi_implicit
-from helpers.checks import (
-    check_log_normal_tril,
-    check_sivi_bound,
-    check_sivi_upper_bound,
-)
+from helpers import semi_implicit
+from helpers.checks import check_dsivi_bound, check_semi_implicit_covariance, check_sivi_bound, check_sivi_upper_bound
 
-# ------------------------------------------------------------ 6.2
+# ------------------------------------------------------------ 6.2: the SIVI bound
 
 
 def _parts(q, S, K):
@@ -92,133 +90,6 @@ def test_not_attempted_is_reported(capsys):
     assert result.status == "not attempted" and "not attempted yet" in capsys.readouterr().out
 
 
-# ------------------------------------------------------------ 7.1
-
-from helpers import kernel_stein, semi_implicit_vae  # noqa: E402
-from helpers.checks import check_ksd_u_statistic, check_semi_implicit_elbo_terms  # noqa: E402
-
-
-def _log_q(z, psi, log_scale):  # (K + 1, B)
-    return Normal(psi, log_scale.exp()).log_prob(z).sum(-1)
-
-
-def _loop_version(x, z, psi, log_scale, log_joint):
-    out = []
-    for b in range(z.shape[0]):
-        terms = torch.stack([Normal(psi[k, b], log_scale[b].exp()).log_prob(z[b]).sum() for k in range(psi.shape[0])])
-        out.append(log_joint(x, z)[b] - (torch.logsumexp(terms, 0) - math.log(len(terms))))
-    return torch.stack(out)
-
-
-@pytest.mark.parametrize(
-    "fn",
-    [
-        semi_implicit_vae.semi_implicit_elbo_terms,
-        lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi, ls), dim=0) + math.log(psi.shape[0]),
-        _loop_version,
-    ],
-)
-def test_semi_implicit_elbo_terms_accepts(fn, capsys):
-    accepts(check_semi_implicit_elbo_terms, fn, capsys)
-
-
-@pytest.mark.parametrize(
-    "fn, words",
-    [
-        (
-            lambda x, z, psi, ls, lj: (
-                lj(x, z) - torch.logsumexp(_log_q(z, psi[1:], ls), 0) + math.log(psi.shape[0] - 1)
-            ),
-            "psi[0], the draw that generated z",
-        ),
-        (
-            lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi, ls), 0) + math.log(psi.shape[0] - 1),
-            "not log K",
-        ),
-        (lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi, ls), 0), "1/(K + 1)"),
-        (lambda x, z, psi, ls, lj: lj(x, z) - _log_q(z, psi, ls).mean(0), "averages the log densities"),
-        (lambda x, z, psi, ls, lj: lj(x, z) - _log_q(z, psi, ls)[0], "only psi[0]"),
-        (lambda x, z, psi, ls, lj: -torch.logsumexp(_log_q(z, psi, ls), 0) + math.log(psi.shape[0]), "log_joint"),
-        (lambda x, z, psi, ls, lj: torch.logsumexp(_log_q(z, psi, ls), 0) - math.log(psi.shape[0]) - lj(x, z), "sign"),
-        (
-            lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi, 0.5 * ls), 0) + math.log(psi.shape[0]),
-            "not the variance",
-        ),
-        (
-            lambda x, z, psi, ls, lj: (
-                lj(x, z) - torch.logsumexp(_log_q(z, psi, ls), 0) + math.log(psi.shape[0])
-            ).mean(),
-            "one surrogate per data point",
-        ),
-        (lambda x, z, psi, ls, lj: lj(x, z) - torch.log(_log_q(z, psi, ls).exp().mean(0)), "log space"),
-    ],
-)
-def test_semi_implicit_elbo_terms_names_mistakes(fn, words, capsys):
-    rejects(check_semi_implicit_elbo_terms, fn, capsys, words)
-
-
-# ------------------------------------------------------------ 7.6
-
-
-def _u_loop(z, diff, h):
-    S, total = z.shape[0], 0.0
-    for i in range(S):
-        for j in range(S):
-            if i != j:
-                total = total + torch.exp(-((z[i] - z[j]) ** 2).sum() / (2 * h**2)) * (diff[i] * diff[j]).sum()
-    return total / (S * (S - 1))
-
-
-def _u_masked(z, diff, h):
-    k = torch.exp(-((z[:, None] - z[None]) ** 2).sum(-1) / (2 * h * h))
-    mask = ~torch.eye(len(z), dtype=torch.bool)
-    return (k * (diff @ diff.T))[mask].mean()
-
-
-def _u_cdist(z, diff, h):  # cdist is fine for first derivatives
-    gram = torch.exp(-(torch.cdist(z, z) ** 2) / (2 * h**2)) * (diff @ diff.T)
-    return (gram.sum() - gram.trace()) / (len(z) * (len(z) - 1))
-
-
-@pytest.mark.parametrize("fn", [kernel_stein.ksd_u_statistic, _u_loop, _u_masked, _u_cdist])
-def test_ksd_u_statistic_accepts(fn, capsys):
-    accepts(check_ksd_u_statistic, fn, capsys)
-
-
-def _gram(z, diff, h, scale=2):
-    return torch.exp(-((z[:, None] - z[None]) ** 2).sum(-1) / (scale * h**2)) * (diff @ diff.T)
-
-
-@pytest.mark.parametrize(
-    "fn, words",
-    [
-        (lambda z, d, h: _gram(z, d, h).mean(), "diagonal i = j is included"),
-        (lambda z, d, h: _gram(z, d, h).sum() / (len(z) * (len(z) - 1)), "diagonal is included"),
-        (lambda z, d, h: (_gram(z, d, h).sum() - _gram(z, d, h).diagonal().sum()) / len(z) ** 2, "S(S - 1)"),
-        (
-            lambda z, d, h: (_gram(z, d, h, 1).sum() - _gram(z, d, h, 1).diagonal().sum()) / (len(z) * (len(z) - 1)),
-            "factor 2",
-        ),
-        (lambda z, d, h: -_u_masked(z, d, h), "sign"),
-        (lambda z, d, h: _gram(z, d, h), "(S, S) matrix"),
-        (lambda z, d, h: _u_masked(z.detach(), d, h), "no gradient"),
-        (
-            lambda z, d, h: (
-                ((torch.exp(-torch.cdist(z, z) / (2 * h**2)) * (d @ d.T)).sum() - (d**2).sum())
-                / (len(z) * (len(z) - 1))
-            ),
-            "not the distance itself",
-        ),
-        (lambda z, d, h: ((d @ d.T).sum() - (d**2).sum()) / (len(z) * (len(z) - 1)), "kernel weights are missing"),
-    ],
-)
-def test_ksd_u_statistic_names_mistakes(fn, words, capsys):
-    rejects(check_ksd_u_statistic, fn, capsys, words)
-
-
-# ------------------------------------------------------------ from the lesson 06 review
-
-
 def _gradient_breaker(where):
     def bound(log_target, q, S, K):
         if where == "no_grad":
@@ -248,26 +119,6 @@ def test_sivi_bound_rejects_a_broken_gradient(where, capsys):
 
 def test_sivi_bound_names_the_parameter_whose_gradient_is_wrong(capsys):
     rejects(check_sivi_bound, _gradient_breaker("detached extra psi"), capsys, "the mixing weight", "s.e.")
-
-
-def test_the_amortized_surrogate_reports_the_learners_in_place_error_as_theirs(capsys):
-    def in_place(x, z, psi, ls, lj):
-        scale = ls.exp()  # exp's backward needs its output ...
-        log_q = Normal(psi, scale).log_prob(z).sum(-1)
-        scale.mul_(1.0)  # ... which is then modified in place
-        return lj(x, z) - (torch.logsumexp(log_q, 0) - math.log(psi.shape[0]))
-
-    rejects(check_semi_implicit_elbo_terms, in_place, capsys, "changes a tensor in place")
-
-
-def test_the_ksd_reports_the_learners_in_place_error_as_theirs(capsys):
-    def in_place(z, d, h):
-        k = torch.exp(-(torch.cdist(z, z) ** 2) / (2 * h**2))  # exp's backward needs its output ...
-        out = ((k * (d @ d.T)).sum() - (d**2).sum()) / (len(z) * (len(z) - 1))
-        k.mul_(1.0)  # ... which is then modified in place
-        return out
-
-    rejects(check_ksd_u_statistic, in_place, capsys, "changes a tensor in place")
 
 
 def test_sivi_bound_names_finer_mistakes(capsys):
@@ -303,51 +154,6 @@ def test_sivi_bound_names_finer_mistakes(capsys):
     rejects(check_sivi_bound, float64_exp, capsys, "overflows")
 
 
-# ------------------------------------------------------------ from the lesson 07 review
-
-
-def test_semi_implicit_elbo_terms_rejects_detached_answers(capsys):
-    def detached_log_q(x, z, psi, ls, lj):
-        return lj(x, z) - (torch.logsumexp(_log_q(z, psi, ls), 0) - math.log(psi.shape[0])).detach()
-
-    def detached(x, z, psi, ls, lj):
-        return semi_implicit_vae.semi_implicit_elbo_terms(x, z, psi, ls, lj).detach()
-
-    rejects(check_semi_implicit_elbo_terms, detached_log_q, capsys, "gradient")
-    rejects(check_semi_implicit_elbo_terms, detached, capsys, "gradient")
-
-
-def test_semi_implicit_elbo_terms_names_two_more_mistakes(capsys):
-    rejects(
-        check_semi_implicit_elbo_terms,
-        lambda x, z, psi, ls, lj: lj(x, z) - torch.logsumexp(_log_q(z, psi[1:], ls), 0) + math.log(psi.shape[0]),
-        capsys,
-        "missing from the sum",
-    )
-    rejects(
-        check_semi_implicit_elbo_terms,
-        lambda x, z, psi, ls, lj: (
-            lj(x, z) - torch.logsumexp(Normal(psi, (2 * ls).exp()).log_prob(z).sum(-1), 0) + math.log(psi.shape[0])
-        ),
-        capsys,
-        "standard deviation itself",
-    )
-
-
-def test_ksd_u_statistic_rejects_detached_diff_and_half_pairs(capsys):
-    rejects(check_ksd_u_statistic, lambda z, d, h: _u_masked(z, d.detach(), h), capsys, "diff")
-
-    def half(z, d, h):
-        i, j = torch.triu_indices(len(z), len(z), offset=1)
-        k = torch.exp(-((z[i] - z[j]) ** 2).sum(-1) / (2 * h**2))
-        return (k * (d[i] * d[j]).sum(-1)).sum() / (len(z) * (len(z) - 1))
-
-    rejects(check_ksd_u_statistic, half, capsys, "i < j")
-
-
-# ------------------------------------------------------------ issue 29: lesson 06's checkers at the lesson's sizes
-
-
 def _reusing_psi0(with_psi0):  # the "extra" draws are psi0[:K], the draws that generated the first K draws of z
     def bound(log_target, q, S, K):
         z, psi0 = q.rsample(S)
@@ -380,6 +186,59 @@ def test_sivi_bound_names_extra_draws_reused_from_psi0(capsys):
 
 def test_sivi_bound_stops_and_names_a_slow_answer(capsys):
     rejects(check_sivi_bound, _draw_by_draw(with_psi0=True), capsys, "too slow", "no Python loop")
+
+
+# ------------------------------------------------------------ 6.3: the upper bound
+
+
+def _others(q, S, K):
+    z, _ = q.rsample(S)
+    return z, q.log_conditional(z.unsqueeze(1), q.sample_psi(K).unsqueeze(0))  # (S, K)
+
+
+def _per_z(log_target, q, S, K):  # K fresh draws for every z, densities from torch.distributions
+    z, _ = q.rsample(S)
+    psi = q.sample_psi(S * K).view(S, K, -1)
+    log_q = Normal(psi, q.sigma).log_prob(z.unsqueeze(1)).sum(-1)
+    return torch.mean(log_target(z) - torch.logsumexp(log_q, dim=1) + math.log(K))
+
+
+def _mean_in_log_space(log_target, q, S, K):  # log of the mean by hand, shifted by the largest term
+    z, _ = q.rsample(S)
+    log_q = q.log_conditional(z.unsqueeze(1), q.sample_psi(K).unsqueeze(0))  # (S, K)
+    top = log_q.max(1, keepdim=True).values
+    return (log_target(z) - (top.squeeze(1) + (log_q - top).exp().mean(1).log())).mean()
+
+
+@pytest.mark.parametrize("fn", [semi_implicit.sivi_upper_bound, _per_z, _mean_in_log_space])
+def test_upper_bound_accepts(fn, capsys):
+    accepts(check_sivi_upper_bound, fn, capsys)
+
+
+def _wrong_upper(combine):
+    def bound(log_target, q, S, K):
+        z, others = _others(q, S, K)
+        return combine(log_target(z), others, K)
+
+    return bound
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (semi_implicit.sivi_bound, "lower bound of exercise 6.2"),
+        (_wrong_upper(lambda lp, oth, K: (lp - (oth.logsumexp(1) - math.log(K + 1))).mean()), "not log(K + 1)"),
+        (_wrong_upper(lambda lp, oth, K: (lp - oth.logsumexp(1)).mean()), "needs its 1/K"),
+        (_wrong_upper(lambda lp, oth, K: (lp - oth.mean(1)).mean()), "averages the log densities"),
+        (_wrong_upper(lambda lp, oth, K: -(oth.logsumexp(1) - math.log(K)).mean()), "log_target(z) is missing"),
+        (_wrong_upper(lambda lp, oth, K: ((oth.logsumexp(1) - math.log(K)) - lp).mean()), "sign error"),
+        (_wrong_upper(lambda lp, oth, K: lp - (oth.logsumexp(1) - math.log(K))), "average over the S"),
+        (_wrong_upper(lambda lp, oth, K: (lp - oth.exp().mean(1).log()).mean()), "underflows"),
+        (lambda lt, q, S, K: semi_implicit.sivi_upper_bound(lt, q, S, K + 1), "off by one"),
+    ],
+)
+def test_upper_bound_names_mistakes(fn, words, capsys):
+    rejects(check_sivi_upper_bound, fn, capsys, words)
 
 
 def _upper_with_rsample_psi(log_target, q, S, K):  # fresh psi from rsample's second output: as right as sample_psi
@@ -439,73 +298,11 @@ def test_upper_bound_names_mistakes_at_the_lessons_sizes(fn, words, capsys):
     rejects(check_sivi_upper_bound, fn, capsys, *words)
 
 
-def _tril_constant(L):
-    return 0.5 * L * math.log(2 * math.pi)
-
-
-def _tril_columns(z, psi, C):  # one solve, the pairs' differences as the columns of the right-hand side
-    d = z - psi
-    u = torch.linalg.solve_triangular(C, d.reshape(-1, d.shape[-1]).T, upper=False).T.reshape(d.shape)
-    return -0.5 * (u**2).sum(-1) - C.diagonal().log().sum() - _tril_constant(C.shape[-1])
-
-
-def _tril_right_solve(z, psi, C):  # u^T = (z - psi)^T C^{-T}: a solve from the right, left=False
-    d = z - psi
-    u = torch.linalg.solve_triangular(C.T, d.reshape(-1, d.shape[-1]), upper=True, left=False).reshape(d.shape)
-    return -0.5 * (u**2).sum(-1) - torch.logdet(C) - _tril_constant(C.shape[-1])
-
-
-@pytest.mark.parametrize(
-    "fn",
-    [
-        gaussian.log_normal_tril,
-        _tril_columns,
-        _tril_right_solve,
-        lambda z, psi, C: MultivariateNormal(psi, scale_tril=C).log_prob(z),  # a few times slower, still fine
-    ],
-)
-def test_log_normal_tril_accepts_fast_answers(fn, capsys):
-    accepts(check_log_normal_tril, fn, capsys)
-
-
-def _tril_wrong(quad=None, log_det=None, const=None, half=0.5):
-    def fn(z, psi, C):
-        d = z - psi
-        u = torch.linalg.solve_triangular(C, d.reshape(-1, d.shape[-1]).T, upper=False).T.reshape(d.shape)
-        q = (u**2).sum(-1) if quad is None else quad(d, C)
-        ld = C.diagonal().log().sum() if log_det is None else log_det(C)
-        return -half * q - ld - (_tril_constant(C.shape[-1]) if const is None else const)
-
-    return fn
-
-
-def _broadcast_solve(z, psi, C):  # the natural answer: right, and one small solve per (S, K) pair
-    u = torch.linalg.solve_triangular(C, (z - psi).unsqueeze(-1), upper=False).squeeze(-1)
-    return -0.5 * (u**2).sum(-1) - C.diagonal().log().sum() - _tril_constant(C.shape[-1])
-
-
-@pytest.mark.parametrize(
-    "fn, words",
-    [
-        (_broadcast_solve, ("too slow", "broadcast over the pairs", "Solve once")),
-        (_tril_wrong(quad=lambda d, C: ((d @ C.T) ** 2).sum(-1)), ("not C (z - psi)",)),
-        (_tril_wrong(log_det=lambda C: 0.0), ("log-determinant term is missing",)),
-        (_tril_wrong(log_det=lambda C: 2 * C.diagonal().log().sum()), ("once",)),
-        (_tril_wrong(half=1.0), ("factor 1/2 is missing",)),
-        (_tril_wrong(const=0.0), ("normalising constant -L/2 log(2 pi) is missing",)),
-        (lambda z, psi, C: Normal(psi, C.diagonal()).log_prob(z).sum(-1), ("off-diagonal entries of C",)),
-    ],
-)
-def test_log_normal_tril_names_mistakes_and_a_slow_solve(fn, words, capsys):
-    rejects(check_log_normal_tril, fn, capsys, *words)
-
-
 @pytest.mark.parametrize(
     "check, fn",
     [
         (check_sivi_bound, _draw_by_draw(with_psi0=True)),
         (check_sivi_upper_bound, _draw_by_draw(with_psi0=False)),
-        (check_log_normal_tril, _broadcast_solve),
         (check_sivi_upper_bound, semi_implicit.sivi_upper_bound),
     ],
 )
@@ -516,3 +313,233 @@ def test_lesson_06_checkers_answer_slow_answers_within_seconds(check, fn, capsys
     check(fn)
     capsys.readouterr()
     assert time.process_time() - start < 20  # stopped: ~0.3 s at idle; a loop left to run takes minutes
+
+
+# ------------------------------------------------------------ 6.6: the covariance of a semi-implicit family
+
+
+def _by_hand(psi, C):
+    centred = psi - psi.mean(0)
+    return centred.T @ centred / (psi.shape[0] - 1) + C @ C.T
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda psi, C: torch.cov(psi.T) + C @ C.T,
+        lambda psi, C: torch.cov(psi.T, correction=0) + C @ C.T,  # dividing by n is as right
+        _by_hand,
+        lambda psi, C: torch.cov(psi.T) + torch.einsum("ik,jk->ij", C, C),
+        lambda psi, C: torch.cov(psi.mT, correction=0) + torch.einsum("ik,jk->ij", C, C),
+    ],
+)
+def test_covariance_accepts(fn, capsys):
+    accepts(check_semi_implicit_covariance, fn, capsys)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (lambda psi, C: torch.cov(psi.T) + C, ("not C itself",)),
+        (lambda psi, C: torch.cov(psi.T) + C.T @ C, ("not C^T C",)),
+        (lambda psi, C: torch.cov(psi.T), ("conditional's covariance is missing",)),
+        (lambda psi, C: C @ C.T, ("spread of the mixing variable is missing",)),
+        (lambda psi, C: psi.T @ psi / psi.shape[0] + C @ C.T, ("must be centred",)),
+        (lambda psi, C: torch.diag(torch.cov(psi.T).diagonal() + (C @ C.T).diagonal()), ("only the diagonal",)),
+        (lambda psi, C: torch.cov(psi.T) + torch.diag((C**2).sum(0)), ("not covariances",)),
+        (lambda psi, C: torch.cov(psi)[:3, :3] + C @ C.T, ("psi.T",)),
+        (lambda psi, C: np.cov(psi.numpy().T) + (C @ C.T).numpy(), ("numpy.ndarray", "not a torch tensor")),
+        (lambda psi, C: torch.tensor(np.cov(psi.numpy().T)) + C @ C.T, ("float64 for float32", "NumPy")),
+        (lambda psi, C: torch.cov(psi) + C @ C.T, ("broadcasting error", "pass psi.T")),
+        (lambda psi, C: torch.tensor(np.cov(psi.numpy())) + C @ C.T, ("broadcasting error", "pass psi.T")),
+    ],
+)
+def test_covariance_names_mistakes(fn, words, capsys):
+    rejects(check_semi_implicit_covariance, fn, capsys, *words)
+
+
+# ------------------------------------------------------------ 7.4: the doubly semi-implicit bound
+
+
+def _dsivi_per_z(log_likelihood, prior, q, S, K):  # fresh draws for every z, densities from torch.distributions
+    z, psi0 = q.rsample(S)
+    zeta = prior.sample_psi(S * K).view(S, K, -1)
+    psi = torch.cat([psi0.unsqueeze(1), q.sample_psi(S * K).view(S, K, -1)], 1)  # (S, K + 1, L)
+    log_p = Normal(zeta, prior.sigma).log_prob(z.unsqueeze(1)).sum(-1)
+    log_q = Normal(psi, q.sigma).log_prob(z.unsqueeze(1)).sum(-1)
+    return torch.mean(
+        log_likelihood(z) + torch.logsumexp(log_p, 1) - math.log(K) - torch.logsumexp(log_q, 1) + math.log(K + 1)
+    )
+
+
+def _dsivi_with_sivi_pieces(log_likelihood, prior, q, S, K):  # lesson 06's pieces: the upper and lower bounds
+    # log p~(z) is the upper bound's average with the prior's conditional; log q~(z) the lower bound's
+    z, psi0 = q.rsample(S)
+    log_prior = torch.logsumexp(prior.log_conditional(z.unsqueeze(1), prior.sample_psi(K).unsqueeze(0)), 1)
+    own = q.log_conditional(z, psi0).unsqueeze(1)
+    others = q.log_conditional(z.unsqueeze(1), q.sample_psi(K).unsqueeze(0))
+    log_q = torch.logsumexp(torch.cat([others, own], 1), 1)  # psi_0 last: the order does not matter
+    return (log_likelihood(z) + log_prior - math.log(K) - log_q + math.log(K + 1)).mean()
+
+
+def _dsivi_loop(log_likelihood, prior, q, S, K):  # one z at a time, fresh draws for each: slow but right
+    z, psi0 = q.rsample(S)
+    terms = []
+    for s in range(S):
+        log_p = torch.logsumexp(prior.log_conditional(z[s], prior.sample_psi(K)), 0) - math.log(K)
+        log_q = torch.cat([q.log_conditional(z[s], psi0[s]).reshape(1), q.log_conditional(z[s], q.sample_psi(K))])
+        terms.append(log_likelihood(z[s : s + 1])[0] + log_p - torch.logsumexp(log_q, 0) + math.log(K + 1))
+    return torch.stack(terms).mean()
+
+
+def _dsivi_draws_first(log_likelihood, prior, q, S, K):  # K draws per z laid out (K, S); extras from a second rsample
+    z, psi0 = q.rsample(S)
+    zeta = prior.sample_psi(K * S).view(K, S, -1)
+    _, psi = q.rsample(K)
+    log_p = Normal(zeta, prior.sigma).log_prob(z).sum(-1)  # (K, S)
+    log_q = torch.cat([q.log_conditional(z, psi0).unsqueeze(0), q.log_conditional(z, psi.unsqueeze(1))], 0)
+    return (log_likelihood(z) + log_p.logsumexp(0) - math.log(K) - log_q.logsumexp(0) + math.log(K + 1)).mean()
+
+
+@pytest.mark.parametrize(
+    "fn", [semi_implicit.dsivi_bound, _dsivi_per_z, _dsivi_with_sivi_pieces, _dsivi_loop, _dsivi_draws_first]
+)
+def test_dsivi_bound_accepts(fn, capsys):
+    accepts(check_dsivi_bound, fn, capsys)
+
+
+def test_dsivi_bound_check_of_a_slow_answer_is_fast(capsys):
+    import time
+
+    start = time.process_time()
+    accepts(check_dsivi_bound, _dsivi_loop, capsys)
+    assert time.process_time() - start < 20  # about 0.3 s of CPU at idle; the old check took 80 s for this answer
+
+
+def _dsivi_wrong(prior_term, q_term, ll_sign=1.0, prior_sign=1.0):
+    def bound(log_likelihood, prior, q, S, K):
+        z, psi0 = q.rsample(S)
+        zeta, psi = prior.sample_psi(K), q.sample_psi(K)
+        log_p = prior_term(prior, q, z, zeta, psi, K)
+        own = q.log_conditional(z, psi0).unsqueeze(1)
+        others = q.log_conditional(z.unsqueeze(1), psi.unsqueeze(0))
+        return (ll_sign * log_likelihood(z) + prior_sign * log_p - q_term(own, others, K)).mean()
+
+    return bound
+
+
+def _good_prior(prior, q, z, zeta, psi, K):
+    return torch.logsumexp(prior.log_conditional(z.unsqueeze(1), zeta.unsqueeze(0)), 1) - math.log(K)
+
+
+def _good_q(own, others, K):
+    return torch.logsumexp(torch.cat([own, others], 1), 1) - math.log(K + 1)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (_dsivi_wrong(_good_prior, lambda own, oth, K: torch.logsumexp(oth, 1) - math.log(K)), "psi_0, the draw"),
+        (
+            _dsivi_wrong(_good_prior, lambda own, oth, K: torch.logsumexp(torch.cat([own, oth], 1), 1) - math.log(K)),
+            "different numbers of terms",
+        ),
+        (
+            _dsivi_wrong(
+                lambda p, q, z, zeta, psi, K: p.log_conditional(z.unsqueeze(1), zeta.unsqueeze(0)).mean(1), _good_q
+            ),
+            "prior's term averages log densities",
+        ),
+        (_dsivi_wrong(_good_prior, lambda own, oth, K: torch.cat([own, oth], 1).mean(1)), "q's term averages log"),
+        (
+            _dsivi_wrong(
+                lambda p, q, z, zeta, psi, K: (
+                    torch.logsumexp(p.log_conditional(z.unsqueeze(1), psi.unsqueeze(0)), 1) - math.log(K)
+                ),
+                _good_q,
+            ),
+            "mixing variable (prior.sample_psi(K))",
+        ),
+        (_dsivi_wrong(_good_prior, _good_q, ll_sign=0.0), "log_likelihood(z)"),
+        (_dsivi_wrong(_good_prior, _good_q, prior_sign=-1.0), "plus sign"),
+        (
+            _dsivi_wrong(
+                lambda p, q, z, zeta, psi, K: p.log_conditional(z.unsqueeze(1), zeta.unsqueeze(0)).exp().mean(1).log(),
+                _good_q,
+            ),
+            "log space",
+        ),
+        (
+            _dsivi_wrong(_good_prior, lambda own, oth, K: torch.logsumexp(oth, 1) - math.log(K), ll_sign=-1.0),
+            "psi_0, the draw",  # two slips, each named on its own side
+        ),
+        (_dsivi_wrong(_good_prior, lambda own, oth, K: own[:, 0]), "q's K extra draws are missing"),
+        (_dsivi_wrong(_good_prior, lambda own, oth, K: torch.logsumexp(torch.cat([own, oth], 1), 1)), "1/(K + 1)"),
+        (
+            _dsivi_wrong(
+                lambda p, q, z, zeta, psi, K: (
+                    q.log_conditional(z.unsqueeze(1), zeta.unsqueeze(0)).logsumexp(1) - math.log(K)
+                ),
+                _good_q,
+            ),
+            "prior's own conditional",
+        ),
+    ],
+)
+def test_dsivi_bound_names_mistakes(fn, words, capsys):
+    rejects(check_dsivi_bound, fn, capsys, words)
+
+
+def _dsivi_prior_with_own(log_likelihood, prior, q, S, K):  # Question 7.5's colleague: an own term for the prior
+    z, psi0 = q.rsample(S)
+    log_p = torch.cat(
+        [prior.log_conditional(z, psi0).unsqueeze(1), prior.log_conditional(z[:, None], prior.sample_psi(K))], 1
+    )
+    log_q = torch.cat([q.log_conditional(z, psi0).unsqueeze(1), q.log_conditional(z[:, None], q.sample_psi(K))], 1)
+    return (log_likelihood(z) + log_p.logsumexp(1) - log_q.logsumexp(1)).mean()  # both over K + 1 terms
+
+
+def _dsivi_fresh_psi0(log_likelihood, prior, q, S, K):
+    z, _ = q.rsample(S)
+    log_p = prior.log_conditional(z[:, None], prior.sample_psi(K)).logsumexp(1) - math.log(K)
+    log_q = torch.cat(
+        [q.log_conditional(z, q.sample_psi(S)).unsqueeze(1), q.log_conditional(z[:, None], q.sample_psi(K))], 1
+    )
+    return (log_likelihood(z) + log_p - log_q.logsumexp(1) + math.log(K + 1)).mean()
+
+
+def _dsivi_reused(log_likelihood, prior, q, S, K):  # the z's own psi_0 reused as the K "fresh" draws
+    z, psi0 = q.rsample(S)
+    log_p = prior.log_conditional(z[:, None], prior.sample_psi(K)).logsumexp(1) - math.log(K)
+    log_q = torch.cat([q.log_conditional(z, psi0).unsqueeze(1), q.log_conditional(z[:, None], psi0[:K])], 1)
+    return (log_likelihood(z) + log_p - log_q.logsumexp(1) + math.log(K + 1)).mean()
+
+
+def _dsivi_summed(log_likelihood, prior, q, S, K):
+    return semi_implicit.dsivi_bound(log_likelihood, prior, q, S, K) * S
+
+
+def _dsivi_negated(log_likelihood, prior, q, S, K):
+    return -semi_implicit.dsivi_bound(log_likelihood, prior, q, S, K)
+
+
+def _dsivi_plain_both(log_likelihood, prior, q, S, K):  # lesson 07's "plain on both sides", with the mean of logs
+    z, _ = q.rsample(S)
+    log_p = prior.log_conditional(z[:, None], prior.sample_psi(K)).mean(1)
+    log_q = q.log_conditional(z[:, None], q.sample_psi(K)).logsumexp(1) - math.log(K)
+    return (log_likelihood(z) + log_p - log_q).mean()
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (_dsivi_prior_with_own, ("prior's average takes no own term",)),
+        (_dsivi_fresh_psi0, ("not a fresh draw",)),
+        (_dsivi_reused, ("reusing the draws psi_0",)),
+        (_dsivi_summed, ("not their sum",)),
+        (_dsivi_negated, ("whole estimate has the wrong sign",)),
+        (_dsivi_plain_both, ("First, the prior's term averages log densities", "Second, psi_0, the draw")),
+    ],
+)
+def test_dsivi_bound_names_each_slip(fn, words, capsys):
+    rejects(check_dsivi_bound, fn, capsys, *words)

@@ -2,12 +2,13 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import Normal
 
 from helpers.conjugate import NormalNormal
-from helpers.estimators import elbo, iwae_bound, log_weights, mc_stderr
+from helpers.estimators import elbo, iwae_bound, log_weights, standard_error
 
 F64 = torch.float64
 
@@ -27,7 +28,7 @@ def test_elbo_is_unbiased_and_differentiable(setting):
     lw = log_weights(lambda z: model.log_joint(x, z), Normal(m, s), 100_000)
     exact = model.gaussian_elbo(m, s, x)
     assert lw.shape == (100_000,)
-    assert abs(float(lw.detach().mean() - exact.detach())) < 4 * float(mc_stderr(lw.detach()))
+    assert abs(float(lw.detach().mean() - exact.detach())) < 4 * float(standard_error(lw.detach()))
     est = elbo(lambda z: model.log_joint(x, z), Normal(m, s), 100_000)
     g_est = torch.autograd.grad(est, (m, s))
     g_exact = torch.autograd.grad(exact, (m, s))
@@ -59,9 +60,20 @@ def test_iwae_single_draw_is_logsumexp_minus_log_s(setting):
     torch.testing.assert_close(iwae_bound(lambda z: model.log_joint(x, z), q, 7), direct)
 
 
-def test_mc_stderr():
+def test_standard_error_is_the_sample_sd_over_root_n():
     v = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=F64)
-    assert math.isclose(float(mc_stderr(v)), float(v.std()) / 2)
+    # by hand: mean 2.5, squared deviations 2.25 + 0.25 + 0.25 + 2.25 = 5, sample variance 5 / 3, n = 4
+    assert math.isclose(float(standard_error(v)), math.sqrt(5 / 3) / 2)
+    assert math.isclose(float(standard_error([1.0, 2.0, 3.0, 4.0])), math.sqrt(5 / 3) / 2)  # a list of floats
+
+
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_standard_error_along_an_axis_matches_numpy(dim):
+    values = torch.randn(7, 5, generator=torch.Generator().manual_seed(3), dtype=F64)
+    expected = values.numpy().std(axis=dim, ddof=1) / np.sqrt(values.shape[dim])
+    got = standard_error(values, dim=dim)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("S", [0, -3, 2.5])

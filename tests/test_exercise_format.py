@@ -86,6 +86,23 @@ def test_checkers_load_on_demand_and_all_register():
     assert exercises and exercises <= set(CHECKERS), sorted(exercises - set(CHECKERS))
 
 
+def test_each_checker_is_listed_once_under_the_module_that_defines_it():
+    """``_MODULES`` is the one list of checkers: every decorated checker is in it once, under its own module."""
+    import subprocess
+    import sys
+
+    code = (
+        "import helpers.checks as checks\n"
+        "from helpers.checks._core import CHECKERS\n"
+        "checks.load_all()\n"
+        "defined = {check.__name__: check.__module__.rsplit('.', 1)[1] for check in CHECKERS.values()}\n"
+        "listed = [name for names in checks._MODULES.values() for name in names]\n"
+        "assert len(listed) == len(set(listed)) == len(defined), (sorted(listed), sorted(defined))\n"
+        "assert checks._WHERE == defined, set(checks._WHERE.items()) ^ set(defined.items())\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 CODE = 'def f(x):\n    """doc"""\n    # YOUR CODE HERE\n    raise NotImplementedError("Exercise 1.2: f")\n    return x'
 WRITTEN = "**Question 1.3** Why?\n\n*Your answer to question 1.3 here.*"
 

@@ -118,7 +118,7 @@ def test_svi_loop_replays_to_the_kernels_verdict(record_of, answer, status, word
     store must come back through ``call_learner`` (a checker that read the global store itself saw the
     checker's own starting values in the replay, and the reference answer was flagged)."""
     from helpers import pyro_bridge
-    from helpers.checks.pyro import check_train_svi
+    from helpers.checks.pyro_bridge import check_train_svi
 
     answer = pyro_bridge.train_svi if answer == "reference" else answer
     result, record = record_of(check_train_svi, answer)

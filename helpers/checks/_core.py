@@ -12,9 +12,11 @@ Every result is appended to :data:`RESULTS` and, when the environment variable
 
 import functools
 import math
+import time
 
 import torch
 
+from ..estimators import standard_error
 from ..exercise_format import ERROR, FAILED, NOT_ATTEMPTED, PASSED, RESULTS_ENV, check_line, is_stub_message, report
 
 __all__ = [
@@ -329,6 +331,147 @@ def diagnose(out, reference, mistakes, context="", rtol=1e-6, atol=1e-8, labels=
         f"does not match the reference{which}{context}: expected {fmt(reference.flatten()[i])}, "
         f"got {fmt(out.flatten()[i])}"
     )
+
+
+# ---------------------------------------------------------------- Monte Carlo comparisons
+
+
+def mean_of_calls(estimate, reps):
+    """Average ``reps`` calls of ``estimate()``: ``(mean, standard error)``, float64 tensors of one call's shape.
+
+    In a checker, ``estimate`` calls the learner's function through :func:`call_learner`, or computes the
+    reference's value (or a mistake's) the same way, so that both are averaged alike.
+    """
+    values = torch.stack([torch.as_tensor(estimate(), dtype=torch.float64) for _ in range(reps)])
+    return values.mean(0), standard_error(values)
+
+
+def _mean_and_se(value):
+    """An exact value, or a ``(mean, se)`` pair, as two float64 tensors (an exact value's standard error is 0)."""
+    if isinstance(value, tuple):
+        mean, se = value
+    else:
+        mean, se = value, 0.0
+    mean = torch.as_tensor(mean, dtype=torch.float64)
+    return mean, torch.as_tensor(se, dtype=torch.float64).expand_as(mean)
+
+
+def _misfit(a, b, z, rtol, atol):
+    """Per entry, how far ``a`` is from ``b`` in units of the tolerance: at most 1 where the two agree."""
+    (mean_a, se_a), (mean_b, se_b) = a, b
+    diff = torch.where(mean_a == mean_b, 0.0, (mean_a - mean_b).abs())  # equal infinities agree
+    tol = z * torch.hypot(se_a, se_b) + rtol * mean_b.abs() + atol
+    ratio = torch.where(diff == 0, 0.0, diff / tol)
+    return torch.nan_to_num(ratio, nan=math.inf, posinf=math.inf).reshape(-1)
+
+
+def _mistake_misfit(answer, wrong, order, z, rtol, atol):
+    """The answer's misfit to a mistake's value, per entry; a list of values, one per entry, is computed in
+    ``order`` and only until an entry rules the mistake out (the others are left at infinity)."""
+    if not isinstance(wrong, list):
+        return _misfit(answer, _mean_and_se(wrong() if callable(wrong) else wrong), z, rtol, atol)
+    mean, se = (t.reshape(-1) for t in answer)
+    misfit = torch.full((len(wrong),), math.inf, dtype=torch.float64)
+    for i in order:
+        value = _mean_and_se(wrong[i]() if callable(wrong[i]) else wrong[i])
+        misfit[i] = _misfit((mean[i], se[i]), value, z, rtol, atol)[0]
+        if misfit[i] > 1:
+            break
+    return misfit
+
+
+def diagnose_mean(estimate, reference, mistakes, context="", z=4.0, rtol=0.0, atol=0.0, labels=None, unmatched=None):
+    r"""The Monte Carlo counterpart of :func:`diagnose`: pass if an average is within ``z`` standard errors of
+    ``reference``; else name the mistake whose value it is closest to, within as many; else say how far it is.
+
+    ``estimate`` is the answer's ``(mean, se)``: :func:`mean_of_calls`, or the mean of the terms the answer
+    returned with their :func:`helpers.estimators.standard_error`. ``reference`` is an exact value or a
+    ``(mean, se)`` pair of its own; ``mistakes`` maps a diagnosis to the value that mistake would produce, as
+    in :func:`diagnose`, each value exact, a pair, or a function of no arguments that returns one, called only
+    when the answer misses the reference (a mistake's expectation costs calls too); or a list of those, one
+    per entry of the mean (one per sample size, say), computed from the entry where the answer is furthest
+    from the reference and only until one rules the mistake out. Two values agree when, in every entry,
+
+    .. math::
+        |a - b| \le z\sqrt{\mathrm{se}_a^2 + \mathrm{se}_b^2} + \mathrm{rtol}\,|b| + \mathrm{atol},
+
+    where ``atol`` covers what the standard errors do not (a standard error from a few calls is itself
+    uncertain). Of the mistakes that agree with the answer, the nearest one is named: the one with the least
+    sum over the entries of the squared differences in units of that tolerance. ``labels``: one name per entry
+    of the mean, so a plain mismatch says which is off. ``unmatched``: the message when no mistake agrees, a
+    format string with the fields ``label``, ``got``, ``got_se``, ``expected``, ``expected_se`` (floats, of the
+    entry furthest off) and ``sigmas`` (how many standard errors apart they are); ``context`` is appended to it
+    and to each diagnosis.
+    """
+    answer = _mean_and_se(estimate)
+    reference = tuple(t.expand_as(answer[0]) for t in _mean_and_se(reference))
+    off = _misfit(answer, reference, z, rtol, atol)
+    if off.max() <= 1:
+        return
+    order = off.argsort(descending=True).tolist()
+    best, nearest = None, math.inf
+    for message, wrong in mistakes.items():
+        misfit = _mistake_misfit(answer, wrong, order, z, rtol, atol)
+        if misfit.max() <= 1 and float((misfit**2).sum()) < nearest:  # the first of equally near ones
+            best, nearest = message, float((misfit**2).sum())
+    if best is not None:
+        fail(best + context)
+    i = int(off.argmax())
+    got, got_se = (float(t.reshape(-1)[i]) for t in answer)
+    expected, expected_se = (float(t.reshape(-1)[i]) for t in reference)
+    spread = math.hypot(got_se, expected_se)
+    fields = {
+        "label": labels[i] if labels else "",
+        "got": got,
+        "got_se": got_se,
+        "expected": expected,
+        "expected_se": expected_se,
+        "sigmas": abs(got - expected) / spread if spread > 0 else math.inf,
+    }
+    if unmatched is not None:
+        fail(unmatched.format(**fields) + context)
+    which = f" for {fields['label']}" if labels else ""
+    expected_text = fmt(expected) + (f" (s.e. {expected_se:.2g})" if expected_se else "")
+    fail(f"does not match the reference{which}{context}: expected {expected_text}, got {fmt(got)} (s.e. {got_se:.2g})")
+
+
+def _timed(fn, reference, *args, repeats=3, grad=None):
+    """Time ``fn(*args)`` and ``reference(*args)``: ``(fn's output, fn's seconds, reference's seconds)``.
+
+    Each time is the shortest of ``repeats`` runs (of the forward pass and, with ``grad``, of the gradient with
+    respect to the tensors ``grad``), so that a busy machine slows both alike. Called through
+    :func:`call_learner`, the times are recorded with the output and the grader's replay reads the same verdict.
+    An answer slower than a second on its first run is not run again: it is already too slow.
+    """
+
+    def run(f):
+        start = time.perf_counter()
+        out = f(*args)
+        if grad is not None:
+            torch.autograd.grad(torch.as_tensor(out).sum(), grad, allow_unused=True)
+        return out, time.perf_counter() - start
+
+    out, seconds = run(fn)
+    if seconds < 1.0:
+        seconds = min([seconds] + [run(fn)[1] for _ in range(repeats - 1)])
+    reference_seconds = min(run(reference)[1] for _ in range(repeats))
+    return out, seconds, reference_seconds
+
+
+def expect_fast(fn, reference, args, what, slower=20, grace=0.005, grad=None):
+    """Fail, naming ``what``, when one call of the answer takes ``slower`` times the reference's, plus ``grace`` s.
+
+    Both are timed in one :func:`call_learner` crossing, so the record holds the times and the grader's replay
+    reads the same verdict.
+    """
+    # the answer is bound into the function called, as in checks.pyro_bridge._trained: the record digests the
+    # tensors only
+    _, seconds, reference_seconds = call_learner(functools.partial(_timed, fn, reference, grad=grad), *args)
+    if seconds > slower * reference_seconds + grace:
+        fail(
+            f"right so far, but too slow: one call took {seconds:.2g} s where the reference takes "
+            f"{reference_seconds:.2g} s ({seconds / max(reference_seconds, 1e-9):.0f} times longer). {what}"
+        )
 
 
 def fmt(x):

@@ -32,8 +32,6 @@ from ._core import (
     learner_grad,
 )
 
-__all__ = ["check_amortized_elbo", "check_linear_encoder", "check_inference_gaps", "check_refine", "check_break_even"]
-
 _F64 = torch.float64
 
 

@@ -26,14 +26,6 @@ from ._core import (
     fmt,
 )
 
-__all__ = [
-    "check_update_q_mu",
-    "check_update_q_tau",
-    "check_cavi",
-    "check_responsibilities",
-    "check_component_update",
-]
-
 _F64 = torch.float64
 
 

@@ -12,6 +12,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from ..conjugate import NormalNormal
+from ..estimators import standard_error
 from ..gaussian import normal_entropy
 from ._core import (
     as_tensor_result,
@@ -19,14 +20,13 @@ from ._core import (
     checker,
     close,
     diagnose,
+    diagnose_mean,
     expect_finite,
     expect_shape,
     fail,
     fmt,
     learner_grad,
 )
-
-__all__ = ["check_gaussian_elbo", "check_kl_normal", "check_elbo_samples", "check_reverse_kl"]
 
 _F64 = torch.float64
 
@@ -175,24 +175,17 @@ def check_elbo_samples(elbo_samples):
     expect_shape(out, (S,))
     expect_finite(out)
     _check_at_posterior(elbo_samples)
-    ref = model.gaussian_elbo(m, s, x).detach()
-    vals = out.detach().double()
-    se = float(vals.std()) / math.sqrt(S)
+    terms = out.detach().double()
+    se = standard_error(terms)
     if se < 1e-12:
         fail("all S terms are equal: draw a fresh z_s ~ q for each term (m + s * eps), do not plug in z = m")
-    mean = float(vals.mean())
-
-    def near(target):
-        return abs(mean - float(target)) <= 4 * se
-
-    if not near(ref):
-        for message, value in _mistaken_means(model, m.detach(), s.detach(), x).items():
-            if near(value):
-                fail(message)
-        fail(
-            f"the average of the terms, {mean:.4f}, is {abs(mean - float(ref)) / se:.0f} standard errors "
-            f"away from the exact ELBO {float(ref):.4f}"
-        )
+    diagnose_mean(
+        (terms.mean(), se),
+        model.gaussian_elbo(m, s, x).detach(),
+        _mistaken_means(model, m.detach(), s.detach(), x),
+        unmatched="the average of the terms, {got:.4f}, is {sigmas:.0f} standard errors away from the exact ELBO "
+        "{expected:.4f}",
+    )
 
     # the reparameterisation: the gradient of the average must match the exact one
     if not out.requires_grad:
@@ -239,16 +232,13 @@ def _check_at_posterior(elbo_samples):
     out = as_tensor_result(call_learner(elbo_samples, m.clone(), s.clone(), x, model, S)).detach().double()
     expect_shape(out, (S,), " (at q = the exact posterior)")
     expect_finite(out, " (at q = the exact posterior)")
-    mean, tol = float(out.mean()), 4 * float(out.std()) / math.sqrt(S) + 1e-8
-    if abs(mean - log_px) <= tol:
-        return
-    mistakes = _mistaken_means(model, m, s, x)
-    for message, value in mistakes.items():
-        if abs(mean - value) <= tol:
-            fail(message)
-    fail(
-        f"at q = the exact posterior every term log p(x, z_s) - log q(z_s) equals log p(x) = {log_px:.4f}, "
-        f"but yours average {mean:.4f}: evaluate both densities at the same sample z_s"
+    diagnose_mean(
+        (out.mean(), standard_error(out)),
+        log_px,
+        _mistaken_means(model, m, s, x),
+        atol=1e-8,
+        unmatched="at q = the exact posterior every term log p(x, z_s) - log q(z_s) equals log p(x) = "
+        "{expected:.4f}, but yours average {got:.4f}: evaluate both densities at the same sample z_s",
     )
 
 

@@ -41,17 +41,8 @@ from ._core import (
     fmt,
     learner_grad,
 )
-from .semi_implicit import _FixedFamily
+from .kernel_stein import _FixedFamily
 from .vae import _CountingSGD
-
-__all__ = [
-    "check_reverse_conditional_log_prob",
-    "check_marginal_score_estimate",
-    "check_sivism_objective",
-    "check_sivism_step",
-    "check_affine_coupling",
-    "check_kl_on_grid",
-]
 
 _F64 = torch.float64
 

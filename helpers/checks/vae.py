@@ -26,16 +26,6 @@ from ._core import (
     learner_grad,
 )
 
-__all__ = [
-    "check_binomial_log_likelihood",
-    "check_kl_standard_normal",
-    "check_vae_elbo",
-    "check_training_step",
-    "check_log_mean_exp",
-    "check_log_weights",
-    "check_aggregate_log_ratio",
-]
-
 _F64 = torch.float64
 
 

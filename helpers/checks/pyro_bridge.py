@@ -1,4 +1,4 @@
-r"""Checkers for the Pyro appendix (lesson 09).
+r"""Checkers whose reference is in :mod:`helpers.pyro_bridge` (lesson 09, the Pyro appendix).
 
 A Pyro model or guide is a program, so the checker runs it under ``pyro.poutine.trace`` and inspects the
 recorded sample sites: their names, distributions, event shapes, observed values and plates, and the total log
@@ -33,14 +33,6 @@ from ._core import (
     learner_backward,
     learner_grad,
 )
-
-__all__ = [
-    "check_pyro_logistic_model",
-    "check_pyro_mean_field_guide",
-    "check_train_svi",
-    "check_pyro_vae_model",
-    "check_pyro_vae_guide",
-]
 
 _F64 = torch.float64
 

@@ -14,7 +14,7 @@ the full-rank Gaussian of lesson 06 is run beside them as the baseline (its ELBO
 decaying to 0.0005, as lesson 06's ``maximize``). Budget held equal: ``--steps`` updates for every method
 (20 000, SIVI-SM's and KSIVI's own count). One torch thread per run, ``--jobs`` runs at once.
 
-Writes ``helpers/data/successors_logistic.csv``, which lesson 08 prints. About 50 minutes on 2 cores;
+Writes ``helpers/data/successors_logistic.csv``, which lesson 08 prints. About 1.5 hours of CPU (45 minutes on 2 cores);
 ``--methods ... --merge`` reruns some rows and keeps the others.
 """
 

@@ -34,12 +34,39 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+    _retry_nbval_kernel_start()
     if not os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("VI_COURSE_REQUIRE_SANDBOX") == "1":
         from helpers.tooling.sandbox import why_unavailable  # CI: every grading test runs contained
 
         why = why_unavailable()
         if why:
             raise pytest.UsageError(f"VI_COURSE_REQUIRE_SANDBOX=1, but the grader's sandbox cannot run here: {why}")
+
+
+def _retry_nbval_kernel_start(attempts=3):
+    """Give nbval's kernel start two more tries, each a fresh kernel on fresh ports.
+
+    jupyter_client picks a kernel's TCP ports by binding free ones and releasing them; the kernel binds them a
+    moment later. When both workers start a notebook's kernel at the same instant, one can be handed a port the
+    other has just released, and its client then waits nbval's 60 s for a reply that never comes (a fresh-clone
+    CI run lost lesson 03 that way, with the machine idle). nbval shuts the failed kernel down before raising.
+    """
+    import nbval.kernel
+
+    start = nbval.kernel.start_new_kernel
+    if getattr(start, "retries", False):
+        return
+
+    def start_new_kernel(*args, **kwargs):
+        for attempt in range(1, attempts + 1):
+            try:
+                return start(*args, **kwargs)
+            except RuntimeError:  # "Kernel didn't respond" or "Kernel died before replying"
+                if attempt == attempts:
+                    raise
+
+    start_new_kernel.retries = True
+    nbval.kernel.start_new_kernel = start_new_kernel  # RunningKernel looks it up in nbval.kernel at each start
 
 
 SANDBOX_SKIP = "needs bubblewrap, the grader's sandbox"  # the reason of the tests skipped without it

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from helpers.exercise_format import NOT_ATTEMPTED, exercise_of, parse_check_line
 from helpers.tooling.build import lesson_from_solution
@@ -104,3 +105,33 @@ def test_execute_solutions_stores_outputs_with_counts(tmp_path, capsys):
     assert "FAILED, outputs not written" in capsys.readouterr().out
     assert (tmp_path / "solutions" / "00_demo.ipynb").read_bytes() == before
     assert main(["--root", str(tmp_path), "execute-solutions", "nope.ipynb"]) == 2
+
+
+def test_a_kernel_that_does_not_answer_is_started_afresh(monkeypatch):
+    """conftest.py gives nbval's kernel start three tries (two workers can race for the same free port)."""
+    import nbval.kernel
+
+    import conftest
+
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(kwargs)
+        if len(calls) < 3:
+            raise RuntimeError("Kernel didn't respond in 60 seconds")
+        return "km", "kc"
+
+    monkeypatch.setattr(nbval.kernel, "start_new_kernel", flaky)
+    conftest._retry_nbval_kernel_start()
+    assert nbval.kernel.start_new_kernel(kernel_name="k") == ("km", "kc") and len(calls) == 3
+    calls.clear()
+
+    def dead(*args, **kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("Kernel died before replying to kernel_info")
+
+    monkeypatch.setattr(nbval.kernel, "start_new_kernel", dead)
+    conftest._retry_nbval_kernel_start()
+    with pytest.raises(RuntimeError, match="died"):
+        nbval.kernel.start_new_kernel()
+    assert len(calls) == 3  # three tries, then the error is the test's

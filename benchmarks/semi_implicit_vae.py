@@ -58,6 +58,7 @@ def run_seed(seed, epochs, checkpoints):
     import torch
 
     from helpers.datasets import load_digits
+    from helpers.estimators import standard_error
     from helpers.semi_implicit_vae import SemiImplicitVAE
     from helpers.vae import VAE
 
@@ -102,7 +103,7 @@ def run_seed(seed, epochs, checkpoints):
                         "train_objective": f"{total / len(x_train):.3f}",
                         "val_bound": f"{val.mean():.3f}",
                         "test_bound": f"{test.mean():.3f}",
-                        "test_se": f"{test.std() / math.sqrt(len(test)):.3f}",
+                        "test_se": f"{standard_error(test):.3f}",
                         "psi_share": "" if math.isnan(share) else f"{share:.4f}",
                     }
                 )

@@ -7,7 +7,6 @@ lower and upper bounds (``K = 5000``, 2000 draws), with their Monte Carlo standa
 ``helpers/data/sivi_logistic_seeds.csv``, which lesson 06 reads. About 30 s a seed on one core.
 """
 
-import math
 import sys
 import time
 
@@ -20,7 +19,7 @@ def run_seed(seed):
     import torch
 
     from helpers.datasets import load_breast_cancer
-    from helpers.estimators import elbo
+    from helpers.estimators import elbo, standard_error
     from helpers.families import FullRankGaussian
     from helpers.logistic_regression import BayesianLogisticRegression
     from helpers.semi_implicit import SemiImplicitGaussian, sivi_bound, sivi_sandwich
@@ -56,7 +55,7 @@ def run_seed(seed):
             "seed": seed,
             "family": "full rank",
             "value": f"{values.mean().item():.4f}",
-            "se": f"{values.std().item() / math.sqrt(len(w)):.4f}",
+            "se": f"{standard_error(values).item():.4f}",
             "upper": "",
             "se_upper": "",
             "train_seconds": f"{fr_seconds:.1f}",

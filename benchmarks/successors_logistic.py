@@ -117,6 +117,7 @@ def _elbo(family, log_target):
     """``(value, se, upper)``: exact for a flow or a Gaussian, SIVI's sandwich (K = 5000) for a semi-implicit fit."""
     import torch
 
+    from helpers.estimators import standard_error
     from helpers.flows import RealNVP
     from helpers.semi_implicit import SemiImplicitGaussian, sivi_sandwich
 
@@ -131,7 +132,7 @@ def _elbo(family, log_target):
             z = d.sample((20_000,))
             log_q = d.log_prob(z)
         values = log_target(z) - log_q
-        return float(values.mean()), float(values.std()) / math.sqrt(len(values)), math.nan
+        return float(values.mean()), float(standard_error(values)), math.nan
 
 
 def _draws(family, n=20_000):

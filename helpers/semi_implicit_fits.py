@@ -77,6 +77,7 @@ import torch
 from torch.nn.utils import parametrize
 from tqdm.auto import trange
 
+from .estimators import standard_error
 from .flows import RealNVP
 from .kernel_stein import imq_bandwidth, imq_kernel, ksd_u_statistic, ksivi_loss, median_bandwidth, rbf_kernel
 from .score_matching import score_network, sivism_step
@@ -300,7 +301,7 @@ def _fit_ksivi(
     sigma=1.0,
     L=2,
     problem="2-D",
-    attached_bandwidth=None,
+    attached_bandwidth=True,
     noise_dim=None,
     **_,
 ):
@@ -312,7 +313,7 @@ def _fit_ksivi(
     opt = torch.optim.Adam(q.parameters(), lr=1e-3, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.StepLR(opt, _decay_every(1000, problem), gamma=0.9)
     k, bandwidth = (imq_kernel, imq_bandwidth) if kernel == "imq" else (rbf_kernel, median_bandwidth)
-    if kernel != "imq" and attached_bandwidth is not False:  # their configs' detach: False (IMQ's is detached)
+    if kernel != "imq" and attached_bandwidth:  # their configs' detach: False (IMQ's bandwidth is detached)
         bandwidth = functools.partial(median_bandwidth, detach=False)
     ksd = functools.partial(ksd_u_statistic, kernel=k)
 
@@ -419,8 +420,5 @@ def read_study(path=STUDY_CSV):
 
 def mean_and_se(values):
     """Mean and standard error over seeds (``sd / sqrt(n)``, with ``n - 1`` in the sd); ``(mean, nan)`` for one."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+    mean = sum(values) / len(values)
+    return mean, (float(standard_error(values)) if len(values) > 1 else math.nan)

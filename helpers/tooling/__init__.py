@@ -19,7 +19,8 @@ metadata) is defined once, in :mod:`helpers.exercise_format`.
 import sys
 
 # nbformat validates notebooks with jsonschema, which at import looks for rfc3987_syntax (installed here by
-# JupyterLab's jupyter-events) to check "iri" strings, and that package builds a grammar at import: 2.3 s at
-# every start of every command and grading worker. Notebook schemas have no "iri" fields, so the check is
-# never used; keep it from being imported.
+# JupyterLab's jupyter-events) to check "iri" strings, and that package builds its Earley parsers at import:
+# 1.2 s of CPU at every start of every command, grading worker and pytest process (python-jsonschema/jsonschema
+# issues 1392 and 1428). Notebook schemas have no "iri" fields, so the check is never used; keep it from being
+# imported. pytest loads this module first (`-p helpers.tooling` in pyproject.toml), before nbval imports nbformat.
 sys.modules.setdefault("rfc3987_syntax", None)

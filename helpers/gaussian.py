@@ -41,7 +41,12 @@ def log_normal_diag(z, mean, log_scale):
     ----------
     Bishop, C. M. Pattern Recognition and Machine Learning, section 2.3 (2006).
     """
-    return (-0.5 * ((z - mean) / log_scale.exp()) ** 2 - log_scale - 0.5 * LOG_2PI).sum(-1)
+    u = (z - mean) * torch.exp(-log_scale)  # the standardised points, (..., L)
+    L = u.shape[-1]
+    # the normaliser is summed over the scales' own shape, not over the broadcast (S, K, L) of a SIVI bound:
+    # half the passes over the largest tensor, twice as fast there (a scale shared by all L axes counts L times)
+    log_scale = log_scale.expand(*log_scale.shape[:-1], L) if log_scale.dim() else log_scale.expand(L)
+    return -0.5 * u.square().sum(-1) - (log_scale.sum(-1) + 0.5 * L * LOG_2PI)
 
 
 def log_normal_tril(z, mean, scale_tril):

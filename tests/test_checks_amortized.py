@@ -270,7 +270,7 @@ def test_refine_names_detached_draws_and_its_own_arguments(capsys):
         mean.add_(m - mean)
         return m, ls
 
-    rejects(check_refine, mutates_mean, capsys, "argument mean in place", "mean.detach().clone()")
+    rejects(check_refine, mutates_mean, capsys, "argument `mean` in place", "mean.detach().clone()")
     result, out = run(check_refine, mutates_mean, capsys)
     assert "argument 2" not in out and "x = x + ..." not in out
 

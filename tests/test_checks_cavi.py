@@ -434,7 +434,7 @@ def _components_centring_in_place(x, phi, prior_std):
             lambda x, phi, sd: (comp_ref(x, phi, sd)[0].T, comp_ref(x, phi, sd)[1]),
             "m is transposed",
         ),
-        (check_component_update, _components_centring_in_place, "changed its argument 1 in place"),
+        (check_component_update, _components_centring_in_place, "changed its argument `x` in place"),
     ],
 )
 def test_common_slips_are_named(checker, fn, words, capsys):

@@ -11,6 +11,7 @@ Every result is appended to :data:`RESULTS` and, when the environment variable
 """
 
 import functools
+import inspect
 import math
 import time
 
@@ -98,9 +99,29 @@ def call_learner(fn, *args, **kwargs):
     return _call_learner(fn, *args, **kwargs)
 
 
+def _parameter_names(fn, args, kwargs):
+    """What the learner's own signature calls each argument (``None`` where it has no name for it)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+        positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):  # a callable without a signature
+        positional = []
+    return [positional[i] if i < len(positional) else None for i in range(len(args))] + list(kwargs)
+
+
+def _changed_in_place(name, position, shape):
+    """The diagnosis of an argument the learner's function modified, named as the learner's signature names it."""
+    which = f"argument `{name}`" if name else f"argument {position + 1}"
+    copy = f"`{name} = {name} + ...` instead of `{name} += ...`, or `{name}.clone()`" if name else "`.clone()`"
+    return (
+        f"your function changed its {which} in place (shape {tuple(shape)}): the caller still needs it; work on a "
+        f"copy ({copy}) instead of modifying what you are given"
+    )
+
+
 def _call_learner(fn, *args, **kwargs):
     before = _snapshot(list(args) + list(kwargs.values()))
-    names = [f"argument {i + 1}" for i in range(len(args))] + [f"argument `{k}`" for k in kwargs]
+    names = _parameter_names(fn, args, kwargs)
     try:
         out = fn(*args, **kwargs)
     except NotImplementedError as exc:
@@ -110,10 +131,7 @@ def _call_learner(fn, *args, **kwargs):
     for i, value, copy in before:
         same = value.shape == copy.shape and torch.equal(value.detach(), copy)
         if not same and not (torch.isnan(copy).any() and torch.equal(value.detach().isnan(), copy.isnan())):
-            fail(
-                f"your function changed its {names[i]} in place (shape {tuple(copy.shape)}): the caller still "
-                "needs it; work on a copy (x = x + ..., or x.clone()) instead of modifying what you are given"
-            )
+            fail(_changed_in_place(names[i], i, copy.shape))
     return out
 
 

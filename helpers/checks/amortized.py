@@ -302,23 +302,19 @@ def check_inference_gaps(inference_gaps):
     return "matches log p(x) - ELBO(q*) and ELBO(q*) - ELBO(q_phi) per data point, with the draws given."
 
 
-_REFINE_ARGUMENTS = {"argument 1": "argument x", "argument 2": "argument mean", "argument 3": "argument log_scale"}
-
-
 def _call_refine(refine, *args, **kwargs):
-    """``call_learner`` for 4.6, whose first argument is the data ``x``: a diagnosis names the arguments by name and
-    says ``m = m + ...`` where the shared message says ``x = x + ...`` (here ``x`` is the data, never changed)."""
+    """``call_learner`` for 4.6: a modified starting point is answered with what to do in a refinement (optimise
+    copies of ``mean`` and ``log_scale``), not with the shared advice to write ``mean = mean + ...``."""
     try:
         return call_learner(refine, *args, **kwargs)
     except Mistake as exc:
         text = str(exc)
-        for number, name in _REFINE_ARGUMENTS.items():
-            text = text.replace(f"its {number} in place", f"its {name} in place")
-        text = text.replace(
-            "work on a copy (x = x + ..., or x.clone()) instead of modifying what you are given",
-            "optimise copies, m = mean.detach().clone().requires_grad_(True) (and the same for log_scale), and "
-            "return those",
-        )
+        if " in place (shape " in text and "work on a copy (" in text:
+            text = (
+                text.split("work on a copy (", 1)[0]
+                + "optimise copies, m = mean.detach().clone().requires_grad_(True) (and the same for log_scale), "
+                "and return those"
+            )
         if text.startswith(_INPLACE):
             text = (
                 "your function changes a tensor in place that autograd still needs (`m += ...`, `m[i] = ...` or a "

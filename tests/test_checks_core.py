@@ -1,0 +1,46 @@
+"""helpers.checks._core: how the shared crossing into the learner's code words what it finds."""
+
+import pytest
+import torch
+
+from helpers.checks._core import Mistake, call_learner
+
+
+def _diagnosis(fn, *args, **kwargs):
+    with pytest.raises(Mistake) as caught:
+        call_learner(fn, *args, **kwargs)
+    return str(caught.value)
+
+
+def test_an_argument_changed_in_place_is_named_as_the_learners_signature_names_it():
+    def update(x, mean, log_scale):
+        mean += 1.0  # the caller's tensor, changed
+        return mean
+
+    text = _diagnosis(update, torch.zeros(3), torch.zeros(2), torch.zeros(2))
+    assert "changed its argument `mean` in place (shape (2,))" in text
+    assert "`mean = mean + ...` instead of `mean += ...`, or `mean.clone()`" in text
+    assert "x = x" not in text  # the data argument is not the one changed
+
+
+def test_keyword_and_unnamed_arguments_are_named_too():
+    def by_keyword(x, *, scale):
+        scale.mul_(2.0)
+        return scale
+
+    assert "argument `scale` in place" in _diagnosis(by_keyword, torch.ones(1), scale=torch.ones(2))
+
+    def variadic(*tensors):
+        tensors[1].zero_()
+        return tensors[0]
+
+    text = _diagnosis(variadic, torch.ones(1), torch.ones(4))
+    assert "changed its argument 2 in place (shape (4,))" in text and "`.clone()`" in text
+
+
+def test_a_function_that_leaves_its_arguments_alone_passes_through():
+    def double(x, mean):
+        return 2 * x + mean
+
+    out = call_learner(double, torch.ones(2), torch.zeros(2))
+    assert torch.equal(out, torch.full((2,), 2.0))

@@ -430,6 +430,20 @@ def check_subsampled_log_joint(subsampled_log_joint):
             context=context,
         )
     _check_lesson_scale(subsampled_log_joint)
+    # confidently misclassified points: with weights 400 times larger, some logits are in the hundreds on the wrong
+    # side, where such a point costs |a| nats; a probability clamped to [eps, 1 - eps] charges -log(eps) instead
+    far = 400 * w
+    out = as_tensor_result(call_learner(subsampled_log_joint, far, X, y, batch, prior_std))
+    context = f" for large weights (logits in the hundreds, a batch of B = {B}; some points confidently misclassified)"
+    expect_finite(out, context + ": log(sigmoid(a)) underflows there; use softplus, y a - softplus(a), or logsigmoid")
+    diagnose(
+        out,
+        model.subsampled_log_joint(far, batch),
+        {},
+        context=context + ": a misclassified point costs |a| nats, not the -log(eps) of a clamped probability; "
+        "compute in log space with softplus or logsigmoid, never clamp",
+        rtol=1e-6,
+    )
     # unbiasedness, exactly: the mean over the batches of a partition is the full log joint, gradients included
     w_grad = w.clone().requires_grad_(True)
     partition = torch.randperm(N).reshape(3, 4)

@@ -188,6 +188,23 @@ def test_vae_elbo_names_mistakes(capsys):
     )
 
 
+@pytest.mark.parametrize(
+    "wrong_kl",
+    [
+        lambda m, ls: 2 * vae.kl_standard_normal(m, ls),  # 5.2 without its 1/2
+        lambda m, ls: 0.5 * (m**2 + ls.exp() - 1 - 2 * ls).sum(-1),  # 5.2 with sigma^2 = exp(log_scale)
+        lambda m, ls: vae.kl_standard_normal(m, ls) / m.shape[-1],  # 5.2 averaged over the latent axis
+    ],
+)
+def test_vae_elbo_names_a_wrong_kl_from_exercise_5_2(wrong_kl, capsys):
+    def elbo_with_their_kl(x, model, eps):  # a correct 5.3 built on a wrong 5.2
+        mean, log_scale = model.encoder(x)
+        z = vae.reparameterize(mean, log_scale, eps)
+        return model.log_likelihood(x, z).mean(0) - wrong_kl(mean, log_scale)
+
+    rejects(check_vae_elbo, elbo_with_their_kl, capsys, "the reconstruction term is right", "exercise 5.2")
+
+
 # ------------------------------------------------------------ 5.5
 
 

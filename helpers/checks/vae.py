@@ -223,12 +223,17 @@ def check_vae_elbo(vae_elbo):
     ref = _elbo_variant(model, x, eps)
     rec = _elbo_variant(model, x, eps, kl="none")
     kl_value = (rec - ref).detach()
+    named_kl_slips = {
+        "missing the KL term: ELBO = E_q[log p(x | z)] - KL(q(z | x) || p(z))": rec.detach(),
+        "the KL is subtracted, not added: ELBO = E_q[log p(x | z)] - KL": (rec + kl_value).detach(),
+    }
+    if not any(torch.allclose(out.detach(), v, rtol=1e-6, atol=1e-9) for v in named_kl_slips.values()):
+        _name_a_wrong_kl(vae_elbo, model, x, eps, out.detach() - ref.detach())
     diagnose(
         out.detach(),
         ref.detach(),
         {
-            "missing the KL term: ELBO = E_q[log p(x | z)] - KL(q(z | x) || p(z))": rec.detach(),
-            "the KL is subtracted, not added: ELBO = E_q[log p(x | z)] - KL": (rec + kl_value).detach(),
+            **named_kl_slips,
             "summed the reconstruction term over the S draws; average it": _elbo_variant(
                 model, x, eps, reduce_draws=lambda t: t.sum(0)
             ).detach(),
@@ -240,6 +245,29 @@ def check_vae_elbo(vae_elbo):
         context=" (3 digits-like images, 4 fixed draws each)",
     )
     fail("does not match")  # unreachable: diagnose fails on any mismatch
+
+
+def _name_a_wrong_kl(vae_elbo, model, x, eps, gap):
+    """The learner's 5.3 usually takes its KL from their 5.2. A KL term that is wrong leaves the reconstruction
+    term right, so the ELBO is off by the same amount whatever the draws eps: check that on fresh draws, and say
+    which exercise to fix. (Only the learner's ``vae_elbo`` is called, so the grader's replay sees the same.)"""
+    if torch.allclose(gap, torch.zeros_like(gap), rtol=0, atol=1e-9):
+        return
+    other = torch.randn(eps.shape, dtype=eps.dtype, generator=torch.Generator().manual_seed(53))
+    again = as_tensor_result(call_learner(vae_elbo, x, model, other)).detach()
+    if again.shape != gap.shape or not torch.allclose(again - _elbo_variant(model, x, other).detach(), gap, 1e-6, 1e-9):
+        return  # the gap moves with the draws: not the KL alone
+    true_kl = (_elbo_variant(model, x, eps, kl="none") - _elbo_variant(model, x, eps)).detach()
+
+    def listed(values):
+        return ", ".join(f"{v:.4g}" for v in values.tolist())
+
+    fail(
+        f"the reconstruction term is right, but the KL term is not: your ELBO is off by the same amount for any "
+        f"draws eps ({listed(gap)} nats for the 3 images), so the KL it subtracts is {listed(true_kl - gap)} where "
+        f"KL(q(z | x) || N(0, I)) is {listed(true_kl)}. If your ELBO uses kl_standard_normal from exercise 5.2, fix "
+        "that first: its check names the mistake"
+    )
 
 
 class _CountingSGD(torch.optim.SGD):

@@ -1,7 +1,7 @@
 """The checkers of lesson 08's exercises (UIVI's reverse conditional and score estimate, the SIVI-SM objective,
 an affine coupling, KL on a grid) accept correct answers written in different ways and name the mistake in
-plausible wrong ones. Lesson 08 numbers its questions and exercises together: 8.1 and 8.4 are written
-questions, 8.2, 8.3 and 8.5 to 8.8 the code exercises checked here."""
+plausible wrong ones. Lesson 08 numbers its questions and exercises together: 8.1, 8.4 and 8.7 are written
+questions, 8.2, 8.3, 8.5, 8.6, 8.8 and 8.9 the code exercises checked here."""
 
 import math
 
@@ -333,7 +333,7 @@ def test_sivism_step_rejects(kind, words, capsys):
     rejects(check_sivism_step, _sm_step(kind), capsys, words)
 
 
-# ------------------------------------------------------------ 8.7
+# ------------------------------------------------------------ 8.8
 
 
 def _with_where(x, mask, net):
@@ -416,7 +416,7 @@ def test_coupling_rejects(kind, words, capsys):
     rejects(check_affine_coupling, _coupling(kind), capsys, words)
 
 
-# ------------------------------------------------------------ 8.8
+# ------------------------------------------------------------ 8.9
 
 
 def _log_softmax(log_q, log_p):

@@ -10,9 +10,9 @@ exactly with :func:`helpers.score_matching.sivism_objective`. 8.6 (one SIVI-SM u
 from that stand-in (with the whole interface of lesson 06's family, ``log_conditional`` included) and a
 small ``f`` with counting SGD, and compares both players' weights with
 :func:`helpers.score_matching.sivism_step`'s, the family's step first, as the lesson prescribes; weights
-that match an update built on a known slip of 8.5's objective name exercise 8.5. 8.7 (the affine coupling)
+that match an update built on a known slip of 8.5's objective name exercise 8.5. 8.8 (the affine coupling)
 compares with :func:`helpers.flows.affine_coupling`, with gradients in the input and in the network's
-weights. 8.8 (KL on a grid) compares with :func:`helpers.quadrature.kl_on_grid`, in float32 with
+weights. 8.9 (KL on a grid) compares with :func:`helpers.quadrature.kl_on_grid`, in float32 with
 unnormalised, widely spread log densities, as a trained family gives them.
 """
 
@@ -472,7 +472,7 @@ def check_sivism_step(sivism_step):
     return "the family steps down the objective and f up it, each from cleared gradients."
 
 
-# ---------------------------------------------------------------- 8.7
+# ---------------------------------------------------------------- 8.8
 
 
 class _ShiftScale(nn.Module):
@@ -488,7 +488,7 @@ class _ShiftScale(nn.Module):
         return kept @ self.a.T + 0.3, torch.tanh(kept @ self.b.T)
 
 
-@checker("8.7", "an affine coupling step and its log-determinant")
+@checker("8.8", "an affine coupling step and its log-determinant")
 def check_affine_coupling(affine_coupling):
     L = 4
     net = _ShiftScale(L, _F64)
@@ -573,7 +573,7 @@ def check_affine_coupling(affine_coupling):
     return "y = m x + (1 - m)(x e^s + t) with log|det| = sum (1 - m) s, and gradients for the flow's training."
 
 
-# ---------------------------------------------------------------- 8.8
+# ---------------------------------------------------------------- 8.9
 
 
 def _grid_problem(dtype=_F64):
@@ -583,7 +583,7 @@ def _grid_problem(dtype=_F64):
     return log_q, log_p
 
 
-@checker("8.8", "the KL divergence on a grid")
+@checker("8.9", "the KL divergence on a grid")
 def check_kl_on_grid(kl_on_grid):
     log_q, log_p = _grid_problem()
     out = as_tensor_result(call_learner(kl_on_grid, log_q, log_p))

@@ -28,12 +28,23 @@ def log_weights(log_joint, q, S):
 
     Returns
     -------
-    Tensor of shape ``(S,)``.
+    Tensor of shape ``(S,)``; ``(S, *batch)`` when ``q`` and ``log_joint`` hold a batch of independent problems
+    (lesson 04: one per data point), the two shapes equal. Raises ``ValueError`` when they differ, rather than
+    broadcasting ``(S,)`` against ``(S, 1)`` into an ``(S, S)`` table.
     """
     if not (isinstance(S, int) and S > 0):
         raise ValueError(f"S must be a positive integer, got {S!r}")
     z = q.rsample((S,))
-    return log_joint(z) - q.log_prob(z)
+    log_p, log_q = log_joint(z), q.log_prob(z)
+    if log_p.shape != log_q.shape or log_p.shape[:1] != (S,):
+        # (S,) against (S, 1) would broadcast silently to an (S, S) table: a wrong spread, and S^2 memory
+        raise ValueError(
+            f"log_joint(z) has shape {tuple(log_p.shape)} and q.log_prob(z) {tuple(log_q.shape)}; they must be "
+            f"the same, ({S},) or ({S}, *batch), one value per draw (and per independent problem): sum log_joint "
+            "over the latent axes, and wrap a factorised q in torch.distributions.Independent so that its log_prob "
+            "sums them too"
+        )
+    return log_p - log_q
 
 
 def elbo(log_joint, q, S):

@@ -80,3 +80,13 @@ def test_standard_error_along_an_axis_matches_numpy(dim):
 def test_bad_sample_size_is_rejected(S):
     with pytest.raises(ValueError, match="positive integer"):
         log_weights(lambda z: z, Normal(0.0, 1.0), S)
+
+
+def test_log_weights_rejects_per_coordinate_values_instead_of_broadcasting_them():
+    q = Normal(torch.zeros(1, dtype=F64), torch.ones(1, dtype=F64))  # batch shape (1,): log_prob is (S, 1)
+    with pytest.raises(ValueError, match=r"q.log_prob\(z\) \(5, 1\).*Independent"):
+        log_weights(lambda z: -0.5 * (z**2).sum(-1), q, 5)
+    with pytest.raises(ValueError, match=r"log_joint\(z\) has shape \(5, 1\)"):
+        log_weights(lambda z: -0.5 * z**2, torch.distributions.Independent(q, 1), 5)
+    batch = Normal(torch.zeros(3, dtype=F64), torch.ones(3, dtype=F64))  # three independent problems, (S, 3)
+    assert log_weights(lambda z: -0.5 * z**2, batch, 5).shape == (5, 3)

@@ -13,7 +13,7 @@ import pyro
 import pytest
 import torch
 from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
-from torch.distributions import MultivariateNormal, Normal, kl_divergence
+from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
 from helpers import pyro_bridge
 from helpers.conjugate import NormalNormal
@@ -61,7 +61,8 @@ def test_pyro_trace_elbo_matches_on_the_normal_normal_model():
     m, log_s = torch.tensor(0.3, dtype=F64), torch.tensor(-1.0, dtype=F64)
     exact = model.gaussian_elbo(m, log_s.exp(), x).item()  # the ELBO in closed form
     with torch.no_grad():
-        lw = log_weights(lambda z: model.log_joint(x, z.squeeze(-1)), Normal(m.unsqueeze(0), log_s.exp()), 20000)
+        q = Independent(Normal(m.unsqueeze(0), log_s.exp()), 1)  # one log q per draw, (S,)
+        lw = log_weights(lambda z: model.log_joint(x, z.squeeze(-1)), q, 20000)
     course, course_se = lw.mean().item(), lw.std().item() / math.sqrt(len(lw))
     pyro.param("q_mean", m)
     pyro.param("q_log_scale", log_s)

@@ -1,15 +1,17 @@
-"""The checker of helpers.checks.gaussian, 6.5 (the full-covariance Gaussian conditional), accepts correct answers
-written in different ways and names the mistake in plausible wrong ones, and a slow solve."""
+"""The checkers of helpers.checks.gaussian, 1.2 (the KL divergence between two Gaussians) and 6.5 (the
+full-covariance Gaussian conditional), accept correct answers written in different ways and name the mistake in
+plausible wrong ones, and 6.5 a slow solve."""
 
+import json
 import math
 
 import pytest
 import torch
-from checker_assertions import accepts, rejects
-from torch.distributions import MultivariateNormal, Normal
+from checker_assertions import accepts, rejects, run
+from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
 from helpers import gaussian
-from helpers.checks import check_log_normal_tril
+from helpers.checks import RESULTS_ENV, check_kl_normal, check_log_normal_tril, results
 
 # ------------------------------------------------------------ 6.5: the full-covariance Gaussian conditional
 
@@ -151,3 +153,115 @@ def test_log_normal_tril_answers_a_slow_solve_within_seconds(capsys):
     check_log_normal_tril(_broadcast_solve)
     capsys.readouterr()
     assert time.process_time() - start < 20  # stopped: ~0.3 s at idle; a loop left to run takes minutes
+
+
+# ------------------------------------------------------------ exercise 1.2
+
+
+def kl_reference(mq, sq, mp, sp):
+    return torch.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5
+
+
+def kl_with_variances(mq, sq, mp, sp):
+    vq, vp = sq**2, sp**2
+    return 0.5 * (torch.log(vp) - torch.log(vq) + vq / vp + (mq - mp) ** 2 / vp - 1)
+
+
+def kl_torch(mq, sq, mp, sp):
+    shape = torch.broadcast_shapes(mq.shape, sp.shape)
+    return kl_divergence(Normal(mq.expand(shape), sq.expand(shape)), Normal(mp.expand(shape), sp.expand(shape)))
+
+
+@pytest.mark.parametrize("fn", [kl_reference, kl_with_variances, kl_torch])
+def test_kl_accepts_correct_answers(fn, capsys):
+    accepts(check_kl_normal, fn, capsys)
+
+
+def test_kl_names_mistakes(capsys):
+    rejects(check_kl_normal, lambda mq, sq, mp, sp: kl_reference(mp, sp, mq, sq), capsys, "swapped")
+    rejects(
+        check_kl_normal,
+        lambda mq, sq, mp, sp: torch.log(sp**2 / sq**2) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5,
+        capsys,
+        "factor 1/2",
+    )
+    rejects(check_kl_normal, lambda mq, sq, mp, sp: kl_reference(mq, sq, mp, sp) + 0.5, capsys, "missing the constant")
+    rejects(
+        check_kl_normal,
+        lambda mq, sq, mp, sp: torch.log(sp / sq) + sq**2 / (2 * sp**2) - 0.5 + 0 * mq + 0 * mp,
+        capsys,
+        "missing the mean term",
+    )
+    rejects(check_kl_normal, lambda mq, sq, mp, sp: -kl_reference(mq, sq, mp, sp), capsys, "sign error")
+    # NaN on the edge case q = p (0/0 from a ratio of differences)
+    rejects(
+        check_kl_normal,
+        lambda mq, sq, mp, sp: (
+            kl_reference(mq, sq, mp, sp) * ((mq - mp) ** 2 + (sq - sp) ** 2) / ((mq - mp) ** 2 + (sq - sp) ** 2)
+        ),
+        capsys,
+        "NaN",
+        "q = p",
+    )
+
+
+def test_kl_names_more_mistakes(capsys):
+    rejects(check_kl_normal, lambda mq, sq, mp, sp: math.log(sp / sq) + 0 * mq, capsys, "use torch.log")
+    rejects(
+        check_kl_normal,
+        lambda mq, sq, mp, sp: -torch.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5,
+        capsys,
+        "log term has the wrong sign",
+    )
+    rejects(
+        check_kl_normal,
+        lambda mq, sq, mp, sp: torch.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / sp**2 - 0.5,
+        capsys,
+        "including the 2",
+    )
+
+
+# ------------------------------------------------------------ 1.2: common behaviour and the results file
+
+
+def test_kl_stub_reads_not_attempted(capsys):
+    checker = check_kl_normal
+
+    def stub(*args):
+        raise NotImplementedError(f"Exercise {checker.exercise}: ...")
+
+    result, out = run(checker, stub, capsys)
+    assert not result and result.status == "not attempted"
+    assert out.startswith(f"Exercise {checker.exercise} (") and "not attempted yet" in out
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda *a: None,
+        lambda *a: "text",
+        lambda *a: (1, 2),
+        lambda *a: 1 / 0,
+        lambda *a: torch.ones(2, 2, 2),
+        lambda: 0,
+        42,
+    ],
+)
+def test_kl_checker_never_raises(bad, capsys):
+    checker = check_kl_normal
+
+    result, out = run(checker, bad, capsys)
+    assert not result and result.status == "failed" and "Exercise" in out
+
+
+def test_results_are_recorded_as_json_lines(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "results.jsonl"
+    monkeypatch.setenv(RESULTS_ENV, str(path))
+    check_kl_normal(kl_reference)
+    check_kl_normal(lambda *a: -kl_reference(*a))
+    capsys.readouterr()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["status"] for r in lines] == ["passed", "failed"]
+    assert {tuple(sorted(r)) for r in lines} == {("exercise", "message", "status", "task")}
+    assert lines[1]["exercise"] == "1.2" and "sign error" in lines[1]["message"]
+    assert results()[-2:] == lines

@@ -70,7 +70,7 @@ def test_checkers_load_on_demand_and_all_register():
         "import sys, helpers.checks._core\n"
         "assert not [m for m in sys.modules if m.startswith('helpers.checks.') and m != 'helpers.checks._core']\n"
         "from helpers.checks import check_vae_elbo\n"
-        "assert 'helpers.checks.vae' in sys.modules and 'helpers.checks.elbo' not in sys.modules\n"
+        "assert 'helpers.checks.vae' in sys.modules and 'helpers.checks.conjugate' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     import helpers.checks

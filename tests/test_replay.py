@@ -13,7 +13,7 @@ import torch
 
 from helpers import vae
 from helpers.checks import _core
-from helpers.checks.elbo import check_kl_normal
+from helpers.checks.gaussian import check_kl_normal
 from helpers.checks.vae import check_training_step
 from helpers.gaussian import kl_normal
 from helpers.tooling import replay

@@ -1,4 +1,7 @@
-r"""Checkers whose reference is in :mod:`helpers.gaussian` (lesson 06).
+r"""Checkers whose reference is in :mod:`helpers.gaussian` (lessons 01 and 06).
+
+1.2, the KL divergence between two Gaussians, is compared with :func:`torch.distributions.kl_divergence` and
+:func:`helpers.gaussian.kl_normal` on batches and broadcast shapes, each slip named by the value it gives.
 
 6.5, the full-covariance Gaussian conditional, is deterministic: it is compared with
 :func:`helpers.gaussian.log_normal_tril`, each slip (the Cholesky factor used as the covariance, the solve with
@@ -9,7 +12,7 @@ broadcast over the ``S x K`` pairs is forty times slower.
 """
 
 import torch
-from torch.distributions import Normal
+from torch.distributions import Normal, kl_divergence
 
 from ..gaussian import LOG_2PI
 from ..gaussian import log_normal_tril as reference_log_normal_tril
@@ -24,6 +27,7 @@ from ._core import (
     expect_gradient,
     expect_shape,
     fail,
+    fmt,
 )
 
 _F64 = torch.float64
@@ -139,3 +143,64 @@ def check_log_normal_tril(log_normal_tril):
         grad=(z_fit, psi_fit, C_fit),
     )
     return "log N(z; psi, C C^T) by a triangular solve, with log|Sigma|^{1/2} = sum log C_ll; right gradients."
+
+
+@checker("1.2", "KL divergence between two Gaussians")
+def check_kl_normal(kl_normal):
+    t = lambda *v: torch.tensor(v, dtype=_F64)  # noqa: E731
+    cases = [
+        (
+            "on a batch of pairs",
+            t(0.0, 1.0, -2.0, 0.5),
+            t(1.0, 0.5, 2.0, 0.1),
+            t(0.0, 0.0, 1.0, 0.3),
+            t(1.5, 1.0, 0.7, 3.0),
+        ),
+        (
+            "with a scalar p broadcast against a batch of q",
+            t(0.5, -1.0, 2.0),
+            t(0.3, 1.5, 1.0),
+            torch.tensor(0.2, dtype=_F64),
+            torch.tensor(1.3, dtype=_F64),
+        ),
+    ]
+    for context, mq, sq, mp, sp in cases:
+        out = as_tensor_result(call_learner(kl_normal, mq, sq, mp, sp))
+        shape = torch.broadcast_shapes(mq.shape, sp.shape)
+        expect_shape(out, shape, f" ({context})")
+        expect_finite(out, f" ({context})")
+        ref = kl_divergence(Normal(mq, sq), Normal(mp, sp))
+        mean_term = (mq - mp) ** 2 / (2 * sp**2)
+        diagnose(
+            out,
+            ref,
+            {
+                "computes KL(p || q): the arguments are swapped; KL(q || p) is an expectation under q": kl_divergence(
+                    Normal(mp.expand(shape), sp.expand(shape)), Normal(mq, sq)
+                ),
+                "the log term needs a factor 1/2 when written with variances: "
+                "log(sigma_p / sigma_q) = 1/2 log(sigma_p^2 / sigma_q^2)": ref + torch.log(sp / sq),
+                "missing the constant -1/2": ref + 0.5,
+                "missing the mean term (mu_q - mu_p)^2 / (2 sigma_p^2)": ref - mean_term,
+                "sign error: KL(q || p) >= 0": -ref,
+                "the sigmas are used as variances; the arguments are standard deviations": kl_divergence(
+                    Normal(mq, sq.sqrt()), Normal(mp, sp.sqrt())
+                ),
+                "your quadratic terms divide by 2 sigma_p; they must divide by 2 sigma_p^2": -torch.log(sq / sp)
+                + (sq**2 + (mq - mp) ** 2) / (2 * sp)
+                - 0.5,
+                "the log term has the wrong sign: it is log(sigma_p / sigma_q)": ref - 2 * torch.log(sp / sq),
+                "the quadratic terms divide by 2 sigma_p^2, including the 2": ref
+                + (sq**2 + (mq - mp) ** 2) / (2 * sp**2),
+                "sigma_q must be squared in the quadratic term: (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2)": ref
+                - (sq**2 - sq) / (2 * sp**2),
+            },
+            context=f" ({context})",
+        )
+    # edge case: identical distributions give exactly zero, not NaN
+    m, s = torch.tensor([0.0, 3.0], dtype=_F64), torch.tensor([1.0, 1e-4], dtype=_F64)
+    out = as_tensor_result(call_learner(kl_normal, m, s, m.clone(), s.clone()))
+    expect_finite(out, " when q = p (the KL must be 0 there)")
+    if not torch.allclose(out.double(), torch.zeros(2, dtype=_F64), atol=1e-10):
+        fail(f"KL(q || q) should be 0, got {fmt(out.abs().max())}")
+    return "matches torch.distributions.kl_divergence, broadcasts, and KL(q || q) = 0."

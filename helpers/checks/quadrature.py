@@ -1,0 +1,173 @@
+r"""Checkers whose reference is a quadrature on a grid (:mod:`helpers.quadrature`): lesson 01's reverse KL.
+
+1.4 is compared with :math:`\int q\,(\log q - \log p)\,dz` by the trapezoid rule, on a Gaussian target (where
+it must equal the closed form, gradients included) and on the lesson's bimodal one, in float64 and at the
+lesson's scale in float32.
+"""
+
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from ..gaussian import normal_entropy
+from ._core import (
+    as_tensor_result,
+    call_learner,
+    checker,
+    close,
+    diagnose,
+    expect_finite,
+    expect_shape,
+    fail,
+    fmt,
+    learner_grad,
+)
+
+_F64 = torch.float64
+
+
+def _mixture_log_density(weights, locs, scales):
+    def log_density(z):  # (G,) -> (G,)
+        return torch.logsumexp(torch.log(weights) + Normal(locs, scales).log_prob(z.unsqueeze(-1)), -1)
+
+    return log_density
+
+
+@checker("1.4", "the reverse KL by quadrature")
+def check_reverse_kl(reverse_kl):
+    r"""Compare with :math:`\int q\,(\log q - \log p)\,dz` on two targets, and its gradient with the closed form's.
+
+    On a Gaussian target the quadrature must equal :func:`torch.distributions.kl_divergence` (the trapezoid
+    rule on a fine grid is exact to rounding for a Gaussian integrand), and so must its gradient with
+    respect to ``m`` and ``s``, which lesson 01 descends. On the lesson's bimodal target it is compared
+    with the reference quadrature. Everything is float64, as in the lesson.
+    """
+    z_grid = torch.linspace(-12.0, 12.0, 6001, dtype=_F64)
+    dz = float(z_grid[1] - z_grid[0])
+    gauss_m, gauss_s = torch.tensor(0.5, dtype=_F64), torch.tensor(1.3, dtype=_F64)
+    cases = [
+        ("on a Gaussian target N(0.5, 1.3^2), with q = N(-0.4, 0.7^2)", (-0.4, 0.7), Normal(gauss_m, gauss_s).log_prob),
+        (
+            "on the lesson's bimodal target, with q = N(1.0, 0.9^2)",
+            (1.0, 0.9),
+            _mixture_log_density(
+                torch.tensor([0.3, 0.7], dtype=_F64),
+                torch.tensor([-2.0, 1.5], dtype=_F64),
+                torch.tensor([0.5, 0.8], dtype=_F64),
+            ),
+        ),
+    ]
+    for index, (context, (m0, s0), log_target) in enumerate(cases):
+        m = torch.tensor(m0, dtype=_F64, requires_grad=True)
+        s = torch.tensor(s0, dtype=_F64, requires_grad=True)
+        out = as_tensor_result(call_learner(reverse_kl, m, s, log_target, z_grid))
+        expect_shape(out, (), f" ({context}; return one number, the integral)")
+        expect_finite(out, f" ({context})")
+        with torch.no_grad():
+            log_q, log_p = Normal(m, s).log_prob(z_grid), log_target(z_grid)
+            q, p = log_q.exp(), log_p.exp()
+            ref = torch.trapezoid(q * (log_q - log_p), z_grid)
+            entropy = normal_entropy(s)
+            mistakes = {
+                "computes the forward KL(p || q) = E_p[log p - log q]; variational inference uses the reverse "
+                "KL(q || p), an expectation under q": torch.trapezoid(p * (log_p - log_q), z_grid),
+                "the integrand must be weighted by q's density: KL(q || p) = integral of q(z) (log q(z) - log p(z)) "
+                "dz": torch.trapezoid(log_q - log_p, z_grid),
+                "the weights are p's density; the reverse KL weights by q(z), the distribution it is an "
+                "expectation under": torch.trapezoid(p * (log_q - log_p), z_grid),
+                "missing the grid spacing: a sum of q (log q - log p) over the grid points is not an integral; "
+                "multiply by dz (or use the trapezoid rule)": ref / dz,
+                "a mean over the grid points is not an integral: it misses the grid's length (mean times "
+                "(z_max - z_min))": (q * (log_q - log_p)).mean(),
+                "missing the entropy part: KL(q || p) = E_q[log q] - E_q[log p], and E_q[log q] = -H[q]": ref + entropy,
+                "s is used as a variance; s is the standard deviation of q": torch.trapezoid(
+                    Normal(m, s.sqrt()).log_prob(z_grid).exp() * (Normal(m, s.sqrt()).log_prob(z_grid) - log_p),
+                    z_grid,
+                ),
+            }
+            if index == 0:  # on the Gaussian target, an answer that uses the lesson's bimodal target is off
+                bimodal = cases[1][2]
+                mistakes[
+                    "your function ignores its log_target argument (it used the lesson's bimodal target): "
+                    "evaluate log p with the log_target it is given"
+                ] = torch.trapezoid(q * (log_q - bimodal(z_grid)), z_grid)
+        if close(out, -ref, rtol=1e-6, atol=1e-7):
+            _sign_or_swapped(reverse_kl, m, s, log_target, context)
+        diagnose(out, ref, mistakes, context=f" ({context})", rtol=1e-6, atol=1e-7)
+        if index == 0:  # the gradient lesson 01's descent uses, against the closed form
+            if not out.requires_grad:
+                fail(
+                    "no gradient reaches m and s: build q's density from them with torch operations "
+                    "(Normal(m, s).log_prob), without .item(), float() or NumPy"
+                )
+            grads = learner_grad(out, (m, s))
+            exact = torch.autograd.grad(kl_divergence(Normal(m, s), Normal(gauss_m, gauss_s)), (m, s))
+            for name, g, g_exact in zip(("m", "s"), grads, exact, strict=True):
+                if g is None or abs(float(g) - float(g_exact)) > 1e-6 * abs(float(g_exact)) + 1e-7:
+                    fail(
+                        f"the gradient with respect to {name} is {fmt(0.0 if g is None else g)}, the closed form's "
+                        f"is {fmt(g_exact)} ({context}): keep q's density a torch function of m and s"
+                    )
+    _check_lesson_scale(reverse_kl)
+    return "matches the closed-form KL and its gradient on a Gaussian target, and the quadrature on two modes."
+
+
+def _sign_or_swapped(reverse_kl, m, s, log_target, context):
+    """The answer is minus the KL on a grid where the integrand vanishes at both ends: a sign error, or
+    ``torch.trapezoid(z_grid, values)`` (arguments swapped), which there is minus the integral too (by parts).
+    On a grid that cuts q off, the two differ; say which it is."""
+    cut = torch.linspace(-12.0, float(m.detach()), 3001, dtype=_F64)  # ends at q's mean, where q is far from 0
+    out = as_tensor_result(call_learner(reverse_kl, m, s, log_target, cut)).detach()
+    with torch.no_grad():
+        log_q = Normal(m, s).log_prob(cut)
+        values = log_q.exp() * (log_q - log_target(cut))
+        swapped = torch.trapezoid(cut, values)
+    if out.shape == () and close(out, swapped, rtol=1e-6, atol=1e-7):
+        fail(
+            "the arguments of torch.trapezoid are swapped: it takes the values first and the grid second, "
+            "torch.trapezoid(values, z_grid); torch.trapezoid(z_grid, values) integrates z d(values), which on this "
+            f"grid is minus the integral ({context})"
+        )
+    fail(f"sign error: KL(q || p) = E_q[log q - log p] >= 0 ({context})")
+
+
+def _check_lesson_scale(reverse_kl):
+    """The lesson runs 1.4 in float32 on the grid [-12, 12] with q as narrow as s = 0.54 (the reverse-KL fit
+    on the left mode) and as wide as the moment match (s = 1.76): there q's density underflows to 0 far out
+    in the grid, so an integrand written as a log of a ratio of densities, log(q / p) or log(exp(log q)),
+    is 0 * log 0 = nan or inf. Compared with the float64 quadrature, value and gradient."""
+    z32 = torch.linspace(-12.0, 12.0, 6001)
+    log_target32 = _mixture_log_density(torch.tensor([0.3, 0.7]), torch.tensor([-2.0, 1.5]), torch.tensor([0.5, 0.8]))
+    log_target64 = _mixture_log_density(
+        torch.tensor([0.3, 0.7], dtype=_F64),
+        torch.tensor([-2.0, 1.5], dtype=_F64),
+        torch.tensor([0.5, 0.8], dtype=_F64),
+    )
+    for m0, s0 in ((-1.968, 0.539), (0.45, 1.759)):
+        context = f"in float32 at the lesson's scale, q = N({m0:g}, {s0:g}^2) on the grid [-12, 12] of 6001 points"
+        m, s = torch.tensor(m0, requires_grad=True), torch.tensor(s0, requires_grad=True)
+        out = as_tensor_result(call_learner(reverse_kl, m, s, log_target32, z32))
+        expect_shape(out, (), f" ({context})")
+        if not torch.isfinite(out).all():
+            fail(
+                f"the result is {fmt(out.detach())} ({context}): q's density underflows to 0 far from m, and "
+                "log(q / p), log(q) of an exp, or log(p) of an exp is then log 0; keep the logs: "
+                "q * (log_q - log_p) with log_q = Normal(m, s).log_prob(z_grid) and log_p = log_target(z_grid)"
+            )
+        with torch.no_grad():
+            z64 = z32.double()
+            log_q = Normal(m.double(), s.double()).log_prob(z64)
+            ref = torch.trapezoid(log_q.exp() * (log_q - log_target64(z64)), z64)
+        diagnose(out.detach(), ref, {}, context=f" ({context})", rtol=1e-4, atol=1e-5)
+        if not out.requires_grad:
+            fail(
+                f"no gradient reaches m and s ({context}): build q's density from them with torch operations "
+                "(Normal(m, s).log_prob), without .item(), float() or NumPy"
+            )
+        grads = learner_grad(out, (m, s))
+        for name, g in zip(("m", "s"), grads, strict=True):
+            if g is not None and not torch.isfinite(g).all():
+                fail(
+                    f"the value is right but the gradient with respect to {name} is {fmt(g.detach())} ({context}): a "
+                    "torch.where or mask that skips log 0 still sends its nan gradient back; keep the logs instead, "
+                    "q * (log_q - log_p) with log_q = Normal(m, s).log_prob(z_grid)"
+                )

@@ -1,14 +1,17 @@
-"""The checker of helpers.checks.quadrature, lesson 01's 1.4 (the reverse KL by quadrature), accepts correct
-answers written in different ways and names the mistake in plausible wrong ones, at the lesson's scale too."""
+"""The checkers of helpers.checks.quadrature, lesson 01's 1.4 (the reverse KL by quadrature) and lesson 08's 8.9
+(the KL divergence on a grid), accept correct answers written in different ways and name the mistake in
+plausible wrong ones, at the lessons' scales too."""
 
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from checker_assertions import accepts, rejects, run
 from torch.distributions import Normal
 
-from helpers.checks import check_reverse_kl
+from helpers import quadrature
+from helpers.checks import check_kl_on_grid, check_reverse_kl
 
 LOG2PI = math.log(2 * math.pi)
 
@@ -178,3 +181,81 @@ def reverse_kl_float32_safe(m, s, log_target, z_grid):
 
 def test_reverse_kl_accepts_the_keyword_form(capsys):
     accepts(check_reverse_kl, reverse_kl_float32_safe, capsys)
+
+
+# ------------------------------------------------------------ 8.9
+
+
+def _log_softmax(log_q, log_p):
+    lq, lp = torch.log_softmax(log_q, 0), torch.log_softmax(log_p, 0)
+    return (lq.exp() * (lq - lp)).sum()
+
+
+def _kl_div(log_q, log_p):
+    return F.kl_div(torch.log_softmax(log_p, 0), torch.log_softmax(log_q, 0), reduction="sum", log_target=True)
+
+
+def _softmax_weights(log_q, log_p):
+    return torch.dot(torch.softmax(log_q, 0), torch.log_softmax(log_q, 0) - torch.log_softmax(log_p, 0))
+
+
+@pytest.mark.parametrize("fn", [quadrature.kl_on_grid, _log_softmax, _kl_div, _softmax_weights])
+def test_kl_on_grid_accepts(fn, capsys):
+    accepts(check_kl_on_grid, fn, capsys)
+
+
+def _normalised(x):
+    return x - torch.logsumexp(x, 0)
+
+
+def _max_shift(log_q, log_p):  # the max trick without the sum: in range, but not normalised
+    lq, lp = log_q - log_q.max(), log_p - log_p.max()
+    return (lq.exp() * (lq - lp)).sum()
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (lambda q, p: quadrature.kl_on_grid(p, q), "the other direction"),
+        (lambda q, p: (torch.softmax(q, 0) * (q - p)).sum(), "the logs are not"),
+        (lambda q, p: (torch.softmax(q, 0) * (_normalised(q) - p)).sum(), "p is not normalised"),
+        (lambda q, p: (torch.softmax(q, 0) * (q - _normalised(p))).sum(), "q is not normalised"),
+        (lambda q, p: (torch.softmax(q, 0) * (_normalised(q) - _normalised(p))).mean(), "not a mean"),
+        (lambda q, p: (q.exp() * (_normalised(q) - _normalised(p))).sum(), "not by exp(log q_i) itself"),
+        (lambda q, p: -quadrature.kl_on_grid(q, p), "sign is off"),
+        (lambda q, p: (q.exp() * (q - p)).sum(), "neither density is renormalised"),
+        (_max_shift, "does not normalise"),
+        (lambda q, p: (torch.softmax(q, 0) * ((q - q.max()) - (p - p.max()))).sum(), "subtract logsumexp"),
+        (
+            lambda q, p: (
+                (q.exp() / q.exp().sum()) * ((q.exp() / q.exp().sum()).log() - (p.exp() / p.exp().sum()).log())
+            ).sum(),
+            "normalise in log space",
+        ),
+    ],
+)
+def test_kl_on_grid_rejects(fn, words, capsys):
+    rejects(check_kl_on_grid, fn, capsys, words)
+
+
+# ------------------------------------------------------------ the grader's replay
+
+
+@pytest.mark.parametrize(
+    "check, answer",
+    [
+        (check_kl_on_grid, quadrature.kl_on_grid),
+    ],
+)
+def test_the_graders_replay_confirms_a_right_answer(check, answer, tmp_path):
+    from helpers.checks import _core
+    from helpers.tooling import replay
+
+    previous, grad = _core._channel, torch.autograd.grad
+    try:
+        replay.install(tmp_path)
+        assert check(answer)
+    finally:
+        _core._channel, torch.autograd.grad = previous, grad
+    (path,) = tmp_path.glob("*.pt")
+    assert replay.replay_record(torch.load(path, weights_only=True))[0] == "passed"

@@ -1,14 +1,16 @@
-r"""Checkers whose reference is a quadrature on a grid (:mod:`helpers.quadrature`): lesson 01's reverse KL.
+r"""Checkers whose reference is a quadrature on a grid (:mod:`helpers.quadrature`): lessons 01 and 08.
 
 1.4 is compared with :math:`\int q\,(\log q - \log p)\,dz` by the trapezoid rule, on a Gaussian target (where
 it must equal the closed form, gradients included) and on the lesson's bimodal one, in float64 and at the
-lesson's scale in float32.
+lesson's scale in float32. 8.9 (KL on a grid) compares with :func:`helpers.quadrature.kl_on_grid`, in float32
+with unnormalised, widely spread log densities, as a trained family gives them.
 """
 
 import torch
 from torch.distributions import Normal, kl_divergence
 
 from ..gaussian import normal_entropy
+from ..quadrature import kl_on_grid as reference_kl
 from ._core import (
     as_tensor_result,
     call_learner,
@@ -171,3 +173,69 @@ def _check_lesson_scale(reverse_kl):
                     "torch.where or mask that skips log 0 still sends its nan gradient back; keep the logs instead, "
                     "q * (log_q - log_p) with log_q = Normal(m, s).log_prob(z_grid)"
                 )
+
+
+# ---------------------------------------------------------------- 8.9
+
+
+def _grid_problem(dtype=_F64):
+    torch.manual_seed(31)
+    log_q = torch.randn(50, dtype=dtype) * 3 + 40.0  # unnormalised, as log densities on a grid come
+    log_p = torch.randn(50, dtype=dtype) * 4 - 7.0
+    return log_q, log_p
+
+
+@checker("8.9", "the KL divergence on a grid")
+def check_kl_on_grid(kl_on_grid):
+    log_q, log_p = _grid_problem()
+    out = as_tensor_result(call_learner(kl_on_grid, log_q, log_p))
+    expect_shape(out, (), " (one number: a 0-d tensor)")
+    expect_finite(out)
+    reference = reference_kl(log_q, log_p)
+    lq_n, lp_n = log_q - torch.logsumexp(log_q, 0), log_p - torch.logsumexp(log_p, 0)
+    w = lq_n.exp()
+    lq_max, lp_max = log_q - log_q.max(), log_p - log_p.max()
+    max_shift = (
+        "subtracting the maximum keeps exp in range but does not normalise (the weights exp(log q_i - max) do not "
+        "sum to one): subtract logsumexp(log q) and logsumexp(log p), which include the max shift"
+    )
+    diagnose(
+        out,
+        reference,
+        {
+            "that is KL(p || q), the other direction: weight by q, sum_i q_i (log q_i - log p_i)": reference_kl(
+                log_p, log_q
+            ),
+            "the weights are normalised but the logs are not: use log q_i - logsumexp(log q) and the same for p, so "
+            "that both are distributions over the grid": (w * (log_q - log_p)).sum(),
+            "p is not normalised over the grid: subtract logsumexp(log_p) from log_p too": (w * (lq_n - log_p)).sum(),
+            "q is not normalised over the grid: subtract logsumexp(log_q) from log_q too": (w * (log_q - lp_n)).sum(),
+            "a sum over the grid points, not a mean (the normalised weights already sum to one)": (
+                w * (lq_n - lp_n)
+            ).mean(),
+            "weight by the normalised q_i = exp(log q_i) / sum_j exp(log q_j), not by exp(log q_i) itself": (
+                log_q.exp() * (lq_n - lp_n)
+            ).sum(),
+            "the sign is off: KL(q || p) = sum_i q_i (log q_i - log p_i), which is non-negative": -reference,
+            "neither density is renormalised over the grid: subtract logsumexp(log q) from log q and logsumexp(log p) "
+            "from log p first, so that both sum to one over the grid": (log_q.exp() * (log_q - log_p)).sum(),
+            max_shift: (lq_max.exp() * (lq_max - lp_max)).sum(),
+            max_shift + " (here in the logs)": (w * (lq_max - lp_max)).sum(),
+            max_shift + " (here in the weights)": (lq_max.exp() * (lq_n - lp_n)).sum(),
+        },
+        rtol=1e-6,
+        atol=1e-9,
+    )
+    # float32 with the spread of a trained family's log density on a grid: exp overflows and underflows
+    lq32 = torch.linspace(-900.0, 60.0, 400)
+    lp32 = -0.5 * torch.linspace(-8, 8, 400) ** 2 * 10
+    out32 = as_tensor_result(call_learner(kl_on_grid, lq32, lp32))
+    if not torch.isfinite(out32):
+        fail(
+            "not finite in float32 for log densities from -900 to 60 (exp overflows to inf and underflows to 0): "
+            "normalise in log space, log q_i - logsumexp(log q), and never take the log of a probability that "
+            "may be 0"
+        )
+    if not close(out32, reference_kl(lq32.double(), lp32.double()), 1e-4, 1e-3):
+        fail("right in float64 but not in float32 for widely spread log densities: normalise in log space")
+    return "KL(q || p) = sum_i q_i (log q_i - log p_i) with both normalised over the grid, in log space."

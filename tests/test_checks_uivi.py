@@ -1,0 +1,146 @@
+"""The checkers of helpers.checks.uivi, lesson 08's 8.2 (UIVI's reverse conditional, up to a constant) and 8.3
+(the marginal score estimate), accept correct answers written in different ways and name the mistake in
+plausible wrong ones."""
+
+import math
+
+import pytest
+import torch
+from checker_assertions import accepts, rejects
+from torch.distributions import Normal
+
+from helpers import uivi
+from helpers.checks import check_marginal_score_estimate, check_reverse_conditional_log_prob
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+# ------------------------------------------------------------ 8.2
+
+
+def _no_constants(q, z, eps):  # drops every term that depends on neither z nor eps: right up to a constant
+    psi = q.mixing(eps)
+    return (-0.5 * ((z - psi) / q.sigma) ** 2).sum(-1) - 0.5 * (eps**2).sum(-1)
+
+
+def _distributions(q, z, eps):
+    return Normal(q.mixing(eps), q.sigma).log_prob(z).sum(-1) + Normal(0.0, 1.0).log_prob(eps).sum(-1)
+
+
+def _by_hand(q, z, eps):
+    psi = q.mixing(eps)
+    cond = -0.5 * ((z - psi) ** 2 / q.sigma**2).sum(-1) - q.log_sigma.sum() - LOG_2PI
+    return cond - 0.5 * (eps**2).sum(-1) - 1.5 * LOG_2PI
+
+
+@pytest.mark.parametrize("fn", [uivi.reverse_conditional_log_prob, _no_constants, _distributions, _by_hand])
+def test_reverse_conditional_accepts(fn, capsys):
+    accepts(check_reverse_conditional_log_prob, fn, capsys)
+
+
+def _prior(eps):
+    return Normal(0.0, 1.0).log_prob(eps).sum(-1)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (lambda q, z, eps: q.log_conditional(z, q.mixing(eps)), "prior factor q(eps)"),
+        (lambda q, z, eps: _prior(eps), "conditional q(z | g(eps)) is missing"),
+        (lambda q, z, eps: q.log_conditional(z, q.mixing(eps)) - _prior(eps), "the prior enters as +"),
+        (lambda q, z, eps: -q.log_conditional(z, q.mixing(eps)) + _prior(eps), "the conditional enters as +"),
+        (lambda q, z, eps: uivi.reverse_conditional_log_prob(q, z, eps).exp(), "not its log"),
+        (
+            lambda q, z, eps: (-0.5 * (z - q.mixing(eps)) ** 2 / q.sigma).sum(-1) + _prior(eps),
+            "not by sigma",
+        ),
+        (lambda q, z, eps: q.log_conditional(z, q.sample_psi(len(z))) + _prior(eps), "fresh draws"),
+        (lambda q, z, eps: uivi.reverse_conditional_log_prob(q, z, eps).sum(), "do not sum over the rows"),
+        (lambda q, z, eps: Normal(q.mixing(eps), q.sigma).log_prob(z), "sum over the last axis"),
+        (
+            lambda q, z, eps: (
+                Normal(q.mixing(eps), q.sigma).log_prob(z).mean(-1) + Normal(0.0, 1.0).log_prob(eps).mean(-1)
+            ),
+            "not their mean",
+        ),
+    ],
+)
+def test_reverse_conditional_rejects(fn, words, capsys):
+    rejects(check_reverse_conditional_log_prob, fn, capsys, words)
+
+
+# ------------------------------------------------------------ 8.3
+
+
+def _mean_first(q, z, eps_draws):  # the conditional score is linear in psi: average psi first
+    return (q.mixing(eps_draws).mean(0) - z) / q.sigma**2
+
+
+def _loop(q, z, eps_draws):
+    total = 0
+    for eps in eps_draws:
+        total = total + uivi.conditional_score(q, z, q.mixing(eps))
+    return total / len(eps_draws)
+
+
+def _autograd(q, z, eps_draws):
+    zz = z.detach().expand(len(eps_draws), *z.shape).clone().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(q.log_conditional(zz, q.mixing(eps_draws)).sum(), zz)
+    return g.mean(0)
+
+
+@pytest.mark.parametrize("fn", [uivi.marginal_score_estimate, _mean_first, _loop, _autograd])
+def test_marginal_score_accepts(fn, capsys):
+    accepts(check_marginal_score_estimate, fn, capsys)
+
+
+def _last_draw_loop(q, z, eps_draws):  # overwrites instead of adding up
+    for eps in eps_draws:
+        total = uivi.conditional_score(q, z, q.mixing(eps))
+    return total
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (lambda q, z, d: ((z - q.mixing(d)) / q.sigma**2).mean(0), "sign is off"),
+        (lambda q, z, d: (-(z - q.mixing(d)) / q.sigma).mean(0), "not by sigma"),
+        (lambda q, z, d: (-(z - q.mixing(d)) / q.sigma**2).sum(0), "their average"),
+        (lambda q, z, d: (-(z - d[..., :2]) / q.sigma**2).mean(0), "psi = q.mixing(eps)"),
+        (lambda q, z, d: (-(z - q.mixing(d))).mean(0), "scale sigma^2 is missing"),
+        (lambda q, z, d: (-(z - q.mixing(d)) * q.sigma**2).mean(0), "multiplied by sigma^2 instead of dividing"),
+        (lambda q, z, d: -(z - q.mixing(d[-1])) / q.sigma**2, "only the last of the M draws"),
+        (lambda q, z, d: -(z - q.mixing(d[0])) / q.sigma**2, "only the first of the M draws"),
+        (_last_draw_loop, "only the last of the M draws"),
+        (lambda q, z, d: (-(z - q.mixing(d)) / q.sigma**2).mean(0) / len(d), "divided by M once more"),
+        (lambda q, z, d: -(z - q.mixing(d)) / q.sigma**2, "one score per draw"),
+        (lambda q, z, d: (-(z - q.mixing(d)) / q.sigma**2).mean(1), "wrong axis"),
+    ],
+)
+def test_marginal_score_rejects(fn, words, capsys):
+    rejects(check_marginal_score_estimate, fn, capsys, words)
+
+
+# ------------------------------------------------------------ the grader's replay
+
+
+@pytest.mark.parametrize(
+    "check, answer",
+    [
+        (check_reverse_conditional_log_prob, uivi.reverse_conditional_log_prob),
+        (check_marginal_score_estimate, uivi.marginal_score_estimate),
+    ],
+)
+def test_the_graders_replay_confirms_a_right_answer(check, answer, tmp_path):
+    from helpers.checks import _core
+    from helpers.tooling import replay
+
+    previous, grad = _core._channel, torch.autograd.grad
+    try:
+        replay.install(tmp_path)
+        assert check(answer)
+    finally:
+        _core._channel, torch.autograd.grad = previous, grad
+    (path,) = tmp_path.glob("*.pt")
+    assert replay.replay_record(torch.load(path, weights_only=True))[0] == "passed"

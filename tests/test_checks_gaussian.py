@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from checker_assertions import accepts, rejects, run
+from checker_assertions import BAD_ANSWERS, accepts, never_raises, reads_not_attempted, rejects
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
 from helpers import gaussian
@@ -225,33 +225,12 @@ def test_kl_names_more_mistakes(capsys):
 
 
 def test_kl_stub_reads_not_attempted(capsys):
-    checker = check_kl_normal
-
-    def stub(*args):
-        raise NotImplementedError(f"Exercise {checker.exercise}: ...")
-
-    result, out = run(checker, stub, capsys)
-    assert not result and result.status == "not attempted"
-    assert out.startswith(f"Exercise {checker.exercise} (") and "not attempted yet" in out
+    reads_not_attempted(check_kl_normal, capsys)
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [
-        lambda *a: None,
-        lambda *a: "text",
-        lambda *a: (1, 2),
-        lambda *a: 1 / 0,
-        lambda *a: torch.ones(2, 2, 2),
-        lambda: 0,
-        42,
-    ],
-)
+@pytest.mark.parametrize("bad", BAD_ANSWERS)
 def test_kl_checker_never_raises(bad, capsys):
-    checker = check_kl_normal
-
-    result, out = run(checker, bad, capsys)
-    assert not result and result.status == "failed" and "Exercise" in out
+    never_raises(check_kl_normal, bad, capsys)
 
 
 def test_results_are_recorded_as_json_lines(tmp_path, monkeypatch, capsys):

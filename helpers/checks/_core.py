@@ -14,6 +14,7 @@ import functools
 import inspect
 import math
 import time
+import zlib
 
 import torch
 
@@ -362,6 +363,26 @@ def mean_of_calls(estimate, reps):
     """
     values = torch.stack([torch.as_tensor(estimate(), dtype=torch.float64) for _ in range(reps)])
     return values.mean(0), standard_error(values)
+
+
+_REFERENCE_MEANS = {}
+
+
+def reference_mean(key, estimate, reps):
+    """:func:`mean_of_calls` for a value that does not depend on the answer: the reference's, or a mistake's.
+
+    It is computed once per process and ``key`` (with the default dtype), under a seed of its own derived from
+    ``key``, inside :func:`torch.random.fork_rng`: it neither uses nor changes the random stream that the
+    learner's calls see, and it is the same value in the learner's kernel and in the grader's replay. A checker
+    that is run again (by the learner, or for each student by the grader) then pays only for the answer's calls.
+    ``key``: anything with a stable ``repr`` that names what ``estimate`` computes (exercise, variant, sizes).
+    """
+    full = (key, reps, str(torch.get_default_dtype()))
+    if full not in _REFERENCE_MEANS:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(zlib.crc32(repr(full).encode()))
+            _REFERENCE_MEANS[full] = mean_of_calls(estimate, reps)
+    return _REFERENCE_MEANS[full]
 
 
 def _mean_and_se(value):

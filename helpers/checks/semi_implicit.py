@@ -45,6 +45,7 @@ from ._core import (
     fmt,
     learner_grad,
     mean_of_calls,
+    reference_mean,
 )
 
 _F64 = torch.float64
@@ -129,7 +130,7 @@ _MISTAKES = {
 }
 
 
-def _diagnose_expectation(answer, variant, mistakes, Ks, reps, what="the bound", mistake_reps=_REPS):
+def _diagnose_expectation(exercise, answer, variant, mistakes, Ks, reps, what="the bound", mistake_reps=_REPS):
     """Compare the mean of ``reps`` calls of ``answer(K)`` with the reference's, ``variant("correct", K)``, at each K.
 
     With :func:`diagnose_mean`, the values at the ``Ks`` side by side: a difference of more than 4 standard errors
@@ -138,15 +139,18 @@ def _diagnose_expectation(answer, variant, mistakes, Ks, reps, what="the bound",
     such), or else quoting the two averages at the K where they differ most.
     """
 
-    def at_each_K(estimate, n):  # (mean, se) of n calls of estimate(K), one entry per K
-        means, ses = zip(*(mean_of_calls(lambda K=K: estimate(K), n) for K in Ks), strict=True)
+    def at_each_K(pairs):  # one (mean, se) per K -> (means, ses)
+        means, ses = zip(*pairs, strict=True)
         return torch.stack(means), torch.stack(ses)
 
+    def expected(kind, K, n):  # the reference's (or a mistake's) average: computed once per process
+        return reference_mean((exercise, kind, _S, K), lambda: variant(kind, K), n)
+
     diagnose_mean(
-        at_each_K(answer, reps),
-        at_each_K(lambda K: variant("correct", K), reps),
+        at_each_K(mean_of_calls(lambda K=K: answer(K), reps) for K in Ks),
+        at_each_K(expected("correct", K, reps) for K in Ks),
         {  # one value per K, each computed only if the mistake is not ruled out at an earlier one
-            message: [lambda kind=kind, K=K: mean_of_calls(lambda: variant(kind, K), mistake_reps) for K in Ks]
+            message: [lambda kind=kind, K=K: expected(kind, K, mistake_reps) for K in Ks]
             for kind, message in mistakes.items()
         },
         atol=1e-3,
@@ -196,11 +200,12 @@ def _reused_draws(q, S, K, with_psi0):
     return (_reuse_target(z) - (torch.logsumexp(others, 1) - math.log(others.shape[1]))).mean()
 
 
-def _check_at_lesson_sizes(answer, reference, with_psi0, what):
+def _check_at_lesson_sizes(exercise, answer, reference, with_psi0, what):
     """The answer's average at S = 500, K = 300 against the reference's; name the reuse of psi_0 as extra draws."""
     q = _reuse_family()
     learner = mean_of_calls(lambda: call_learner(answer, _reuse_target, q, _REUSE_S, _REUSE_K), _REUSE_REPS)
-    expected = mean_of_calls(lambda: reference(_reuse_target, q, _REUSE_S, _REUSE_K), _REUSE_REPS)
+    sizes = (_REUSE_S, _REUSE_K)
+    expected = reference_mean((exercise, "correct", sizes), lambda: reference(_reuse_target, q, *sizes), _REUSE_REPS)
     reuse = (
         "the K extra draws must be independent of z: psi0[:K] (the draws that generated z) puts, for the first "
         "K draws of z, the very draw that generated it among the extra ones. The bias is invisible when K is "
@@ -210,7 +215,11 @@ def _check_at_lesson_sizes(answer, reference, with_psi0, what):
     diagnose_mean(
         learner,
         expected,
-        {reuse: lambda: mean_of_calls(lambda: _reused_draws(q, _REUSE_S, _REUSE_K, with_psi0), _REUSE_REPS)},
+        {
+            reuse: lambda: reference_mean(
+                (exercise, "reused draws", sizes), lambda: _reused_draws(q, *sizes, with_psi0), _REUSE_REPS
+            )
+        },
         atol=2.5e-3,
         unmatched=f"right at small K, but at the lesson's S = {_REUSE_S}, K = {_REUSE_K} the average of {_REUSE_REPS} "
         f"calls is {{got:.6g}} (s.e. {{got_se:.2g}}); {what}'s expectation is {{expected:.6g}} (s.e. "
@@ -235,6 +244,7 @@ def check_sivi_bound(sivi_bound):
     with torch.no_grad():
         expect_fast(sivi_bound, sivi_bound_reference, (_log_target, q, _S, max(_KS)), _SLOW_BOUND)
         _diagnose_expectation(
+            "6.2",
             lambda K: call_learner(sivi_bound, _log_target, q, _S, K),
             lambda kind, K: _variant(kind, q, _S, K),
             _MISTAKES,
@@ -242,7 +252,7 @@ def check_sivi_bound(sivi_bound):
             _REPS,
             mistake_reps=20,
         )
-        _check_at_lesson_sizes(sivi_bound, sivi_bound_reference, True, "the bound")
+        _check_at_lesson_sizes("6.2", sivi_bound, sivi_bound_reference, True, "the bound")
 
         # log space: 100 coordinates and sigma = 1e-4 put log q(z | psi_0) near +780, beyond exp's range even in float64
         q_sharp = SemiImplicitGaussian.linear(torch.zeros(100, dtype=torch.float32), tau=1.0, sigma=1e-4)
@@ -267,7 +277,9 @@ def check_sivi_bound(sivi_bound):
 
     diagnose_mean(
         mean_of_calls(lambda: gradient(lambda: call_learner(sivi_bound, _log_target, q, 500, 8), True), _REPS),
-        mean_of_calls(lambda: gradient(lambda: _variant("correct", q, 500, 8), False), _REPS),
+        reference_mean(
+            ("6.2", "gradient", 500, 8), lambda: gradient(lambda: _variant("correct", q, 500, 8), False), _REPS
+        ),
         {},
         atol=0.02,
         labels=names,
@@ -352,6 +364,7 @@ def check_sivi_upper_bound(sivi_upper_bound):
         expect_finite(out)
         expect_fast(sivi_upper_bound, sivi_upper_bound_reference, (_log_target, q, _S, max(_UPPER_KS)), _SLOW_BOUND)
         _diagnose_expectation(
+            "6.3",
             lambda K: call_learner(sivi_upper_bound, _log_target, q, _S, K),
             lambda kind, K: _upper_variant(kind, q, _S, K),
             _UPPER_MISTAKES,
@@ -360,7 +373,7 @@ def check_sivi_upper_bound(sivi_upper_bound):
             what="the upper bound",
             mistake_reps=20,
         )
-        _check_at_lesson_sizes(sivi_upper_bound, sivi_upper_bound_reference, False, "the upper bound")
+        _check_at_lesson_sizes("6.3", sivi_upper_bound, sivi_upper_bound_reference, False, "the upper bound")
         # log space: without psi_0, every q(z | psi_k) of a sharp 100-dimensional conditional underflows to 0
         q_sharp = SemiImplicitGaussian.linear(torch.zeros(100, dtype=torch.float32), tau=1.0, sigma=1e-2)
         out = as_tensor_result(
@@ -672,11 +685,15 @@ def check_dsivi_bound(dsivi_bound):
         S = K = 16
         diagnose_mean(
             mean_of_calls(lambda: call_learner(dsivi_bound, _log_likelihood, _PRIOR, _NARROW_POSTERIOR, S, K), 30),
-            mean_of_calls(lambda: reference_dsivi_bound(_log_likelihood, _PRIOR, _NARROW_POSTERIOR, S, K), 100),
+            reference_mean(
+                ("7.4", "correct", S, K),
+                lambda: reference_dsivi_bound(_log_likelihood, _PRIOR, _NARROW_POSTERIOR, S, K),
+                100,
+            ),
             {
                 "the extra draws psi_k must be fresh, independent of z (q.sample_psi(K)): reusing the draws "
-                "psi_0 that generated the z's puts each z's own draw in its average twice": lambda: mean_of_calls(
-                    lambda: _dsivi_reused(S, K), 100
+                "psi_0 that generated the z's puts each z's own draw in its average twice": lambda: reference_mean(
+                    ("7.4", "reused draws", S, K), lambda: _dsivi_reused(S, K), 100
                 )
             },
             atol=1e-3,

@@ -37,6 +37,7 @@ __all__ = [
     "reverse_conditional_draws",
     "conditional_score",
     "marginal_score_estimate",
+    "uivi_objective",
     "uivi_surrogate",
 ]
 
@@ -124,8 +125,32 @@ def marginal_score_estimate(q, z, eps_draws):
     return conditional_score(q, z, q.mixing(eps_draws)).mean(0)
 
 
+def uivi_objective(log_target, z, score):
+    r"""UIVI's surrogate on given draws: a 0-d tensor whose gradient is the ELBO's gradient estimate.
+
+    .. math::
+        \frac1S\sum_{s=1}^S\Big[\log p(z_s) - \mathrm{sg}\big(\hat s_q(z_s)\big)^\top z_s\Big],
+
+    with :math:`\mathrm{sg}` the stop-gradient: for reparameterized draws :math:`z_s = h_\phi(\varepsilon_s,
+    \xi_s)`, its gradient in :math:`\phi` is :math:`\frac1S\sum_s(\nabla_z\log p(z_s) - \hat s_q(z_s))^\top
+    \partial h_\phi/\partial\phi`, the ELBO's gradient with the score estimate in place of
+    :math:`\nabla_z\log q_\phi` (Titsias & Ruiz 2019, eq. 5). Its value is not the ELBO.
+    ``log_target``: ``(S, L) -> (S,)``; ``z``: ``(S, L)``, differentiable; ``score``: ``(S, L)``, held fixed.
+    """
+    return (log_target(z) - (score.detach() * z).sum(-1)).mean()
+
+
 def uivi_surrogate(
-    log_target, q, S, n_samples=5, n_warmup=5, step_size=0.2, n_leapfrog=5, stats=None, score_estimate=None
+    log_target,
+    q,
+    S,
+    n_samples=5,
+    n_warmup=5,
+    step_size=0.2,
+    n_leapfrog=5,
+    stats=None,
+    score_estimate=None,
+    objective=None,
 ):
     r"""A surrogate whose gradient estimates the ELBO's gradient (unbiased as the chain forgets its start).
 
@@ -136,8 +161,8 @@ def uivi_surrogate(
     with :math:`\varepsilon_s^{(m)}` the ``n_samples`` draws kept after ``n_warmup`` HMC iterations on
     :math:`q(\varepsilon\mid z_s)` (Titsias & Ruiz 2019, algorithm 1). Maximise it; its value is not a bound.
     ``stats``, a dict, receives the HMC acceptance rate under ``"acceptance"`` (to adapt ``step_size``).
-    ``score_estimate(q, z, eps_draws) -> (S, L)`` replaces :func:`marginal_score_estimate` (lesson 08 passes
-    the learner's).
+    ``score_estimate(q, z, eps_draws) -> (S, L)`` replaces :func:`marginal_score_estimate` and
+    ``objective(log_target, z, score)`` replaces :func:`uivi_objective` (lesson 08 passes the learner's).
     """
     p = q.log_sigma
     eps = torch.randn(S, q.noise_dim, dtype=p.dtype, device=p.device)
@@ -149,4 +174,4 @@ def uivi_surrogate(
         stats["acceptance"] = acceptance
     with torch.no_grad():
         score = (score_estimate or marginal_score_estimate)(q, z.detach(), draws)  # (S, L)
-    return (log_target(z) - (score * z).sum(-1)).mean()
+    return (objective or uivi_objective)(log_target, z, score)

@@ -42,7 +42,7 @@ WRONG = {
     "05_vae": "5.6",
     "06_sivi": "6.6",
     "07_semi_implicit_extensions": "7.7",
-    "08_successors": "8.9",
+    "08_successors": "8.10",
     "09_from_scratch_to_pyro": "9.3",
 }
 # Per cell, far above the slowest solution cell (a training loop of tens of seconds at idle) on a machine

@@ -1,4 +1,4 @@
-"""The checker of helpers.checks.flows, lesson 08's 8.8 (an affine coupling step and its log-determinant),
+"""The checker of helpers.checks.flows, lesson 08's 8.9 (an affine coupling step and its log-determinant),
 accepts correct answers written in different ways and names the mistake in plausible wrong ones."""
 
 import math
@@ -13,7 +13,7 @@ from helpers.checks import check_affine_coupling
 LOG_2PI = math.log(2 * math.pi)
 
 
-# ------------------------------------------------------------ 8.8
+# ------------------------------------------------------------ 8.9
 
 
 def _with_where(x, mask, net):

@@ -1,4 +1,4 @@
-"""The checkers of helpers.checks.quadrature, lesson 01's 1.4 (the reverse KL by quadrature) and lesson 08's 8.9
+"""The checkers of helpers.checks.quadrature, lesson 01's 1.4 (the reverse KL by quadrature) and lesson 08's 8.10
 (the KL divergence on a grid), accept correct answers written in different ways and name the mistake in
 plausible wrong ones, at the lessons' scales too."""
 
@@ -183,7 +183,7 @@ def test_reverse_kl_accepts_the_keyword_form(capsys):
     accepts(check_reverse_kl, reverse_kl_float32_safe, capsys)
 
 
-# ------------------------------------------------------------ 8.9
+# ------------------------------------------------------------ 8.10
 
 
 def _log_softmax(log_q, log_p):

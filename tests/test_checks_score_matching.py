@@ -1,4 +1,4 @@
-"""The checkers of helpers.checks.score_matching, lesson 08's 8.5 (the SIVI-SM objective) and 8.6 (one SIVI-SM
+"""The checkers of helpers.checks.score_matching, lesson 08's 8.6 (the SIVI-SM objective) and 8.7 (one SIVI-SM
 update of the family and of f), accept correct answers written in different ways and name the mistake in
 plausible wrong ones."""
 
@@ -14,7 +14,7 @@ from helpers.checks import check_sivism_objective, check_sivism_step
 LOG_2PI = math.log(2 * math.pi)
 
 
-# ------------------------------------------------------------ 8.5
+# ------------------------------------------------------------ 8.6
 
 
 def _with_autograd_conditional(log_target, q, f, S):
@@ -75,13 +75,13 @@ def test_sivism_rejects(kind, words, capsys):
     rejects(check_sivism_objective, _sivism(kind), capsys, words)
 
 
-# ------------------------------------------------------------ 8.6 (one SIVI-SM update)
+# ------------------------------------------------------------ 8.7 (one SIVI-SM update)
 
-_objective = score_matching.sivism_objective  # the learner's 8.5 (right), without the train_family flag
+_objective = score_matching.sivism_objective  # the learner's 8.6 (right), without the train_family flag
 
 
 def _lesson_step(objective):
-    """The lesson's update (the family first, then f on a recomputed objective) on the learner's 8.5 ``objective``."""
+    """The lesson's update (the family first, then f on a recomputed objective) on the learner's 8.6 ``objective``."""
 
     def step(log_target, q, f, opt_q, opt_f, S):
         opt_q.zero_grad()
@@ -96,10 +96,10 @@ def _lesson_step(objective):
     return step
 
 
-_family_then_f = _lesson_step(_objective)  # the lesson's loop body, with a right 8.5
+_family_then_f = _lesson_step(_objective)  # the lesson's loop body, with a right 8.6
 
 
-def _with_log_conditional(log_target, q, f, opt_q, opt_f, S):  # an 8.5 that uses q.log_conditional
+def _with_log_conditional(log_target, q, f, opt_q, opt_f, S):  # an 8.6 that uses q.log_conditional
     q.zero_grad()  # the modules' zero_grad clears the same gradients as the optimisers'
     value = _with_autograd_conditional(log_target, q, f, S)
     value.backward()
@@ -157,8 +157,8 @@ def test_sivism_step_rejects_the_orders_the_lesson_rules_out(fn, words, capsys):
     ],
 )
 def test_sivism_step_names_exercise_8_5_when_the_objective_is_the_cause(kind, words, capsys):
-    step = _lesson_step(_sivism(kind))  # the lesson's update, right, on the learner's wrong 8.5
-    rejects(check_sivism_step, step, capsys, "exercise 8.5")
+    step = _lesson_step(_sivism(kind))  # the lesson's update, right, on the learner's wrong 8.6
+    rejects(check_sivism_step, step, capsys, "exercise 8.6")
     rejects(check_sivism_step, step, capsys, words)
 
 

@@ -1,16 +1,16 @@
-"""The checkers of helpers.checks.uivi, lesson 08's 8.2 (UIVI's reverse conditional, up to a constant) and 8.3
-(the marginal score estimate), accept correct answers written in different ways and name the mistake in
-plausible wrong ones."""
+"""The checkers of helpers.checks.uivi, lesson 08's 8.2 (UIVI's reverse conditional, up to a constant), 8.3
+(the marginal score estimate) and 8.4 (UIVI's surrogate objective), accept correct answers written in different
+ways and name the mistake in plausible wrong ones."""
 
 import math
 
 import pytest
 import torch
-from checker_assertions import accepts, rejects, replays_to_passed
+from checker_assertions import BAD_ANSWERS, accepts, never_raises, reads_not_attempted, rejects, replays_to_passed
 from torch.distributions import Normal
 
 from helpers import uivi
-from helpers.checks import check_marginal_score_estimate, check_reverse_conditional_log_prob
+from helpers.checks import check_marginal_score_estimate, check_reverse_conditional_log_prob, check_uivi_objective
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -122,6 +122,75 @@ def test_marginal_score_rejects(fn, words, capsys):
     rejects(check_marginal_score_estimate, fn, capsys, words)
 
 
+# ------------------------------------------------------------ 8.4
+
+
+def _dot_by_einsum(log_target, z, score):
+    return (log_target(z) - torch.einsum("sl,sl->s", score.detach(), z)).mean()
+
+
+def _two_means(log_target, z, score):  # the average of each term apart
+    return log_target(z).mean() - (z * score.detach()).sum(1).mean()
+
+
+def _copied_without_grad(log_target, z, score):
+    with torch.no_grad():
+        fixed = score.clone()
+    return torch.mean(log_target(z) - torch.sum(fixed * z, dim=-1))
+
+
+def _plus_a_constant(log_target, z, score):  # a surrogate's value is free: only its gradient counts
+    return (log_target(z) - (score.detach() * z).sum(-1)).mean() + 7.0
+
+
+@pytest.mark.parametrize(
+    "fn", [uivi.uivi_objective, _dot_by_einsum, _two_means, _copied_without_grad, _plus_a_constant]
+)
+def test_uivi_objective_accepts(fn, capsys):
+    accepts(check_uivi_objective, fn, capsys)
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (lambda lt, z, s: (lt(z) - (s * z).sum(-1)).mean(), "must be held fixed"),
+        (lambda lt, z, s: (lt(z) + (s.detach() * z).sum(-1)).mean(), "sign error in the score term"),
+        (lambda lt, z, s: -(s.detach() * z).sum(-1).mean(), "log p(z) is missing"),
+        (lambda lt, z, s: (lt(z.detach()) - (s.detach() * z).sum(-1)).mean(), "log p(z) is missing"),
+        (lambda lt, z, s: lt(z).mean(), "the score term is missing, or z is detached"),
+        (lambda lt, z, s: (lt(z) - (s * z).detach().sum(-1)).mean(), "the score term is missing, or z is detached"),
+        (lambda lt, z, s: (lt(z) - (s.detach() * z).sum(-1)).sum(), "the S draws are summed"),
+        (lambda lt, z, s: (lt(z) - (s.detach() * z).mean(-1)).mean(), "averaged over the L coordinates"),
+        (lambda lt, z, s: ((s.detach() * z).sum(-1) - lt(z)).mean(), "the whole surrogate is negated"),
+        (lambda lt, z, s: lt(z) - (s.detach() * z).sum(-1), "one value per draw, shape (S,)"),
+        (lambda lt, z, s: lt(z)[:, None] - s.detach() * z, "one value per draw and coordinate"),
+        (lambda lt, z, s: (lt(z) - (s * z).sum(-1)).mean().detach(), "no gradient reaches the family's parameters"),
+    ],
+)
+def test_uivi_objective_rejects(fn, words, capsys):
+    rejects(check_uivi_objective, fn, capsys, words)
+
+
+def test_uivi_objective_stub_and_bad_answers(capsys):
+    reads_not_attempted(check_uivi_objective, capsys)
+    for bad in BAD_ANSWERS:
+        never_raises(check_uivi_objective, bad, capsys)
+
+
+def test_the_lesson_trains_through_the_learners_objective():
+    """uivi_surrogate(objective=...) uses the learner's 8.4: the same value and gradient as its own."""
+    from helpers.semi_implicit import SemiImplicitGaussian
+
+    torch.manual_seed(0)
+    q = SemiImplicitGaussian.mlp(L=2, noise_dim=3, hidden=(8,), sigma=0.5).double()
+    grads = []
+    for objective in (None, _two_means):
+        torch.manual_seed(1)
+        value = uivi.uivi_surrogate(lambda z: -0.5 * (z**2).sum(-1), q, 20, objective=objective)
+        grads.append(torch.autograd.grad(value, q.mixing[-1].weight)[0])
+    torch.testing.assert_close(grads[0], grads[1])
+
+
 # ------------------------------------------------------------ the grader's replay
 
 
@@ -130,6 +199,7 @@ def test_marginal_score_rejects(fn, words, capsys):
     [
         (check_reverse_conditional_log_prob, uivi.reverse_conditional_log_prob),
         (check_marginal_score_estimate, uivi.marginal_score_estimate),
+        (check_uivi_objective, uivi.uivi_objective),
     ],
 )
 def test_the_graders_replay_confirms_a_right_answer(check, answer, tmp_path):

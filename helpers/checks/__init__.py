@@ -41,7 +41,7 @@ _MODULES = {  # each checker, listed once, by its module: imported on first use,
         "check_sivi_upper_bound",
     ),
     "semi_implicit_vae": ("check_semi_implicit_elbo_terms", "check_semi_implicit_log_weights"),
-    "uivi": ("check_marginal_score_estimate", "check_reverse_conditional_log_prob"),
+    "uivi": ("check_marginal_score_estimate", "check_reverse_conditional_log_prob", "check_uivi_objective"),
     "vae": (
         "check_aggregate_log_ratio",
         "check_binomial_log_likelihood",

@@ -1,6 +1,6 @@
 r"""Checkers whose reference is in :mod:`helpers.flows`: lesson 08's affine coupling.
 
-8.8 compares with :func:`helpers.flows.affine_coupling`, with gradients in the input and in the network's
+8.9 compares with :func:`helpers.flows.affine_coupling`, with gradients in the input and in the network's
 weights.
 """
 
@@ -22,7 +22,7 @@ from ._core import (
 _F64 = torch.float64
 
 
-# ---------------------------------------------------------------- 8.8
+# ---------------------------------------------------------------- 8.9
 
 
 class _ShiftScale(nn.Module):
@@ -38,7 +38,7 @@ class _ShiftScale(nn.Module):
         return kept @ self.a.T + 0.3, torch.tanh(kept @ self.b.T)
 
 
-@checker("8.8", "an affine coupling step and its log-determinant")
+@checker("8.9", "an affine coupling step and its log-determinant")
 def check_affine_coupling(affine_coupling):
     L = 4
     net = _ShiftScale(L, _F64)

@@ -2,7 +2,7 @@ r"""Checkers whose reference is a quadrature on a grid (:mod:`helpers.quadrature
 
 1.4 is compared with :math:`\int q\,(\log q - \log p)\,dz` by the trapezoid rule, on a Gaussian target (where
 it must equal the closed form, gradients included) and on the lesson's bimodal one, in float64 and at the
-lesson's scale in float32. 8.9 (KL on a grid) compares with :func:`helpers.quadrature.kl_on_grid`, in float32
+lesson's scale in float32. 8.10 (KL on a grid) compares with :func:`helpers.quadrature.kl_on_grid`, in float32
 with unnormalised, widely spread log densities, as a trained family gives them.
 """
 
@@ -175,7 +175,7 @@ def _check_lesson_scale(reverse_kl):
                 )
 
 
-# ---------------------------------------------------------------- 8.9
+# ---------------------------------------------------------------- 8.10
 
 
 def _grid_problem(dtype=_F64):
@@ -185,7 +185,7 @@ def _grid_problem(dtype=_F64):
     return log_q, log_p
 
 
-@checker("8.9", "the KL divergence on a grid")
+@checker("8.10", "the KL divergence on a grid")
 def check_kl_on_grid(kl_on_grid):
     log_q, log_p = _grid_problem()
     out = as_tensor_result(call_learner(kl_on_grid, log_q, log_p))

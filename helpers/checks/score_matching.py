@@ -1,11 +1,11 @@
 r"""Checkers whose reference is in :mod:`helpers.score_matching`: lesson 08's SIVI-SM exercises.
 
-8.5 (the SIVI-SM objective) runs on a stand-in family whose draws are fixed functions of its parameters, so that
-value and gradients compare exactly with :func:`helpers.score_matching.sivism_objective`. 8.6 (one SIVI-SM
+8.6 (the SIVI-SM objective) runs on a stand-in family whose draws are fixed functions of its parameters, so that
+value and gradients compare exactly with :func:`helpers.score_matching.sivism_objective`. 8.7 (one SIVI-SM
 update) takes two updates from that stand-in (with the whole interface of lesson 06's family,
 ``log_conditional`` included) and a small ``f`` with counting SGD, and compares both players' weights with
 :func:`helpers.score_matching.sivism_step`'s, the family's step first, as the lesson prescribes; weights that
-match an update built on a known slip of 8.5's objective name exercise 8.5.
+match an update built on a known slip of 8.6's objective name exercise 8.6.
 """
 
 import torch
@@ -31,7 +31,7 @@ from .vae import _CountingSGD
 _F64 = torch.float64
 
 
-# ---------------------------------------------------------------- 8.5
+# ---------------------------------------------------------------- 8.6
 
 
 def _target(z):  # not Gaussian, so that its score depends on z non-linearly
@@ -85,7 +85,7 @@ _SIVISM_MISTAKES = {
     "sigma": "the conditional score divides by the variance sigma^2, not by sigma",
     "no 2": "the cross term has a factor 2: 2 f(z)^T (s_p - s_q) - |f(z)|^2 (complete the square to see why)",
     "no square": "the term -|f(z)|^2 is missing: without it the objective is linear in f and has no maximum; "
-    "2 f^T (s_p - s_q) - |f|^2 is at most |s_p - s_q|^2, with equality at f = s_p - s_q (Question 8.4)",
+    "2 f^T (s_p - s_q) - |f|^2 is at most |s_p - s_q|^2, with equality at f = s_p - s_q (Question 8.5)",
     "plus square": "the square enters with a minus sign: 2 f^T (s_p - s_q) - |f|^2, whose maximum over f is "
     "|s_p - s_q|^2",
     "f at psi": "evaluate f at z, the draw, not at psi: f approximates s_p(z) - s_q(z), a function of z",
@@ -99,7 +99,7 @@ _SIVISM_MISTAKES = {
 }
 
 
-@checker("8.5", "the SIVI-SM objective")
+@checker("8.6", "the SIVI-SM objective")
 def check_sivism_objective(sivism_objective):
     q, S = _FixedFamilyWithConditional(), 6
     torch.manual_seed(3)
@@ -133,7 +133,7 @@ def check_sivism_objective(sivism_objective):
     return "2 f(z)^T (s_p(z) - grad log q(z | psi)) - |f(z)|^2, averaged, with gradients for the family and for f."
 
 
-# ---------------------------------------------------------------- 8.6 (one SIVI-SM update)
+# ---------------------------------------------------------------- 8.7 (one SIVI-SM update)
 
 
 def _sm_step_variant(
@@ -151,7 +151,7 @@ def _sm_step_variant(
 ):
     """One SIVI-SM update as the reference takes it, or with one piece changed: ``order`` (the lesson's
     "family first", or "f first", or "both from the same point"), a sign, a missing ``zero_grad``, or
-    ``objective`` (an 8.5 with a slip); returns the family step's objective."""
+    ``objective`` (an 8.6 with a slip); returns the family step's objective."""
     default = order == "family first" and family_sign == 1.0 and f_sign == -1.0 and zero_q and zero_f is True
     if default and objective is None:
         return reference_sivism_step(_target, q, f, opt_q, opt_f, S)
@@ -202,7 +202,7 @@ class _FixedDiagonalFamily(_FixedFamily):
 
 
 def _objective_with(kind):
-    """An 8.5 with one of the slips its checker names (``_SIVISM_MISTAKES``), to recognise it inside 8.6."""
+    """An 8.6 with one of the slips its checker names (``_SIVISM_MISTAKES``), to recognise it inside 8.7."""
 
     def objective(log_target, q, f, S):
         return _sivism_variant(kind, q, f, S)
@@ -260,14 +260,14 @@ _SM_F_MISTAKES = [
 ]
 
 
-@checker("8.6", "one SIVI-SM update of the family and of f")
+@checker("8.7", "one SIVI-SM update of the family and of f")
 def check_sivism_step(sivism_step):
     r"""Two updates with the learner's function and with the reference (:func:`helpers.score_matching.sivism_step`)
     from the same stand-in family (fixed draws) and ``f``, with plain counting SGD (a sign or a missing
     ``zero_grad`` changes where the weights go). The lesson and its hints fix the order: the family's step
     first, then ``f``'s on a recomputed objective. Names the other orders, a sign on either side, a missing
     ``zero_grad`` on either side, a step not taken, a return value that is not the objective, and an
-    objective (the learner's 8.5, which the step calls) with one of the slips 8.5's checker names."""
+    objective (the learner's 8.6, which the step calls) with one of the slips 8.6's checker names."""
     q, f, outs, opt_q, opt_f = _sm_two_steps(sivism_step, learner=True)
     for k, out in enumerate(outs):
         if out is None:
@@ -306,9 +306,9 @@ def check_sivism_step(sivism_step):
                 fail(message)
         for kind, message in _SIVISM_MISTAKES.items():
             if kind != "fresh psi" and matches(_sm_two_steps(None, objective=_objective_with(kind))):
-                fail(f"the update is right, but your sivism_objective (exercise 8.5) is not: {message}; fix 8.5 first")
+                fail(f"the update is right, but your sivism_objective (exercise 8.6) is not: {message}; fix 8.6 first")
         fail(
-            "after two updates the weights differ from the reference's (if check 8.5 passed, your objective is "
+            "after two updates the weights differ from the reference's (if check 8.6 passed, your objective is "
             "right): each update clears the optimiser's gradients, computes the objective on fresh draws, and "
             "steps the family down it (opt_q), then f up it (opt_f)"
         )

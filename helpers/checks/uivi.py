@@ -3,7 +3,9 @@ r"""Checkers whose reference is in :mod:`helpers.uivi`: lesson 08's UIVI exercis
 8.2 (UIVI's reverse conditional, up to a constant) accepts any answer that differs from
 :func:`helpers.uivi.reverse_conditional_log_prob` by one constant, since HMC needs the log density only up to
 one, and checks its gradient in :math:`\varepsilon`, which HMC follows. 8.3 (the marginal score estimate)
-compares with :func:`helpers.uivi.marginal_score_estimate`.
+compares with :func:`helpers.uivi.marginal_score_estimate`. 8.4 (UIVI's surrogate objective) compares the *gradient*
+of the answer with that of :func:`helpers.uivi.uivi_objective` on a Gaussian family whose exact score is passed with
+its graph attached, so that a score not held fixed shows; its value is free (a surrogate is not a bound).
 """
 
 import torch
@@ -12,6 +14,7 @@ from ..gaussian import log_normal_diag
 from ..semi_implicit import SemiImplicitGaussian
 from ..uivi import marginal_score_estimate as reference_score
 from ..uivi import reverse_conditional_log_prob as reference_reverse
+from ..uivi import uivi_objective as reference_objective
 from ._core import (
     as_tensor_result,
     call_learner,
@@ -23,6 +26,7 @@ from ._core import (
     expect_shape,
     fail,
     fmt,
+    learner_grad,
 )
 
 _F64 = torch.float64
@@ -158,3 +162,91 @@ def check_marginal_score_estimate(marginal_score_estimate):
     if not close(out32, reference_score(q32, z32, d32), 1e-4, 1e-4):
         fail("right in float64 but not for the lesson's float32 family")
     return "the average of -(z - g(eps_m)) / sigma^2 over the reverse conditional's draws."
+
+
+# ---------------------------------------------------------------- 8.4
+
+
+def _objective_problem(dtype=_F64, S=7):
+    """Reparameterized draws z = m + e^{log s} eps of a Gaussian, a Gaussian target, and q's exact score at z,
+    computed from z *with* its graph (an answer that does not hold it fixed differentiates through it)."""
+    generator = torch.Generator().manual_seed(17)
+    m = torch.tensor([0.3, -0.4], dtype=dtype, requires_grad=True)
+    log_s = torch.tensor([-0.3, 0.4], dtype=dtype, requires_grad=True)
+    eps = torch.randn(S, 2, generator=generator, dtype=dtype)
+    z = m + log_s.exp() * eps
+    target_mean = torch.tensor([1.0, -2.0], dtype=dtype)
+    target_scale = torch.tensor([1.5, 0.7], dtype=dtype)
+
+    def log_target(z):
+        return log_normal_diag(z, target_mean, target_scale.log())
+
+    score = -(z - m) / (2 * log_s).exp()  # q's exact score, grad_z log N(z; m, s^2), still attached to the graph
+    return (m, log_s), z, score, log_target
+
+
+def _flat(params, grads):
+    """Gradients (None where none reached a parameter: zeros) flattened into one vector."""
+    return torch.cat([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)])
+
+
+def _gradient_of(value, params):
+    return _flat(params, torch.autograd.grad(value, params, allow_unused=True, retain_graph=True))
+
+
+_OBJECTIVE_NAMES = ("the mean m [0]", "the mean m [1]", "the log-scale [0]", "the log-scale [1]")
+
+
+@checker("8.4", "UIVI's surrogate objective")
+def check_uivi_objective(uivi_objective):
+    params, z, score, log_target = _objective_problem()
+    out = as_tensor_result(call_learner(uivi_objective, log_target, z, score))
+    if out.dim() == 1 and out.shape[0] == z.shape[0]:
+        fail("returned one value per draw, shape (S,); return their average over the S draws, a 0-d tensor")
+    if out.shape == z.shape:
+        fail(
+            "returned one value per draw and coordinate, shape (S, L): the score term is a dot product, summed "
+            "over the latent axis, and the surrogate is averaged over the S draws (0-d)"
+        )
+    expect_shape(out, (), " (the surrogate is one number: a 0-d tensor)")
+    expect_finite(out)
+    if not out.requires_grad:
+        fail(
+            "no gradient reaches the family's parameters: the draws z carry them (z = h_phi(eps, xi)); keep z as "
+            "it is and hold only the score fixed"
+        )
+    got = _flat(params, learner_grad(out, params, allow_unused=True, retain_graph=True))
+    fixed = score.detach()
+    S = z.shape[0]
+    ref = _gradient_of(reference_objective(log_target, z, score), params)
+    diagnose(
+        got,
+        ref,
+        {
+            "the score must be held fixed: its gradient is stopped (detach it), so that only z carries the "
+            "gradient in the score term; differentiating through the score estimate adds a term that Question 8.1 "
+            "does not have": _gradient_of((log_target(z) - (score * z).sum(-1)).mean(), params),
+            "sign error in the score term: the surrogate is log p(z) - sg(s_q(z))^T z, whose gradient is "
+            "(grad log p - s_q)^T dz/dphi": _gradient_of((log_target(z) + (fixed * z).sum(-1)).mean(), params),
+            "log p(z) is missing, or no gradient reaches it: the gradient needs grad_z log p(z) dz/dphi, which "
+            "log_target(z) of the differentiable z gives": _gradient_of(-(fixed * z).sum(-1).mean(), params),
+            "the score term is missing, or z is detached in it: its gradient -sg(s_q)^T dz/dphi stands in for the "
+            "density's part of the ELBO's gradient (Question 8.1, part 1)": _gradient_of(log_target(z).mean(), params),
+            "the S draws are summed; the Monte Carlo estimate is their average, (1/S) sum_s": S * ref,
+            "the score term is averaged over the L coordinates too: it is a dot product, summed over the latent "
+            "axis, then averaged over the draws": _gradient_of((log_target(z) - (fixed * z).mean(-1)).mean(), params),
+            "the whole surrogate is negated: return log p(z) - sg(s_q)^T z, which training maximises (the loss is "
+            "its negative)": -ref,
+        },
+        rtol=1e-6,
+        atol=1e-9,
+        labels=_OBJECTIVE_NAMES,
+    )
+    # the lesson's float32 and many draws
+    params32, z32, score32, log_target32 = _objective_problem(torch.float32, S=500)
+    out32 = as_tensor_result(call_learner(uivi_objective, log_target32, z32, score32))
+    expect_shape(out32, (), " in float32 with 500 draws")
+    got32 = _flat(params32, learner_grad(out32, params32, allow_unused=True, retain_graph=True))
+    if not close(got32, _gradient_of(reference_objective(log_target32, z32, score32), params32), 1e-4, 1e-5):
+        fail("right in float64 with 7 draws, but not in the lesson's float32 with 500 draws")
+    return "log p(z) - sg(s_q)^T z averaged over the draws: its gradient is the ELBO's, with the score held fixed."

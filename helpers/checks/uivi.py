@@ -25,6 +25,7 @@ from ._core import (
     expect_gradient,
     expect_shape,
     fail,
+    flat,
     fmt,
     learner_grad,
 )
@@ -187,7 +188,7 @@ def _objective_problem(dtype=_F64, S=7):
 
 def _flat(params, grads):
     """Gradients (None where none reached a parameter: zeros) flattened into one vector."""
-    return torch.cat([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)])
+    return flat(*(torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)))
 
 
 def _gradient_of(value, params):

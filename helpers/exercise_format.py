@@ -187,6 +187,8 @@ CHECK_STATUSES = (PASSED, FAILED, NOT_ATTEMPTED, ERROR)  # what a checker can re
 # What a grade can be: the grader adds timeouts, answers caught interfering with their check (flagged), and
 # checks it could not confirm outside the kernel (unverified).
 STATUSES = CHECK_STATUSES + (TIMEOUT, FLAGGED, UNVERIFIED)
+# What a check says of an exercise whose stub is still in place; the grader says the same without running it.
+NOT_ATTEMPTED_ADVICE = "replace the `raise NotImplementedError(...)` line with your code, then rerun this cell."
 HEADLINES = {
     PASSED: "passed",
     FAILED: "not yet right",

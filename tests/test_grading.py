@@ -28,7 +28,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from conftest import SANDBOX_SKIP  # the reason conftest.py counts in its one line on skipped grading tests
-from helpers.exercise_format import STATUSES, STUB_FIRST_LINE, exercise_of, find_stub
+from helpers.exercise_format import NOT_ATTEMPTED_ADVICE, STATUSES, STUB_FIRST_LINE, exercise_of, find_stub
 from helpers.tooling.build import lesson_from_solution
 from helpers.tooling.cli import main
 from helpers.tooling.notebook_io import read_notebook, write_notebook
@@ -167,12 +167,15 @@ def write(nb, path):
     return path
 
 
-def test_pristine_lesson_is_not_attempted(capsys, tmp_path):
+def test_pristine_lesson_is_not_attempted_without_running_it(capsys, tmp_path, monkeypatch):
+    # nothing of the learner's to run: the grader says what each check would say, and starts no kernel
+    monkeypatch.setattr("helpers.tooling.grading.run_notebook", lambda *a: pytest.fail("a kernel was started"))
     status, out, _ = grade(capsys, LESSON, "--json", tmp_path / "g.json")
     assert status == 1
     grades = json.loads((tmp_path / "g.json").read_text())
     assert [g["exercise"] for g in grades] == ["1.1", "1.2", "1.3", "1.4"]
     assert {g["status"] for g in grades} == {"not attempted"}
+    assert {g["message"] for g in grades} == {NOT_ATTEMPTED_ADVICE}
     assert set(grades[0]) == {"student", "notebook", "lesson", "exercise", "status", "message"}
     assert grades[0]["lesson"] == "01_elbo"
 

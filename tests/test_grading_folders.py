@@ -32,12 +32,13 @@ def _class_folder(tiny, folder):  # noqa: F811
     _raw(folder / ".hidden" / "00_tiny.ipynb", text.encode())
     _raw(folder / "anna" / ".ipynb_checkpoints" / "00_tiny-checkpoint.ipynb", text.encode())
     _raw(folder / "notes.txt", b"not a notebook, ignored")
-    # near-miss names: matched
-    write(correct, folder / "bob" / "00 Tiny.ipynb")
-    write(correct, folder / "carol" / "00_tiny (1).ipynb")
-    write(correct, folder / "smith_00_tiny.ipynb")
+    # near-miss names: matched (handed in untouched, which the grader answers without running a kernel)
+    pristine = nbformat.read(tiny / "lessons" / "00_tiny.ipynb", 4)
+    write(pristine, folder / "bob" / "00 Tiny.ipynb")
+    write(pristine, folder / "carol" / "00_tiny (1).ipynb")
+    write(pristine, folder / "smith_00_tiny.ipynb")
     # a folder whose name is not valid UTF-8
-    write(correct, folder / os.fsdecode(b"m\xfcller") / "00_tiny.ipynb")
+    write(pristine, folder / os.fsdecode(b"m\xfcller") / "00_tiny.ipynb")
     # broken ones: a row each, with a clear message
     write(correct, folder / "dave" / "99_other.ipynb")
     _raw(folder / "erin" / "00_tiny.ipynb", text.replace("2 * x", "2 * x  # \xe9").encode("latin-1"))
@@ -61,7 +62,7 @@ def _class_folder(tiny, folder):  # noqa: F811
     (folder / "kim").mkdir()
     (folder / "kim" / "00_tiny.ipynb").symlink_to(folder / "kim" / "gone.ipynb")  # a dangling symbolic link
     (folder / "lea" / "00_tiny.ipynb").mkdir(parents=True)  # an empty folder
-    write(correct, folder / "max.ipynb" / "00_tiny.ipynb")  # a folder with a notebook's name, holding one: graded
+    write(pristine, folder / "max.ipynb" / "00_tiny.ipynb")  # a folder with a notebook's name, holding one: graded
     # sys.exit() in an answer is the answer raising: failed, not flagged
     write(tiny_answered(tiny, {"0.1": ["import sys", "sys.exit(3)"]}), folder / "otto" / "00_tiny.ipynb")
 
@@ -80,8 +81,10 @@ def test_a_messy_class_folder_grades_cleanly(capsys, tmp_path, tiny):  # noqa: F
     for g in grades:
         by.setdefault(g["student"], {})[g["exercise"]] = (g["status"], g["message"])
     every = {"0.1": "passed", "0.2": "passed", "0.3": "passed"}
-    for student in ("anna", "bob", "carol", "smith", "m\\xfcller"):
-        assert {n: s for n, (s, _) in by[student].items()} == every, (student, by[student])
+    assert {n: s for n, (s, _) in by["anna"].items()} == every, by["anna"]
+    untouched = {"0.1": "not attempted", "0.2": "not attempted", "0.3": "not attempted"}
+    for student in ("bob", "carol", "smith", "m\\xfcller", "max.ipynb"):
+        assert {n: s for n, (s, _) in by[student].items()} == untouched, (student, by[student])
     assert {n: s for n, (s, _) in by["ben"].items()} == {"0.1": "passed", "0.2": "failed", "0.3": "not attempted"}
     assert len([g for g in grades if g["student"] == "bob"]) == 3  # given twice (file and folder): graded once
     # skipped and listed
@@ -100,7 +103,6 @@ def test_a_messy_class_folder_grades_cleanly(capsys, tmp_path, tiny):  # noqa: F
     assert by["ivan"]["0.1"][0] == "passed", by["ivan"]
     assert by["kim"] == {"-": ("error", by["kim"]["-"][1])} and "symbolic link to a missing file" in by["kim"]["-"][1]
     assert by["lea"] == {"-": ("error", by["lea"]["-"][1])} and "a folder, not a notebook" in by["lea"]["-"][1]
-    assert {n: s for n, (s, _) in by["max.ipynb"].items()} == every, by["max.ipynb"]
     assert by["otto"]["0.1"] == ("failed", by["otto"]["0.1"][1]), by["otto"]
     assert "your function raised SystemExit: 3" in by["otto"]["0.1"][1], by["otto"]
     # results an instructor can use: the summary, the CSV, one feedback file per student

@@ -19,7 +19,17 @@ import zlib
 import torch
 
 from ..estimators import standard_error
-from ..exercise_format import ERROR, FAILED, NOT_ATTEMPTED, PASSED, RESULTS_ENV, check_line, is_stub_message, report
+from ..exercise_format import (
+    ERROR,
+    FAILED,
+    NOT_ATTEMPTED,
+    NOT_ATTEMPTED_ADVICE,
+    PASSED,
+    RESULTS_ENV,
+    check_line,
+    is_stub_message,
+    report,
+)
 
 __all__ = [
     "RESULTS",
@@ -279,7 +289,7 @@ def checker(exercise, task, seed=1234):
                     exercise,
                     task,
                     NOT_ATTEMPTED,
-                    "replace the `raise NotImplementedError(...)` line with your code, then rerun this cell.",
+                    NOT_ATTEMPTED_ADVICE,
                 )
             except Mistake as exc:
                 return _record(exercise, task, FAILED, str(exc))

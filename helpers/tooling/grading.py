@@ -37,7 +37,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..exercise_format import ERROR, NOT_ATTEMPTED, PASSED
+from ..exercise_format import ERROR, NOT_ATTEMPTED, NOT_ATTEMPTED_ADVICE, PASSED
 from .rebuild import exercises, rebuild, truncate_after_check
 from .reports import Grade
 from .runner import Settings, shared_replay_server
@@ -74,7 +74,9 @@ def grade_notebook(path, lesson_path, timeout=300, label=None, threads=None, set
     the crash), and the exercises after it run again, without the culprit's
     answer and without the answers that failed. The culprit is run again on its
     own first only when that could change its fate: when an earlier answer that
-    did not pass ran before it (it might be the one to blame).
+    did not pass ran before it (it might be the one to blame). A submission
+    without a single answer is not run at all: every exercise is ``not
+    attempted``, as its check would say.
     """
     from .notebook_io import read_notebook
 
@@ -93,9 +95,13 @@ def grade_notebook(path, lesson_path, timeout=300, label=None, threads=None, set
 
 def _grade_runs(lesson, submission, numbers, settings):
     timeout = settings.timeout
-    _, problems = rebuild(lesson, submission)
+    rebuilt, problems = rebuild(lesson, submission)
     grades = {n: (ERROR, message) for n, message in problems.items()}
     pending = [n for n in numbers if n not in problems]
+    if all(rebuilt.cells[ex.cell_index].source == lesson.cells[ex.cell_index].source for ex in exercises(lesson)):
+        # No answer at all: the rebuilt notebook is the pristine lesson, which runs no code of the learner's and
+        # whose every check says "not attempted". Saying so without a kernel changes no verdict and costs nothing.
+        return {**{n: (NOT_ATTEMPTED, NOT_ATTEMPTED_ADVICE) for n in pending}, **grades}
     included = set(pending)
 
     def run(only, last):

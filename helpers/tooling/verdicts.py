@@ -6,7 +6,16 @@ abnormally (a cell past the time limit, a dead kernel) gives the exercise it sto
 ``error``.
 """
 
-from ..exercise_format import ERROR, FLAGGED, NOT_ATTEMPTED, PASSED, STATUSES, TIMEOUT, UNVERIFIED
+from ..exercise_format import (
+    ERROR,
+    FLAGGED,
+    NOT_ATTEMPTED,
+    NOT_ATTEMPTED_ADVICE,
+    PASSED,
+    STATUSES,
+    TIMEOUT,
+    UNVERIFIED,
+)
 
 __all__ = ["verdicts", "drop_interrupted", "abnormal"]
 
@@ -62,7 +71,7 @@ def verdicts(numbers, claims, replays):
 def _claimed(claimed):
     last = claimed[-1] if claimed else None
     if last in (NOT_ATTEMPTED,):
-        return NOT_ATTEMPTED, "replace the `raise NotImplementedError(...)` line with your code, then rerun the check."
+        return NOT_ATTEMPTED, NOT_ATTEMPTED_ADVICE
     if last in STATUSES:
         return last, "the notebook's own check reported this; the grader found no record of it to replay"
     return None

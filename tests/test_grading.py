@@ -14,8 +14,10 @@ not depend on containment. Under ``VI_COURSE_REQUIRE_SANDBOX=1`` (CI) nothing
 is skipped: a missing sandbox fails."""
 
 import atexit
+import contextlib
 import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -55,8 +57,9 @@ LESSON = _pristine_lesson()
 # idle, about a second on a machine loaded ten times over. No cell of these tests is meant to time out, so the
 # limit only bounds a bug: 120 s.
 TINY_TIMEOUT = 120
-# The one test whose answer must time out never ends (it sleeps in C, holding the GIL), so any limit stops it;
-# the limit must only let the correct cells of the same run finish: 10 s, some 10 times their cost at load 20.
+# The one answer that must time out never ends (it sleeps in C, holding the GIL), so any limit stops it; the
+# limit must only let the correct cells of the same batch (``runaways``) finish: 10 s, some 10 times their cost
+# at load 20.
 ENDLESS_TIMEOUT = 10
 
 SANDBOX_REQUIRED = os.environ.get("VI_COURSE_REQUIRE_SANDBOX") == "1"  # CI: a missing sandbox is a failure
@@ -222,31 +225,64 @@ def test_tampering_outside_the_answers_changes_nothing(capsys, tmp_path):
 TINY_CORRECT = {"0.1": ["return 2 * x"], "0.2": ["return x ** 2"], "0.3": ["return -x"]}
 
 
-@needs_sandbox  # uncontained, a process the answer detaches outlives the grade (the README says so)
-def test_endless_loop_times_out_the_others_are_graded_and_nothing_survives(capsys, tmp_path, tiny):
+def _endless_answer(marker):
     # The answer starts a child in a session of its own and a daemon (double fork, setsid), then holds the GIL
-    # forever (a C call through ctypes.PyDLL keeps it, without taking a core from the other tests). When grade
-    # returns, none of them, and no process of the sandbox, is alive.
-    marker = f"vi-grade-leftover-{tmp_path.name}"
+    # forever (a C call through ctypes.PyDLL keeps it, without taking a core from the other tests).
     daemon = "import os, time\nif os.fork(): os._exit(0)\nos.setsid()\nif os.fork(): os._exit(0)\ntime.sleep(600)"
-    nb = tiny_answered(
-        tiny,
-        {
-            "0.1": TINY_CORRECT["0.1"],
-            "0.2": [
-                "import ctypes, subprocess, sys",
-                f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', '{marker}'],",
-                "                 start_new_session=True)",
-                f"subprocess.run([sys.executable, '-c', {daemon!r}, '{marker}'])",
-                "ctypes.PyDLL(None).sleep(600)",
-            ],
-            "0.3": TINY_CORRECT["0.3"],
-        },
-    )
-    sub = write(nb, tmp_path / "00_tiny.ipynb")
-    status, out, _ = grade(capsys, sub, "--json", tmp_path / "g.json", root=tiny, timeout=ENDLESS_TIMEOUT)
-    grades = {g["exercise"]: g["status"] for g in json.loads((tmp_path / "g.json").read_text())}
-    assert status == 1 and grades == {"0.1": "passed", "0.2": "timeout", "0.3": "passed"}, out
+    return [
+        "import ctypes, subprocess, sys",
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', '{marker}'],",
+        "                 start_new_session=True)",
+        f"subprocess.run([sys.executable, '-c', {daemon!r}, '{marker}'])",
+        "ctypes.PyDLL(None).sleep(600)",
+    ]
+
+
+@pytest.fixture(scope="module")
+def runaways(tiny, tmp_path_factory):
+    """One class, graded once with two jobs, of answers that end their run abnormally: an endless loop (where
+    the sandbox can run: uncontained, what it detaches outlives the grade, as the README says), a kernel that
+    dies, and an answer outside its function body. Their tests read this one batch: one runaway costs only its
+    own grade, also in a batch with others, and the endless loop's wait is spent grading the others."""
+    folder = tmp_path_factory.mktemp("runaways")
+    marker = f"vi-grade-leftover-{folder.name}"
+    answers = {
+        # 0.1 fails before 0.2's kernel dies, so 0.1 might be to blame: 0.2 is run again on its own (and dies again)
+        "dying": {"0.1": ["return 2 + x"], "0.2": ["import os", "os._exit(1)"], "0.3": TINY_CORRECT["0.3"]},
+        "escape": {"0.2": TINY_CORRECT["0.2"], "0.3": ["return 0 - x"]},
+    }
+    if NO_SANDBOX is None:
+        answers["endless"] = {"0.1": TINY_CORRECT["0.1"], "0.2": _endless_answer(marker), "0.3": TINY_CORRECT["0.3"]}
+    for student, answer in answers.items():
+        nb = tiny_answered(tiny, answer)
+        if student == "escape":
+            for cell in nb.cells:
+                if cell.id == "ex01":
+                    cell.source = cell.source.replace(
+                        "    " + STUB_FIRST_LINE, "helpers = None\n    " + STUB_FIRST_LINE
+                    )
+        write(nb, folder / "class" / student / "00_tiny.ipynb")
+    args = ["--root", tiny, "grade", folder / "class", "--jobs", 2, "--json", folder / "g.json"]
+    args += ["--timeout", ENDLESS_TIMEOUT, "--checks", tiny / "tiny_checks.py"]
+    args += ["--no-sandbox"] if NO_SANDBOX is not None else []
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        status = main([str(a) for a in args])
+    grades = {}
+    for g in json.loads((folder / "g.json").read_text()):
+        grades.setdefault(g["student"], {})[g["exercise"]] = g
+    return status, out.getvalue(), grades, marker
+
+
+@needs_sandbox  # uncontained, a process the answer detaches outlives the grade (the README says so)
+def test_endless_loop_times_out_the_others_are_graded_and_nothing_survives(runaways):
+    # When grade returns, none of the answer's processes, and no process of the sandbox, is alive.
+    status, out, grades, marker = runaways
+    assert status == 1 and {n: g["status"] for n, g in grades["endless"].items()} == {
+        "0.1": "passed",
+        "0.2": "timeout",
+        "0.3": "passed",
+    }, out
     leftovers = [p.pid for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
     assert leftovers == [], f"processes started by the answer outlived the grade: {leftovers}"
     if os.geteuid() == 0:  # the sandbox's processes run as user ids of this process's own range
@@ -255,26 +291,17 @@ def test_endless_loop_times_out_the_others_are_graded_and_nothing_survives(capsy
         assert mine == [], f"processes of the sandbox outlived the grade: {mine}"
 
 
-def test_dying_kernel_is_an_error_and_the_others_are_graded(capsys, tmp_path, tiny):
-    # 0.1 fails before 0.2's kernel dies, so 0.1 might be to blame: 0.2 is run again on its own (and dies again)
-    nb = tiny_answered(tiny, {"0.1": ["return 2 + x"], "0.2": ["import os", "os._exit(1)"], "0.3": TINY_CORRECT["0.3"]})
-    sub = write(nb, tmp_path / "00_tiny.ipynb")
-    status, out, _ = grade(capsys, sub, "--json", tmp_path / "g.json", root=tiny, timeout=TINY_TIMEOUT)
-    grades = {g["exercise"]: g for g in json.loads((tmp_path / "g.json").read_text())}
+def test_dying_kernel_is_an_error_and_the_others_are_graded(runaways):
+    status, out, grades, _ = runaways
+    grades = grades["dying"]
     assert status == 1
     assert grades["0.1"]["status"] == "failed" and "double(3) returned 5" in grades["0.1"]["message"]
     assert grades["0.2"]["status"] == "error" and "kernel died" in grades["0.2"]["message"]
     assert grades["0.3"]["status"] == "passed"
 
 
-def test_answer_escaping_the_function_body_is_an_error(capsys, tmp_path, tiny):
-    nb = tiny_answered(tiny, {"0.2": TINY_CORRECT["0.2"], "0.3": ["return 0 - x"]})
-    for cell in nb.cells:
-        if cell.id == "ex01":
-            cell.source = cell.source.replace("    " + STUB_FIRST_LINE, "helpers = None\n    " + STUB_FIRST_LINE)
-    sub = write(nb, tmp_path / "00_tiny.ipynb")
-    status, out, _ = grade(capsys, sub, "--json", tmp_path / "g.json", root=tiny, timeout=TINY_TIMEOUT)
-    grades = {g["exercise"]: g for g in json.loads((tmp_path / "g.json").read_text())}
+def test_answer_escaping_the_function_body_is_an_error(runaways):
+    grades = runaways[2]["escape"]
     assert grades["0.1"]["status"] == "error" and "inside the function body" in grades["0.1"]["message"]
     assert grades["0.2"]["status"] == "passed" and grades["0.3"]["status"] == "passed"
 

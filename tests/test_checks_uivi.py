@@ -160,7 +160,12 @@ def test_uivi_objective_accepts(fn, capsys):
         (lambda lt, z, s: lt(z).mean(), "the score term is missing, or z is detached"),
         (lambda lt, z, s: (lt(z) - (s * z).detach().sum(-1)).mean(), "the score term is missing, or z is detached"),
         (lambda lt, z, s: (lt(z) - (s.detach() * z).sum(-1)).sum(), "the S draws are summed"),
-        (lambda lt, z, s: (lt(z) - (s.detach() * z).mean(-1)).mean(), "averaged over the L coordinates"),
+        (lambda lt, z, s: (lt(z) - (s.detach() * z).mean(-1)).mean(), "averaged over the L coordinates too"),
+        (lambda lt, z, s: (lt(z) - (s.detach() * z).mean()).mean(), "averaged over the L coordinates too"),
+        (lambda lt, z, s: (lt(z) - 0.5 * (s.detach() * z).sum(-1)).mean(), "the score term is halved"),
+        (lambda lt, z, s: lt(z).mean() - torch.einsum("sl,sl->s", s.detach(), z).mean() / 2, "is halved"),
+        (lambda lt, z, s: lt(z).mean() - (s.detach() * z).sum(0).mean(), "summed over the draws (axis 0)"),
+        (lambda lt, z, s: lt(z).mean() - (s.detach() * z).sum() / z.shape[1], "then average over the S draws"),
         (lambda lt, z, s: ((s.detach() * z).sum(-1) - lt(z)).mean(), "the whole surrogate is negated"),
         (lambda lt, z, s: lt(z) - (s.detach() * z).sum(-1), "one value per draw, shape (S,)"),
         (lambda lt, z, s: lt(z)[:, None] - s.detach() * z, "one value per draw and coordinate"),
@@ -169,6 +174,16 @@ def test_uivi_objective_accepts(fn, capsys):
 )
 def test_uivi_objective_rejects(fn, words, capsys):
     rejects(check_uivi_objective, fn, capsys, words)
+
+
+def test_uivi_objective_keeps_the_score_terms_scalings_apart():
+    """Halving the score term, averaging it over L and summing it over the draws then averaging over L scale it by
+    1/2, 1/L and S/L: the checker's problem keeps the three apart (L = 3, S = 7), so that each has its own name."""
+    from helpers.checks.uivi import _objective_problem
+
+    _, z, _, _ = _objective_problem()
+    S, L = z.shape
+    assert L == 3 and len({0.5, 1 / L, S / L, S, 1.0}) == 5
 
 
 def test_uivi_objective_stub_and_bad_answers(capsys):

@@ -169,15 +169,16 @@ def check_marginal_score_estimate(marginal_score_estimate):
 
 
 def _objective_problem(dtype=_F64, S=7):
-    """Reparameterized draws z = m + e^{log s} eps of a Gaussian, a Gaussian target, and q's exact score at z,
-    computed from z *with* its graph (an answer that does not hold it fixed differentiates through it)."""
+    """Reparameterized draws z = m + e^{log s} eps of a Gaussian in L = 3 dimensions, a Gaussian target, and q's
+    exact score at z, computed from z *with* its graph (an answer that does not hold it fixed differentiates
+    through it). L = 3 and S = 7 keep apart the scalings of the score term a slip gives: 1/2, 1/L, S, S/L."""
     generator = torch.Generator().manual_seed(17)
-    m = torch.tensor([0.3, -0.4], dtype=dtype, requires_grad=True)
-    log_s = torch.tensor([-0.3, 0.4], dtype=dtype, requires_grad=True)
-    eps = torch.randn(S, 2, generator=generator, dtype=dtype)
+    m = torch.tensor([0.3, -0.4, 0.8], dtype=dtype, requires_grad=True)
+    log_s = torch.tensor([-0.3, 0.4, 0.1], dtype=dtype, requires_grad=True)
+    eps = torch.randn(S, 3, generator=generator, dtype=dtype)
     z = m + log_s.exp() * eps
-    target_mean = torch.tensor([1.0, -2.0], dtype=dtype)
-    target_scale = torch.tensor([1.5, 0.7], dtype=dtype)
+    target_mean = torch.tensor([1.0, -2.0, 0.5], dtype=dtype)
+    target_scale = torch.tensor([1.5, 0.7, 1.1], dtype=dtype)
 
     def log_target(z):
         return log_normal_diag(z, target_mean, target_scale.log())
@@ -195,7 +196,7 @@ def _gradient_of(value, params):
     return _flat(params, torch.autograd.grad(value, params, allow_unused=True, retain_graph=True))
 
 
-_OBJECTIVE_NAMES = ("the mean m [0]", "the mean m [1]", "the log-scale [0]", "the log-scale [1]")
+_OBJECTIVE_NAMES = tuple(f"the {name} [{i}]" for name in ("mean m", "log-scale") for i in range(3))
 
 
 @checker("8.4", "UIVI's surrogate objective")
@@ -236,6 +237,14 @@ def check_uivi_objective(uivi_objective):
             "the S draws are summed; the Monte Carlo estimate is their average, (1/S) sum_s": S * ref,
             "the score term is averaged over the L coordinates too: it is a dot product, summed over the latent "
             "axis, then averaged over the draws": _gradient_of((log_target(z) - (fixed * z).mean(-1)).mean(), params),
+            "the score term is halved: the surrogate is log p(z) - sg(s_q(z))^T z, with no factor 1/2 (its gradient "
+            "-sg(s_q)^T dz/dphi stands in for the whole density part of the ELBO's gradient, Question 8.1)": (
+                _gradient_of((log_target(z) - 0.5 * (fixed * z).sum(-1)).mean(), params)
+            ),
+            "the score term is summed over the draws (axis 0) and averaged over the L coordinates: take the dot "
+            "product sg(s_q(z_s))^T z_s of each draw, over the latent axis (-1), then average over the S draws": (
+                _gradient_of(log_target(z).mean() - (fixed * z).sum(0).mean(), params)
+            ),
             "the whole surrogate is negated: return log p(z) - sg(s_q)^T z, which training maximises (the loss is "
             "its negative)": -ref,
         },

@@ -42,9 +42,13 @@ def _sivism(kind):
         z, psi = q.rsample(S)
         if kind == "fresh psi":
             psi = q.rsample(S)[1]
+        if kind == "sample_psi":  # the conditional score at a psi that did not generate z
+            psi = q.sample_psi(S)
         log_p = log_target(z).mean() if kind == "mean score" else log_target(z).sum()
         (score_p,) = torch.autograd.grad(log_p, z, create_graph=kind != "no graph")
         score_q = {"sign": (z - psi) / q.sigma**2, "sigma": -(z - psi) / q.sigma}.get(kind, -(z - psi) / q.sigma**2)
+        if kind.startswith("plug-in"):  # the Fisher divergence with the conditional score for s_q: f is not used
+            return ((score_p - score_q) ** 2).sum(-1).mean() + (0 * f(z).sum() if kind == "plug-in" else 0)
         fz = f(psi) if kind == "f(psi)" else f(z)
         if kind == "detach":
             z, fz = z.detach(), fz.detach()
@@ -67,6 +71,9 @@ def _sivism(kind):
         ("sum", "do not sum"),
         ("no graph", "create_graph=True"),
         ("fresh psi", "the same q.rsample(S) call"),
+        ("sample_psi", "taken at a fresh psi (q.sample_psi), not at the psi that generated each z"),
+        ("plug-in", "the Fisher divergence with the conditional score plugged in"),
+        ("plug-in without f", "f is not used"),
         ("mean score", "not their mean"),
         ("detach", "keep z, psi, sigma, f(z)"),
     ],
@@ -154,6 +161,7 @@ def test_sivism_step_rejects_the_orders_the_lesson_rules_out(fn, words, capsys):
         ("sign", "a sign is off in the conditional score"),
         ("no graph", "create_graph=True"),
         ("f(psi)", "evaluate f at z"),
+        ("sample_psi", "taken at a fresh psi (q.sample_psi)"),
     ],
 )
 def test_sivism_step_names_exercise_8_5_when_the_objective_is_the_cause(kind, words, capsys):

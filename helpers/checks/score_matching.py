@@ -66,12 +66,16 @@ def _sivism_variant(kind, q, f, S):
     z, psi = q.rsample(S)
     if kind == "fresh psi":
         psi = q.rsample(S)[1]
+    if kind == "sample_psi":
+        psi = q.sample_psi(S)
     log_p = _target(z).mean() if kind == "mean score" else _target(z).sum()
     (score_p,) = torch.autograd.grad(log_p, z, create_graph=kind != "no create_graph")
     score_q = {
         "sign": (z - psi) / q.sigma**2,
         "sigma": -(z - psi) / q.sigma,
     }.get(kind, -(z - psi) / q.sigma**2)
+    if kind == "plug-in":
+        return ((score_p - score_q) ** 2).sum(-1).mean()
     fz = f(psi) if kind == "f at psi" else f(z)
     two = 1.0 if kind == "no 2" else 2.0
     square = {"plus square": -1.0, "no square": 0.0}.get(kind, 1.0)
@@ -92,6 +96,12 @@ _SIVISM_MISTAKES = {
     "sum": "average over the S draws (a mean), do not sum: the objective is an expectation",
     "fresh psi": "psi must be the draw that generated z (the second output of the same q.rsample(S) call), not "
     "the psi of another call",
+    "sample_psi": "the conditional score is taken at a fresh psi (q.sample_psi), not at the psi that generated each "
+    "z: use the second output of the same q.rsample(S) call; only the generating psi makes the conditional score "
+    "a stand-in for s_q (Question 8.5, part 2)",
+    "plug-in": "that is the Fisher divergence with the conditional score plugged in, |s_p - grad log q(z | psi)|^2 "
+    "averaged, and f is not used: it is biased (Question 8.5, part 3: it adds the conditional score's variance). "
+    "Return Question 8.5's J(f), 2 f(z)^T d - |f(z)|^2, in which the conditional score enters linearly",
     "mean score": "the target's score is the gradient of log p at each draw: differentiate the sum of "
     "log_target(z) over the draws, not their mean (which divides every score by S)",
     "no create_graph": "the value is right but its gradient is not: the target's score depends on z, which depends "
@@ -113,7 +123,7 @@ def check_sivism_objective(sivism_objective):
         for kind, message in _SIVISM_MISTAKES.items():
             if kind != "no create_graph" and close(out, _sivism_variant(kind, q, f, S), 1e-6, 1e-9):
                 fail(message)
-        fail(f"does not match the reference: expected {fmt(reference)}, got {fmt(out)}")
+        fail(f"does not match the reference: expected {fmt(reference.detach())}, got {fmt(out.detach())}")
     params = [q.shift, q.log_sigma, *f.parameters()]
     if not out.requires_grad:
         fail("no gradient reaches the family or f: build the objective from q.rsample(S) and f(z), without .detach()")
@@ -304,8 +314,9 @@ def check_sivism_step(sivism_step):
         for message, kwargs in [*_SM_FAMILY_MISTAKES.items(), *_SM_F_MISTAKES]:
             if any(matches(_sm_two_steps(None, order=order, **kwargs)) for order in _SM_ORDERS):
                 fail(message)
-        for kind, message in _SIVISM_MISTAKES.items():
-            if kind != "fresh psi" and matches(_sm_two_steps(None, objective=_objective_with(kind))):
+        for kind, message in _SIVISM_MISTAKES.items():  # 8.7's family repeats its draws (a fresh psi from
+            # rsample is the same psi), and a plug-in objective leaves f where it was, which is named above
+            if kind not in ("fresh psi", "plug-in") and matches(_sm_two_steps(None, objective=_objective_with(kind))):
                 fail(f"the update is right, but your sivism_objective (exercise 8.6) is not: {message}; fix 8.6 first")
         fail(
             "after two updates the weights differ from the reference's (if check 8.6 passed, your objective is "

@@ -59,6 +59,10 @@ def _coupling(kind):
             y = mask * x + free * x * s.exp()
         elif kind == "mean":
             log_det = (free * s).mean(-1)
+        elif kind == "shift outside":  # a parenthesis slip: t lands on every coordinate
+            y = mask * x + free * x * s.exp() + t
+        elif kind == "masked scale, unmasked shift":  # the folded form with only s masked
+            y = x * torch.exp(free * s) + t
         elif kind == "fixed coords":
             y = x.clone()
             y[:, 1::2] = x[:, 1::2] * s[:, 1::2].exp() + t[:, 1::2]
@@ -87,6 +91,8 @@ def test_coupling_accepts(fn, capsys):
         ("divide", "is the inverse step"),
         ("all coords", "must pass unchanged"),
         ("no shift", "shift t is missing"),
+        ("shift outside", "the shift t is added to every coordinate, the masked ones too"),
+        ("masked scale, unmasked shift", "t goes inside the (1 - m) factor"),
         ("mean", "not their mean"),
         ("net sees x", "only the coordinates that pass unchanged"),
         ("fixed coords", "use mask"),

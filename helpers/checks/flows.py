@@ -95,6 +95,10 @@ def check_affine_coupling(affine_coupling):
             "the masked coordinates must pass unchanged: y = m x + (1 - m)(x e^s + t)": torch.cat(
                 [(x * s.exp() + t).reshape(-1), ref_ld]
             ),
+            "the shift t is added to every coordinate, the masked ones too: they must pass unchanged, so t goes "
+            "inside the (1 - m) factor with x e^s, y = m x + (1 - m)(x e^s + t)": torch.cat(
+                [(kept + free * x * s.exp() + t).reshape(-1), ref_ld]
+            ),
             "the shift t is missing: y = x e^s + t on the transformed coordinates": torch.cat(
                 [(kept + free * x * s.exp()).reshape(-1), ref_ld]
             ),

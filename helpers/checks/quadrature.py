@@ -12,6 +12,7 @@ from torch.distributions import Normal, kl_divergence
 from ..gaussian import normal_entropy
 from ..quadrature import kl_on_grid as reference_kl
 from ._core import (
+    Mistake,
     as_tensor_result,
     call_learner,
     checker,
@@ -210,9 +211,16 @@ def check_kl_on_grid(kl_on_grid):
             "that both are distributions over the grid": (w * (log_q - log_p)).sum(),
             "p is not normalised over the grid: subtract logsumexp(log_p) from log_p too": (w * (lq_n - log_p)).sum(),
             "q is not normalised over the grid: subtract logsumexp(log_q) from log_q too": (w * (log_q - lp_n)).sum(),
-            "a sum over the grid points, not a mean (the normalised weights already sum to one)": (
-                w * (lq_n - lp_n)
+            "a sum over the grid points, not a mean (the normalised weights already sum to one; kl_div's "
+            "reduction 'mean' or 'batchmean' divides by the G points here)": (w * (lq_n - lp_n)).mean(),
+            "q's weights are missing: KL(q || p) is an expectation under q, sum_i q_i (log q_i - log p_i) with the "
+            "normalised q_i = exp(log q_i - logsumexp(log q)) as weights, not a plain average of the log ratios": (
+                lq_n - lp_n
             ).mean(),
+            "q's weights are missing: KL(q || p) is an expectation under q, sum_i q_i (log q_i - log p_i) with the "
+            "normalised q_i = exp(log q_i - logsumexp(log q)) as weights, not a plain sum of the log ratios": (
+                lq_n - lp_n
+            ).sum(),
             "weight by the normalised q_i = exp(log q_i) / sum_j exp(log q_j), not by exp(log q_i) itself": (
                 log_q.exp() * (lq_n - lp_n)
             ).sum(),
@@ -226,16 +234,81 @@ def check_kl_on_grid(kl_on_grid):
         rtol=1e-6,
         atol=1e-9,
     )
-    # float32 with the spread of a trained family's log density on a grid: exp overflows and underflows
-    lq32 = torch.linspace(-900.0, 60.0, 400)
-    lp32 = -0.5 * torch.linspace(-8, 8, 400) ** 2 * 10
-    out32 = as_tensor_result(call_learner(kl_on_grid, lq32, lp32))
+    _check_float32_kl(kl_on_grid)
+    return "KL(q || p) = sum_i q_i (log q_i - log p_i) with both normalised over the grid, in log space."
+
+
+def _categorical_kl_with_clamped_probs(log_q, log_p):
+    """What ``kl_divergence(Categorical(probs=softmax(log_q)), Categorical(probs=softmax(log_p)))`` computes:
+    torch takes the logs of probabilities clamped to at least the dtype's eps (1.2e-7 in float32)."""
+    eps = torch.finfo(log_q.dtype).eps
+    q, p = torch.softmax(log_q, 0), torch.softmax(log_p, 0)
+    return (q * (q.clamp(eps, 1 - eps).log() - p.clamp(eps, 1 - eps).log())).sum()
+
+
+def _check_float32_kl(kl_on_grid):
+    """The lesson's float32, at two scales. First log densities up to 100 nats, where exp(log q_i) overflows
+    (above 88.7) but no normalised probability is below e^-62: only a normalisation outside log space fails.
+    Then log densities from -1280 to 60, the spread of the lesson's own fits over their boxes (a short SIVI fit
+    with sigma = 0.1 gives log q down to -16 000 on the banana's box): there the normalised p_i underflows to 0
+    (below e^-103.3, float32's smallest number; e^-745 in float64) where q_i does not, though its log is finite
+    and so is the KL. torch.distributions.kl_divergence of two Categoricals sets each such term to inf (its
+    _kl_categorical_categorical reads a probability that is 0 as a point outside p's support), so it returns inf
+    there, in float32 and in float64 alike, as it does for the lesson's short fits, whose KL is a few nats: the
+    learner is told why, and to keep the logs."""
+    lq32 = torch.linspace(40.0, 100.0, 400)
+    lp32 = -2.5 * torch.linspace(-3.0, 3.0, 400) ** 2
+    context = "in float32 with log densities up to 100"
+    try:
+        out32 = as_tensor_result(call_learner(kl_on_grid, lq32, lp32))
+    except Mistake as exc:
+        fail(
+            f"{exc} ({context}, where exp(log q_i) overflows to inf beyond 88.7: normalise in log space, "
+            "log q_i - logsumexp(log q), before any exp)"
+        )
+    expect_shape(out32, (), f" ({context})")
+    reference = reference_kl(lq32.double(), lp32.double())
     if not torch.isfinite(out32):
         fail(
-            "not finite in float32 for log densities from -900 to 60 (exp overflows to inf and underflows to 0): "
-            "normalise in log space, log q_i - logsumexp(log q), and never take the log of a probability that "
-            "may be 0"
+            f"the result is {fmt(out32.detach())} {context} (the KL is {fmt(reference)}): exp(log q_i) overflows "
+            "to inf beyond 88.7 in float32; normalise in log space, log q_i - logsumexp(log q), and "
+            "exponentiate only the normalised log q_i"
         )
-    if not close(out32, reference_kl(lq32.double(), lp32.double()), 1e-4, 1e-3):
-        fail("right in float64 but not in float32 for widely spread log densities: normalise in log space")
-    return "KL(q || p) = sum_i q_i (log q_i - log p_i) with both normalised over the grid, in log space."
+    if not close(out32, reference, 1e-4, 1e-3):
+        if close(out32, _categorical_kl_with_clamped_probs(lq32, lp32), 1e-4, 1e-3):
+            fail(
+                f"got {fmt(out32.detach())} instead of {fmt(reference)} {context}: a normalised probability here is "
+                "as small as e^-27, and its log was taken after clamping it to float32's eps, 1.2e-7 (e^-16), as "
+                "torch.distributions.Categorical(probs=...) does: keep the normalised log densities as logs, "
+                "log q_i - logsumexp(log q), and never take the log of a probability"
+            )
+        fail(
+            f"right in float64 but not {context}: expected {fmt(reference)}, got {fmt(out32.detach())}; normalise in "
+            "log space, log q_i - logsumexp(log q), and never take the log of a probability"
+        )
+    lq32 = torch.linspace(-900.0, 60.0, 400)
+    lp32 = -20.0 * torch.linspace(-8.0, 8.0, 400) ** 2
+    context = "in float32 for log densities from -1280 to 60"
+    out32 = as_tensor_result(call_learner(kl_on_grid, lq32, lp32))
+    expect_shape(out32, (), f" ({context})")
+    reference = reference_kl(lq32.double(), lp32.double())
+    if torch.isnan(out32):
+        fail(
+            f"the result is nan {context}: a normalised probability below e^-103 underflows to 0 in float32, and "
+            "the log of it is -inf (0 * -inf = nan, inf - inf = nan); keep the normalised log densities as logs, "
+            "log q_i - logsumexp(log q), and never take the log of a probability"
+        )
+    if torch.isinf(out32):
+        fail(
+            f"the result is {fmt(out32.detach())} {context}, but the KL there is finite ({fmt(reference)}): p, "
+            "normalised, falls below e^-103 at points where q does not, and its exp underflows to 0 there (e^-745 "
+            "in float64) though its log is finite; a log of that 0, or torch.distributions.kl_divergence of two "
+            "Categoricals (it sets each term whose probability under p is 0 to inf), makes the sum infinite. Never "
+            "exponentiate p: sum_i q_i (log q_i - log p_i), both logs normalised by logsumexp, only q's weights "
+            "exponentiated"
+        )
+    if not close(out32, reference, 1e-4, 1e-3):
+        fail(
+            f"right in float64 but not {context}: expected {fmt(reference)}, got {fmt(out32.detach())}; normalise "
+            "in log space, log q_i - logsumexp(log q), and never take the log of a probability"
+        )

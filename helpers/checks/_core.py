@@ -524,7 +524,7 @@ def expect_fast(fn, reference, args, what, slower=20, grace=0.005, grad=None):
 
 
 def fmt(x):
-    x = float(x)
+    x = float(x.detach() if isinstance(x, torch.Tensor) else x)  # float() of a tensor that needs grad warns
     if math.isnan(x) or math.isinf(x):
         return str(x)
     return f"{x:.6g}"

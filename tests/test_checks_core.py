@@ -44,3 +44,14 @@ def test_a_function_that_leaves_its_arguments_alone_passes_through():
 
     out = call_learner(double, torch.ones(2), torch.zeros(2))
     assert torch.equal(out, torch.full((2,), 2.0))
+
+
+def test_a_number_in_a_message_is_printed_without_a_warning_whatever_its_graph():
+    import warnings
+
+    from helpers.checks._core import fmt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # float() of a tensor that needs grad warns in torch 2.13
+        assert fmt(torch.tensor(1.5, requires_grad=True) * 2) == "3"
+    assert fmt(torch.tensor(float("inf"))) == "inf" and fmt(0.125) == "0.125"

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from checker_assertions import accepts, rejects, run
+from checker_assertions import BAD_ANSWERS, accepts, never_raises, rejects, run
 from torch.distributions import Independent, Normal
 
 from helpers import amortized
@@ -98,7 +98,28 @@ def test_amortized_elbo_names_mistakes(capsys):
         return (log_joint(x, z).unsqueeze(-1) - Normal(mean, log_scale.exp()).log_prob(z)).mean(0)
 
     rejects(check_amortized_elbo, no_latent_sum, capsys, "sum log q over the latent axis (dim -1)", "(S, B, L)")
-    rejects(check_amortized_elbo, no_latent_sum_aligned, capsys, "returned shape (4, 2)", "sum log q over the latent")
+    rejects(check_amortized_elbo, no_latent_sum_aligned, capsys, "returned shape (4, 3)", "sum log q over the latent")
+    rejects(
+        check_amortized_elbo,
+        variant(reduce=lambda t: t.mean(1)),
+        capsys,
+        "averaged over the B = 4 data points (dim 1)",
+        "over the S = 5 draws (dim 0)",
+    )
+    rejects(
+        check_amortized_elbo,
+        variant(z_of=lambda m, ls, e: m + ls.exp() * torch.randn_like(e)),
+        capsys,
+        "Use the eps you are given",
+    )
+
+    def latent_mean(x, encoder, log_joint, eps):  # log q averaged over the L coordinates instead of summed
+        mean, log_scale = encoder(x)
+        z = mean + log_scale.exp() * eps
+        return (log_joint(x, z) - Normal(mean, log_scale.exp()).log_prob(z).mean(-1)).mean(0)
+
+    rejects(check_amortized_elbo, latent_mean, capsys, "averages its L = 3 one-dimensional log densities", "sum")
+
     # right value, wrong gradient: the draw does not depend on the parameters
     rejects(
         check_amortized_elbo,
@@ -239,7 +260,47 @@ def test_refine_names_mistakes(capsys):
             opt.step()
         return m.detach(), ls.detach()
 
-    rejects(check_refine, fixed_noise, capsys, "fresh draws")
+    rejects(check_refine, fixed_noise, capsys, "reused at every step", "Draw fresh eps")
+
+    def reseeded(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):  # fresh-looking draws, the same every step
+        m = mean.detach().clone().requires_grad_(True)
+        ls = log_scale.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([m, ls], lr=lr)
+        for _ in range(steps):
+            eps = torch.randn(S, *m.shape, generator=torch.Generator().manual_seed(0), dtype=m.dtype)
+            loss = -amortized.gaussian_elbo_terms(x, m, ls, log_joint, eps).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return m.detach(), ls.detach()
+
+    rejects(check_refine, reseeded, capsys, "reused at every step")
+
+    def one_draw_repeated(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):  # S copies of one draw
+        m = mean.detach().clone().requires_grad_(True)
+        ls = log_scale.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([m, ls], lr=lr)
+        for _ in range(steps):
+            eps = torch.randn(1, *m.shape, dtype=m.dtype).expand(S, *m.shape)
+            loss = -amortized.gaussian_elbo_terms(x, m, ls, log_joint, eps).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return m.detach(), ls.detach()
+
+    rejects(check_refine, one_draw_repeated, capsys, "draws of a data point are all equal")
+
+    def accumulates(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):  # never clears the gradients
+        m = mean.detach().clone().requires_grad_(True)
+        ls = log_scale.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([m, ls], lr=lr)
+        for _ in range(steps):
+            eps = torch.randn(S, *m.shape, dtype=m.dtype)
+            (-amortized.gaussian_elbo_terms(x, m, ls, log_joint, eps).sum()).backward()
+            opt.step()
+        return m.detach(), ls.detach()
+
+    rejects(check_refine, accumulates, capsys, "gradients accumulate", "zero_grad()")
 
     def mean_only(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
         m, _ = amortized.refine(x, mean, log_scale, log_joint, steps, lr, S)
@@ -432,9 +493,21 @@ def _no_entropy(x, log_joint, encoder_q, best_q, log_px, eps):
     return log_px - elbo(best_q), elbo(best_q) - elbo(encoder_q)
 
 
+def _mean_and_log_scale_swapped(which):
+    def fn(x, log_joint, encoder_q, best_q, log_px, eps):
+        qe = encoder_q[::-1] if which in ("both", "encoder") else encoder_q
+        qb = best_q[::-1] if which in ("both", "best") else best_q
+        return gaps_reference(x, log_joint, qe, qb, log_px, eps)
+
+    return fn
+
+
 @pytest.mark.parametrize(
     ("fn", "words"),
     [
+        (_mean_and_log_scale_swapped("both"), "mean and log_scale are swapped in both calls"),
+        (_mean_and_log_scale_swapped("encoder"), "swapped in the encoder's call"),
+        (_mean_and_log_scale_swapped("best"), "swapped in the call of gaussian_elbo_terms for q*"),
         (lambda *a: gaps_reference(*a)[::-1], "the two gaps are swapped"),
         (lambda *a: tuple(-g for g in gaps_reference(*a)), "wrong sign"),
         (
@@ -527,3 +600,11 @@ def test_the_reference_break_even_on_a_tie():
     assert amortized.break_even(6.0, 0.5, 0.25) == 24  # 6 + 24 * 0.25 == 24 * 0.5: a tie counts
     assert amortized.break_even(6.0, 0.5, 0.5) == math.inf
     assert amortized.break_even(0.0, 0.5, 0.5) == 0  # no training cost: n = 0 already ties
+
+
+@pytest.mark.parametrize(
+    "checker", [check_amortized_elbo, check_linear_encoder, check_inference_gaps, check_refine, check_break_even]
+)
+@pytest.mark.parametrize("bad", BAD_ANSWERS)
+def test_checkers_never_raise(checker, bad, capsys):
+    never_raises(checker, bad, capsys)

@@ -1,10 +1,12 @@
 r"""Checkers for the amortized-inference exercises (lesson 04).
 
 References: :mod:`helpers.amortized` and :class:`helpers.linear_gaussian.LinearGaussianModel`.
-4.1 is compared on fixed noise, value and encoder gradients; 4.4 exactly; 4.5 on a linear-Gaussian model whose
-best mean-field Gaussian is not its posterior (so that no two of the three quantities coincide); 4.6, an
-optimiser, by what it must achieve on a model with a known posterior, and by probes that show each argument;
-4.7 exactly. (4.2, 4.3 and 4.8 are written questions.)
+4.1 is compared on fixed noise, value and encoder gradients; 4.4 exactly, on decoders whose posteriors are correlated
+(so that the best diagonal Gaussian is not the posterior, and its variances are not the posterior's marginal
+ones); 4.5 on a linear-Gaussian model whose best mean-field Gaussian is not its posterior (so that no two of the
+three quantities coincide); 4.6, an optimiser, by what it must achieve on a model with a known posterior, and by
+probes that show each argument and whether its draws are fresh at every step; 4.7 exactly. (4.0, 4.2, 4.3 and 4.8
+are written questions.)
 """
 
 import math
@@ -35,20 +37,31 @@ from ._core import (
 _F64 = torch.float64
 
 
-def _ppca(orthogonal=True):
-    if orthogonal:
-        return LinearGaussianModel.random(D=5, L=2, scales=(2.0, 1.0), sigma=0.6, seed=3, dtype=_F64)
-    W = torch.tensor([[1.0, 0.5], [-0.4, 1.2], [0.3, -0.8], [2.0, 0.1]], dtype=_F64)
-    return LinearGaussianModel(W, torch.tensor([0.5, -1.0, 0.2, 0.0], dtype=_F64), 0.7)
+def _ppca():
+    return LinearGaussianModel.random(D=5, L=2, scales=(2.0, 1.0), sigma=0.6, seed=3, dtype=_F64)
+
+
+def _correlated_ppca(L=2):
+    r"""A linear-Gaussian model whose decoder's columns are far from orthogonal, so that the posterior is correlated
+    (its correlation is -0.75 for ``L = 2``) and the diagonal of the covariance differs from the inverse diagonal
+    of the precision by a factor 2 and more: the best diagonal Gaussian is not the posterior."""
+    W = torch.tensor(
+        [[1.0, 0.8, 0.0], [-0.4, 0.2, 0.3], [0.3, 0.9, 1.0], [2.0, 1.1, -0.6], [0.2, 0.0, 0.7]], dtype=_F64
+    )
+    b = torch.tensor([0.5, -1.0, 0.2, 0.0, 0.3], dtype=_F64)
+    if L == 2:
+        return LinearGaussianModel(W[:4, :2], b[:4], 0.7)
+    return LinearGaussianModel(W[:, :L], b, 1.3)
 
 
 def _encoder_and_data():
-    model = _ppca()
+    # L = 3, so that a mean of log q over the latent coordinates is not half their sum; S, B and L all differ
+    model = LinearGaussianModel.random(D=5, L=3, scales=(2.0, 1.0, 1.5), sigma=0.6, seed=3, dtype=_F64)
     torch.manual_seed(0)
     encoder = GaussianEncoder(model.D, model.L, hidden=(8,)).to(_F64)
     torch.nn.init.normal_(encoder.net[-1].weight, std=0.3)  # not the zero start: every weight gets a gradient
     _, x = model.sample(4, generator=torch.Generator().manual_seed(1))
-    eps = torch.randn(3, 4, model.L, dtype=_F64)
+    eps = torch.randn(5, 4, model.L, dtype=_F64)  # S = 5 draws for each of B = 4 data points
     return model, encoder, x, eps
 
 
@@ -93,10 +106,22 @@ def check_amortized_elbo(amortized_elbo):
         )
     if out.shape == (S, B):
         fail(f"returned shape {tuple(out.shape)}, one value per draw; average over the S draws (dim 0)")
+    if out.shape == (S,):
+        fail(
+            f"returned shape ({S},), one value per draw: that averaged over the B = {B} data points (dim 1); "
+            f"average over the S = {S} draws (dim 0) instead, and keep one ELBO per data point, shape ({B},)"
+        )
     if out.shape in ((B, L), (S, B, L)):
         fail(f"returned shape {tuple(out.shape)}: " + latent_sum)
     expect_shape(out, (B,), " (one ELBO per data point)")
     expect_finite(out)
+    again = as_tensor_result(call_learner(amortized_elbo, x, encoder, model.log_joint, eps.clone()))
+    if not torch.equal(again.detach(), out.detach()):
+        fail(
+            "two calls with the same eps gave different ELBOs: your function draws its own noise. Use the eps you "
+            "are given, z = mean + exp(log_scale) * eps (the caller chooses the draws; training passes fresh ones "
+            "at every step)"
+        )
     if not out.requires_grad:
         fail(
             "no gradient reaches the encoder: build z = mean + exp(log_scale) * eps from encoder(x), without "
@@ -137,6 +162,10 @@ def check_amortized_elbo(amortized_elbo):
                 z_of=lambda m, s, ls, e: m + s * e,
                 log_q_of=lambda m, s, z: Normal(m, torch.abs(s.log())).log_prob(z).sum(-1),
             ).detach(),
+            f"log q(z | x) averages its L = {L} one-dimensional log densities: sum them over the latent axis "
+            "(dim -1), since q(z | x) is a product over the L coordinates": _variant(
+                model, encoder, x, eps, log_q_of=lambda m, s, z: Normal(m, s).log_prob(z).mean(-1)
+            ).detach(),
             "missing the -log q(z | x) term: the ELBO is E_q[log p(x, z) - log q(z | x)]": _variant(
                 model, encoder, x, eps, log_q_of=lambda m, s, z: torch.zeros(z.shape[:-1], dtype=z.dtype)
             ).detach(),
@@ -159,7 +188,7 @@ def check_amortized_elbo(amortized_elbo):
                 model, encoder, x, eps, reduce=lambda t: torch.logsumexp(t, 0) - math.log(t.shape[0])
             ).detach(),
         },
-        context=" (4 data points, 3 fixed draws each; use the eps you are given, not q.rsample())",
+        context=f" ({B} data points, {S} fixed draws each; use the eps you are given, not q.rsample())",
     )
     fail(
         "the value is right but its gradients with respect to the encoder are not: keep every step in torch, "
@@ -169,7 +198,7 @@ def check_amortized_elbo(amortized_elbo):
 
 @checker("4.4", "the exact posterior mean as a linear encoder")
 def check_linear_encoder(posterior_mean_map):
-    model = _ppca(orthogonal=False)
+    model = _correlated_ppca()
     W, b, sigma = model.W, model.b, model.sigma
     A, c = as_tensor_tuple(call_learner(posterior_mean_map, W, b, sigma), ("A", "c"))
     D, L = W.shape
@@ -226,7 +255,7 @@ def check_inference_gaps(inference_gaps):
     with the precision's diagonal; it is not the posterior, so the approximation gap is positive) and an encoder's
     guess off both give three different numbers per data point, and no two of the quantities compared coincide.
     float64, as in lesson 04."""
-    model = _ppca(orthogonal=False)  # W^T W not diagonal: the posterior is correlated, q* is not exact
+    model = _correlated_ppca()  # W^T W not diagonal: the posterior is correlated, q* is not exact
     B, S = 5, 40
     _, x = model.sample(B, generator=torch.Generator().manual_seed(5))
     mean_post, cov_post = model.posterior(x)
@@ -268,6 +297,11 @@ def check_inference_gaps(inference_gaps):
     # a squared scale exp(log_scale)^2 is the Gaussian with log-scale 2 log_scale
     var_phi, var_star = elbo_of(mean_phi, 2 * log_scale_phi), elbo_of(mean_star, 2 * log_scale_star)
     shared = elbo_at_encoder_draws(mean_star, log_scale_star)
+    swapped_phi, swapped_star = elbo_of(log_scale_phi, mean_phi), elbo_of(log_scale_star, mean_star)
+    swapped = (
+        "mean and log_scale are swapped in {}: gaussian_elbo_terms takes (x, mean, log_scale, log_joint, eps), and "
+        "each pair you are given, encoder_q and best_q, is (mean, log_scale)"
+    )
     diagnose(
         flat(approximation, amortization),
         ref,
@@ -294,6 +328,15 @@ def check_inference_gaps(inference_gaps):
             ),
             "the encoder's and the best Gaussian's parameters are swapped: encoder_q is the third argument, "
             "best_q the fourth": flat(log_px - elbo_phi, elbo_phi - elbo_star),
+            swapped.format("both calls of gaussian_elbo_terms"): flat(
+                log_px - swapped_star, swapped_star - swapped_phi
+            ),
+            swapped.format("the encoder's call of gaussian_elbo_terms"): flat(
+                log_px - elbo_star, elbo_star - swapped_phi
+            ),
+            swapped.format("the call of gaussian_elbo_terms for q*"): flat(
+                log_px - swapped_star, swapped_star - elbo_phi
+            ),
         },
         context=f" ({B} data points of a linear-Gaussian model with a correlated posterior, {S} shared draws)",
         labels=[f"the approximation gap of point {i}" for i in range(B)]
@@ -325,16 +368,48 @@ def _call_refine(refine, *args, **kwargs):
         fail(text)
 
 
+def _check_fresh_draws(draws, start_mean, start_log_scale, S, context):
+    r"""Name draws reused across steps. The first call's ``z`` gives its noise,
+    :math:`\varepsilon = (z - m_0)/e^{\log s_0}`; every later ``z`` made from the same noise is
+    :math:`m + s\odot\varepsilon` with ``m`` and ``s`` shared by the ``S`` draws, so for each data point and
+    coordinate it is an exact affine function of :math:`\varepsilon` over the draws. Fresh draws never are."""
+    draws = [z for z in draws if z.shape == (S, *start_mean.shape)]
+    if len(draws) < 2:
+        return
+    eps = (draws[0] - start_mean) / start_log_scale.exp()  # (S, B, L)
+    centred = eps - eps.mean(0)
+    if (centred.abs().amax(0) < 1e-12).any():
+        fail(
+            f"the S = {S} draws of a data point are all equal: draw S independent standard normal samples for "
+            f"every data point, noise of shape (S, B, L), not one sample repeated{context}"
+        )
+    if all(torch.equal(z, draws[0]) for z in draws[1:]):
+        return  # the parameters never moved: what to do about that is said below
+    for z in draws[1:]:
+        zc = z - z.mean(0)
+        slope = (zc * centred).sum(0) / (centred * centred).sum(0)  # (B, L) least squares
+        residual = (zc - slope * centred).abs().max()
+        if residual > 1e-8 * (1 + z.abs().max()):
+            return  # new noise: fresh draws at this step
+    fail(
+        f"the draws were made once and reused at every step: the noise of step t is the noise of step 1 (seen "
+        f"in the z your function passes to log_joint). Draw fresh eps, shape (S, B, L), at every step: with "
+        f"the same draws each step ascends the ELBO of those {S} draws only, and the optimum it converges to "
+        f"is that estimate's, not the ELBO's{context}"
+    )
+
+
 def _check_refine_arguments(refine, x, start_mean, start_log_scale, steps=3, lr=0.01, S=5):
     r"""``steps``, ``lr`` and ``S`` are honoured: on a log joint linear in :math:`z`, :math:`c^\top z`, the ELBO's
     gradient in the mean is the constant :math:`c`, and Adam moves each coordinate by ``lr`` per step toward
     :math:`\mathrm{sign}(c)` (its update is :math:`\hat m/\sqrt{\hat v} = \pm 1` for a constant gradient), so after
     ``steps`` steps the means have moved by ``steps * lr``; the shapes of the ``z`` it is evaluated at show ``S``."""
     c = torch.tensor([3.0, -2.0], dtype=_F64)
-    shapes = []
+    shapes, draws = [], []
 
     def linear_log_joint(x_, z):
         shapes.append(tuple(z.shape))
+        draws.append(z.detach().clone())
         return (z * c).sum(-1)
 
     context = f" (called with steps = {steps}, lr = {lr}, S = {S} on a log joint linear in z)"
@@ -347,6 +422,7 @@ def _check_refine_arguments(refine, x, start_mean, start_log_scale, steps=3, lr=
             f"the log joint was evaluated on z of shape {shapes[0]}: draw the S = {S} samples per data point "
             f"you are asked for, z of shape (S, B, L), not a fixed number{context}"
         )
+    _check_fresh_draws(draws, start_mean, start_log_scale, S, context)
     moved = float(((mean.detach() - start_mean) * c.sign()).mean()) / (steps * lr)  # 1 for steps Adam steps at lr
     if torch.equal(mean.detach(), start_mean):
         fail(
@@ -424,8 +500,9 @@ def check_refine(refine):
         fail("after 100 steps, the mean has not moved: optimise it together with log_scale")
     if after > before:
         fail(
-            f"the fit got worse (KL to the exact posterior {fmt(before)} -> {fmt(after)}): maximise the ELBO "
-            "(minimise loss = -elbo), and call optimizer.zero_grad() every step, or gradients accumulate"
+            f"the fit got worse (KL to the exact posterior {fmt(before)} -> {fmt(after)}), although each step points "
+            "the right way (a probe with a log joint linear in z moved the means toward a higher ELBO): the "
+            "gradients accumulate from step to step. Call optimizer.zero_grad() before each backward()"
         )
     ref_mean, ref_log_scale = amortized.refine(x, start_mean, start_log_scale, model.log_joint, 100)
     if after > 0.1:  # the reference reaches 0.01-0.04 nats, depending on the draws

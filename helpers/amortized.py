@@ -6,6 +6,8 @@ Gaussian ``q`` per data point is given by ``mean`` and ``log_scale``, both ``(B,
 
 - :func:`gaussian_elbo_terms`: the per-data-point ELBO of Gaussians given by their parameters (lesson 04 hands it
   to exercises 4.5 and 4.6).
+- :func:`best_linear_encoder`: the linear Gaussian encoder that is the best diagonal Gaussian for every posterior
+  of the linear-Gaussian model (exercise 4.4).
 - :func:`amortized_elbo`: the per-data-point ELBO of an encoder's ``q_\phi(z\mid x)`` (lesson 04, exercise 4.1).
 - :func:`fit_per_datapoint`: one ``q_i`` per data point by Adam, as in lesson 03, batched; with
   ``init`` from an encoder and few steps it is *semi-amortized* refinement (Kim et al. 2018).
@@ -17,6 +19,7 @@ References
 ----------
 Cremer, C., Li, X. & Duvenaud, D. Inference suboptimality in variational autoencoders (2018).
 Kim, Y., Wiseman, S., Miller, A. C., Sontag, D. & Rush, A. M. Semi-amortized variational autoencoders (2018).
+Bishop, C. M. Pattern recognition and machine learning (2006), section 10.1.2.
 """
 
 import math
@@ -26,7 +29,7 @@ from torch.distributions import Normal
 
 from .training import maximize
 
-__all__ = ["gaussian_elbo_terms", "amortized_elbo", "fit_per_datapoint", "refine", "break_even"]
+__all__ = ["gaussian_elbo_terms", "amortized_elbo", "best_linear_encoder", "fit_per_datapoint", "refine", "break_even"]
 
 
 def gaussian_elbo_terms(x, mean, log_scale, log_joint, eps):
@@ -51,6 +54,32 @@ def amortized_elbo(x, encoder, log_joint, eps):
     """
     mean, log_scale = encoder(x)
     return gaussian_elbo_terms(x, mean, log_scale, log_joint, eps)
+
+
+def best_linear_encoder(W, b, sigma):
+    r"""The best diagonal Gaussian for :math:`p(z\mid x)` of the linear-Gaussian model, as a linear encoder of x.
+
+    For :math:`z \sim \mathcal N(0, I_L)`, :math:`x\mid z \sim \mathcal N(Wz + b, \sigma^2 I_D)` the posterior is
+    :math:`\mathcal N(\mu(x), \Lambda^{-1})` with the precision :math:`\Lambda = I + W^\top W/\sigma^2` and
+    :math:`\mu(x) = \Lambda^{-1}W^\top(x - b)/\sigma^2`. Among diagonal Gaussians
+    :math:`q = \mathcal N(m, \mathrm{diag}\,s^2)`, :math:`\mathrm{KL}(q\,\|\,p(z\mid x))` is smallest at
+
+    .. math::
+        m = \mu(x) = Ax + c, \quad A = \Lambda^{-1}\frac{W^\top}{\sigma^2}, \quad c = -Ab, \qquad
+        \log s_l = -\tfrac12\log\Lambda_{ll},
+
+    the mean-field optimum (Bishop 2006, section 10.1.2): the variances are the inverse diagonal of the
+    precision, not the diagonal :math:`\Sigma_{ll}` of the covariance, which minimises the other direction,
+    :math:`\mathrm{KL}(p\,\|\,q)`. It leaves :math:`\mathrm{KL} = \tfrac12\big(\sum_l\log\Lambda_{ll} -
+    \log\det\Lambda\big)` at every :math:`x`, zero exactly when :math:`\Lambda` is diagonal.
+
+    ``W``: ``(D, L)``; ``b``: ``(D,)``; ``sigma``: a positive number. Returns ``A (L, D)``, ``c (L,)`` and
+    ``log_scale (L,)``: :math:`q(z\mid x) = \mathcal N(Ax + c, \mathrm{diag}\,e^{2\,\text{log\_scale}})`.
+    """
+    L = W.shape[1]
+    precision = torch.eye(L, dtype=W.dtype, device=W.device) + W.T @ W / sigma**2  # (L, L)
+    A = torch.linalg.solve(precision, W.T) / sigma**2  # (L, D)
+    return A, -A @ b, -0.5 * precision.diagonal().log()
 
 
 def fit_per_datapoint(x, log_joint, L, steps, lr=0.05, S=8, final_lr_factor=0.02, init=None, generator=None):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
 from helpers import amortized
 from helpers.encoders import GaussianEncoder
@@ -55,6 +55,55 @@ def test_amortized_elbo_reaches_the_encoder(ppca):
     assert out.shape == (4,)
     out.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
+
+
+def _correlated_ppca(L=3):
+    W = torch.tensor([[1.0, 0.8, 0.0], [-0.4, 0.2, 0.3], [0.3, 0.9, 1.0], [2.0, 1.1, -0.6], [0.2, 0.0, 0.7]], dtype=F64)
+    return LinearGaussianModel(W[:, :L], torch.tensor([0.5, -1.0, 0.2, 0.0, 0.3], dtype=F64), 0.8)
+
+
+@pytest.mark.parametrize("L", [2, 3])
+def test_best_linear_encoder_minimises_the_kl_to_the_posterior(L):
+    """Against a numerical minimisation of KL(q || p(z | x)) over diagonal Gaussians, with torch.distributions'
+    KL between two full Gaussians (float64), for two data points: the mean is the posterior mean, and the
+    variances are 1 / Lambda_ll, smaller than the marginal variances Sigma_ll."""
+    model = _correlated_ppca(L)
+    A, c, log_scale = amortized.best_linear_encoder(model.W, model.b, model.sigma)
+    assert A.shape == (L, model.D) and c.shape == (L,) and log_scale.shape == (L,)
+    _, x = model.sample(2, generator=torch.Generator().manual_seed(0))
+    mu, cov = model.posterior(x)
+    torch.testing.assert_close(x @ A.T + c, mu)
+    for i in range(2):
+        m = torch.zeros(L, dtype=F64, requires_grad=True)
+        log_s = torch.zeros(L, dtype=F64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([m, log_s], lr=1, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15)
+
+        def kl(m=m, log_s=log_s, i=i):
+            q = MultivariateNormal(m, torch.diag((2 * log_s).exp()))
+            return kl_divergence(q, MultivariateNormal(mu[i], cov))
+
+        def closure(optimizer=optimizer):
+            optimizer.zero_grad()
+            value = kl()
+            value.backward()
+            return value
+
+        optimizer.step(closure)
+        torch.testing.assert_close(m.detach(), mu[i], atol=1e-7, rtol=0)
+        torch.testing.assert_close(log_s.detach(), log_scale, atol=1e-7, rtol=0)
+        precision = torch.linalg.inv(cov)
+        gap = 0.5 * (precision.diagonal().log().sum() - torch.logdet(precision))
+        torch.testing.assert_close(kl().detach(), gap, atol=1e-10, rtol=0)  # the gap it leaves, at every x
+        assert gap > 0.1  # a correlated posterior: the diagonal family cannot reach it
+    assert ((2 * log_scale).exp() < cov.diagonal()).all()  # mean field under-estimates every marginal variance
+
+
+def test_best_linear_encoder_is_the_posterior_for_orthogonal_columns(ppca):
+    A, c, log_scale = amortized.best_linear_encoder(ppca.W, ppca.b, ppca.sigma)
+    _, x = ppca.sample(3, generator=torch.Generator().manual_seed(1))
+    mu, cov = ppca.posterior(x)
+    torch.testing.assert_close(x @ A.T + c, mu)
+    torch.testing.assert_close(log_scale, 0.5 * cov.diagonal().log())
 
 
 def test_encoder_shapes_and_linear_case():

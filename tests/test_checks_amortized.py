@@ -132,64 +132,145 @@ def test_amortized_elbo_names_mistakes(capsys):
 # ------------------------------------------------------------ exercise 4.4
 
 
-def linear_ref(W, b, sigma):
+def encoder_inverse(W, b, sigma):
     L = W.shape[1]
-    cov = torch.linalg.inv(torch.eye(L, dtype=W.dtype) + W.T @ W / sigma**2)
-    A = cov @ W.T / sigma**2
-    return A, -A @ b
+    precision = torch.eye(L, dtype=W.dtype) + W.T @ W / sigma**2
+    A = torch.linalg.inv(precision) @ W.T / sigma**2
+    return A, -A @ b, -0.5 * torch.log(torch.diagonal(precision))
 
 
-def linear_solve(W, b, sigma):
-    precision = torch.eye(W.shape[1], dtype=W.dtype) * sigma**2 + W.T @ W  # sigma^2 times the precision
-    A = torch.linalg.solve(precision, W.T)
-    return A, -(A @ b)
+def encoder_scaled_solve(W, b, sigma):
+    scaled = sigma**2 * torch.eye(W.shape[1], dtype=W.dtype) + W.T @ W  # sigma^2 times the precision
+    A = torch.linalg.solve(scaled, W.T)
+    log_variance = 2 * math.log(sigma) - torch.log(torch.diag(scaled))  # 1 / Lambda_ll = sigma^2 / diag(scaled)
+    return A, -(A @ b), 0.5 * log_variance
 
 
-def linear_woodbury(W, b, sigma):
-    C = W @ W.T + sigma**2 * torch.eye(W.shape[0], dtype=W.dtype)
-    A = torch.linalg.solve(C, W).T  # W^T C^{-1}
-    return A, -A @ b
+def encoder_push_through(W, b, sigma):
+    D = W.shape[0]
+    A = W.T @ torch.linalg.inv(W @ W.T + sigma**2 * torch.eye(D, dtype=W.dtype))  # W^T (W W^T + sigma^2 I)^{-1}
+    column_lengths = (W**2).sum(0)  # diag(W^T W), the squared lengths of the columns
+    return A, -torch.mv(A, b), -0.5 * torch.log1p(column_lengths / sigma**2)
 
 
-@pytest.mark.parametrize("fn", [linear_ref, linear_solve, linear_woodbury])
+def encoder_cholesky(W, b, sigma):
+    precision = torch.eye(W.shape[1], dtype=W.dtype) + W.T @ W / sigma**2
+    A = torch.cholesky_solve(W.T / sigma**2, torch.linalg.cholesky(precision))
+    return A, -A @ b, (1 / precision.diagonal().sqrt()).log()
+
+
+@pytest.mark.parametrize(
+    "fn", [amortized.best_linear_encoder, encoder_inverse, encoder_scaled_solve, encoder_push_through, encoder_cholesky]
+)
 def test_linear_encoder_accepts(fn, capsys):
     accepts(check_linear_encoder, fn, capsys)
 
 
-def test_linear_encoder_names_mistakes(capsys):
+def _encoder_with(precision_of=None, A_of=None, c_of=None, log_scale_of=None):
+    """The reference answer with one piece written another way (right or wrong)."""
+
+    def fn(W, b, sigma):
+        L = W.shape[1]
+        precision = (
+            (torch.eye(L, dtype=W.dtype) + W.T @ W / sigma**2) if precision_of is None else precision_of(W, sigma)
+        )
+        cov = torch.linalg.inv(precision)
+        A = cov @ W.T / sigma**2 if A_of is None else A_of(W, sigma, precision, cov)
+        c = -A @ b if c_of is None else c_of(A, b)
+        log_scale = -0.5 * precision.diagonal().log() if log_scale_of is None else log_scale_of(precision, cov)
+        return A, c, log_scale
+
+    return fn
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        # the log-scales: the marginal variances, the factor 2, the sign, the scale itself
+        (_encoder_with(log_scale_of=lambda P, C: 0.5 * C.diagonal().log()), "marginal variances Sigma_ll"),
+        (_encoder_with(log_scale_of=lambda P, C: 0.5 * C.diagonal().log()), "KL(p || q)"),
+        (_encoder_with(log_scale_of=lambda P, C: C.diagonal().log()), "twice over wrong"),
+        (_encoder_with(log_scale_of=lambda P, C: -P.diagonal().log()), "log of the variance 1 / Lambda_ll"),
+        (_encoder_with(log_scale_of=lambda P, C: -0.25 * P.diagonal().log()), "a quarter of the log-variance"),
+        (_encoder_with(log_scale_of=lambda P, C: 0.5 * P.diagonal().log()), "sign slip"),
+        (_encoder_with(log_scale_of=lambda P, C: P.diagonal().rsqrt()), "standard deviations 1 / sqrt(Lambda_ll)"),
+        (_encoder_with(log_scale_of=lambda P, C: 1 / P.diagonal()), "returned the variances"),
+        # the precision: sigma^2 missing (everywhere, or in the precision only), sigma for sigma^2, no prior
+        (_encoder_with(precision_of=lambda W, s: torch.eye(W.shape[1], dtype=W.dtype) + W.T @ W), "misses sigma^2"),
+        (
+            _encoder_with(
+                precision_of=lambda W, s: torch.eye(W.shape[1], dtype=W.dtype) + W.T @ W,
+                A_of=lambda W, s, P, C: C @ W.T,
+            ),
+            "misses sigma^2",
+        ),
+        (_encoder_with(log_scale_of=lambda P, C: -0.5 * (P.diagonal() - 1).log()), "misses the prior's identity"),
+        (
+            _encoder_with(precision_of=lambda W, s: torch.eye(W.shape[1], dtype=W.dtype) + W.T @ W / s),
+            "not I + W^T W / sigma",
+        ),
+        (
+            _encoder_with(
+                precision_of=lambda W, s: torch.eye(W.shape[1], dtype=W.dtype) + W.T @ W / 0.25,
+                A_of=lambda W, s, P, C: C @ W.T / 0.25,
+            ),
+            "ignores its argument sigma",
+        ),
+        (
+            _encoder_with(
+                precision_of=lambda W, s: torch.eye(W.shape[1], dtype=W.dtype) + W.T @ W / s,
+                A_of=lambda W, s, P, C: C @ W.T / s,
+            ),
+            "divide by sigma^2, not sigma",
+        ),
+        # the mean map
+        (_encoder_with(A_of=lambda W, s, P, C: torch.linalg.pinv(W)), "misses the prior's identity"),
+        (_encoder_with(c_of=lambda A, b: A @ b), "c = -A b"),
+        (_encoder_with(c_of=lambda A, b: torch.zeros(A.shape[0], dtype=A.dtype)), "c is not zero"),
+        (_encoder_with(A_of=lambda W, s, P, C: W.T / s**2), "misses the posterior covariance"),
+        (_encoder_with(A_of=lambda W, s, P, C: P @ W.T / s**2), "instead of its inverse"),
+        (
+            _encoder_with(A_of=lambda W, s, P, C: torch.diag(1 / P.diagonal()) @ W.T / s**2),
+            "only the diagonal of the precision",
+        ),
+        # shapes
+        (_encoder_with(A_of=lambda W, s, P, C: (C @ W.T / s**2).T, c_of=lambda A, b: -(b @ A)), "so its shape is"),
+        (_encoder_with(log_scale_of=lambda P, C: -0.5 * P.log()), "a matrix"),
+        (lambda W, b, s: amortized.best_linear_encoder(W, b, s)[:2], "return the tuple (A, c, log_scale)"),
+    ],
+)
+def test_linear_encoder_names_mistakes(fn, words, capsys):
+    rejects(check_linear_encoder, fn, capsys, words)
+
+
+def test_linear_encoder_names_w_w_transpose(capsys):
+    def outer_precision(W, b, sigma):  # W W^T: a D x D matrix where the L x L precision belongs
+        D, L = W.shape
+        precision = torch.eye(L, dtype=W.dtype) + W @ W.T / sigma**2
+        A = torch.linalg.solve(precision, W.T) / sigma**2
+        return A, -A @ b, -0.5 * precision.diagonal().log()
+
+    def outer_diagonal(W, b, sigma):  # the mean right, the precision's diagonal from W W^T
+        A, c, _ = amortized.best_linear_encoder(W, b, sigma)
+        return A, c, -0.5 * torch.log1p((W**2).sum(1) / sigma**2)
+
+    rejects(check_linear_encoder, outer_precision, capsys, "W^T W", "not from W W^T", "L = 2")
+    rejects(check_linear_encoder, outer_diagonal, capsys, "log_scale has shape (4,)", "not from W W^T")
+
+
+def test_linear_encoder_checks_a_second_size(capsys):
+    def two_latents_only(W, b, sigma):  # an identity of size 2, the lesson's L
+        precision = torch.eye(2, dtype=W.dtype) + W.T @ W / sigma**2
+        A = torch.linalg.solve(precision, W.T) / sigma**2
+        return A, -A @ b, -0.5 * precision.diagonal().log()
+
     rejects(
         check_linear_encoder,
-        lambda W, b, s: (torch.linalg.pinv(W), -torch.linalg.pinv(W) @ b),
+        two_latents_only,
         capsys,
-        "misses the prior's identity",
+        "your function raised",
+        "L = W.shape[1], not from the lesson's L = 2",
     )
-    rejects(check_linear_encoder, lambda W, b, s: (linear_ref(W, b, s)[0], -linear_ref(W, b, s)[1]), capsys, "c = -A b")
-    rejects(
-        check_linear_encoder,
-        lambda W, b, s: (linear_ref(W, b, s)[0], torch.zeros(W.shape[1], dtype=W.dtype)),
-        capsys,
-        "c is not zero",
-    )
-    rejects(
-        check_linear_encoder,
-        lambda W, b, s: (linear_ref(W, b, s)[0].T, linear_ref(W, b, s)[1]),
-        capsys,
-        "so its shape is",
-    )
-    rejects(check_linear_encoder, lambda W, b, s: (W.T / s**2, -(W.T / s**2) @ b), capsys, "misses the posterior")
-    rejects(check_linear_encoder, lambda W, b, s: linear_ref(W, b, s)[0], capsys, "return the tuple (A, c)")
-
-    def diagonal_only(W, b, sigma):  # exact for the lesson's orthogonal W only
-        A = torch.diag(1 / (1 + (W * W).sum(0) / sigma**2)) @ W.T / sigma**2
-        return A, -A @ b
-
-    def precision_for_covariance(W, b, sigma):
-        A = (torch.eye(W.shape[1], dtype=W.dtype) + W.T @ W / sigma**2) @ W.T / sigma**2
-        return A, -A @ b
-
-    rejects(check_linear_encoder, diagonal_only, capsys, "only the diagonal of W^T W")
-    rejects(check_linear_encoder, precision_for_covariance, capsys, "Sigma is the precision, not its inverse")
-    rejects(check_linear_encoder, lambda W, b, s: linear_ref(W, b, 0.5), capsys, "ignores its argument sigma")
 
 
 # ------------------------------------------------------------ exercise 4.6

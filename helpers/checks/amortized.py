@@ -196,56 +196,153 @@ def check_amortized_elbo(amortized_elbo):
     )
 
 
-@checker("4.4", "the exact posterior mean as a linear encoder")
-def check_linear_encoder(posterior_mean_map):
-    model = _correlated_ppca()
-    W, b, sigma = model.W, model.b, model.sigma
-    A, c = as_tensor_tuple(call_learner(posterior_mean_map, W, b, sigma), ("A", "c"))
-    D, L = W.shape
-    if A.shape == (D, L):
-        fail(f"A has shape {(D, L)}; it maps x (D,) to the mean (L,), so its shape is ({L}, {D}): mean = A x + c")
-    expect_shape(A, (L, D), " (for A)")
-    expect_shape(c, (L,), " (for c)")
-    expect_finite(flat(A, c))
-    cov = torch.linalg.inv(torch.eye(L, dtype=_F64) + W.T @ W / sigma**2)
-    ref_A = cov @ W.T / sigma**2
-    ref_c = -ref_A @ b
-    x = torch.randn(3, D, dtype=_F64)
-    torch.testing.assert_close(x @ ref_A.T + ref_c, model.posterior(x)[0])  # the reference itself, checked
-    least_squares = torch.linalg.pinv(W)
+def _size_slip(exc, D, L):
+    """The diagnosis of a size mismatch between L and D raised inside the learner's 4.4: W W^T for W^T W."""
+    text = str(exc)
+    if any(word in text for word in ("size", "shape")) and str(D) in text and str(L) in text:
+        fail(
+            f"{text.rstrip('.')}: a mismatch between the latent size L = {L} and the data size D = {D}. The "
+            f"posterior precision Lambda = I + W^T W / sigma^2 is L x L = {L} x {L}, built from W^T W (W has shape "
+            f"(D, L) = ({D}, {L})), not from W W^T, which is D x D; A maps x (D,) to the mean (L,)"
+        )
 
-    def with_cov(cov_, sigma_=sigma):
-        A_ = cov_ @ W.T / sigma_**2
-        return flat(A_, -A_ @ b)
 
-    eye = torch.eye(L, dtype=_F64)
-    diagnose(
-        flat(A, c),
-        flat(ref_A, ref_c),
-        {
-            "A misses the prior's identity: A = (I + W^T W / sigma^2)^{-1} W^T / sigma^2; without I it is the "
-            "least-squares pseudo-inverse": flat(least_squares, -least_squares @ b),
+def _diagonal_encoder(W, b, sigma, precision, log_scale=None):
+    """(A, c, log_scale) as a flat vector with A = precision^{-1} W^T / sigma^2, c = -A b and the log-scales given
+    (by default the right ones for ``precision``): the value a slip in the precision produces."""
+    A = torch.linalg.solve(precision, W.T) / sigma**2
+    log_scale = -0.5 * precision.diagonal().log() if log_scale is None else log_scale
+    return flat(A, -A @ b, log_scale)
+
+
+@checker("4.4", "the best linear encoder")
+def check_linear_encoder(best_linear_encoder):
+    r"""Compare with :func:`helpers.amortized.best_linear_encoder` on two decoders whose columns are not orthogonal
+    (``(D, L) = (4, 2)`` and ``(5, 3)``, ``sigma`` 0.7 and 1.3, not the lesson's 0.5): there the inverse diagonal of
+    the precision differs from the diagonal of the covariance, :math:`W^\top W` from its diagonal, and every slip
+    below gives its own value. The mean map is diagnosed first, then the log-scales. float64, as in lesson 04."""
+    for model in (_correlated_ppca(2), _correlated_ppca(3)):
+        W, b, sigma = model.W, model.b, model.sigma
+        D, L = W.shape
+        context = f" (W of shape ({D}, {L}) with columns that are not orthogonal, sigma = {sigma:g})"
+        try:
+            out = call_learner(best_linear_encoder, W, b, sigma)
+        except Mistake as exc:
+            _size_slip(exc, D, L)
+            text = str(exc)
+            if L != 2 and any(size in text for size in ("(2)", "2x2", "2 x 2")):
+                fail(
+                    f"{text.rstrip('.')}, for a decoder with L = {L} latent coordinates: take the sizes from W, "
+                    f"L = W.shape[1], not from the lesson's L = 2"
+                )
+            fail(f"{text}{context}")
+        A, c, log_scale = as_tensor_tuple(out, ("A", "c", "log_scale"))
+        if A.shape == (D, L):
+            fail(f"A has shape ({D}, {L}); it maps x (D,) to the mean (L,), so its shape is ({L}, {D}): mean = A x + c")
+        expect_shape(A, (L, D), " (for A: it maps x (D,) to the mean (L,))" + context)
+        if c.shape == (D,):
+            fail(f"c has shape ({D},), one number per data coordinate; it is the mean's offset, shape (L,) = ({L},)")
+        expect_shape(c, (L,), " (for c)" + context)
+        if log_scale.shape == (D,):
+            fail(
+                f"log_scale has shape ({D},), one number per data coordinate: the precision's diagonal comes from "
+                f"W^T W, which is L x L, not from W W^T (D x D); return one log-scale per latent coordinate, shape "
+                f"({L},)"
+            )
+        if log_scale.shape == (L, L):
+            fail(
+                f"log_scale has shape ({L}, {L}), a matrix; q is a diagonal Gaussian with one scale per latent "
+                f"coordinate: return a vector of shape ({L},) taken from the diagonal"
+            )
+        expect_shape(log_scale, (L,), " (for log_scale: one per latent coordinate)" + context)
+        expect_finite(flat(A, c, log_scale), context)
+        ref_A, ref_c, ref_log_scale = amortized.best_linear_encoder(W, b, sigma)
+        eye = torch.eye(L, dtype=_F64)
+        precision = eye + W.T @ W / sigma**2
+        cov = torch.linalg.inv(precision)
+        no_sigma = eye + W.T @ W
+        pinv = torch.linalg.pinv(W)
+        diagonal = torch.diag(precision.diagonal())
+        mean_mistakes = {
+            "A misses the prior's identity: the precision is I + W^T W / sigma^2; without I, A is the least-squares "
+            "pseudo-inverse": flat(pinv, -pinv @ b),
             "c must undo the offset: mean = A (x - b), so c = -A b": flat(ref_A, ref_A @ b),
             "c is not zero: the mean is A (x - b), so c = -A b": flat(ref_A, torch.zeros(L, dtype=_F64)),
-            "sigma is a standard deviation: use sigma^2": flat(
-                torch.linalg.inv(torch.eye(L, dtype=_F64) + W.T @ W / sigma) @ W.T / sigma,
-                -(torch.linalg.inv(torch.eye(L, dtype=_F64) + W.T @ W / sigma) @ W.T / sigma) @ b,
+            "the precision misses sigma^2: Lambda = I + W^T W / sigma^2 (each observation adds W^T W / sigma^2)": (
+                _diagonal_encoder(W, b, 1.0, no_sigma)[: L * D + L]
             ),
-            "A misses the posterior covariance: A = Sigma W^T / sigma^2": flat(W.T / sigma**2, -(W.T / sigma**2) @ b),
-            "Sigma keeps only the diagonal of W^T W: that is exact only for orthogonal columns (as in the lesson's "
-            "W); invert the whole matrix I + W^T W / sigma^2": with_cov(
-                torch.diag(1 / (1 + (W * W).sum(0) / sigma**2))
+            "the precision misses sigma^2: Lambda = I + W^T W / sigma^2, with the same sigma^2 as in W^T / sigma^2": (
+                flat(torch.linalg.solve(no_sigma, W.T) / sigma**2, -torch.linalg.solve(no_sigma, W.T) @ b / sigma**2)
             ),
-            "Sigma is the precision, not its inverse: Sigma = (I + W^T W / sigma^2)^{-1}": with_cov(
-                eye + W.T @ W / sigma**2
+            "sigma is a standard deviation: divide by sigma^2, not sigma": _diagonal_encoder(
+                W, b, sigma**0.5, eye + W.T @ W / sigma
+            )[: L * D + L],
+            "sigma is a standard deviation: the precision is I + W^T W / sigma^2, not I + W^T W / sigma": (
+                _diagonal_encoder(W, b, sigma, eye + W.T @ W / sigma)[: L * D + L]
             ),
-            "the answer ignores its argument sigma (it uses the lesson's 0.5; this check passes sigma = 0.7)": with_cov(
-                torch.linalg.inv(eye + W.T @ W / 0.25), 0.5
+            "A misses the posterior covariance: A = Lambda^{-1} W^T / sigma^2": flat(
+                W.T / sigma**2, -(W.T / sigma**2) @ b
             ),
-        },
-        labels=["A"] * A.numel() + ["c"] * c.numel(),
+            "A uses only the diagonal of the precision: that is exact only for orthogonal columns (as in the lesson's "
+            "W); the mean needs the whole matrix Lambda = I + W^T W / sigma^2": _diagonal_encoder(
+                W, b, sigma, diagonal
+            )[: L * D + L],
+            "A multiplies by the precision instead of its inverse: A = Lambda^{-1} W^T / sigma^2": flat(
+                precision @ W.T / sigma**2, -(precision @ W.T / sigma**2) @ b
+            ),
+            "the answer ignores its argument sigma (it uses the lesson's 0.5; this check passes another sigma)": (
+                _diagonal_encoder(W, b, 0.5, eye + W.T @ W / 0.25)[: L * D + L]
+            ),
+        }
+        diagnose(
+            flat(A, c),
+            flat(ref_A, ref_c),
+            mean_mistakes,
+            context=context,
+            labels=["A"] * A.numel() + ["c"] * c.numel(),
+        )
+        log_diag = precision.diagonal().log()
+        log_marginal = cov.diagonal().log()
+        scale_mistakes = {
+            "those are the posterior's marginal variances Sigma_ll = (Lambda^{-1})_ll, the best diagonal Gaussian "
+            "for the other direction, KL(p || q); VI minimises KL(q || p(z | x)), whose best diagonal Gaussian takes "
+            "its variances from the precision's own diagonal, s_l^2 = 1 / Lambda_ll (question 4.3)": 0.5 * log_marginal,
+            "that is the log of the marginal variance Sigma_ll, twice over wrong: log_scale is the log of a standard "
+            "deviation (half the log-variance), and VI's best diagonal variances are 1 / Lambda_ll, from the "
+            "precision's diagonal, not Sigma_ll": log_marginal,
+            "that is the log of the variance 1 / Lambda_ll: log_scale is the log of the standard deviation, half "
+            "the log-variance": -log_diag,
+            "log_scale is a quarter of the log-variance: it is half of it, log s_l = (1/2) log s_l^2 with "
+            "s_l^2 = 1 / Lambda_ll": -0.25 * log_diag,
+            "sign slip: the scale shrinks as the precision grows, s_l^2 = 1 / Lambda_ll, so log_scale is minus half "
+            "the log of Lambda_ll": 0.5 * log_diag,
+            "returned the standard deviations 1 / sqrt(Lambda_ll), not their logs: return log_scale": (
+                -0.5 * log_diag
+            ).exp(),
+            "returned the variances 1 / Lambda_ll, not the log of the standard deviations: return log_scale": (
+                -log_diag
+            ).exp(),
+            "the precision misses sigma^2: Lambda = I + W^T W / sigma^2 (each observation adds W^T W / sigma^2)": (
+                -0.5 * no_sigma.diagonal().log()
+            ),
+            "sigma is a standard deviation: divide W^T W by sigma^2, not sigma": -0.5
+            * (eye + W.T @ W / sigma).diagonal().log(),
+            "the precision misses the prior's identity: Lambda = I + W^T W / sigma^2": -0.5
+            * (W.T @ W / sigma**2).diagonal().log(),
+            "the answer ignores its argument sigma (it uses the lesson's 0.5; this check passes another sigma)": -0.5
+            * (eye + W.T @ W / 0.25).diagonal().log(),
+        }
+        diagnose(
+            log_scale,
+            ref_log_scale,
+            scale_mistakes,
+            context=context,
+            labels=[f"log_scale[{l}]" for l in range(L)],
+        )
+    return (
+        "A x + c is the posterior mean and exp(2 log_scale) = 1 / Lambda_ll the best diagonal variances, for two "
+        "decoders whose posteriors are correlated."
     )
-    return "A x + c is the exact posterior mean for every x."
 
 
 @checker("4.5", "the approximation and amortization gaps")

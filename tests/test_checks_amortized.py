@@ -328,6 +328,11 @@ def test_refine_names_mistakes(capsys):
     rejects(check_refine, too_slow, capsys, "as if lr were 0.0001")
     rejects(check_refine, lambda x, m, ls, lj, steps, lr=0.05, S=8: (m + 1.0, ls), capsys, "steps = 0")
 
+    def one_step_too_many(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):  # range(steps + 1)
+        return amortized.refine(x, mean, log_scale, log_joint, steps + 1, lr, S)
+
+    rejects(check_refine, one_step_too_many, capsys, "with steps = 0", "range(steps), none for steps = 0")
+
     def fixed_noise(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):  # one set of draws for every step
         m = mean.detach().clone().requires_grad_(True)
         ls = log_scale.detach().clone().requires_grad_(True)

@@ -570,7 +570,10 @@ def check_refine(refine):
         _call_refine(refine, x, start_mean, start_log_scale, model.log_joint, 0), ("mean", "log_scale")
     )
     if not (torch.equal(same[0].detach(), start_mean) and torch.equal(same[1].detach(), start_log_scale)):
-        fail("with steps = 0 it must return the starting point unchanged")
+        fail(
+            "with steps = 0 it must return the starting point unchanged, but it returned another point: take "
+            "exactly `steps` optimiser steps (range(steps), none for steps = 0), then return the optimised copies"
+        )
     _check_refine_arguments(refine, x, start_mean, start_log_scale)
     mean, log_scale = as_tensor_tuple(
         _call_refine(refine, x, start_mean, start_log_scale, model.log_joint, 100), ("mean", "log_scale")

@@ -205,6 +205,53 @@ def test_vae_elbo_names_a_wrong_kl_from_exercise_5_2(wrong_kl, capsys):
     rejects(check_vae_elbo, elbo_with_their_kl, capsys, "the reconstruction term is right", "exercise 5.2")
 
 
+def _elbo_parts(x, model, eps):
+    mean, log_scale = model.encoder(x)
+    return model.log_likelihood(x, vae.reparameterize(mean, log_scale, eps)), vae.kl_standard_normal(mean, log_scale)
+
+
+def _at_the_mean(x, model, eps):  # the noise ignored: the decoder sees the encoder's mean
+    mean, log_scale = model.encoder(x)
+    return model.log_likelihood(x, mean[None]).mean(0) - vae.kl_standard_normal(mean, log_scale)
+
+
+def _kl_of_the_scale(x, model, eps):  # a right 5.2, given sigma where it takes log sigma
+    mean, log_scale = model.encoder(x)
+    z = vae.reparameterize(mean, log_scale, eps)
+    return model.log_likelihood(x, z).mean(0) - vae.kl_standard_normal(mean, log_scale.exp())
+
+
+def _kl_still_a_stub(mean, log_scale):
+    raise NotImplementedError("Exercise 5.2: KL to the standard normal in closed form")
+
+
+def _on_a_stub(x, model, eps):
+    mean, log_scale = model.encoder(x)
+    z = vae.reparameterize(mean, log_scale, eps)
+    return model.log_likelihood(x, z).mean(0) - _kl_still_a_stub(mean, log_scale)
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        # log_likelihood is already summed over the pixels: a further sum or mean runs over the images
+        (lambda x, m, e: _elbo_parts(x, m, e)[0].sum(-1).mean(0) - _elbo_parts(x, m, e)[1], ("summed over the B",)),
+        (lambda x, m, e: _elbo_parts(x, m, e)[0].mean() - _elbo_parts(x, m, e)[1], ("averaged over the B images",)),
+        (lambda x, m, e: _elbo_parts(x, m, e)[0].sum() - _elbo_parts(x, m, e)[1], ("summed over the draws and",)),
+        # (S,) against (B,): a broadcasting error between the draws and the images, named as such
+        (
+            lambda x, m, e: _elbo_parts(x, m, e)[0].mean(1) - _elbo_parts(x, m, e)[1],
+            ("4 (S, the draws) and 3 (B, the images)", "over the S draws (dim 0) only"),
+        ),
+        (_at_the_mean, ("the same whatever the noise eps", "not log p(x | z) at the encoder's mean")),
+        (_kl_of_the_scale, ("given the scale exp(log_scale)", "exercise 5.2")),
+        (_on_a_stub, ("exercise 5.2's function, which is still a stub",)),
+    ],
+)
+def test_vae_elbo_names_axes_noise_and_the_earlier_exercise(fn, words, capsys):
+    rejects(check_vae_elbo, fn, capsys, *words)
+
+
 # ------------------------------------------------------------ 5.5
 
 
@@ -296,6 +343,70 @@ def _lw(model, x, eps, prior=True, proposal=True, sign=1, variance=False, mean_o
     ],
 )
 def test_log_weights_names_mistakes(fn, words, capsys):
+    rejects(check_log_weights, fn, capsys, words)
+
+
+def log_weights_without_constants(model, x, eps):  # -1/2 log(2 pi) left out of both densities: it cancels
+    mean, log_scale = model.encoder(x)
+    z = mean + log_scale.exp() * eps
+    return model.log_likelihood(x, z) - 0.5 * (z**2).sum(-1) + (0.5 * eps**2 + log_scale).sum(-1)
+
+
+def test_log_weights_accepts_constants_that_cancel(capsys):
+    accepts(check_log_weights, log_weights_without_constants, capsys)
+
+
+def _parts(model, x, eps):
+    mean, log_scale = model.encoder(x)
+    return mean, log_scale, mean + log_scale.exp() * eps
+
+
+def _lw_q(model, x, eps, log_q):  # log p(x, z) - log_q(mean, log_scale, z, eps), z the right draws
+    mean, log_scale, z = _parts(model, x, eps)
+    return model.log_joint(x, z) - log_q(mean, log_scale, z, eps)
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (
+            lambda m, x, e: _lw_q(m, x, e, lambda mu, ls, z, e: (-0.5 * e**2 - ls).sum(-1)),
+            "log q(z | x) is missing its",
+        ),
+        (
+            lambda m, x, e: (
+                m.log_likelihood(x, _parts(m, x, e)[2])
+                - 0.5 * (_parts(m, x, e)[2] ** 2).sum(-1)
+                - Normal(_parts(m, x, e)[0], _parts(m, x, e)[1].exp()).log_prob(_parts(m, x, e)[2]).sum(-1)
+            ),
+            "log p(z) is missing its constant",
+        ),
+        (lambda m, x, e: _lw_q(m, x, e, lambda mu, ls, z, e: Normal(0.0, 1.0).log_prob(z).sum(-1)), "the prior's log"),
+        (lambda m, x, e: _lw_q(m, x, e, lambda mu, ls, z, e: Normal(mu, ls).log_prob(z).sum(-1)), "scale must be"),
+        (
+            lambda m, x, e: _lw_q(m, x, e, lambda mu, ls, z, e: Normal(mu, ls.abs() + 1e-6).log_prob(z).sum(-1)),
+            "log_scale is the log of the scale",
+        ),
+        (
+            lambda m, x, e: _lw_q(
+                m, x, e, lambda mu, ls, z, e: (-0.5 * ((z - mu) / ls) ** 2 - ls - _HALF_LOG_2PI).sum(-1)
+            ),
+            "log_scale is the log of the scale",
+        ),
+        (
+            lambda m, x, e: _lw_q(
+                m, x, e, lambda mu, ls, z, e: (-0.5 * ((z - mu) / ls) ** 2 - ls.log() - _HALF_LOG_2PI).sum(-1)
+            ),
+            "is log_scale used as a scale",
+        ),
+        (lambda m, x, e: _lw(m, x, torch.zeros_like(e)), "the noise is ignored"),
+        (lambda m, x, e: _lw_q(m, x, e, lambda mu, ls, z, e: Normal(mu, ls.exp()).log_prob(z)), "(L, the latent"),
+    ],
+)
+def test_log_weights_names_constants_scales_and_noise(fn, words, capsys):
     rejects(check_log_weights, fn, capsys, words)
 
 
@@ -467,6 +578,32 @@ def test_aggregate_log_ratio_names_mistakes(capsys):
         ),
         capsys,
         "not exp(2 log_scale)",
+    )
+    lse = lambda z, m, ls: torch.logsumexp(_log_components(z, m, ls), 1) - math.log(len(m))  # noqa: E731
+    rejects(
+        check, lambda z, m, ls: lse(z, m, ls) - Normal(0.0, 1.0).log_prob(z).mean(-1), capsys, "prior's log density"
+    )
+    rejects(
+        check,
+        lambda z, m, ls: (
+            torch.logsumexp(Normal(m, ls.exp()).log_prob(z[:, None, :]).mean(-1), 1) - math.log(len(m)) - _log_prior(z)
+        ),
+        capsys,
+        "each component's log density must be summed",
+    )
+    # the log-sum-exp over the points (dim 0): a broadcasting error at M != N, named from a call at M = N
+    rejects(
+        check,
+        lambda z, m, ls: torch.logsumexp(_log_components(z, m, ls), 0) - math.log(len(z)) - _log_prior(z),
+        capsys,
+        "combined over the wrong axis",
+        "along the N components (dim 1)",
+    )
+    rejects(
+        check,
+        lambda z, m, ls: (_log_components(z, m, ls) - _log_prior(z)[:, None]).mean(0),
+        capsys,
+        "one value per image's Gaussian",
     )
 
 

@@ -6,12 +6,16 @@ noise), with the values of common mistakes named.
 
 import copy
 import math
+import re
 
 import torch
 from torch.distributions import Normal, kl_divergence
 
 from .. import vae
+from ..exercise_format import is_stub_message
 from ._core import (
+    Mistake,
+    _NotAttempted,
     as_tensor_result,
     call_learner,
     checker,
@@ -27,6 +31,39 @@ from ._core import (
 )
 
 _F64 = torch.float64
+_BROADCAST = re.compile(r"size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\)")
+
+
+def _call(exercise, fn, *args, axes=None, advice=""):
+    """``call_learner(fn, *args)``, with two of the learner's errors named.
+
+    A stub of *another* exercise, which the answer calls (5.3 calls 5.2's ``kl_standard_normal``), is that
+    exercise's to finish, not this one's. A broadcasting error between two of the problem's sizes, ``axes``
+    (size -> what it counts), says which two axes met: a reduction over the wrong axis; ``advice`` says what to do.
+    """
+    try:
+        return call_learner(fn, *args)
+    except _NotAttempted as exc:
+        text = str(exc)
+        if is_stub_message(text) and not text.startswith(f"Exercise {exercise}:"):
+            fail(
+                f"your function calls {text.split(':')[0].lower()}'s function, which is still a stub (it raises "
+                "NotImplementedError): finish that exercise first, then rerun this check"
+            )
+        raise
+    except Mistake as exc:
+        text = str(exc).rstrip(":")
+        found = _BROADCAST.search(text)
+        if axes and found:
+            a, b = int(found[1]), int(found[2])
+            if a != b and a in axes and b in axes:
+                fail(f"{text}: the sizes {a} ({axes[a]}) and {b} ({axes[b]}) met, an axis mixed up. {advice}")
+        if "parameter scale" in text and "GreaterThan" in text:
+            fail(
+                f"{text}: a Normal's scale must be positive, and log_scale is negative here. The scale is "
+                "exp(log_scale); log_scale is its log"
+            )
+        raise
 
 
 def _gaussian_params():
@@ -196,18 +233,23 @@ def _elbo_sticking_the_landing(model, x, eps):
     return (model.log_likelihood(x, z) + log_prior - log_q).mean(0)
 
 
+_ELBO_AXES = "model.log_likelihood(x, z) is (S, B), one value per draw and image, already summed over the D pixels"
+
+
 @checker("5.3", "the batch ELBO of the VAE")
 def check_vae_elbo(vae_elbo):
     model, x, eps = _vae_problem()
-    out = as_tensor_result(call_learner(vae_elbo, x, model, eps))
-    B = x.shape[0]
+    S, B, _ = eps.shape
+    axes = {S: "S, the draws", B: "B, the images"}
+    advice = f"{_ELBO_AXES}: average it over the S draws (dim 0) only, to one term per image like the KL's (B,)"
+    out = as_tensor_result(_call("5.3", vae_elbo, x, model, eps, axes=axes, advice=advice))
     if out.dim() == 0:
         fail(f"returned one number; return one ELBO per data point, shape ({B},) (training takes the mean)")
     expect_shape(out, (B,), " (one ELBO per data point)")
     expect_finite(out)
     if not out.requires_grad:
         fail("no gradient reaches the encoder and decoder: keep every step in torch, without .detach()")
-    again = as_tensor_result(call_learner(vae_elbo, x, model, eps))
+    again = as_tensor_result(_call("5.3", vae_elbo, x, model, eps))
     if not torch.equal(out.detach(), again.detach()):
         fail("two calls with the same eps gave different ELBOs: use the noise eps you are given, do not draw new noise")
     for kl in ("closed", "monte carlo", "entropy"):
@@ -220,6 +262,14 @@ def check_vae_elbo(vae_elbo):
             if not any(torch.allclose(grads, a, rtol=1e-6, atol=1e-9) for a in accepted):
                 fail("the value is right, but not its gradients: let z depend on mean and log_scale (no .detach())")
             return "matches the ELBO per data point, E_q[log p(x | z)] - KL(q || prior), and its gradients."
+    other = torch.randn(eps.shape, dtype=eps.dtype, generator=torch.Generator().manual_seed(53))
+    moved = as_tensor_result(_call("5.3", vae_elbo, x, model, other)).detach()
+    if torch.equal(moved, out.detach()):
+        fail(
+            "your ELBO is the same whatever the noise eps: the reconstruction term is an average over the S draws "
+            "z_s = mean + exp(log_scale) * eps_s (reparameterize(mean, log_scale, eps)), not log p(x | z) at the "
+            "encoder's mean"
+        )
     ref = _elbo_variant(model, x, eps)
     rec = _elbo_variant(model, x, eps, kl="none")
     kl_value = (rec - ref).detach()
@@ -228,7 +278,18 @@ def check_vae_elbo(vae_elbo):
         "the KL is subtracted, not added: ELBO = E_q[log p(x | z)] - KL": (rec + kl_value).detach(),
     }
     if not any(torch.allclose(out.detach(), v, rtol=1e-6, atol=1e-9) for v in named_kl_slips.values()):
-        _name_a_wrong_kl(vae_elbo, model, x, eps, out.detach() - ref.detach())
+        _name_a_wrong_kl(model, x, eps, other, out.detach() - ref.detach(), moved)
+    with torch.no_grad():
+        mean, log_scale = model.encoder(x)
+        per_draw = model.log_likelihood(x, vae.reparameterize(mean, log_scale, eps))  # (S, B)
+        kl_closed = vae.kl_standard_normal(mean, log_scale)
+
+    def over_images(how):
+        return (
+            f"the reconstruction term was {how} the B images too: {_ELBO_AXES}; average it over the S draws "
+            "(dim 0) only, so that each image keeps its own term"
+        )
+
     diagnose(
         out.detach(),
         ref.detach(),
@@ -241,23 +302,33 @@ def check_vae_elbo(vae_elbo):
             "log_scale is log sigma, not log sigma^2: z = mean + exp(log_scale) * eps": (
                 _elbo_log_variance(model, x, eps)
             ),
+            over_images("averaged over"): per_draw.mean() - kl_closed,
+            over_images("summed over"): per_draw.sum(1).mean(0) - kl_closed,
+            over_images("summed over the draws and"): per_draw.sum() - kl_closed,
         },
         context=" (3 digits-like images, 4 fixed draws each)",
     )
     fail("does not match")  # unreachable: diagnose fails on any mismatch
 
 
-def _name_a_wrong_kl(vae_elbo, model, x, eps, gap):
+def _name_a_wrong_kl(model, x, eps, other, gap, again):
     """The learner's 5.3 usually takes its KL from their 5.2. A KL term that is wrong leaves the reconstruction
-    term right, so the ELBO is off by the same amount whatever the draws eps: check that on fresh draws, and say
-    which exercise to fix. (Only the learner's ``vae_elbo`` is called, so the grader's replay sees the same.)"""
+    term right, so the ELBO is off by the same amount whatever the draws eps: check that on the fresh draws
+    ``other`` (the answer's ELBO there: ``again``), and say which exercise to fix. (Only the learner's ``vae_elbo``
+    is called, by the checker, so the grader's replay sees the same.)"""
     if torch.allclose(gap, torch.zeros_like(gap), rtol=0, atol=1e-9):
         return
-    other = torch.randn(eps.shape, dtype=eps.dtype, generator=torch.Generator().manual_seed(53))
-    again = as_tensor_result(call_learner(vae_elbo, x, model, other)).detach()
     if again.shape != gap.shape or not torch.allclose(again - _elbo_variant(model, x, other).detach(), gap, 1e-6, 1e-9):
         return  # the gap moves with the draws: not the KL alone
     true_kl = (_elbo_variant(model, x, eps, kl="none") - _elbo_variant(model, x, eps)).detach()
+    with torch.no_grad():
+        mean, log_scale = model.encoder(x)
+        of_the_scale = vae.kl_standard_normal(mean, log_scale.exp())
+    if torch.allclose(true_kl - gap, of_the_scale, rtol=1e-6, atol=1e-9):
+        fail(
+            "the reconstruction term is right, but the KL term was given the scale exp(log_scale) where "
+            "kl_standard_normal (exercise 5.2) takes log_scale, as model.encoder returns it"
+        )
 
     def listed(values):
         return ", ".join(f"{v:.4g}" for v in values.tolist())
@@ -436,27 +507,59 @@ def check_log_mean_exp(log_mean_exp):
 
 @checker("5.6", "the importance log-weights of the encoder")
 def check_log_weights(log_weights):
-    r"""Compare with :meth:`helpers.vae.VAE.log_weights` on a small float64 VAE (K = 4 draws, B = 3 images, so
-    the axes cannot be confused), and name the slips: a missing prior or proposal term, the ratio upside
-    down, a variance for a scale, ``log q`` not summed over the latent dimensions, fresh noise."""
+    r"""Compare with :meth:`helpers.vae.VAE.log_weights` on a small float64 VAE (K = 4 draws, B = 3 images, L = 2,
+    so the axes cannot be confused), and name the slips: a missing prior or proposal term, the ratio upside
+    down, a variance for a scale, ``log_scale`` for a scale, a density without its constant, the prior in place of
+    the proposal, ``log q`` not summed over the latent dimensions, fresh noise, no noise; then at the lesson's scale
+    in float32."""
     model, x, eps = _vae_problem()
+    K, B, L = eps.shape
+    axes = {K: "K, the draws", B: "B, the images", L: "L, the latent dimensions"}
+    advice = (
+        "model.log_joint(x, z) is (K, B) for z of shape (K, B, L), and so is log q(z | x) once summed over the "
+        "L latent dimensions (dim -1)"
+    )
     with torch.no_grad():
-        out = as_tensor_result(call_learner(log_weights, model, x, eps.clone()))
-        K, B, L = eps.shape
+        out = as_tensor_result(_call("5.6", log_weights, model, x, eps.clone(), axes=axes, advice=advice))
         if out.shape == (B, K):
             fail(f"returned shape {(B, K)}: one row per draw, (K, B) = ({K}, {B}), as eps is (K, B, L)")
         expect_shape(out, (K, B), " (one log-weight per draw and image)")
-        expect_finite(out)
-        again = as_tensor_result(call_learner(log_weights, model, x, eps.clone()))
+        expect_finite(
+            out,
+            " (K = 4 draws, B = 3 images): is log_scale used as a scale somewhere? The scale of q(z | x) is "
+            "exp(log_scale), always positive; log_scale itself is negative for some coordinates here",
+        )
+        again = as_tensor_result(_call("5.6", log_weights, model, x, eps.clone()))
         if not torch.equal(out, again):
             fail("two calls with the same eps gave different log-weights: use the draws eps you are given")
         ref = model.log_weights(x, eps)
+        if torch.equal(out, out[:1].expand_as(out)):
+            fail(
+                "every draw k gives the same log-weight: the noise is ignored. Each row of eps is one draw, "
+                "z_k = mean + exp(log_scale) * eps_k, and the weight is evaluated at it"
+            )
         mean, log_scale = model.encoder(x)
         z = mean + log_scale.exp() * eps
         log_lik = model.log_likelihood(x, z)
         log_prior = Normal(0.0, 1.0).log_prob(z).sum(-1)
         log_q = Normal(mean, log_scale.exp()).log_prob(z).sum(-1)
         z_var = mean + log_scale.exp() ** 2 * eps
+        z_raw = mean + log_scale * eps  # log_scale taken for the scale (with its sign, or its size)
+        constant = 0.5 * L * math.log(2 * math.pi)  # the -1/2 log(2 pi) per coordinate, summed over L
+        log_scale_as_scale = (
+            "log_scale is the log of the scale, not the scale: q(z | x) = N(mean, diag exp(log_scale)^2), "
+            "z = mean + exp(log_scale) * eps"
+        )
+        context = " (K = 4 draws, B = 3 images)"
+        if not close(out, ref):  # log_scale for the scale, made positive (|log_scale|, maybe plus a small floor)
+            for wrong in (
+                model.log_joint(x, z) - Normal(mean, log_scale.abs()).log_prob(z).sum(-1),
+                model.log_joint(x, z_raw) - Normal(mean, log_scale.abs()).log_prob(z_raw).sum(-1),
+                model.log_joint(x, z)  # in the square only, next to a right -log sigma = -log_scale
+                - (-0.5 * ((z - mean) / log_scale) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)).sum(-1),
+            ):
+                if close(out, wrong, rtol=1e-3, atol=1e-3):
+                    fail(log_scale_as_scale + context)
         diagnose(
             out,
             ref,
@@ -471,8 +574,15 @@ def check_log_weights(log_weights):
                 "log q(z | x) must be summed over the L latent dimensions (a diagonal Gaussian is a product)": (
                     log_lik + log_prior - Normal(mean, log_scale.exp()).log_prob(z).mean(-1)
                 ),
+                "that subtracts the prior's log density, log p(z), where the proposal's belongs: log q(z | x) = "
+                "sum_l log N(z_l; mean_l, exp(log_scale_l)^2), the encoder's Gaussian at the same z (what is left "
+                "is log p(x | z) alone)": log_lik,
+                "log q(z | x) is missing its constant: a Normal log density has -1/2 log(2 pi) per coordinate, L of "
+                "them (it cancels only if log p(z) leaves it out too)": ref - constant,
+                "log p(z) is missing its constant: the standard normal log density has -1/2 log(2 pi) per "
+                "coordinate, L of them (model.log_joint includes it)": ref + constant,
             },
-            context=" (K = 4 draws, B = 3 images)",
+            context=context,
         )
         # the lesson's scale: 64 pixel counts and L = 8 in float32, where a log-weight is about -300 nats, so
         # exp of any term underflows to 0 and a ratio of exponentials is nan
@@ -481,7 +591,7 @@ def check_log_weights(log_weights):
         big = vae.VAE(D=64, L=8, hidden=(32,))
         x64 = torch.randint(0, 17, (5, 64), generator=g).float()
         eps64 = torch.randn(3, 5, 8, generator=g)
-        out64 = as_tensor_result(call_learner(log_weights, big, x64, eps64))
+        out64 = as_tensor_result(_call("5.6", log_weights, big, x64, eps64))
         expect_shape(out64, (3, 5), " (K = 3 draws, B = 5 digits)")
         expect_finite(
             out64,
@@ -521,6 +631,12 @@ def _log_ratio_variants(z, mean, log_scale):
         "the ratio is upside down: log q(z) - log p(z), not log p(z) - log q(z)": -ref,
         "each component's log density must be summed over the L latent dimensions (a diagonal Gaussian is a "
         "product), and so must the prior's": torch.logsumexp(per.mean(-1), 1) - math.log(N) - log_prior / z.shape[1],
+        "the prior's log density must be summed over the L latent dimensions, not averaged: log p(z) = "
+        "sum_l log N(z_l; 0, 1)": log_q - log_prior / z.shape[1],
+        "each component's log density must be summed over the L latent dimensions, not averaged: log q(z | x_i) = "
+        "sum_l log N(z_l; mu_il, sigma_il^2), a diagonal Gaussian being a product": torch.logsumexp(per.mean(-1), 1)
+        - math.log(N)
+        - log_prior,
         "that is the nearest component's log density alone (a max over the N Gaussians); the mixture sums them all: "
         "logsumexp, not max": log_components.max(1).values - math.log(N) - log_prior,
         "the scale of each Gaussian is exp(log_scale), not exp(2 log_scale)": torch.logsumexp(
@@ -532,6 +648,45 @@ def _log_ratio_variants(z, mean, log_scale):
     return ref, mistakes
 
 
+def _aggregate_call(aggregate_log_ratio, z, mean, log_scale):
+    """Call the learner's 5.8 at ``M`` points and ``N`` components (``M != N``). A broadcasting error between the
+    two sizes is a reduction over the wrong axis of the ``(M, N)`` table; it is named from a call with ``M = N``
+    points, where the same slip returns numbers: a log-sum-exp over the points instead of over the components."""
+    M, N = z.shape[0], mean.shape[0]
+    try:
+        return as_tensor_result(_call("5.8", aggregate_log_ratio, z, mean, log_scale))
+    except Mistake as exc:
+        found = _BROADCAST.search(str(exc))
+        if not found or {int(found[1]), int(found[2])} != {M, N}:
+            raise
+    table = "the (M, N) table of log q(z_m | x_i), one row per point z_m and one column per image's Gaussian"
+    square = z[:N]
+    try:
+        out = as_tensor_result(_call("5.8", aggregate_log_ratio, square, mean, log_scale)).double()
+    except Mistake:
+        out = None
+    if out is not None and out.shape == (N,):
+        per = Normal(mean.double(), log_scale.double().exp()).log_prob(square.double()[:, None, :]).sum(-1)
+        log_prior = Normal(0.0, 1.0).log_prob(square.double()).sum(-1)
+        over_points = (
+            torch.logsumexp(per, 0) - math.log(N) - log_prior,
+            torch.logsumexp(per, 0) - log_prior,
+            per.mean(0) - log_prior,
+        )
+        if any(close(out, wrong, rtol=1e-4, atol=1e-3) for wrong in over_points):
+            fail(
+                f"the N components are combined over the wrong axis: with M = {M} points and N = {N} Gaussians "
+                f"your function raised a broadcasting error, and with M = N it combines, for each Gaussian, its "
+                f"density at every point. In {table}, take the log-sum-exp along the N components (dim 1), one "
+                "value per point"
+            )
+    fail(
+        f"your function raised a broadcasting error between the sizes M = {M} (the points z) and N = {N} (the "
+        f"images' Gaussians): in {table}, combine the N components of each point (log-sum-exp over dim 1, minus "
+        "log N), then subtract the prior's log density at that point"
+    )
+
+
 @checker("5.8", "the log density ratio of the aggregate posterior to the prior")
 def check_aggregate_log_ratio(aggregate_log_ratio):
     r"""Compare with the mixture's log density (:func:`helpers.vae.aggregate_log_density`) on draws of an encoder's
@@ -539,14 +694,19 @@ def check_aggregate_log_ratio(aggregate_log_ratio):
     where most of the mixture's components underflow: the average must be taken in log space."""
     z, mean, log_scale = _aggregate_problem()
     with torch.no_grad():
-        out = as_tensor_result(call_learner(aggregate_log_ratio, z, mean, log_scale))
         M, N = z.shape[0], mean.shape[0]
+        out = _aggregate_call(aggregate_log_ratio, z, mean, log_scale)
         if out.dim() == 0:
             fail(f"returned one number; return one log ratio per draw, shape ({M},): the lesson averages them itself")
         if out.shape == (M, N):
             fail(
                 f"returned shape {(M, N)}, one value per draw and component: combine the N components of the "
                 "mixture (logsumexp over them, minus log N)"
+            )
+        if out.shape == (N,):
+            fail(
+                f"returned shape {(N,)}, one value per image's Gaussian: the N components are combined for each "
+                f"point z (dim 1 of the (M, N) table of log q(z_m | x_i)), giving one value per point, shape ({M},)"
             )
         expect_shape(out, (M,), " (one log ratio per draw of z)")
         expect_finite(
@@ -557,7 +717,7 @@ def check_aggregate_log_ratio(aggregate_log_ratio):
         ref, mistakes = _log_ratio_variants(z, mean, log_scale)
         diagnose(out.double(), ref, mistakes, context=" (N = 50 Gaussians, L = 8, float32)", rtol=1e-4, atol=1e-3)
         prior_draws = torch.randn(M, z.shape[1], generator=torch.Generator().manual_seed(6)).to(z.dtype)
-        far = as_tensor_result(call_learner(aggregate_log_ratio, prior_draws, mean, log_scale))
+        far = _aggregate_call(aggregate_log_ratio, prior_draws, mean, log_scale)
         expect_finite(
             far,
             " at draws of the prior, which land between the narrow Gaussians: there every density exp(log q(z | x_i)) "

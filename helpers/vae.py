@@ -33,6 +33,7 @@ __all__ = [
     "log_mean_exp",
     "binomial_log_prob",
     "aggregate_log_density",
+    "mutual_information",
 ]
 
 
@@ -93,6 +94,35 @@ def aggregate_log_density(z, mean, log_scale, chunk=512):
         log_components = (-0.5 * ((zc - mean) / scale) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)).sum(-1)
         parts.append(torch.logsumexp(log_components, dim=1) - math.log(mean.shape[0]))
     return torch.cat(parts)
+
+
+def mutual_information(mean, log_scale, eps):
+    r"""Monte Carlo estimate of the mutual information between the image index :math:`i` and the code :math:`z`
+    under the encoder's joint :math:`q(i, z) = \frac1N q_\phi(z\mid x_i)`:
+
+    .. math::
+        I_q(i; z) = \frac1N\sum_{i=1}^N \mathbb E_{q_\phi(z\mid x_i)}\big[\log q_\phi(z\mid x_i)
+        - \log\bar q_\phi(z)\big]
+        \approx \frac1{SN}\sum_{s=1}^S\sum_{i=1}^N \big[\log q_\phi(z_{si}\mid x_i)
+        - \log\bar q_\phi(z_{si})\big],
+        \qquad z_{si} = \mu_i + \sigma_i\odot\varepsilon_{si},
+
+    with :math:`\log\bar q_\phi` the log-sum-exp over all :math:`N` encoders, the draw's own included
+    (:func:`aggregate_log_density`): then each term is at most :math:`\log N`, and so is the estimate, and the
+    only randomness is the draws' (the mixture is exact), so the estimate is unbiased.
+
+    ``mean``, ``log_scale``: ``(N, L)``, the encoder's outputs for the ``N`` images; ``eps``: ``(S, N, L)``, ``S``
+    standard normal draws per image. Returns a scalar. Reference answer of exercise 5.9 (lesson 05).
+
+    References
+    ----------
+    Hoffman, M. D. & Johnson, M. J. ELBO surgery. NeurIPS workshop on approximate Bayesian inference (2016).
+    """
+    S, N, L = eps.shape
+    z = reparameterize(mean, log_scale, eps)  # (S, N, L): z[s, i] is a draw of q(z | x_i)
+    log_q = (-0.5 * eps**2 - log_scale - 0.5 * LOG_2PI).sum(-1)  # (S, N): each draw under its own encoder
+    log_q_bar = aggregate_log_density(z.reshape(S * N, L), mean, log_scale).reshape(S, N)
+    return (log_q - log_q_bar).mean()
 
 
 def binomial_log_prob(x, n, logits):

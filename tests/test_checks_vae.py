@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from checker_assertions import accepts, rejects
+from checker_assertions import BAD_ANSWERS, accepts, never_raises, reads_not_attempted, rejects, replays_to_passed
 from torch.distributions import Normal, kl_divergence
 
 from helpers import vae
@@ -15,6 +15,7 @@ from helpers.checks import (
     check_kl_standard_normal,
     check_log_mean_exp,
     check_log_weights,
+    check_mutual_information,
     check_training_step,
     check_vae_elbo,
 )
@@ -627,3 +628,163 @@ def test_log_weights_names_a_ratio_of_exponentials_at_the_lessons_scale(capsys):
         return torch.log(model.log_joint(x, z).exp() / q)
 
     rejects(check_log_weights, ratio, capsys, "at the lesson's scale", "difference of logs")
+
+
+# ------------------------------------------------------------ 5.9
+
+
+def _draws(m, ls, e):
+    return vae.reparameterize(m, ls, e)  # (S, N, L): z[s, i] ~ q(z | x_i)
+
+
+def _table(m, ls, e):  # (S, N, N): log q(z_si | x_j), draw (s, i) against encoder j
+    return Normal(m, ls.exp()).log_prob(_draws(m, ls, e)[..., None, :]).sum(-1)
+
+
+def _own(m, ls, e):  # (S, N): each draw under the encoder it came from
+    return Normal(m, ls.exp()).log_prob(_draws(m, ls, e)).sum(-1)
+
+
+def information_by_table(m, ls, e):
+    return (_own(m, ls, e) - torch.logsumexp(_table(m, ls, e), -1) + math.log(len(m))).mean()
+
+
+def information_by_mixture(m, ls, e):
+    from torch.distributions import Categorical, Independent, MixtureSameFamily
+
+    S, N, L = e.shape
+    mixture = MixtureSameFamily(Categorical(logits=torch.zeros(N, dtype=m.dtype)), Independent(Normal(m, ls.exp()), 1))
+    log_q = (Normal(0.0, 1.0).log_prob(e) - ls).sum(-1)  # log q(z | x_i) in terms of the noise
+    return (log_q - mixture.log_prob(_draws(m, ls, e).reshape(S * N, L)).reshape(S, N)).sum() / (S * N)
+
+
+def information_through_the_ratio(m, ls, e):  # log q - log p - (log q_bar - log p), with 5.8's ratio right
+    S, N, L = e.shape
+    z = _draws(m, ls, e)
+    log_prior = Normal(0.0, 1.0).log_prob(z).sum(-1)
+    ratio = vae.aggregate_log_density(z.reshape(-1, L), m, ls).reshape(S, N) - log_prior
+    return (_own(m, ls, e) - log_prior - ratio).mean()
+
+
+def information_by_loop(m, ls, e):  # one encoder at a time, accumulated with logaddexp; the mean of densities
+    z = _draws(m, ls, e)
+    acc = torch.full(z.shape[:-1], -math.inf, dtype=z.dtype)
+    for j in range(len(m)):
+        acc = torch.logaddexp(acc, Normal(m[j], ls[j].exp()).log_prob(z).sum(-1))
+    return torch.mean(_own(m, ls, e) - acc) + math.log(len(m))
+
+
+def information_in_densities(m, ls, e):  # exp of log densities: fine here, since the draw's own term is never 0
+    return (_own(m, ls, e) - _table(m, ls, e).exp().mean(-1).log()).mean()
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        vae.mutual_information,
+        information_by_table,
+        information_by_mixture,
+        information_through_the_ratio,
+        information_by_loop,
+        information_in_densities,
+    ],
+)
+def test_mutual_information_accepts(fn, capsys):
+    accepts(check_mutual_information, fn, capsys)
+
+
+def _information(m, ls, e, log_q_bar=None, reduce=torch.mean, sign=1.0):
+    """The estimate with one piece swapped: ``log_q_bar(table, m, ls, e)``, the reduction, the sign."""
+    table = _table(m, ls, e)
+    bar = torch.logsumexp(table, -1) - math.log(len(m)) if log_q_bar is None else log_q_bar(table, m, ls, e)
+    return sign * reduce(_own(m, ls, e) - bar)
+
+
+def _leave_own_out(table, m, ls, e):
+    others = table.masked_fill(torch.eye(len(m), dtype=torch.bool), -math.inf)
+    return torch.logsumexp(others, -1) - math.log(len(m) - 1)
+
+
+def _ratio_without_log_n(z, m, ls):  # a 5.8 that forgets -log N
+    return torch.logsumexp(_log_components(z, m, ls), 1) - _log_prior(z)
+
+
+def _ratio_upside_down(z, m, ls):  # a 5.8 with its ratio reversed
+    return _log_prior(z) - torch.logsumexp(_log_components(z, m, ls), 1) + math.log(len(m))
+
+
+def _through(ratio):
+    def information(m, ls, e):
+        S, N, L = e.shape
+        z = _draws(m, ls, e)
+        log_prior = Normal(0.0, 1.0).log_prob(z).sum(-1)
+        return (_own(m, ls, e) - log_prior - ratio(z.reshape(-1, L), m, ls).reshape(S, N)).mean()
+
+    return information
+
+
+def _ratio_still_a_stub(z, m, ls):
+    raise NotImplementedError("Exercise 5.8: the log density ratio of the aggregate posterior to the prior")
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (lambda m, ls, e: _information(m, ls, e, lambda t, m, ls, e: _log_prior(_draws(m, ls, e))), ("average KL",)),
+        (lambda m, ls, e: _information(m, ls, e, lambda t, *_: t.mean(-1)), ("averages the N log densities",)),
+        (lambda m, ls, e: _information(m, ls, e, lambda t, *_: torch.logsumexp(t, -1)), ("missing log N",)),
+        (
+            lambda m, ls, e: _information(m, ls, e, lambda t, *_: torch.logsumexp(t, 1) - math.log(len(t[0]))),
+            ("draws",),
+        ),
+        (lambda m, ls, e: _information(m, ls, e, reduce=lambda t: t.mean(0).sum()), ("summed over the N images",)),
+        (lambda m, ls, e: _information(m, ls, e, reduce=lambda t: t.sum(0).mean()), ("summed over the S draws",)),
+        (lambda m, ls, e: _information(m, ls, e, sign=-1.0), ("upside down", "never negative")),
+        (lambda m, ls, e: _information(m, ls, e, _leave_own_out), ("own encoder is left out",)),
+        (lambda m, ls, e: _information(m, ls, e, lambda t, *_: t.max(-1).values - math.log(len(t[0]))), ("max",)),
+        (lambda m, ls, e: _information(m, ls, e, reduce=lambda t: t.mean(0)), ("return one number",)),
+        (lambda m, ls, e: _information(m, ls, torch.randn_like(e)), ("use the draws eps you are given",)),
+        (_through(_ratio_without_log_n), ("missing log N",)),
+        (_through(_ratio_upside_down), ("exercise 5.8", "upside down")),
+        (_through(_ratio_still_a_stub), ("exercise 5.8's function, which is still a stub",)),
+        # the draws against the encoders without lining the axes up: (S, N, L) against (N, L) pairs each draw with
+        # its own encoder only, and the log-sum-exp then runs over the S draws, or meets the N images' axis
+        (lambda m, ls, e: (_own(m, ls, e) - torch.logsumexp(_own(m, ls, e), 0)).mean() + math.log(len(m)), ("only",)),
+        (
+            lambda m, ls, e: (_own(m, ls, e) - torch.logsumexp(_own(m, ls, e), -1) + math.log(len(m))).mean(),
+            ("sizes 7 (N, the images) and 3 (S, the draws per image) met", "(S, N, N) table"),
+        ),
+    ],
+)
+def test_mutual_information_names_mistakes(fn, words, capsys):
+    rejects(check_mutual_information, fn, capsys, *words)
+
+
+# ------------------------------------------------------------ every checker of the lesson
+
+
+_CHECKS = [check_vae_elbo, check_log_weights, check_aggregate_log_ratio, check_mutual_information]
+
+
+@pytest.mark.parametrize("check", _CHECKS)
+@pytest.mark.parametrize("bad", BAD_ANSWERS)
+def test_a_checker_reports_any_answer_and_never_raises(check, bad, capsys):
+    never_raises(check, bad, capsys)
+
+
+@pytest.mark.parametrize("check", _CHECKS)
+def test_a_stub_reads_not_attempted(check, capsys):
+    reads_not_attempted(check, capsys)
+
+
+@pytest.mark.parametrize(
+    ("check", "answer"),
+    [
+        (check_vae_elbo, elbo_ref),
+        (check_log_weights, log_weights_reference),
+        (check_aggregate_log_ratio, lambda z, m, ls: vae.aggregate_log_density(z, m, ls) - _log_prior(z)),
+        (check_mutual_information, information_by_table),
+    ],
+)
+def test_the_graders_replay_confirms_a_right_answer(check, answer, tmp_path):
+    replays_to_passed(check, answer, tmp_path)

@@ -132,3 +132,36 @@ def test_aggregate_log_density_is_the_mixture_of_the_encoders_gaussians():
     big = mixture.sample((100_000,))
     exact = float((mixture.log_prob(big) - prior.log_prob(big)).mean())
     assert abs(value - exact) < 4 * se + 0.02
+
+
+def test_mutual_information_matches_quadrature_and_its_limits():
+    """I_q(i; z) of a mixture of N Gaussians in one dimension, against the integral on a grid (an independent
+    reference); 0 when the encoders coincide, log N when they are far apart; never above log N."""
+    from torch.distributions import Normal
+
+    from helpers.vae import mutual_information
+
+    g = torch.Generator().manual_seed(3)
+    N = 5
+    mean = torch.tensor([[-1.0], [-0.4], [0.1], [0.3], [1.5]], dtype=torch.float64)
+    log_scale = torch.tensor([[-0.7], [-0.3], [-1.0], [-0.5], [-0.8]], dtype=torch.float64)
+    grid = torch.linspace(-8, 8, 40_001, dtype=torch.float64)
+    log_q = Normal(mean, log_scale.exp()).log_prob(grid)  # (N, G): each encoder's density on the grid
+    log_q_bar = torch.logsumexp(log_q, 0) - math.log(N)
+    exact = float(torch.trapezoid(log_q.exp() * (log_q - log_q_bar), grid).mean())
+    assert 0.3 < exact < math.log(N) - 0.3  # the encoders overlap partly: far from both limits
+    calls = torch.stack(
+        [
+            mutual_information(mean, log_scale, torch.randn(400, N, 1, generator=g, dtype=torch.float64))
+            for _ in range(20)
+        ]
+    )
+    assert abs(float(calls.mean()) - exact) < 4 * float(calls.std()) / 20**0.5 + 1e-3
+    assert (calls <= math.log(N) + 1e-12).all()
+    same = mutual_information(torch.zeros(N, 2), torch.zeros(N, 2), torch.randn(3, N, 2, generator=g))
+    assert abs(float(same)) < 1e-6  # q_bar is every encoder: nothing is known about the index
+    f64 = {"dtype": torch.float64}
+    apart = mutual_information(
+        10 * torch.arange(N, **f64)[:, None], torch.full((N, 1), -1.0, **f64), torch.randn(3, N, 1, generator=g, **f64)
+    )
+    assert abs(float(apart) - math.log(N)) < 1e-9  # the code says which encoder it came from

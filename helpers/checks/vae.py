@@ -727,3 +727,128 @@ def check_aggregate_log_ratio(aggregate_log_ratio):
         far_ref, _ = _log_ratio_variants(prior_draws, mean, log_scale)
         diagnose(far.double(), far_ref, {}, context=" at draws of the prior (float32)", rtol=1e-4, atol=1e-2)
     return "log q_bar(z) - log p(z) for the mixture of the N encoder Gaussians, in log space, finite anywhere."
+
+
+def _information_problem():
+    """``N = 7`` encoders' Gaussians in ``L = 4`` that overlap in part (so ``I_q`` lies well between 0 and
+    ``log N``, and leaving a draw's own encoder out of the mixture shows) and ``S = 3`` draws per image: no two of
+    ``S``, ``N``, ``L`` and ``S * N`` coincide, so no axis can stand in for another."""
+    g = torch.Generator().manual_seed(9)
+    N, L, S = 7, 4, 3
+    mean = 0.8 * torch.randn(N, L, generator=g, dtype=_F64)
+    log_scale = -1.1 + 0.5 * torch.rand(N, L, generator=g, dtype=_F64)  # standard deviations 0.33 to 0.55
+    eps = torch.randn(S, N, L, generator=g, dtype=_F64)
+    return mean, log_scale, eps
+
+
+def _information_variants(mean, log_scale, eps):
+    """The reference's value of I_q and the values of plausible mistakes, in float64."""
+    mean, log_scale, eps = mean.double(), log_scale.double(), eps.double()
+    S, N, L = eps.shape
+    ref = vae.mutual_information(mean, log_scale, eps)
+    z = vae.reparameterize(mean, log_scale, eps)  # (S, N, L): z[s, i] ~ q(z | x_i)
+    per = Normal(mean, log_scale.exp()).log_prob(z[:, :, None, :])  # (S, N, N, L): draw (s, i), encoder j
+    table = per.sum(-1)  # (S, N, N)
+    own = table.diagonal(dim1=1, dim2=2)  # (S, N): log q(z_si | x_i)
+    log_prior = Normal(0.0, 1.0).log_prob(z).sum(-1)
+    others = table.masked_fill(torch.eye(N, dtype=torch.bool), -math.inf)  # the draw's own encoder left out
+    # the log-sum-exp over the draws' images (the axis of z), for each encoder j, set against the draw of image j
+    over_draws = torch.logsumexp(table, 1) - math.log(N)  # (S, N), indexed by the encoder
+    wide = Normal(mean, (2 * log_scale).exp()).log_prob(z[:, :, None, :]).sum(-1)  # exp(2 log_scale) for the scale
+    log_n = math.log(N)
+    alone = (
+        "each draw met only its own encoder: log q_bar(z) needs the densities of all N encoders at each draw, an "
+        "(S, N, N) table (line the draws' axes up against the encoders' axis)"
+    )
+    lse_axis = (
+        "the log-sum-exp ran over the draws (the axis of z) instead of over the N encoders: log q_bar(z) combines "
+        "the densities of all N encoders q(z | x_j) at one and the same draw z"
+    )
+    mistakes = {
+        "that is the average KL(q(z | x_i) || p(z)), the ELBO's KL term, with the prior in place of q_bar: I_q "
+        "compares each image's Gaussian with the aggregate posterior q_bar(z) = (1/N) sum_j q(z | x_j), not with "
+        "p(z)": (own - log_prior).mean(),
+        "that averages the N log densities, mean_j log q(z | x_j); log q_bar(z) is the log of the average of the "
+        "densities themselves, taken in log space: logsumexp over the N encoders, minus log N": (
+            own - table.mean(-1)
+        ).mean(),
+        "missing log N: q_bar(z) is the average of the N densities, log q_bar(z) = logsumexp_j log q(z | x_j) - "
+        "log N, not their sum": ref - log_n,
+        "log N has the wrong sign: log q_bar(z) = logsumexp_j log q(z | x_j) - log N, so log q(z | x_i) - log "
+        "q_bar(z) gains + log N": ref - 2 * log_n,
+        lse_axis: (own - over_draws).mean(),
+        "summed over the N images: I_q is the average over the data, (1/N) sum_i": N * ref,
+        "summed over the S draws: the expectation under q(z | x_i) is their average": S * ref,
+        "summed over the S draws and the N images: I_q is their average": S * N * ref,
+        "the log ratio is upside down: log q(z | x_i) - log q_bar(z), not log q_bar(z) - log q(z | x_i) (a "
+        "mutual information is never negative)": -ref,
+        "the draw's own encoder is left out of q_bar: q_bar(z) = (1/N) sum_j q(z | x_j) over all N encoders, "
+        "the one z was drawn from included (without it the log ratio has no ceiling, and the estimate can exceed "
+        "log N)": (own - torch.logsumexp(others, -1) + math.log(N - 1)).mean(),
+        "the draw's own encoder is left out of q_bar, whose sum runs over all N encoders, the one z was drawn "
+        "from included (without it the log ratio has no ceiling)": (own - torch.logsumexp(others, -1) + log_n).mean(),
+        "that is the nearest encoder's density alone (a max over the N encoders); q_bar sums them all: logsumexp, "
+        "not max": (own - table.max(-1).values + log_n).mean(),
+        alone: (own - torch.logsumexp(own, 0) + log_n).mean(),
+        "each Gaussian's log density must be summed over the L latent dimensions (a diagonal Gaussian is a product)": (
+            per.mean(-1).diagonal(dim1=1, dim2=2) - torch.logsumexp(per.mean(-1), -1) + log_n
+        ).mean(),
+        "the scale of each Gaussian is exp(log_scale), not exp(2 log_scale)": (
+            wide.diagonal(dim1=1, dim2=2) - torch.logsumexp(wide, -1) + log_n
+        ).mean(),
+    }
+    # an answer built on 5.8's log ratio, log q(z | x_i) - log p(z) - (log q_bar(z) - log p(z)), with 5.8 wrong
+    _, ratio_slips = _log_ratio_variants(z.reshape(S * N, L), mean, log_scale)
+    for words, ratio in ratio_slips.items():
+        value = (own - log_prior - ratio.reshape(S, N)).mean()
+        if not any(close(value, v) for v in mistakes.values()):  # 5.9's own name, where it is the same slip
+            mistakes[
+                f"the log ratio log q_bar(z) - log p(z) it uses is wrong (exercise 5.8's aggregate_log_ratio?): "
+                f"{words}. Fix exercise 5.8 first: its check names the mistake"
+            ] = value
+    return ref, mistakes
+
+
+@checker("5.9", "the mutual information between an image and its code")
+def check_mutual_information(mutual_information):
+    r"""Compare with :func:`helpers.vae.mutual_information` for the given draws, on ``N = 7`` partly overlapping
+    Gaussians in float64 (``S = 3`` draws per image, ``L = 4``: no axis can stand in for another), naming the
+    slips (the prior for ``q_bar``, a mean of log densities, ``log N``, the axis, a sum for a mean, the sign, the
+    draw's own encoder left out, 5.8's mistakes carried over), then at the lesson's scale in float32: 50 narrow
+    Gaussians in ``L = 8``, where the estimate is near its ceiling ``log N``."""
+    mean, log_scale, eps = _information_problem()
+    S, N, L = eps.shape
+    with torch.no_grad():
+        axes = {S: "S, the draws per image", N: "N, the images", L: "L, the latent dimensions", S * N: "S * N"}
+        advice = (
+            "For each draw z_si (S x N of them) you need the log densities of all N encoders at it, an (S, N, N) "
+            "table: line the draws' axes up against the encoders' axis"
+        )
+        out = as_tensor_result(_call("5.9", mutual_information, mean, log_scale, eps.clone(), axes=axes, advice=advice))
+        if out.shape in ((N,), (S, N), (S, N, N)):
+            fail(
+                f"returned shape {tuple(out.shape)}: return one number, the estimate of I_q, the average of "
+                "log q(z | x_i) - log q_bar(z) over the S draws and the N images"
+            )
+        if out.numel() != 1:
+            fail(f"returned shape {tuple(out.shape)}: return one number, the estimate of I_q")
+        out = out.reshape(())
+        expect_finite(out)
+        again = as_tensor_result(_call("5.9", mutual_information, mean, log_scale, eps.clone()))
+        if not torch.equal(out, again.reshape(out.shape)):
+            fail("two calls with the same eps gave different estimates: use the draws eps you are given")
+        ref, mistakes = _information_variants(mean, log_scale, eps)
+        diagnose(out.double(), ref, mistakes, context=f" (N = {N} Gaussians, S = {S} draws each, L = {L})")
+        # the lesson's scale: float32, narrow Gaussians in L = 8, I_q near log N
+        _, mean32, log_scale32 = _aggregate_problem()
+        eps32 = torch.randn(2, *mean32.shape, generator=torch.Generator().manual_seed(11))
+        big = as_tensor_result(_call("5.9", mutual_information, mean32, log_scale32, eps32))
+        if big.numel() != 1:
+            fail(f"returned shape {tuple(big.shape)} for N = 50 images: return one number, the estimate of I_q")
+        expect_finite(big, " at the lesson's scale (N = 50 narrow Gaussians in L = 8, float32)")
+        want = vae.mutual_information(mean32.double(), log_scale32.double(), eps32.double())
+        diagnose(big.double().reshape(()), want, {}, " at the lesson's scale (N = 50, L = 8, float32)", 1e-4, 1e-3)
+    return (
+        "the average of log q(z | x_i) - log q_bar(z) over the draws given, with q_bar the log-sum-exp over all N "
+        "encoders."
+    )

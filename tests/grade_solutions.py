@@ -39,7 +39,7 @@ WRONG = {
     "02_cavi": "2.5",
     "03_stochastic_vi": "3.6",
     "04_amortized_inference": "4.7",
-    "05_vae": "5.6",
+    "05_vae": "5.9",
     "06_sivi": "6.6",
     "07_semi_implicit_extensions": "7.7",
     "08_successors": "8.10",

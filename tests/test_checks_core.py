@@ -55,3 +55,26 @@ def test_a_number_in_a_message_is_printed_without_a_warning_whatever_its_graph()
         warnings.simplefilter("error")  # float() of a tensor that needs grad warns in torch 2.13
         assert fmt(torch.tensor(1.5, requires_grad=True) * 2) == "3"
     assert fmt(torch.tensor(float("inf"))) == "inf" and fmt(0.125) == "0.125"
+
+
+def test_a_stub_of_another_exercise_is_named_and_an_own_stub_is_not_attempted(capsys):
+    from helpers.checks._core import checker
+
+    @checker("0.9", "a test exercise")
+    def check(fn):
+        call_learner(fn, torch.ones(2))
+        return "fine"
+
+    def earlier_stub(x):
+        raise NotImplementedError("Exercise 0.8: the earlier one")
+
+    def calls_the_earlier_stub(x):
+        return earlier_stub(x) + 1
+
+    def own_stub(x):
+        raise NotImplementedError("Exercise 0.9: a test exercise")
+
+    result = check(calls_the_earlier_stub)
+    assert result.status == "failed" and "exercise 0.8's function, which is still a stub" in result.message
+    assert check(own_stub).status == "not attempted"
+    capsys.readouterr()

@@ -284,13 +284,17 @@ def checker(exercise, task, seed=1234):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
                     message = body(fn)
-            except _NotAttempted:
-                return _record(
-                    exercise,
-                    task,
-                    NOT_ATTEMPTED,
-                    NOT_ATTEMPTED_ADVICE,
-                )
+            except _NotAttempted as exc:
+                other = str(exc).split(":")[0]
+                if is_stub_message(str(exc)) and other != f"Exercise {exercise}":  # an earlier stub it calls
+                    return _record(
+                        exercise,
+                        task,
+                        FAILED,
+                        f"your function calls {other.lower()}'s function, which is still a stub (it raises "
+                        "NotImplementedError): finish that exercise first, then rerun this check",
+                    )
+                return _record(exercise, task, NOT_ATTEMPTED, NOT_ATTEMPTED_ADVICE)
             except Mistake as exc:
                 return _record(exercise, task, FAILED, str(exc))
             except Exception as exc:  # a bug in the checker itself, never the learner's fault

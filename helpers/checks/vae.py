@@ -12,10 +12,8 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from .. import vae
-from ..exercise_format import is_stub_message
 from ._core import (
     Mistake,
-    _NotAttempted,
     as_tensor_result,
     call_learner,
     checker,
@@ -34,23 +32,15 @@ _F64 = torch.float64
 _BROADCAST = re.compile(r"size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\)")
 
 
-def _call(exercise, fn, *args, axes=None, advice=""):
+def _call(fn, *args, axes=None, advice=""):
     """``call_learner(fn, *args)``, with two of the learner's errors named.
 
-    A stub of *another* exercise, which the answer calls (5.3 calls 5.2's ``kl_standard_normal``), is that
-    exercise's to finish, not this one's. A broadcasting error between two of the problem's sizes, ``axes``
-    (size -> what it counts), says which two axes met: a reduction over the wrong axis; ``advice`` says what to do.
+    A broadcasting error between two of the problem's sizes, ``axes`` (size -> what it counts), says which two
+    axes met: a reduction over the wrong axis; ``advice`` says what to do. (A stub of *another* exercise that the
+    answer calls, as 5.3 calls 5.2's ``kl_standard_normal``, is named by :func:`checker` itself.)
     """
     try:
         return call_learner(fn, *args)
-    except _NotAttempted as exc:
-        text = str(exc)
-        if is_stub_message(text) and not text.startswith(f"Exercise {exercise}:"):
-            fail(
-                f"your function calls {text.split(':')[0].lower()}'s function, which is still a stub (it raises "
-                "NotImplementedError): finish that exercise first, then rerun this check"
-            )
-        raise
     except Mistake as exc:
         text = str(exc).rstrip(":")
         found = _BROADCAST.search(text)
@@ -242,14 +232,14 @@ def check_vae_elbo(vae_elbo):
     S, B, _ = eps.shape
     axes = {S: "S, the draws", B: "B, the images"}
     advice = f"{_ELBO_AXES}: average it over the S draws (dim 0) only, to one term per image like the KL's (B,)"
-    out = as_tensor_result(_call("5.3", vae_elbo, x, model, eps, axes=axes, advice=advice))
+    out = as_tensor_result(_call(vae_elbo, x, model, eps, axes=axes, advice=advice))
     if out.dim() == 0:
         fail(f"returned one number; return one ELBO per data point, shape ({B},) (training takes the mean)")
     expect_shape(out, (B,), " (one ELBO per data point)")
     expect_finite(out)
     if not out.requires_grad:
         fail("no gradient reaches the encoder and decoder: keep every step in torch, without .detach()")
-    again = as_tensor_result(_call("5.3", vae_elbo, x, model, eps))
+    again = as_tensor_result(_call(vae_elbo, x, model, eps))
     if not torch.equal(out.detach(), again.detach()):
         fail("two calls with the same eps gave different ELBOs: use the noise eps you are given, do not draw new noise")
     for kl in ("closed", "monte carlo", "entropy"):
@@ -263,7 +253,7 @@ def check_vae_elbo(vae_elbo):
                 fail("the value is right, but not its gradients: let z depend on mean and log_scale (no .detach())")
             return "matches the ELBO per data point, E_q[log p(x | z)] - KL(q || prior), and its gradients."
     other = torch.randn(eps.shape, dtype=eps.dtype, generator=torch.Generator().manual_seed(53))
-    moved = as_tensor_result(_call("5.3", vae_elbo, x, model, other)).detach()
+    moved = as_tensor_result(_call(vae_elbo, x, model, other)).detach()
     if torch.equal(moved, out.detach()):
         fail(
             "your ELBO is the same whatever the noise eps: the reconstruction term is an average over the S draws "
@@ -520,7 +510,7 @@ def check_log_weights(log_weights):
         "L latent dimensions (dim -1)"
     )
     with torch.no_grad():
-        out = as_tensor_result(_call("5.6", log_weights, model, x, eps.clone(), axes=axes, advice=advice))
+        out = as_tensor_result(_call(log_weights, model, x, eps.clone(), axes=axes, advice=advice))
         if out.shape == (B, K):
             fail(f"returned shape {(B, K)}: one row per draw, (K, B) = ({K}, {B}), as eps is (K, B, L)")
         expect_shape(out, (K, B), " (one log-weight per draw and image)")
@@ -529,7 +519,7 @@ def check_log_weights(log_weights):
             " (K = 4 draws, B = 3 images): is log_scale used as a scale somewhere? The scale of q(z | x) is "
             "exp(log_scale), always positive; log_scale itself is negative for some coordinates here",
         )
-        again = as_tensor_result(_call("5.6", log_weights, model, x, eps.clone()))
+        again = as_tensor_result(_call(log_weights, model, x, eps.clone()))
         if not torch.equal(out, again):
             fail("two calls with the same eps gave different log-weights: use the draws eps you are given")
         ref = model.log_weights(x, eps)
@@ -591,7 +581,7 @@ def check_log_weights(log_weights):
         big = vae.VAE(D=64, L=8, hidden=(32,))
         x64 = torch.randint(0, 17, (5, 64), generator=g).float()
         eps64 = torch.randn(3, 5, 8, generator=g)
-        out64 = as_tensor_result(_call("5.6", log_weights, big, x64, eps64))
+        out64 = as_tensor_result(_call(log_weights, big, x64, eps64))
         expect_shape(out64, (3, 5), " (K = 3 draws, B = 5 digits)")
         expect_finite(
             out64,
@@ -654,7 +644,7 @@ def _aggregate_call(aggregate_log_ratio, z, mean, log_scale):
     points, where the same slip returns numbers: a log-sum-exp over the points instead of over the components."""
     M, N = z.shape[0], mean.shape[0]
     try:
-        return as_tensor_result(_call("5.8", aggregate_log_ratio, z, mean, log_scale))
+        return as_tensor_result(_call(aggregate_log_ratio, z, mean, log_scale))
     except Mistake as exc:
         found = _BROADCAST.search(str(exc))
         if not found or {int(found[1]), int(found[2])} != {M, N}:
@@ -662,7 +652,7 @@ def _aggregate_call(aggregate_log_ratio, z, mean, log_scale):
     table = "the (M, N) table of log q(z_m | x_i), one row per point z_m and one column per image's Gaussian"
     square = z[:N]
     try:
-        out = as_tensor_result(_call("5.8", aggregate_log_ratio, square, mean, log_scale)).double()
+        out = as_tensor_result(_call(aggregate_log_ratio, square, mean, log_scale)).double()
     except Mistake:
         out = None
     if out is not None and out.shape == (N,):
@@ -824,7 +814,7 @@ def check_mutual_information(mutual_information):
             "For each draw z_si (S x N of them) you need the log densities of all N encoders at it, an (S, N, N) "
             "table: line the draws' axes up against the encoders' axis"
         )
-        out = as_tensor_result(_call("5.9", mutual_information, mean, log_scale, eps.clone(), axes=axes, advice=advice))
+        out = as_tensor_result(_call(mutual_information, mean, log_scale, eps.clone(), axes=axes, advice=advice))
         if out.shape in ((N,), (S, N), (S, N, N)):
             fail(
                 f"returned shape {tuple(out.shape)}: return one number, the estimate of I_q, the average of "
@@ -834,7 +824,7 @@ def check_mutual_information(mutual_information):
             fail(f"returned shape {tuple(out.shape)}: return one number, the estimate of I_q")
         out = out.reshape(())
         expect_finite(out)
-        again = as_tensor_result(_call("5.9", mutual_information, mean, log_scale, eps.clone()))
+        again = as_tensor_result(_call(mutual_information, mean, log_scale, eps.clone()))
         if not torch.equal(out, again.reshape(out.shape)):
             fail("two calls with the same eps gave different estimates: use the draws eps you are given")
         ref, mistakes = _information_variants(mean, log_scale, eps)
@@ -842,7 +832,7 @@ def check_mutual_information(mutual_information):
         # the lesson's scale: float32, narrow Gaussians in L = 8, I_q near log N
         _, mean32, log_scale32 = _aggregate_problem()
         eps32 = torch.randn(2, *mean32.shape, generator=torch.Generator().manual_seed(11))
-        big = as_tensor_result(_call("5.9", mutual_information, mean32, log_scale32, eps32))
+        big = as_tensor_result(_call(mutual_information, mean32, log_scale32, eps32))
         if big.numel() != 1:
             fail(f"returned shape {tuple(big.shape)} for N = 50 images: return one number, the estimate of I_q")
         expect_finite(big, " at the lesson's scale (N = 50 narrow Gaussians in L = 8, float32)")

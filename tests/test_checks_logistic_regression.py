@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from checker_assertions import accepts, rejects
+from checker_assertions import accepts, rejects, run
 from torch.distributions import Normal
 
 from helpers.checks import (
@@ -285,3 +285,134 @@ def subsampled_bce(w, X, y, batch, prior_std):
 @pytest.mark.parametrize("fn", [subsampled_float64, subsampled_bce])
 def test_subsampled_log_joint_accepts_more_forms(fn, capsys):
     accepts(check_subsampled_log_joint, fn, capsys)
+
+
+# ------------------------------------------------------------ 3.4's sign slips, 3.5's rows and axes
+
+
+def _log_joint_from(log_lik_terms, log_prior=None):
+    """A 3.4 answer from a formula for the per-point log-likelihood, with the right prior unless one is given."""
+
+    def fn(w, X, y, prior_std):
+        a = torch.einsum("sd,nd->sn", w, X)
+        prior = Normal(0.0, prior_std).log_prob(w).sum(-1) if log_prior is None else log_prior(w, prior_std)
+        return log_lik_terms(a, y).sum(-1) + prior
+
+    return fn
+
+
+def _gauss_parts(w, s):
+    return -0.5 * (w**2).sum(-1) / s**2, -w.shape[-1] * (math.log(s) + 0.5 * math.log(2 * math.pi))
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (_log_joint_from(lambda a, y: y * a + F.softplus(a)), ["softplus(a_n) is subtracted", "never above 0"]),
+        (_log_joint_from(lambda a, y: -(y * a) - F.softplus(a)), ["the term in the label is +y_n a_n"]),
+        (_log_joint_from(lambda a, y: y * a - F.softplus(-a)), ["wrong sign inside the softplus"]),
+        (_log_joint_from(lambda a, y: y * F.logsigmoid(a) + (1 - y) * F.logsigmoid(a)), ["log s(-a)"]),
+        (
+            _log_joint_from(lambda a, y: y * F.logsigmoid(a) - (1 - y) * F.logsigmoid(-a)),
+            ["the term of y_n = 0 is added"],
+        ),
+        (_log_joint_from(lambda a, y: y * F.logsigmoid(a) - (1 - y) * F.logsigmoid(a)), ["is not -log s(a)"]),
+        (
+            _log_joint_from(
+                lambda a, y: y * a - F.softplus(a), lambda w, s: -_gauss_parts(w, s)[0] + _gauss_parts(w, s)[1]
+            ),
+            ["sign slip in the log prior", "quadratic term is negative"],
+        ),
+        (
+            _log_joint_from(
+                lambda a, y: y * a - F.softplus(a), lambda w, s: _gauss_parts(w, s)[0] - _gauss_parts(w, s)[1]
+            ),
+            ["normalising constant", "plus sign"],
+        ),
+        (
+            _log_joint_from(lambda a, y: y * a - F.softplus(a), lambda w, s: -Normal(0.0, s).log_prob(w).sum(-1)),
+            ["the log prior is subtracted"],
+        ),
+        # no single slip we name, but the log-likelihood comes out positive: a sign, said so
+        (_log_joint_from(lambda a, y: 2 * y * a + F.softplus(a)), ["a sign is off", "positive log-likelihood"]),
+    ],
+)
+def test_logistic_log_joint_names_sign_slips(fn, words, capsys):
+    rejects(check_logistic_log_joint, fn, capsys, *words)
+
+
+def test_logistic_log_joint_does_not_blame_signs_for_a_missing_constant(capsys):
+    # the constant-less prior and a mean over the points: two slips, no sign among them, and no word of signs
+    fn = _log_joint_from(lambda a, y: (y * a - F.softplus(a)) / a.shape[-1], lambda w, s: _gauss_parts(w, s)[0])
+    result, out = run(check_logistic_log_joint, fn, capsys)
+    assert not result and "sign" not in out, out
+
+
+def _first_rows(index_X, index_y):
+    """A 3.5 answer that takes rows of X and y by index_X(batch) and index_y(batch)."""
+
+    def fn(w, X, y, batch, prior_std):
+        rows_X, rows_y = index_X(batch), index_y(batch)
+        a = w @ X[rows_X].T
+        log_lik = (y[rows_y] * F.logsigmoid(a) + (1 - y[rows_y]) * F.logsigmoid(-a)).sum(-1)
+        return _prior(w, prior_std) + X.shape[0] / batch.numel() * log_lik
+
+    return fn
+
+
+def _slice(batch):
+    return slice(0, len(batch))
+
+
+def _same(batch):
+    return batch
+
+
+def _n_from(n_of):
+    def fn(w, X, y, batch, prior_std):
+        return _prior(w, prior_std) + n_of(w, X) / len(batch) * _batch_sum(w, X, y, batch)
+
+    return fn
+
+
+def _labels_not_batched(w, X, y, batch, prior_std):
+    a = w @ X[batch].T
+    return _prior(w, prior_std) + X.shape[0] / len(batch) * (y * a - F.softplus(a)).sum(-1)
+
+
+def _all_logits_batched_labels(w, X, y, batch, prior_std):
+    a = w @ X.T
+    return _prior(w, prior_std) + X.shape[0] / len(batch) * (y[batch] * a - F.softplus(a)).sum(-1)
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (_first_rows(_slice, _slice), ["X[batch] and y[batch]", "you took the first B rows", "not unbiased"]),
+        (_first_rows(_slice, _same), ["your X holds the first B rows"]),
+        (_first_rows(_same, _slice), ["your y holds the first B rows"]),
+        (_n_from(lambda w, X: X.shape[1]), ["the factor's N is 3", "D = 3 features", "X's first axis"]),
+        (_n_from(lambda w, X: X.size(-1)), ["the factor's N is 3"]),
+        (_n_from(lambda w, X: len(w)), ["the factor's N is 4", "S = 4 draws"]),
+        (_labels_not_batched, ["must match the size", "the labels y at the indices in batch"]),
+        (_all_logits_batched_labels, ["must match the size", "both the rows of X and the labels y"]),
+    ],
+)
+def test_subsampled_log_joint_names_wrong_rows_and_axes(fn, words, capsys):
+    rejects(check_subsampled_log_joint, fn, capsys, *words)
+
+
+def subsampled_gather(w, X, y, batch, prior_std):
+    # the rows by index_select, the prior from MultivariateNormal, N as the length of y
+    Xb, yb = X.index_select(0, batch), y.index_select(0, batch)
+    a = (w.unsqueeze(-2) * Xb).sum(-1)
+    prior = torch.distributions.MultivariateNormal(
+        torch.zeros(w.shape[-1], dtype=w.dtype), prior_std**2 * torch.eye(w.shape[-1], dtype=w.dtype)
+    )
+    return prior.log_prob(w) - len(y) / len(batch) * F.binary_cross_entropy_with_logits(
+        a, yb.expand_as(a), reduction="none"
+    ).sum(-1)
+
+
+def test_subsampled_log_joint_accepts_n_from_the_labels(capsys):
+    accepts(check_subsampled_log_joint, subsampled_gather, capsys)

@@ -14,6 +14,7 @@ from torch.distributions import Normal
 from ..datasets import load_breast_cancer
 from ..logistic_regression import BayesianLogisticRegression
 from ._core import (
+    Mistake,
     as_tensor_result,
     call_learner,
     checker,
@@ -22,6 +23,7 @@ from ._core import (
     expect_gradient,
     expect_shape,
     fail,
+    fmt,
     learner_grad,
 )
 
@@ -49,6 +51,50 @@ def _logistic_problem():
     return X, y, w, 1.5  # prior_std = 1.5, so std and variance differ
 
 
+_SIGNS = (
+    ". Each term is log p(y_n | x_n, w) = y_n log s(a_n) + (1 - y_n) log(1 - s(a_n)), with log s(a) = -softplus(-a) "
+    "and log(1 - s(a)) = -softplus(a), which combine to y_n a_n - softplus(a_n): the log of a probability, "
+    "never above 0"
+)
+
+
+def _log_lik_sign_slips(logits, y):
+    """The sign slips of a Bernoulli log-likelihood in logits, each summed over the data points: message -> value."""
+    softplus, logsigmoid = torch.nn.functional.softplus, torch.nn.functional.logsigmoid
+    a = logits
+    return {
+        "sign slip in the log-likelihood: softplus(a_n) is subtracted, not added (you wrote y_n a_n + softplus(a_n))": (
+            y * a + softplus(a)
+        ).sum(-1),
+        "sign slip in the log-likelihood: the term in the label is +y_n a_n (you wrote -y_n a_n - softplus(a_n))": (
+            -y * a - softplus(a)
+        ).sum(-1),
+        "sign slip in the log-likelihood: y_n a_n - softplus(-a_n) has the wrong sign inside the softplus "
+        "(softplus(-a) = softplus(a) - a)": (y * a - softplus(-a)).sum(-1),
+        "sign slip in the log-likelihood: log(1 - s(a)) is log s(-a), the log-sigmoid of -a; you used log s(a) "
+        "for both labels": logsigmoid(a).sum(-1),
+        "sign slip in the log-likelihood: the term of y_n = 0 is added, not subtracted; you wrote y_n log s(a_n) "
+        "- (1 - y_n) log(1 - s(a_n))": (y * logsigmoid(a) - (1 - y) * logsigmoid(-a)).sum(-1),
+        "sign slip in the log-likelihood: log(1 - s(a)) is not -log s(a) (that is log(1 / s(a))); it is "
+        "log s(-a) = -softplus(a)": (y * logsigmoid(a) - (1 - y) * logsigmoid(a)).sum(-1),
+    }
+
+
+def _diagnose_with_signs(out, reference, mistakes, log_prior, quadratic, context=""):
+    """:func:`diagnose`, and where no mistake matches, a positive log-likelihood named as a sign slip: what is left
+    of the answer without the log prior must be a sum of log probabilities, at most 0. (Only where it is positive
+    even without the prior's constant, so that an answer whose prior lacks it is not told about signs.)"""
+    try:
+        diagnose(out, reference, mistakes, context=context, atol=1e-6)  # Normal(0.0, s) takes log s in float32
+    except Mistake as exc:
+        if not str(exc).startswith("does not match the reference") or not (out - quadratic > 1e-9).any():
+            raise
+        fail(
+            f"a sign is off: your result minus the log prior is {fmt((out - log_prior).max())} for one draw of w, a "
+            "positive log-likelihood" + _SIGNS + context
+        )
+
+
 @checker("3.4", "log joint of Bayesian logistic regression")
 def check_logistic_log_joint(log_joint):
     X, y, w, prior_std = _logistic_problem()
@@ -65,29 +111,43 @@ def check_logistic_log_joint(log_joint):
     expect_finite(out)
     ref = model.log_joint(w)
     logits = w @ X.T
-    log_lik = y * logits - torch.nn.functional.softplus(logits)
+    softplus = torch.nn.functional.softplus
+    log_lik = y * logits - softplus(logits)
     log_prior = model.log_prior(w)
-    diagnose(
+    quadratic = -0.5 * (w**2).sum(-1) / prior_std**2
+    constant = log_prior - quadratic  # -D (log prior_std + log(2 pi) / 2)
+    _diagnose_with_signs(
         out.detach(),
         ref,
         {
             "missing the log prior log N(w; 0, prior_std^2 I)": log_lik.sum(-1),
             "missing the log-likelihood: sum_n y_n log s(x_n.w) + (1 - y_n) log(1 - s(x_n.w))": log_prior,
             "the log prior misses its normalising constant -D (log prior_std + log(2 pi) / 2): it does not change "
-            "the gradient, but the ELBO must be a bound on log p(y), so keep it": log_lik.sum(-1)
-            - 0.5 * (w**2).sum(-1) / prior_std**2,
+            "the gradient, but the ELBO must be a bound on log p(y), so keep it": log_lik.sum(-1) + quadratic,
             (
                 "prior_std is a standard deviation: the prior is N(0, prior_std^2 I), so divide w^2 by prior_std^2"
             ): log_lik.sum(-1) + Normal(0.0, math.sqrt(prior_std)).log_prob(w).sum(-1),
             "prior_std is the standard deviation: Normal(0, prior_std), not Normal(0, prior_std**2)": log_lik.sum(-1)
             + Normal(0.0, prior_std**2).log_prob(w).sum(-1),
             "labels swapped: y = 1 goes with log s(x.w), y = 0 with log(1 - s(x.w))": (
-                (1 - y) * logits - torch.nn.functional.softplus(logits)
+                (1 - y) * logits - softplus(logits)
             ).sum(-1)
             + log_prior,
             "averaged the log-likelihood over the data points; the joint sums it": log_lik.mean(-1) + log_prior,
             "sign error in the log-likelihood: log s(a) = -softplus(-a) is negative": -log_lik.sum(-1) + log_prior,
+            **{message + _SIGNS: value + log_prior for message, value in _log_lik_sign_slips(logits, y).items()},
+            "sign slip in the log prior: log N(w_d; 0, prior_std^2) = -w_d^2 / (2 prior_std^2) - log prior_std "
+            "- log(2 pi) / 2, whose quadratic term is negative (the density falls away from 0); you added "
+            "w^2 / (2 prior_std^2)": log_lik.sum(-1) - quadratic + constant,
+            "sign slip in the log prior's normalising constant: it is -D (log prior_std + log(2 pi) / 2), "
+            "the log of 1 / (prior_std sqrt(2 pi)) for each of the D weights; you added it with a plus sign": (
+                log_lik.sum(-1) + quadratic - constant
+            ),
+            "the log prior is subtracted: the log joint is log p(w) + log p(y | X, w), a sum, since "
+            "p(y, w | X) = p(w) p(y | X, w)": log_lik.sum(-1) - log_prior,
         },
+        log_prior,
+        quadratic,
         context=" (on 4 weight vectors, 7 data points)",
     )
     expect_gradient(
@@ -113,6 +173,43 @@ def check_logistic_log_joint(log_joint):
 # ---------------------------------------------------------------- 3.5 subsampled log joint
 
 
+def _wrong_rows(model, w, batch, log_prior):
+    """The estimates from the first B rows of X or y instead of the batch's rows: message -> value."""
+    N, B = model.X.shape[0], batch.shape[0]
+    first = torch.arange(B)
+    message = (
+        "the batch's rows are X[batch] and y[batch], the data points whose indices batch holds; {} the first B "
+        "rows, which are the same data points at every step, so the estimate is not unbiased for the full log joint "
+        "(each data point must have the chance B / N of being in the batch)"
+    )
+    values = {}
+    for rows_X, rows_y, what in (
+        (first, first, "you took"),
+        (first, batch, "your X holds"),
+        (batch, first, "your y holds"),
+    ):
+        a = w @ model.X[rows_X].T
+        log_lik = (model.y[rows_y] * a - torch.nn.functional.softplus(a)).sum(-1)
+        values[message.format(what)] = log_prior + N / B * log_lik
+    return values
+
+
+def _call_on_batch(subsampled_log_joint, w, X, y, batch, prior_std):
+    """The learner's call, with a broadcasting error between the batch's B entries and all N named."""
+    try:
+        return call_learner(subsampled_log_joint, w, X, y, batch, prior_std)
+    except Mistake as exc:
+        text = str(exc)
+        N, B = X.shape[0], batch.shape[0]
+        if "must match the size of tensor" in text and (f"({N})" in text and f"({B})" in text):
+            fail(
+                f"{text}. With a batch of B = {B} of the N = {N} data points, the batch's logits have B entries "
+                "per draw of w but something has all N: take both the rows of X and the labels y at the indices in "
+                "batch"
+            )
+        raise
+
+
 @checker("3.5", "the subsampled log joint")
 def check_subsampled_log_joint(subsampled_log_joint):
     r"""Compare with :meth:`BayesianLogisticRegression.subsampled_log_joint` on two batch sizes, then test unbiasedness
@@ -125,7 +222,7 @@ def check_subsampled_log_joint(subsampled_log_joint):
     for batch in (torch.tensor([3, 10, 0, 6, 9]), torch.tensor([7, 1, 11, 4, 2, 8, 5])):  # B = 5, 7: N / B not whole
         B = batch.shape[0]
         context = f" (a batch of B = {B} of N = {N} data points, 4 draws of w)"
-        out = as_tensor_result(call_learner(subsampled_log_joint, w, X, y, batch, prior_std))
+        out = as_tensor_result(_call_on_batch(subsampled_log_joint, w, X, y, batch, prior_std))
         expect_shape(out, (w.shape[0],), context + ", one value per row of w")
         expect_finite(out, context)
         ref = model.subsampled_log_joint(w, batch)
@@ -158,6 +255,15 @@ def check_subsampled_log_joint(subsampled_log_joint):
                 + log_lik_batch * (N // B) * B / N,
                 f"the factor N / B was rounded ({round(N / B)} instead of {N / B:.4g}): keep the ratio N / B as it "
                 "is": log_prior + log_lik_batch * round(N / B) * B / N,
+                **_wrong_rows(model, w, batch, log_prior),
+                **{
+                    f"the factor's N is {size}, {which}; N is the number of data points, the rows of X (here "
+                    f"N = {N}): take it from X's first axis (or the length of y)": log_prior + log_lik_batch * size / N
+                    for size, which in (
+                        (X.shape[1], f"X's second axis, the D = {X.shape[1]} features"),
+                        (w.shape[0], f"w's first axis, the S = {w.shape[0]} draws"),
+                    )
+                },
             },
             context=context,
         )

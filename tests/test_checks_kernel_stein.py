@@ -33,7 +33,23 @@ def _u_cdist(z, diff, h):  # cdist is fine for first derivatives
     return (gram.sum() - gram.trace()) / (len(z) * (len(z) - 1))
 
 
-@pytest.mark.parametrize("fn", [kernel_stein.ksd_u_statistic, _u_loop, _u_masked, _u_cdist])
+def _u_rows(z, diff, h):  # one Python loop over the draws, each row vectorised: S steps, fast enough for the fits
+    S, total = z.shape[0], 0.0
+    for i in range(S):
+        row = torch.exp(-((z - z[i]) ** 2).sum(-1) / (2 * h**2)) * (diff @ diff[i])
+        total = total + row.sum() - row[i]
+    return total / (S * (S - 1))
+
+
+def _u_vmap(z, diff, h):  # torch.func.vmap over the draws: the pairs at once, like a broadcast
+    def row(zi, di):
+        return torch.exp(-((z - zi) ** 2).sum(-1) / (2 * h**2)) * (diff @ di)
+
+    terms = torch.func.vmap(row)(z, diff)
+    return (terms.sum() - terms.diagonal().sum()) / (len(z) * (len(z) - 1))
+
+
+@pytest.mark.parametrize("fn", [kernel_stein.ksd_u_statistic, _u_masked, _u_cdist, _u_rows, _u_vmap])
 def test_ksd_u_statistic_accepts(fn, capsys):
     accepts(check_ksd_u_statistic, fn, capsys)
 
@@ -77,6 +93,74 @@ def test_the_ksd_reports_the_learners_in_place_error_as_theirs(capsys):
         return out
 
     rejects(check_ksd_u_statistic, in_place, capsys, "changes a tensor in place")
+
+
+def _u_pairs_listed(z, diff, h):  # the pairs i != j in a Python list: as slow as the double loop
+    S = len(z)
+    terms = [
+        torch.exp(-((z[i] - z[j]) ** 2).sum() / (2 * h**2)) * torch.dot(diff[i], diff[j])
+        for i in range(S)
+        for j in range(S)
+        if i != j
+    ]
+    return torch.stack(terms).mean()
+
+
+def _u_rows_heavy(z, diff, h):  # a loop over the draws that runs an inner loop over the other draws' coordinates
+    S, total = z.shape[0], 0.0
+    for i in range(S):
+        for j in range(S):
+            if j != i:
+                k = torch.exp(-(z[i] - z[j]).pow(2).sum() / (2 * h**2))
+                total = total + k * sum(diff[i, l] * diff[j, l] for l in range(z.shape[1]))
+    return total / (S * (S - 1))
+
+
+@pytest.mark.parametrize("fn", [_u_loop, _u_pairs_listed, _u_rows_heavy])
+def test_ksd_u_statistic_tells_a_loop_over_the_pairs_it_is_too_slow(fn, capsys):
+    rejects(
+        check_ksd_u_statistic,
+        fn,
+        capsys,
+        "right so far, but too slow",
+        "S = 128",
+        "A Python loop runs over the pairs (i, j)",
+        "one matrix product of diff with its transpose",
+    )
+
+
+def test_the_speed_of_the_ksd_is_counted_not_timed(capsys, monkeypatch):
+    # the verdict reads no clock: a loaded machine (here, every clock reading an hour later than the last)
+    # neither fails the vectorised answer nor passes the loop
+    import time
+
+    clock = iter(range(0, 10**9, 3600))
+    for name in ("perf_counter", "time", "monotonic", "process_time", "thread_time"):
+        monkeypatch.setattr(time, name, lambda: float(next(clock)))
+    accepts(check_ksd_u_statistic, _u_masked, capsys)
+    rejects(check_ksd_u_statistic, _u_loop, capsys, "too slow")
+
+
+def _u_terms(z, diff, h, dots):
+    gram = torch.exp(-((z[:, None] - z[None]) ** 2).sum(-1) / (2 * h**2)) * dots
+    return (gram.sum() - gram.diagonal().sum()) / (len(z) * (len(z) - 1))
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (
+            lambda z, d, h: _u_terms(z, d, h, d.sum(1, keepdim=True) @ d.sum(1, keepdim=True).T),
+            ["sums of their coordinates", "cross terms", "matrix product of diff with its transpose"],
+        ),
+        (lambda z, d, h: _u_terms(z, d, h, (d * d).sum(-1)), ["|d_j|^2", "a draw's own norm"]),
+        (lambda z, d, h: _u_terms(z, d, h, d.pow(2).sum(-1, keepdim=True)), ["|d_j|^2 (or |d_i|^2)"]),
+        (lambda z, d, h: _u_terms(z, d, h, d.T @ d), ["must match the size", "diff^T diff is the (L, L) matrix"]),
+        (lambda z, d, h: _u_terms(z, d, h, d[:, None] * d[None]), ["must match the size", "(S, S, L)"]),
+    ],
+)
+def test_ksd_u_statistic_names_a_wrong_dot_product(fn, words, capsys):
+    rejects(check_ksd_u_statistic, fn, capsys, *words)
 
 
 def test_ksd_u_statistic_rejects_detached_diff_and_half_pairs(capsys):
@@ -171,3 +255,28 @@ def test_ksivi_loss_accepts(fn, capsys):
 )
 def test_ksivi_loss_names_mistakes(fn, words, capsys):
     rejects(check_ksivi_loss, fn, capsys, words)
+
+
+# ------------------------------------------------------------ the grader's replay
+
+
+def _replayed(check, answer, folder):
+    """The kernel's verdict on ``answer`` and the grader's replay of its record: two (status, message) pairs."""
+    from helpers.checks import _core
+    from helpers.tooling import replay
+
+    previous, grad = _core._channel, torch.autograd.grad
+    try:
+        replay.install(folder)
+        result = check(answer)
+    finally:
+        _core._channel, torch.autograd.grad = previous, grad
+    (path,) = folder.glob("*.pt")
+    return (result.status, result.message), replay.replay_record(torch.load(path, weights_only=True))
+
+
+@pytest.mark.parametrize("answer", [kernel_stein.ksd_u_statistic, _u_rows, _u_loop])
+def test_the_graders_replay_reads_the_kernels_verdict_on_speed(answer, tmp_path, capsys):
+    kernel, grader = _replayed(check_ksd_u_statistic, answer, tmp_path)
+    assert kernel == grader
+    assert kernel[0] == ("failed" if answer is _u_loop else "passed"), kernel

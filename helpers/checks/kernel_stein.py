@@ -2,20 +2,26 @@ r"""Checkers whose reference is in :mod:`helpers.kernel_stein` (lesson 07).
 
 7.6, the kernel Stein discrepancy as a U-statistic, is compared with :func:`helpers.kernel_stein.ksd_u_statistic`
 on fixed inputs, each slip (the diagonal included, ``S^2`` for ``S(S - 1)``, the kernel's factor 2 or square,
-each pair once, ...) named by the value it gives, with gradients with respect to ``z`` and ``diff``. 7.7, the
+each pair once, a dot product that is not one, ...) named by the value it gives, with gradients with respect to
+``z`` and ``diff``; then its speed, by the number of torch operations one call runs at three small ``S``,
+extrapolated to the lesson's ``S = 128`` (a count, not a clock: no verdict depends on the machine's load). 7.7, the
 KSIVI loss, is compared with :func:`helpers.kernel_stein.ksivi_loss`, value and gradient, on a stand-in family
 whose draws are fixed functions of its parameters and which has the whole interface of
 :class:`helpers.semi_implicit.SemiImplicitGaussian` (``_FixedFamily``, which lesson 08's checkers extend); the
 U-statistic is passed in as a spy, so the checker sees the bandwidth the answer hands it.
 """
 
+import functools
+
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ..gaussian import log_normal_diag
 from ..kernel_stein import ksd_u_statistic as reference_ksd
 from ..kernel_stein import ksivi_loss as reference_ksivi_loss
 from ..kernel_stein import median_bandwidth, rbf_kernel
 from ._core import (
+    Mistake,
     as_tensor_result,
     call_learner,
     checker,
@@ -34,19 +40,117 @@ _F64 = torch.float64
 # ---------------------------------------------------------------- 7.6
 
 
+class _CountOps(TorchFunctionMode):
+    """Counts the torch functions and tensor methods called inside it (indexing and arithmetic included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _ops_of(fn, *args):
+    """``(fn(*args), the number of torch operations it ran)``: called through :func:`call_learner`, so that the count
+    is recorded with the output and the grader's replay reads the same verdict."""
+    with _CountOps() as counter:
+        out = fn(*args)
+    return out, counter.count
+
+
+# The lesson's KSIVI fits (section 3) call the U-statistic at S = 128, with its gradient, 1200 times per target.
+# Its cost there is that of the torch operations it runs: a Python loop runs some for each draw, or each pair,
+# where the vectorised statistic runs a fixed dozen or so. Counted at three small S (exact for a count quadratic in
+# S, as a loop's is) and extrapolated to S = 128, the count says how the answer scales, whatever the machine's load:
+# no clock is read. Above _MAX_OPS operations per call (a few microseconds each, forward and backward) the fits take
+# minutes longer; a double loop over the pairs runs over 16,000 iterations there, about an hour for section 3.
+_LESSON_S, _COUNT_SIZES, _MAX_OPS = 128, (5, 10, 20), 5000
+
+
+def _extrapolate(counts, sizes, S):
+    """The quadratic through the points ``(sizes[i], counts[i])``, at ``S``."""
+    total = 0.0
+    for i, (s_i, c_i) in enumerate(zip(sizes, counts, strict=True)):
+        weight = 1.0
+        for j, s_j in enumerate(sizes):
+            if j != i:
+                weight *= (S - s_j) / (s_i - s_j)
+        total += c_i * weight
+    return total
+
+
+def _expect_vectorised(ksd_u_statistic, h):
+    """Name a correct answer that loops in Python over the draws or the pairs: too slow for the lesson's fits."""
+    counts = []
+    for S in _COUNT_SIZES:
+        z, diff = torch.randn(S, 2, dtype=_F64), torch.randn(S, 2, dtype=_F64)
+        out, count = call_learner(functools.partial(_ops_of, ksd_u_statistic), z, diff, h)
+        if not close(as_tensor_result(out), reference_ksd(z, diff, h), 1e-6, 1e-9):
+            fail(f"right for S = 6 draws, but not for S = {S}: nothing in the statistic depends on a particular S")
+        counts.append(count)
+    at_lesson = _extrapolate(counts, _COUNT_SIZES, _LESSON_S)
+    if at_lesson <= _MAX_OPS:
+        return
+    z, diff = torch.randn(_COUNT_SIZES[-1], 2, dtype=_F64), torch.randn(_COUNT_SIZES[-1], 2, dtype=_F64)
+    with _CountOps() as counter:
+        reference_ksd(z, diff, h)
+    pairs = counts[2] - 2 * counts[1] + counts[0] > 0  # a positive second difference: the count grows like S^2
+    fail(
+        f"right so far, but too slow: your function runs {counts[0]} torch operations for S = {_COUNT_SIZES[0]} draws, "
+        f"{counts[2]} for S = {_COUNT_SIZES[2]}, and so about {at_lesson:,.0f} for the S = {_LESSON_S} draws of the "
+        f"lesson's KSIVI fits, which call it with its gradient 2400 times: at some 5 microseconds an operation, "
+        f"forward and backward, about {at_lesson * 2400 * 5e-6 / 60:.0f} minutes (the reference runs {counter.count} "
+        "operations, whatever S). "
+        + (
+            "A Python loop runs over the pairs (i, j): "
+            if pairs
+            else "A Python loop runs over the draws, with many operations in each step: "
+        )
+        + "build the (S, S) matrices at once instead, the squared distances |z_i - z_j|^2 by broadcasting "
+        "z against itself (shapes (S, 1, L) and (1, S, L)), the dot products d_i . d_j as one matrix product "
+        "of diff with its transpose, and sum their product off the diagonal"
+    )
+
+
+def _pair_shapes_error(ksd_u_statistic, z, diff, h):
+    """The learner's call, with a broadcasting error between an (S, S) and an (L, L) table named."""
+    try:
+        return call_learner(ksd_u_statistic, z, diff, h)
+    except Mistake as exc:
+        text = str(exc)
+        S, L = diff.shape
+        if "must match the size of tensor" in text and f"({S})" in text and f"({L})" in text:
+            fail(
+                f"{text}. Each term pairs two draws, k(z_i, z_j) d_i . d_j, so the kernel and the dot products are "
+                f"both (S, S) matrices (here S = {S} draws of L = {L} dimensions), and the dot product sums over the "
+                "L coordinates: something has L where S belongs (diff^T diff is the (L, L) matrix of sums over the "
+                "draws; the products d_il d_jl before their sum over l are (S, S, L)). The dot products of the rows "
+                "of diff are diff times its transpose"
+            )
+        raise
+
+
 @checker("7.6", "the kernel Stein discrepancy as a U-statistic")
 def check_ksd_u_statistic(ksd_u_statistic):
     torch.manual_seed(0)
     S = 6
     z, diff, h = torch.randn(S, 2, dtype=_F64), torch.randn(S, 2, dtype=_F64), 0.7
-    out = as_tensor_result(call_learner(ksd_u_statistic, z, diff, h))
+    out = as_tensor_result(_pair_shapes_error(ksd_u_statistic, z, diff, h))
     if out.shape == (S, S):
         fail("returned the (S, S) matrix of terms; return their average over the pairs i != j, a 0-d tensor")
     expect_shape(out, (), " (one number: a 0-d tensor)")
     expect_finite(out)
-    gram = rbf_kernel(z, h) * (diff @ diff.T)
+    kernel = rbf_kernel(z, h)
+    gram = kernel * (diff @ diff.T)
     off = gram.sum() - gram.diagonal().sum()
     sq = torch.cdist(z, z) ** 2
+
+    def u_statistic(terms):  # the average over the pairs i != j of an (S, S) table
+        return (terms.sum() - terms.diagonal().sum()) / (S * (S - 1))
+
+    dot = "the dot product d_i . d_j = sum_l d_il d_jl pairs the coordinates of the two score differences one by one; "
     diagnose(
         out,
         reference_ksd(z, diff, h),
@@ -77,8 +181,16 @@ def check_ksd_u_statistic(ksd_u_statistic):
                 "that sums each pair once (i < j) but divides by S(S - 1), the number of ordered pairs: "
                 "sum over all i != j (both (i, j) and (j, i)), or divide the sum over i < j by S(S - 1) / 2"
             ): off / 2 / (S * (S - 1)),
+            dot + "you multiplied the sums of their coordinates, (sum_l d_il)(sum_l d_jl), which adds the cross "
+            "terms d_il d_jm of different coordinates. Take the matrix product of diff with its transpose": u_statistic(
+                kernel * torch.outer(diff.sum(-1), diff.sum(-1))
+            ),
+            dot + "your terms hold |d_j|^2 (or |d_i|^2), the squared norm of one draw's difference alone, broadcast "
+            "across the pairs: a draw's own norm, not its agreement with the other draw. Take the matrix product of "
+            "diff with its transpose": u_statistic(kernel * (diff**2).sum(-1)),
         },
     )
+
     z_grad, diff_grad = z.clone().requires_grad_(True), diff.clone().requires_grad_(True)
     out = as_tensor_result(call_learner(ksd_u_statistic, z_grad, diff_grad, h))
     if not out.requires_grad:
@@ -98,7 +210,11 @@ def check_ksd_u_statistic(ksd_u_statistic):
             "the gradient with respect to z is not finite; compute the squared distances with torch operations, "
             "e.g. ((z[:, None] - z[None]) ** 2).sum(-1)"
         )
-    return "an unbiased U-statistic over the pairs i != j, differentiable in z."
+    _expect_vectorised(ksd_u_statistic, h)
+    return (
+        "an unbiased U-statistic over the pairs i != j, differentiable in z, vectorised: a fixed number of "
+        "operations whatever S."
+    )
 
 
 # ---------------------------------------------------------------- 7.7

@@ -185,7 +185,67 @@ def test_sivi_bound_names_extra_draws_reused_from_psi0(capsys):
 
 
 def test_sivi_bound_stops_and_names_a_slow_answer(capsys):
-    rejects(check_sivi_bound, _draw_by_draw(with_psi0=True), capsys, "too slow", "no Python loop")
+    # after its expectation, checked at a size a loop can afford: right so far, then too slow
+    rejects(check_sivi_bound, _draw_by_draw(with_psi0=True), capsys, "right so far, but too slow", "no Python loop")
+
+
+def _others_psi0(draw_extras_first, with_own=True):
+    """K ignored: the extra draws are the psi_0 that generated the other draws of z (an S x S table)."""
+
+    def bound(log_target, q, S, K):
+        if draw_extras_first:
+            q.sample_psi(K)  # drawn, then forgotten
+        z, psi0 = q.rsample(S)
+        table = q.log_conditional(z.unsqueeze(1), psi0.unsqueeze(0))  # (S, S), z_s's own on the diagonal
+        if not with_own:
+            table = table.masked_fill(torch.eye(S, dtype=torch.bool), -math.inf)
+        return (log_target(z) - (table.logsumexp(1) - math.log(S if with_own else S - 1))).mean()
+
+    return bound
+
+
+def _slow_and_wrong(log_n):  # a loop over the draws of z, and a wrong normalisation: named, not "too slow"
+    def bound(log_target, q, S, K):
+        z, psi0 = q.rsample(S)
+        psi = q.sample_psi(K)
+        terms = [
+            log_target(z[s : s + 1])[0]
+            - (
+                torch.cat([q.log_conditional(z[s], psi0[s])[None], q.log_conditional(z[s], psi)]).logsumexp(0)
+                - log_n(K)
+            )
+            for s in range(S)
+        ]
+        return torch.stack(terms).mean()
+
+    return bound
+
+
+def _own_repeated(log_target, q, S, K):  # psi_0 repeated K + 1 times, in a loop: no extra draw at all
+    z, psi0 = q.rsample(S)
+    rows = [q.log_conditional(z[s], psi0[s].expand(K + 1, -1)).logsumexp(0) - math.log(K + 1) for s in range(S)]
+    return (log_target(z) - torch.stack(rows)).mean()
+
+
+def _lower_axis(log_target, q, S, K):  # the log-mean-exp over the S draws of z, for each psi_k
+    z, own, others = _parts(q, S, K)
+    table = torch.cat([own, others], 1)
+    return log_target(z).mean() - (table.logsumexp(0) - math.log(S)).mean()
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (_others_psi0(draw_extras_first=False), ["does not depend on K", "K = 2 and K = 8 give the same value"]),
+        (_others_psi0(draw_extras_first=True), ["does not depend on K", "where the bound's change with K"]),
+        (_slow_and_wrong(lambda K: math.log(K)), ["not log K"]),
+        (_slow_and_wrong(lambda K: 0.0), ["log(K + 1)"]),
+        (_own_repeated, ["K extra draws are missing"]),
+        (_lower_axis, ["wrong axis", "not over the S draws of z"]),
+    ],
+)
+def test_sivi_bound_names_a_wrong_answer_before_its_speed(fn, words, capsys):
+    rejects(check_sivi_bound, fn, capsys, *words)
 
 
 # ------------------------------------------------------------ 6.3: the upper bound
@@ -298,12 +358,68 @@ def test_upper_bound_names_mistakes_at_the_lessons_sizes(fn, words, capsys):
     rejects(check_sivi_upper_bound, fn, capsys, *words)
 
 
+def _upper_tied(extras):
+    """An upper bound whose K draws are tied to z: ``extras(q, psi0, K)``, (S, K, L), from the draws that made z."""
+
+    def bound(log_target, q, S, K):
+        z, psi0 = q.rsample(S)
+        log_q = q.log_conditional(z.unsqueeze(1), extras(q, psi0, K))
+        return (log_target(z) - (log_q.logsumexp(1) - math.log(K))).mean()
+
+    return bound
+
+
+def _upper_tied_loop(log_target, q, S, K):  # psi_0 as each of the K draws, one z at a time
+    z, psi0 = q.rsample(S)
+    rows = [q.log_conditional(z[s], torch.stack([psi0[s]] * K)).logsumexp(0) - math.log(K) for s in range(S)]
+    return (log_target(z) - torch.stack(rows)).mean()
+
+
+def _upper_slow_and_wrong(log_target, q, S, K):  # a loop over z and log(K + 1): named, not "too slow"
+    z, _ = q.rsample(S)
+    psi = q.sample_psi(K)
+    rows = [q.log_conditional(z[s], psi).logsumexp(0) - math.log(K + 1) for s in range(S)]
+    return (log_target(z) - torch.stack(rows)).mean()
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (
+            _upper_tied(lambda q, psi0, K: psi0.unsqueeze(1).expand(-1, K, -1)),
+            ["your K draws are all psi_0", "falls below the ELBO", "q.sample_psi(K), none of them psi_0"],
+        ),
+        (_upper_tied_loop, ["your K draws are all psi_0"]),
+        (
+            _upper_tied(
+                lambda q, psi0, K: torch.cat([psi0.unsqueeze(1), q.sample_psi(K - 1).expand(len(psi0), -1, -1)], 1)
+            ),
+            ["one of your K draws is psi_0", "lower bound of exercise 6.2 with K - 1", "independent of z"],
+        ),
+        (
+            _upper(
+                lambda q, z, K: q.log_conditional(z[:, None], q.sample_psi(K)[None]),
+                lambda log_q: log_q.logsumexp(0).mean() - math.log(len(log_q)),
+            ),
+            ["wrong axis"],
+        ),
+        (_others_psi0(draw_extras_first=False, with_own=False), ["does not depend on K"]),
+        (_upper_slow_and_wrong, ["not log(K + 1)"]),
+    ],
+)
+def test_upper_bound_names_extra_draws_tied_to_z_and_other_slips(fn, words, capsys):
+    rejects(check_sivi_upper_bound, fn, capsys, *words)
+
+
 @pytest.mark.parametrize(
     "check, fn",
     [
         (check_sivi_bound, _draw_by_draw(with_psi0=True)),
         (check_sivi_upper_bound, _draw_by_draw(with_psi0=False)),
         (check_sivi_upper_bound, semi_implicit.sivi_upper_bound),
+        (check_sivi_bound, _slow_and_wrong(lambda K: math.log(K))),
+        (check_sivi_bound, _others_psi0(draw_extras_first=True)),
+        (check_sivi_upper_bound, _upper_slow_and_wrong),
     ],
 )
 def test_lesson_06_checkers_answer_slow_answers_within_seconds(check, fn, capsys):
@@ -543,3 +659,19 @@ def _dsivi_plain_both(log_likelihood, prior, q, S, K):  # lesson 07's "plain on 
 )
 def test_dsivi_bound_names_each_slip(fn, words, capsys):
     rejects(check_dsivi_bound, fn, capsys, *words)
+
+
+def test_the_graders_replay_reads_the_kernels_verdict_on_a_slow_answer(tmp_path, capsys):
+    # the speed verdict is kept while the expectation is checked at a smaller size: the replay must follow the same path
+    from helpers.checks import _core
+    from helpers.tooling import replay
+
+    previous, grad = _core._channel, torch.autograd.grad
+    try:
+        replay.install(tmp_path)
+        result = check_sivi_bound(_draw_by_draw(with_psi0=True))
+    finally:
+        _core._channel, torch.autograd.grad = previous, grad
+    (path,) = tmp_path.glob("*.pt")
+    assert result.status == "failed" and "too slow" in result.message
+    assert replay.replay_record(torch.load(path, weights_only=True)) == (result.status, result.message)

@@ -187,3 +187,69 @@ def _lw(kind):
 )
 def test_log_weights_rejects(kind, words, capsys):
     rejects(check_semi_implicit_log_weights, _lw(kind), capsys, words)
+
+
+def _lw_table(x, z, psi_own, psi_extra, log_scale):  # (M, K_psi + 1, B): psi_k0 first, then the shared extras
+    own = gaussian.log_normal_diag(z, psi_own, log_scale).unsqueeze(1)
+    return torch.cat([own, gaussian.log_normal_diag(z.unsqueeze(1), psi_extra.unsqueeze(0), log_scale)], 1)
+
+
+def _lw_over(reduce):
+    """7.3 with the table's log-sum-exp replaced by ``reduce(table) -> log q~``."""
+
+    def fn(x, z, psi_own, psi_extra, log_scale, log_joint):
+        return log_joint(x, z) - reduce(_lw_table(x, z, psi_own, psi_extra, log_scale))
+
+    return fn
+
+
+def _lw_paired(with_own, n_terms):
+    """z_k against one extra draw, psi_extra[k] (cycling), with or without its own psi_k0."""
+
+    def fn(x, z, psi_own, psi_extra, log_scale, log_joint):
+        one = gaussian.log_normal_diag(z, psi_extra.repeat(len(z) // len(psi_extra) + 1, 1, 1)[: len(z)], log_scale)
+        terms = torch.stack([gaussian.log_normal_diag(z, psi_own, log_scale), one]) if with_own else one[None]
+        return log_joint(x, z) - (terms.logsumexp(0) - math.log(n_terms(len(psi_extra))))
+
+    return fn
+
+
+def _lw_broadcast_extras(x, z, psi_own, psi_extra, log_scale, log_joint):  # z (M, B, L) against psi_extra (K, B, L)
+    others = gaussian.log_normal_diag(z, psi_extra, log_scale)
+    own = gaussian.log_normal_diag(z, psi_own, log_scale)
+    return log_joint(x, z) - (torch.logaddexp(own, others) - math.log(len(psi_extra) + 1))
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (_lw_over(lambda t: t.logsumexp(-1) - math.log(t.shape[-1])), ["must run over the K_psi + 1 mixing draws"]),
+        (_lw_over(lambda t: t.logsumexp(0) - math.log(t.shape[0])), ["must match the size", "the draws z_k (M)"]),
+        (  # log p(x, z_k) inside the table, and the log-sum-exp over its last axis, the images
+            lambda x, z, po, pe, ls, lj: (lj(x, z).unsqueeze(1) - _lw_table(x, z, po, pe, ls)).logsumexp(-1),
+            ["shape (5, 4)", "ran over the images (B)"],
+        ),
+        (
+            lambda x, z, po, pe, ls, lj: (lj(x, z).unsqueeze(1) - _lw_table(x, z, po, pe, ls)).logsumexp(0),
+            ["shape (4, 2)", "ran over the draws z_k (M)"],
+        ),
+        (
+            _lw_over(lambda t: t.flatten(1).logsumexp(1, keepdim=True) - math.log(t[0].numel())),
+            ["the same for every image", "ran over the images"],
+        ),
+        (
+            _lw_over(lambda t: t.logsumexp(-1, keepdim=True).mean(1) - math.log(t.shape[-1])),
+            ["the same for every image"],
+        ),
+        (
+            lambda x, z, po, pe, ls, lj: lj(x, z) - _lw_table(x, z, po, pe, ls).logsumexp(-1),
+            ["must match the size", "must run over the K_psi + 1 mixing draws"],
+        ),
+        (_lw_paired(True, lambda K: 2), ["compared with all K_psi extra mixing draws", "(M, 1, B, L)"]),
+        (_lw_paired(True, lambda K: K + 1), ["paired z_k with psi_extra[k] alone", "divided by K_psi + 1"]),
+        (_lw_paired(False, lambda K: 1), ["paired z_k with psi_extra[k] alone", "without z_k's own"]),
+        (_lw_broadcast_extras, ["must match the size", "compared with all K_psi extra mixing draws"]),
+    ],
+)
+def test_log_weights_names_wrong_axes_and_pairings(fn, words, capsys):
+    rejects(check_semi_implicit_log_weights, fn, capsys, *words)

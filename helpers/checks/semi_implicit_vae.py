@@ -5,7 +5,9 @@ deterministic given the draws they are handed: they are compared with
 :func:`helpers.semi_implicit_vae.semi_implicit_elbo_terms` and
 :func:`helpers.semi_implicit_vae.semi_implicit_log_weights` on sizes whose axes cannot be confused
 (``K + 1 != B != L``; ``M != K_psi + 1 != B``), each slip named by the value it gives (``psi_0`` missing,
-``log K`` for ``log(K + 1)``, a mean of log densities, the variance for the standard deviation, ...), then
+``log K`` for ``log(K + 1)``, a mean of log densities, the variance for the standard deviation, for 7.3 the extra
+draws paired one by one with the draws, and a log-sum-exp over the images or the draws of ``z``, by their value or
+the shape or broadcasting error they give), then
 checked where ``exp`` would overflow: a very narrow conditional, and for 7.3 the lesson's float32.
 """
 
@@ -17,6 +19,7 @@ from ..gaussian import log_normal_diag
 from ..semi_implicit_vae import semi_implicit_elbo_terms as reference_elbo_terms
 from ..semi_implicit_vae import semi_implicit_log_weights as reference_log_weights
 from ._core import (
+    Mistake,
     as_tensor_result,
     call_learner,
     checker,
@@ -134,27 +137,74 @@ def _iw_problem(dtype=_F64, M=5, K_psi=3, B=2, L=2, scale=1.0):
     return x, z, psi_own, psi_extra, log_scale, log_joint
 
 
+_PAIRED = (
+    "each draw z_k must be compared with all K_psi extra mixing draws, not with one: you paired z_k with "
+    "psi_extra[k] alone. The extra draws are shared by the M draws, so z_k's average runs over its own psi_k0 and "
+    "every psi_j of psi_extra, K_psi + 1 terms: an (M, K_psi, B) table of log q(z_k | psi_j), from z of shape "
+    "(M, 1, B, L) against psi_extra of shape (1, K_psi, B, L)"
+)
+
+
+def _name_a_broadcast(text, sizes):
+    """Name a broadcasting error of 7.3's answer by the two axes it mixed (sizes: axis name -> length, all distinct)."""
+    if "must match the size of tensor" not in text:
+        return
+    met = {name for name, n in sizes.items() if f"({n})" in text}
+    if {"M", "K_psi"} <= met:
+        fail(f"{text}. " + _PAIRED[0].upper() + _PAIRED[1:])
+    if met & {"B", "M"} and "K_psi + 1" in met:
+        fail(
+            f"{text}. The log-sum-exp must run over the K_psi + 1 mixing draws (psi_k0 and the K_psi extra ones), "
+            "for each draw z_k and image: it leaves an (M, B) table, as log p(x, z_k) is. Over the images (B) or "
+            "the draws z_k (M) it leaves a table of another shape, which cannot meet log p(x, z_k)"
+        )
+
+
 @checker("7.3", "the importance log-weights of a semi-implicit encoder")
 def check_semi_implicit_log_weights(semi_implicit_log_weights):
     x, z, psi_own, psi_extra, log_scale, log_joint = _iw_problem()
-    out = as_tensor_result(call_learner(semi_implicit_log_weights, x, z, psi_own, psi_extra, log_scale, log_joint))
-    if out.shape == (2,):
+    M, K, B = z.shape[0], psi_extra.shape[0], x.shape[0]
+    sizes = {"M": M, "K_psi + 1": K + 1, "B": B, "K_psi": K}
+    try:
+        raw = call_learner(semi_implicit_log_weights, x, z, psi_own, psi_extra, log_scale, log_joint)
+    except Mistake as exc:
+        _name_a_broadcast(str(exc), sizes)
+        raise
+    out = as_tensor_result(raw)
+    if out.shape == (B,):
         fail(
             "returned one value per image; return one log-weight per draw and image, shape (M, B): the bound's "
             "average over the draws is taken later, by log_mean_exp"
         )
-    expect_shape(out, (5, 2), " (one log-weight per draw z_k and image: (M, B))")
+    if out.shape in ((M, K + 1), (K + 1, B)):
+        reduced = "the images (B)" if out.shape == (M, K + 1) else "the draws z_k (M)"
+        fail(
+            f"returned shape {tuple(out.shape)}: the log-sum-exp ran over {reduced} instead of the K_psi + 1 mixing "
+            f"draws; for each draw z_k and image, average q(z_k | psi) over its own psi_k0 and the K_psi extra draws, "
+            "which leaves one log-weight per draw and image, (M, B)"
+        )
+    expect_shape(out, (M, B), " (one log-weight per draw z_k and image: (M, B))")
     expect_finite(out)
-    M, K = z.shape[0], psi_extra.shape[0]
     lj = log_joint(x, z)
     own = log_normal_diag(z, psi_own, log_scale)  # (M, B)
     others = log_normal_diag(z.unsqueeze(1), psi_extra.unsqueeze(0), log_scale)  # (M, K, B)
     every_own = log_normal_diag(z.unsqueeze(1), psi_own.unsqueeze(0), log_scale)  # (M, M, B): z_k against all psi_j0
+    paired = log_normal_diag(z, psi_extra[torch.arange(M) % K], log_scale)  # (M, B): z_k against psi_extra[k] only
 
     def weights(log_terms, n):
         return lj - (torch.logsumexp(log_terms, 1) - math.log(n))
 
     with_own = torch.cat([own.unsqueeze(1), others], 1)
+    log_q = lj - out.double()  # the answer's log q~(z_k | x), if its log p(x, z_k) is right
+    if not close(out, reference_log_weights(x, z, psi_own, psi_extra, log_scale, log_joint), 1e-6, 1e-9) and close(
+        log_q, log_q[:, :1].expand_as(log_q), 1e-6, 1e-9
+    ):
+        fail(
+            "your log q~(z_k | x) is the same for every image: the log-sum-exp (or an average) ran over the images "
+            "(the axis of length B), mixing the images' densities. Each image has its own average: for each draw z_k "
+            "and image, average q(z_k | psi) over its own psi_k0 and the K_psi extra draws of that image, a "
+            "log-sum-exp over the axis of the K_psi + 1 mixing draws"
+        )
     diagnose(
         out,
         reference_log_weights(x, z, psi_own, psi_extra, log_scale, log_joint),
@@ -173,6 +223,11 @@ def check_semi_implicit_log_weights(semi_implicit_log_weights):
                 torch.logsumexp(with_own, 1) - math.log(K + 1)
             ),
             "a sign is off: log w_k = log p(x, z_k) - log q~(z_k | x)": -weights(with_own, K + 1),
+            _PAIRED: weights(torch.cat([own.unsqueeze(1), paired.unsqueeze(1)], 1), 2),
+            _PAIRED + " (and divided by K_psi + 1 where there were 2 terms)": weights(
+                torch.cat([own.unsqueeze(1), paired.unsqueeze(1)], 1), K + 1
+            ),
+            _PAIRED + " (and without z_k's own psi_k0)": lj - paired,
             "exp(log_scale) is the standard deviation, not the variance": weights(
                 torch.cat(
                     [

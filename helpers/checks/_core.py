@@ -491,18 +491,21 @@ def diagnose_mean(estimate, reference, mistakes, context="", z=4.0, rtol=0.0, at
 def _timed(fn, reference, *args, repeats=3, grad=None):
     """Time ``fn(*args)`` and ``reference(*args)``: ``(fn's output, fn's seconds, reference's seconds)``.
 
-    Each time is the shortest of ``repeats`` runs (of the forward pass and, with ``grad``, of the gradient with
-    respect to the tensors ``grad``), so that a busy machine slows both alike. Called through
-    :func:`call_learner`, the times are recorded with the output and the grader's replay reads the same verdict.
-    An answer slower than a second on its first run is not run again: it is already too slow.
+    Each time is the CPU time this process spent, the shortest of ``repeats`` runs (of the forward pass and, with
+    ``grad``, of the gradient with respect to the tensors ``grad``): other processes' load does not count, as a
+    wall clock's would (a correct answer timed while the machine was busy and its reference while it was not
+    could read twenty times slower), and the shortest run leaves out a garbage collection or a first call's
+    set-up. Called through :func:`call_learner`, the times are recorded with the output and the grader's replay
+    reads the same verdict. An answer slower than a second on its first run is not run again: it is already too
+    slow.
     """
 
     def run(f):
-        start = time.perf_counter()
+        start = time.process_time()
         out = f(*args)
         if grad is not None:
             torch.autograd.grad(torch.as_tensor(out).sum(), grad, allow_unused=True)
-        return out, time.perf_counter() - start
+        return out, time.process_time() - start
 
     out, seconds = run(fn)
     if seconds < 1.0:

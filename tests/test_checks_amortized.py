@@ -228,6 +228,7 @@ def _encoder_with(precision_of=None, A_of=None, c_of=None, log_scale_of=None):
         (_encoder_with(c_of=lambda A, b: A @ b), "c = -A b"),
         (_encoder_with(c_of=lambda A, b: torch.zeros(A.shape[0], dtype=A.dtype)), "c is not zero"),
         (_encoder_with(A_of=lambda W, s, P, C: W.T / s**2), "misses the posterior covariance"),
+        (_encoder_with(A_of=lambda W, s, P, C: C @ W.T), "misses the 1 / sigma^2 on the right-hand side"),
         (_encoder_with(A_of=lambda W, s, P, C: P @ W.T / s**2), "instead of its inverse"),
         (
             _encoder_with(A_of=lambda W, s, P, C: torch.diag(1 / P.diagonal()) @ W.T / s**2),
@@ -254,7 +255,14 @@ def test_linear_encoder_names_w_w_transpose(capsys):
         A, c, _ = amortized.best_linear_encoder(W, b, sigma)
         return A, c, -0.5 * torch.log1p((W**2).sum(1) / sigma**2)
 
+    def solves_with_w(W, b, sigma):  # the precision right, W where W^T belongs on the right-hand side
+        L = W.shape[1]
+        precision = torch.eye(L, dtype=W.dtype) + W.T @ W / sigma**2
+        A = torch.linalg.solve(precision, W) / sigma**2
+        return A, -A @ b, -0.5 * precision.diagonal().log()
+
     rejects(check_linear_encoder, outer_precision, capsys, "W^T W", "not from W W^T", "L = 2")
+    rejects(check_linear_encoder, solves_with_w, capsys, "right-hand side W^T is (L, D) = (2, 4), not W")
     rejects(check_linear_encoder, outer_diagonal, capsys, "log_scale has shape (4,)", "not from W W^T")
 
 

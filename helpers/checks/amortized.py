@@ -197,13 +197,16 @@ def check_amortized_elbo(amortized_elbo):
 
 
 def _size_slip(exc, D, L):
-    """The diagnosis of a size mismatch between L and D raised inside the learner's 4.4: W W^T for W^T W."""
+    """The diagnosis of a size mismatch between L and D raised inside the learner's 4.4: W W^T for W^T W in the
+    precision, or W for W^T on the right-hand side of the solve for A."""
     text = str(exc)
     if any(word in text for word in ("size", "shape")) and str(D) in text and str(L) in text:
         fail(
-            f"{text.rstrip('.')}: a mismatch between the latent size L = {L} and the data size D = {D}. The "
-            f"posterior precision Lambda = I + W^T W / sigma^2 is L x L = {L} x {L}, built from W^T W (W has shape "
-            f"(D, L) = ({D}, {L})), not from W W^T, which is D x D; A maps x (D,) to the mean (L,)"
+            f"{text.rstrip('.')}: a mismatch between the latent size L = {L} and the data size D = {D}. Two "
+            f"shapes to check: the posterior precision Lambda = I + W^T W / sigma^2 is L x L = {L} x {L}, built "
+            f"from W^T W (W has shape (D, L) = ({D}, {L})), not from W W^T, which is D x D; and A solves "
+            f"Lambda A = W^T / sigma^2, whose right-hand side W^T is (L, D) = ({L}, {D}), not W: A maps x (D,) to "
+            "the mean (L,)"
         )
 
 
@@ -268,9 +271,8 @@ def check_linear_encoder(best_linear_encoder):
             "pseudo-inverse": flat(pinv, -pinv @ b),
             "c must undo the offset: mean = A (x - b), so c = -A b": flat(ref_A, ref_A @ b),
             "c is not zero: the mean is A (x - b), so c = -A b": flat(ref_A, torch.zeros(L, dtype=_F64)),
-            "the precision misses sigma^2: Lambda = I + W^T W / sigma^2 (each observation adds W^T W / sigma^2)": (
-                _diagonal_encoder(W, b, 1.0, no_sigma)[: L * D + L]
-            ),
+            "the precision misses sigma^2: Lambda = I + W^T W / sigma^2 (the likelihood adds W^T W / sigma^2 "
+            "to the prior's I)": (_diagonal_encoder(W, b, 1.0, no_sigma)[: L * D + L]),
             "the precision misses sigma^2: Lambda = I + W^T W / sigma^2, with the same sigma^2 as in W^T / sigma^2": (
                 flat(torch.linalg.solve(no_sigma, W.T) / sigma**2, -torch.linalg.solve(no_sigma, W.T) @ b / sigma**2)
             ),
@@ -279,6 +281,10 @@ def check_linear_encoder(best_linear_encoder):
             )[: L * D + L],
             "sigma is a standard deviation: the precision is I + W^T W / sigma^2, not I + W^T W / sigma": (
                 _diagonal_encoder(W, b, sigma, eye + W.T @ W / sigma)[: L * D + L]
+            ),
+            "A misses the 1 / sigma^2 on the right-hand side: Lambda A = W^T / sigma^2, so A = Lambda^{-1} W^T / "
+            "sigma^2 (the precision's sigma^2 is not the only one)": flat(
+                torch.linalg.solve(precision, W.T), -torch.linalg.solve(precision, W.T) @ b
             ),
             "A misses the posterior covariance: A = Lambda^{-1} W^T / sigma^2": flat(
                 W.T / sigma**2, -(W.T / sigma**2) @ b
@@ -322,9 +328,8 @@ def check_linear_encoder(best_linear_encoder):
             "returned the variances 1 / Lambda_ll, not the log of the standard deviations: return log_scale": (
                 -log_diag
             ).exp(),
-            "the precision misses sigma^2: Lambda = I + W^T W / sigma^2 (each observation adds W^T W / sigma^2)": (
-                -0.5 * no_sigma.diagonal().log()
-            ),
+            "the precision misses sigma^2: Lambda = I + W^T W / sigma^2 (the likelihood adds W^T W / sigma^2 "
+            "to the prior's I)": (-0.5 * no_sigma.diagonal().log()),
             "sigma is a standard deviation: divide W^T W by sigma^2, not sigma": -0.5
             * (eye + W.T @ W / sigma).diagonal().log(),
             "the precision misses the prior's identity: Lambda = I + W^T W / sigma^2": -0.5

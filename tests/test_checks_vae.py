@@ -745,6 +745,30 @@ def _ratio_still_a_stub(z, m, ls):
         (lambda m, ls, e: _information(m, ls, e, reduce=lambda t: t.mean(0)), ("return one number",)),
         (lambda m, ls, e: _information(m, ls, torch.randn_like(e)), ("use the draws eps you are given",)),
         (_through(_ratio_without_log_n), ("missing log N",)),
+        # the numerator from the noise, as hint 2 allows, with a slip the table of log densities does not have
+        (
+            lambda m, ls, e: (
+                (-0.5 * e**2 - ls).sum(-1) - torch.logsumexp(_table(m, ls, e), -1) + math.log(len(m))
+            ).mean(),
+            ("misses its constant", "the same log density"),
+        ),
+        (
+            lambda m, ls, e: (
+                (Normal(0.0, 1.0).log_prob(e) - 2 * ls).sum(-1)
+                - torch.logsumexp(_table(m, ls, e), -1)
+                + math.log(len(m))
+            ).mean(),
+            ("log sigma^2 where the log density has log sigma",),
+        ),
+        (
+            lambda m, ls, e: (
+                _own(m, ls, e)
+                - (
+                    torch.logsumexp(Normal(m, ls.exp()).log_prob(_draws(m, ls, e)[..., None, :]), 2) - math.log(len(m))
+                ).sum(-1)
+            ).mean(),
+            ("product of per-coordinate mixtures",),
+        ),
         (_through(_ratio_upside_down), ("exercise 5.8", "upside down")),
         (_through(_ratio_still_a_stub), ("exercise 5.8's function, which is still a stub",)),
         # the draws against the encoders without lining the axes up: (S, N, L) against (N, L) pairs each draw with

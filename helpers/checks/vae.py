@@ -786,6 +786,19 @@ def _information_variants(mean, log_scale, eps):
         "the scale of each Gaussian is exp(log_scale), not exp(2 log_scale)": (
             wide.diagonal(dim1=1, dim2=2) - torch.logsumexp(wide, -1) + log_n
         ).mean(),
+        "the numerator, log q(z | x_i) written from the noise, misses its constant -(L/2) log 2 pi, which the "
+        "table of log densities behind q_bar has: the two must be the same log density": (
+            ref + 0.5 * L * math.log(2 * math.pi)
+        ),
+        "the numerator, log q(z | x_i) written from the noise, subtracts log sigma^2 where the log density has "
+        "log sigma, the log of the scale: -(1/2) eps^2 - log sigma - (1/2) log 2 pi per coordinate": (
+            ref - log_scale.sum(-1).mean()
+        ),
+        "the log-sum-exp runs over the encoders one latent coordinate at a time, then sums over L: that makes "
+        "q_bar a product of per-coordinate mixtures; it is a mixture of products, so sum each encoder's log "
+        "density over L first, then log-sum-exp over the N encoders": (
+            own - (torch.logsumexp(per, 2) - log_n).sum(-1)
+        ).mean(),
     }
     # an answer built on 5.8's log ratio, log q(z | x_i) - log p(z) - (log q_bar(z) - log p(z)), with 5.8 wrong
     _, ratio_slips = _log_ratio_variants(z.reshape(S * N, L), mean, log_scale)
@@ -839,6 +852,6 @@ def check_mutual_information(mutual_information):
         want = vae.mutual_information(mean32.double(), log_scale32.double(), eps32.double())
         diagnose(big.double().reshape(()), want, {}, " at the lesson's scale (N = 50, L = 8, float32)", 1e-4, 1e-3)
     return (
-        "the average of log q(z | x_i) - log q_bar(z) over the draws given, with q_bar the log-sum-exp over all N "
-        "encoders."
+        "the average of log q(z | x_i) - log q_bar(z) over the draws given, with q_bar the average of all N "
+        "encoders' densities, the draw's own included."
     )

@@ -55,9 +55,9 @@ def never_raises(checker, bad, capsys):
     assert not result and result.status == "failed" and "Exercise" in out
 
 
-def replays_to_passed(check, answer, folder):
-    """The check passes ``answer`` in a recording kernel, and the grader's replay of its record (helpers.tooling.replay)
-    confirms the pass outside it."""
+def kernel_and_replay(check, answer, folder):
+    """``check(answer)`` in a recording kernel (records in ``folder``), and the grader's replay of its record
+    (helpers.tooling.replay) outside it: ``((status, message) in the kernel, (status, message) replayed)``."""
     import torch
 
     from helpers.checks import _core
@@ -66,8 +66,16 @@ def replays_to_passed(check, answer, folder):
     previous, grad = _core._channel, torch.autograd.grad
     try:
         replay.install(folder)
-        assert check(answer)
+        result = check(answer)
     finally:
         _core._channel, torch.autograd.grad = previous, grad
     (path,) = folder.glob("*.pt")
-    assert replay.replay_record(torch.load(path, weights_only=True))[0] == "passed"
+    return (result.status, result.message), replay.replay_record(torch.load(path, weights_only=True))
+
+
+def replays_to_passed(check, answer, folder):
+    """The check passes ``answer`` in a recording kernel, and the grader's replay of its record confirms the pass
+    outside it."""
+    kernel, replayed = kernel_and_replay(check, answer, folder)
+    assert kernel[0] == "passed", kernel
+    assert replayed[0] == "passed"

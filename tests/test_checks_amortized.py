@@ -356,44 +356,15 @@ def test_refine_names_mistakes(capsys):
 
     rejects(check_refine, fixed_noise, capsys, "reused at every step", "Draw fresh eps")
 
-    def reseeded(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):  # fresh-looking draws, the same every step
-        m = mean.detach().clone().requires_grad_(True)
-        ls = log_scale.detach().clone().requires_grad_(True)
-        opt = torch.optim.Adam([m, ls], lr=lr)
-        for _ in range(steps):
-            eps = torch.randn(S, *m.shape, generator=torch.Generator().manual_seed(0), dtype=m.dtype)
-            loss = -amortized.gaussian_elbo_terms(x, m, ls, log_joint, eps).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return m.detach(), ls.detach()
+    def reseeded(S, m):  # fresh-looking draws, the same every step
+        return torch.randn(S, *m.shape, generator=torch.Generator().manual_seed(0), dtype=m.dtype)
 
-    rejects(check_refine, reseeded, capsys, "reused at every step")
+    def one_draw_repeated(S, m):  # S copies of one draw
+        return torch.randn(1, *m.shape, dtype=m.dtype).expand(S, *m.shape)
 
-    def one_draw_repeated(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):  # S copies of one draw
-        m = mean.detach().clone().requires_grad_(True)
-        ls = log_scale.detach().clone().requires_grad_(True)
-        opt = torch.optim.Adam([m, ls], lr=lr)
-        for _ in range(steps):
-            eps = torch.randn(1, *m.shape, dtype=m.dtype).expand(S, *m.shape)
-            loss = -amortized.gaussian_elbo_terms(x, m, ls, log_joint, eps).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return m.detach(), ls.detach()
-
-    rejects(check_refine, one_draw_repeated, capsys, "draws of a data point are all equal")
-
-    def accumulates(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):  # never clears the gradients
-        m = mean.detach().clone().requires_grad_(True)
-        ls = log_scale.detach().clone().requires_grad_(True)
-        opt = torch.optim.Adam([m, ls], lr=lr)
-        for _ in range(steps):
-            eps = torch.randn(S, *m.shape, dtype=m.dtype)
-            (-amortized.gaussian_elbo_terms(x, m, ls, log_joint, eps).sum()).backward()
-            opt.step()
-        return m.detach(), ls.detach()
-
+    rejects(check_refine, _refine_with(noise=reseeded), capsys, "reused at every step")
+    rejects(check_refine, _refine_with(noise=one_draw_repeated), capsys, "draws of a data point are all equal")
+    accumulates = _refine_with(clear_gradients=False)  # never clears the gradients
     rejects(check_refine, accumulates, capsys, "gradients accumulate", "zero_grad()")
 
     def mean_only(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
@@ -449,15 +420,30 @@ def test_refine_names_detached_draws_and_its_own_arguments(capsys):
     assert "x = x + ..." not in out
 
 
-def _refine_with(steps_of=lambda k: k, lr_of=lambda lr: lr, S_of=lambda S: S, optimizer=torch.optim.Adam):
+def _fresh_noise(S, m):
+    return torch.randn(S, *m.shape, dtype=m.dtype)
+
+
+def _refine_with(
+    steps_of=lambda k: k,
+    lr_of=lambda lr: lr,
+    S_of=lambda S: S,
+    optimizer=torch.optim.Adam,
+    noise=_fresh_noise,
+    clear_gradients=True,
+):
+    """A refinement loop (exercise 4.6) with one piece written another way: the steps, the learning rate, the
+    number of draws, the optimiser, the draws at each step ``noise(S, m)``, clearing the gradients or not."""
+
     def refine(x, mean, log_scale, log_joint, steps, lr=0.05, S=8):
         m = mean.detach().clone().requires_grad_(True)
         ls = log_scale.detach().clone().requires_grad_(True)
         opt = optimizer([m, ls], lr=lr_of(lr))
         for _ in range(steps_of(steps)):
-            z = m + ls.exp() * torch.randn(S_of(S), *m.shape, dtype=m.dtype)
+            z = m + ls.exp() * noise(S_of(S), m)
             loss = -(log_joint(x, z) - Normal(m, ls.exp()).log_prob(z).sum(-1)).mean(0).sum()
-            opt.zero_grad()
+            if clear_gradients:
+                opt.zero_grad()
             loss.backward()
             opt.step()
         return m.detach(), ls.detach()

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from checker_assertions import accepts, rejects
+from checker_assertions import accepts, kernel_and_replay, rejects
 
 from helpers import kernel_stein
 from helpers.checks import check_ksd_u_statistic, check_ksivi_loss
@@ -260,23 +260,8 @@ def test_ksivi_loss_names_mistakes(fn, words, capsys):
 # ------------------------------------------------------------ the grader's replay
 
 
-def _replayed(check, answer, folder):
-    """The kernel's verdict on ``answer`` and the grader's replay of its record: two (status, message) pairs."""
-    from helpers.checks import _core
-    from helpers.tooling import replay
-
-    previous, grad = _core._channel, torch.autograd.grad
-    try:
-        replay.install(folder)
-        result = check(answer)
-    finally:
-        _core._channel, torch.autograd.grad = previous, grad
-    (path,) = folder.glob("*.pt")
-    return (result.status, result.message), replay.replay_record(torch.load(path, weights_only=True))
-
-
 @pytest.mark.parametrize("answer", [kernel_stein.ksd_u_statistic, _u_rows, _u_loop])
 def test_the_graders_replay_reads_the_kernels_verdict_on_speed(answer, tmp_path, capsys):
-    kernel, grader = _replayed(check_ksd_u_statistic, answer, tmp_path)
+    kernel, grader = kernel_and_replay(check_ksd_u_statistic, answer, tmp_path)
     assert kernel == grader
     assert kernel[0] == ("failed" if answer is _u_loop else "passed"), kernel

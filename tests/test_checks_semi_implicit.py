@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from checker_assertions import accepts, rejects
+from checker_assertions import accepts, kernel_and_replay, rejects
 from torch.distributions import Normal
 
 from helpers import semi_implicit
@@ -663,15 +663,6 @@ def test_dsivi_bound_names_each_slip(fn, words, capsys):
 
 def test_the_graders_replay_reads_the_kernels_verdict_on_a_slow_answer(tmp_path, capsys):
     # the speed verdict is kept while the expectation is checked at a smaller size: the replay must follow the same path
-    from helpers.checks import _core
-    from helpers.tooling import replay
-
-    previous, grad = _core._channel, torch.autograd.grad
-    try:
-        replay.install(tmp_path)
-        result = check_sivi_bound(_draw_by_draw(with_psi0=True))
-    finally:
-        _core._channel, torch.autograd.grad = previous, grad
-    (path,) = tmp_path.glob("*.pt")
-    assert result.status == "failed" and "too slow" in result.message
-    assert replay.replay_record(torch.load(path, weights_only=True)) == (result.status, result.message)
+    kernel, replayed = kernel_and_replay(check_sivi_bound, _draw_by_draw(with_psi0=True), tmp_path)
+    assert kernel[0] == "failed" and "too slow" in kernel[1]
+    assert replayed == kernel
